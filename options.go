@@ -1,0 +1,171 @@
+package pgq
+
+import (
+	"fmt"
+	"log/slog"
+	"regexp"
+	"time"
+
+	"github.com/pgq-dev/pgq/internal/sqlname"
+)
+
+// common holds the settings shared by the schema functions, Queries,
+// QueueManager and CompletionWatcher.
+type common struct {
+	names      sqlname.Names
+	durability Durability
+	listenDSN  string
+	logger     *slog.Logger
+	err        error // the first invalid option, reported by the constructor
+}
+
+func (c *common) setErr(err error) {
+	if c.err == nil {
+		c.err = err
+	}
+}
+
+func newCommon() common {
+	return common{logger: slog.New(slog.DiscardHandler)}
+}
+
+// SchemaOption configures Install, Upgrade, Uninstall and Verify.
+type SchemaOption interface{ applySchema(*common) }
+
+// Option configures NewQueries.
+type Option interface{ applyQueries(*common) }
+
+// ManagerOption configures NewQueueManager.
+type ManagerOption interface{ applyManager(*managerConfig) }
+
+// WatcherOption configures NewCompletionWatcher.
+type WatcherOption interface{ applyWatcher(*watcherConfig) }
+
+// NamingOption is an option that every pgq constructor and schema function
+// takes: WithPrefix and WithSchema.
+type NamingOption struct{ f func(*common) }
+
+func (o NamingOption) applySchema(c *common)         { o.f(c) }
+func (o NamingOption) applyQueries(c *common)        { o.f(c) }
+func (o NamingOption) applyManager(c *managerConfig) { o.f(&c.common) }
+func (o NamingOption) applyWatcher(c *watcherConfig) { o.f(&c.common) }
+
+var identRE = regexp.MustCompile(`^[a-z_][a-z0-9_]*$`)
+
+// WithPrefix puts prefix in front of every object name (tables, enum,
+// indexes, trigger, function and the NOTIFY channel), as PGQueuer's
+// PGQUEUER_PREFIX does. It must be lower-case letters, digits and
+// underscores.
+func WithPrefix(prefix string) NamingOption {
+	return NamingOption{func(c *common) {
+		if prefix != "" && !identRE.MatchString(prefix) {
+			c.setErr(fmt.Errorf("pgq: invalid prefix %q: use lower-case letters, digits and underscores", prefix))
+			return
+		}
+		c.names.Prefix = prefix
+	}}
+}
+
+// WithSchema places pgq's objects in the PostgreSQL schema name (as
+// PGQueuer's PGQUEUER_SCHEMA does) instead of the connection's current
+// schema. Install and Upgrade create the schema when it does not exist.
+func WithSchema(name string) NamingOption {
+	return NamingOption{func(c *common) {
+		if name != "" && !identRE.MatchString(name) {
+			c.setErr(fmt.Errorf("pgq: invalid schema name %q: use lower-case letters, digits and underscores", name))
+			return
+		}
+		c.names.Schema = name
+	}}
+}
+
+// Durability says which tables write WAL, as PGQueuer's durability modes do.
+type Durability int
+
+// The durability modes. The zero value leaves the tables as they are.
+const (
+	// Durable: every table is logged; nothing is lost in a server crash.
+	Durable Durability = iota + 1
+	// Balanced: the job table is logged, the log table is UNLOGGED (faster;
+	// a server crash empties the log, never the queue).
+	Balanced
+	// Volatile: the job and log tables are UNLOGGED (fastest; a server crash
+	// empties both).
+	Volatile
+)
+
+func (d Durability) String() string {
+	switch d {
+	case Durable:
+		return "durable"
+	case Balanced:
+		return "balanced"
+	case Volatile:
+		return "volatile"
+	case 0:
+		return "unchanged"
+	}
+	return fmt.Sprintf("Durability(%d)", int(d))
+}
+
+// ParseDurability parses "durable", "balanced" or "volatile".
+func ParseDurability(s string) (Durability, error) {
+	for _, d := range []Durability{Durable, Balanced, Volatile} {
+		if d.String() == s {
+			return d, nil
+		}
+	}
+	return 0, fmt.Errorf("pgq: unknown durability %q: want durable, balanced or volatile", s)
+}
+
+type durabilityOption Durability
+
+func (o durabilityOption) applySchema(c *common) {
+	d := Durability(o)
+	if d < Durable || d > Volatile {
+		c.setErr(fmt.Errorf("pgq: invalid durability %d", int(d)))
+		return
+	}
+	c.durability = d
+}
+
+// WithDurability makes Install and Upgrade set the tables' durability.
+// Without it Upgrade leaves an installed schema's durability unchanged and
+// Install creates durable tables.
+func WithDurability(d Durability) SchemaOption { return durabilityOption(d) }
+
+// ListenOption is WithListenDSN; both QueueManager and CompletionWatcher take it.
+type ListenOption struct{ dsn string }
+
+func (o ListenOption) applyManager(c *managerConfig) { c.listenDSN = o.dsn }
+func (o ListenOption) applyWatcher(c *watcherConfig) { c.listenDSN = o.dsn }
+
+// WithListenDSN gives the LISTEN connection its own data source name, for
+// when the *sql.DB goes through a transaction-mode pooler (where LISTEN does
+// not work) or uses lib/pq (whose pooled connections cannot wait for
+// notifications). Without it, a pgx *sql.DB lends one of its connections to
+// the listener, and a lib/pq *sql.DB is served by polling alone.
+func WithListenDSN(dsn string) ListenOption { return ListenOption{dsn} }
+
+// LoggerOption is WithLogger; QueueManager and CompletionWatcher take it.
+type LoggerOption struct{ l *slog.Logger }
+
+func (o LoggerOption) applyManager(c *managerConfig) { o.set(&c.common) }
+func (o LoggerOption) applyWatcher(c *watcherConfig) { o.set(&c.common) }
+func (o LoggerOption) set(c *common) {
+	if o.l != nil {
+		c.logger = o.l
+	}
+}
+
+// WithLogger sets the logger for the worker's or watcher's own messages
+// (connection trouble, handler panics). pgq is quiet by default.
+func WithLogger(l *slog.Logger) LoggerOption { return LoggerOption{l} }
+
+// positive checks a duration option.
+func positive(name string, d time.Duration) error {
+	if d <= 0 {
+		return fmt.Errorf("pgq: %s must be positive, got %v", name, d)
+	}
+	return nil
+}

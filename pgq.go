@@ -1,0 +1,148 @@
+// Package pgq is a PostgreSQL job queue for database/sql.
+//
+// Jobs live in a PostgreSQL table. Producers enqueue them with [Queries],
+// on a *sql.DB or inside their own *sql.Tx; workers ([QueueManager]) claim
+// them in batches with FOR UPDATE SKIP LOCKED, wake on LISTEN/NOTIFY with a
+// polling fallback, and record every outcome in a log table. A
+// [CompletionWatcher] lets any process wait for jobs to finish.
+//
+// pgq shares its tables, enum, trigger and notifications with Python's
+// PGQueuer, so a PGQueuer process and a pgq process can work one queue, in
+// both directions. The schema is installed by goose migrations embedded in
+// the package ([Migrations], [Install], [Upgrade]).
+//
+// pgq works with both github.com/lib/pq (driver "postgres") and
+// github.com/jackc/pgx/v5/stdlib (driver "pgx").
+package pgq
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// JobID identifies a job; it is the id column of the job table.
+type JobID int64
+
+// Status is the state of a job, as the pgqueuer_status enum spells it.
+type Status string
+
+// The statuses of a job. Live rows of the job table are StatusQueued,
+// StatusPicked or StatusFailed; the log records every transition.
+const (
+	StatusQueued     Status = "queued"     // waiting to run
+	StatusPicked     Status = "picked"     // claimed by a worker, running
+	StatusSuccessful Status = "successful" // the handler returned nil
+	StatusException  Status = "exception"  // the handler returned an error or panicked
+	StatusCanceled   Status = "canceled"   // canceled before or while running
+	StatusDeleted    Status = "deleted"    // removed without running
+	StatusFailed     Status = "failed"     // held after its last failed attempt; not terminal
+)
+
+// Terminal reports whether s is a final outcome: successful, exception,
+// canceled or deleted. StatusFailed is not terminal, since a held job can be
+// requeued.
+func (s Status) Terminal() bool {
+	switch s {
+	case StatusSuccessful, StatusException, StatusCanceled, StatusDeleted:
+		return true
+	}
+	return false
+}
+
+// DBTX is what pgq runs its queries on: *sql.DB, *sql.Conn and *sql.Tx all
+// satisfy it.
+type DBTX interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+	PrepareContext(ctx context.Context, query string) (*sql.Stmt, error)
+}
+
+// Job is a job handed to a [Handler].
+type Job struct {
+	ID           JobID
+	Priority     int32
+	Entrypoint   string
+	Payload      []byte            // nil when the job was enqueued without a payload
+	Headers      map[string]string // nil when the job has none
+	Attempts     int32             // how many earlier attempts failed and were retried
+	DedupeKey    string            // "" when the job has none
+	Created      time.Time
+	ExecuteAfter time.Time
+}
+
+// Handler runs one job. Returning nil records the job as successful;
+// returning an error (or panicking) records it as an exception with the
+// error text in the log's traceback. ctx ends when the job is canceled or
+// when the worker's shutdown grace period is over.
+type Handler func(ctx context.Context, job *Job) error
+
+// Limits of the values a job may carry.
+const (
+	// MaxPayloadSize is the largest payload Enqueue accepts: 256 MiB.
+	// PostgreSQL's bytea holds up to 1 GiB, but a payload travels
+	// hex-encoded inside a batch and is held in memory by both sides, so
+	// large blobs belong in object storage with a reference in the payload.
+	MaxPayloadSize = 256 << 20
+	// MaxExecuteAfter is the longest delay Enqueue accepts: 100 years.
+	MaxExecuteAfter = 100 * 365 * 24 * time.Hour
+)
+
+var (
+	// ErrDuplicateJob is returned (wrapped in a *DuplicateJobError) when a
+	// job's dedupe key is already held by a queued or running job.
+	ErrDuplicateJob = errors.New("pgq: duplicate job")
+	// ErrJobNotFound is returned when a job id has neither a row in the job
+	// table nor any log row: it never existed (or its log was pruned).
+	ErrJobNotFound = errors.New("pgq: job not found")
+	// ErrSchemaMissing is returned when pgq's tables are missing or
+	// incomplete; run `pgq install` (or Install), or `pgq upgrade`.
+	ErrSchemaMissing = errors.New("pgq: schema not installed or incomplete")
+	// ErrSchemaExists is returned by Install when the job table exists.
+	ErrSchemaExists = errors.New("pgq: schema already installed")
+	// ErrClosed is returned by a CompletionWatcher's waits once it is closed.
+	ErrClosed = errors.New("pgq: closed")
+)
+
+// DuplicateJobError reports the dedupe key that made an enqueue fail. It
+// matches ErrDuplicateJob with errors.Is.
+type DuplicateJobError struct {
+	DedupeKey string
+}
+
+func (e *DuplicateJobError) Error() string {
+	if e.DedupeKey == "" {
+		return "pgq: duplicate job: a job with the same dedupe key is already queued or running"
+	}
+	return fmt.Sprintf("pgq: duplicate job: dedupe key %q is already held by a queued or running job", e.DedupeKey)
+}
+
+// Is makes errors.Is(err, ErrDuplicateJob) true.
+func (e *DuplicateJobError) Is(target error) bool { return target == ErrDuplicateJob }
+
+// decodeHeaders turns the headers column into a map. Non-string JSON values
+// (which PGQueuer producers may write) are kept as their JSON text.
+func decodeHeaders(raw json.RawMessage) map[string]string {
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return map[string]string{"": string(raw)}
+	}
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		var s string
+		if json.Unmarshal(v, &s) == nil {
+			out[k] = s
+		} else {
+			out[k] = strings.TrimSpace(string(v))
+		}
+	}
+	return out
+}

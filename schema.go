@@ -1,0 +1,435 @@
+package pgq
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"maps"
+	"slices"
+	"strings"
+	"testing/fstest"
+
+	"github.com/pressly/goose/v3"
+	"github.com/pressly/goose/v3/lock"
+
+	"github.com/pgq-dev/pgq/dbgen"
+	"github.com/pgq-dev/pgq/internal/sqlname"
+)
+
+//go:embed db/migrations/*.sql
+var migrationFiles embed.FS
+
+// Migrations returns pgq's goose migrations, with PGQueuer's default object
+// names, for running with goose in your own pipeline:
+//
+//	provider, err := goose.NewProvider(goose.DialectPostgres, db, pgq.Migrations())
+//
+// Every migration is idempotent, so it also adopts a schema that PGQueuer
+// created. For a prefix or schema use Install or Upgrade, or print the SQL
+// with InstallSQL.
+func Migrations() fs.FS {
+	sub, err := fs.Sub(migrationFiles, "db/migrations")
+	if err != nil {
+		panic(err) // the embedded directory is fixed at build time
+	}
+	return sub
+}
+
+func schemaConfig(opts []SchemaOption) (common, error) {
+	c := newCommon()
+	for _, o := range opts {
+		if o != nil {
+			o.applySchema(&c)
+		}
+	}
+	return c, c.err
+}
+
+// migrationsFor returns the migrations rewritten for c's names: the prefix
+// applied to every object, and search_path set to the schema in each
+// migration's transaction.
+func migrationsFor(c common) (fs.FS, error) {
+	if c.names.IsDefault() {
+		return Migrations(), nil
+	}
+	out := fstest.MapFS{}
+	err := fs.WalkDir(Migrations(), ".", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := fs.ReadFile(Migrations(), path)
+		if err != nil {
+			return err
+		}
+		text := c.names.DDL(string(b))
+		if c.names.Schema != "" {
+			set := "SET LOCAL search_path TO " + sqlname.QuoteIdent(c.names.Schema) + ";\n"
+			text = strings.ReplaceAll(text, "-- +goose Up\n", "-- +goose Up\n"+set)
+			text = strings.ReplaceAll(text, "-- +goose Down\n", "-- +goose Down\n"+set)
+		}
+		out[path] = &fstest.MapFile{Data: []byte(text)}
+		return nil
+	})
+	return out, err
+}
+
+func provider(db *sql.DB, c common) (*goose.Provider, error) {
+	fsys, err := migrationsFor(c)
+	if err != nil {
+		return nil, err
+	}
+	locker, err := lock.NewPostgresSessionLocker()
+	if err != nil {
+		return nil, err
+	}
+	table := c.names.Name(sqlname.VersionTable)
+	if c.names.Schema != "" {
+		table = c.names.Schema + "." + table
+	}
+	return goose.NewProvider(goose.DialectPostgres, db, fsys,
+		goose.WithTableName(table),
+		goose.WithSessionLocker(locker),
+		goose.WithDisableGlobalRegistry(true),
+	)
+}
+
+// createSchema creates the schema WithSchema names. It is DDL that belongs
+// to the installation (goose needs the schema to exist before it can put its
+// version table there), so it is built here rather than in db/queries.
+func createSchema(ctx context.Context, db *sql.DB, c common) error {
+	if c.names.Schema == "" {
+		return nil
+	}
+	_, err := db.ExecContext(ctx, "CREATE SCHEMA IF NOT EXISTS "+sqlname.QuoteIdent(c.names.Schema))
+	return err
+}
+
+// targetSchema is the schema the objects live in: the configured one or the
+// connection's current schema.
+func targetSchema(ctx context.Context, db DBTX, c common) (string, error) {
+	if c.names.Schema != "" {
+		return c.names.Schema, nil
+	}
+	s, err := dbgen.New().SchemaCurrent(ctx, db)
+	if err != nil {
+		return "", fmt.Errorf("pgq: reading current schema: %w", err)
+	}
+	return s, nil
+}
+
+// Install creates pgq's schema: the status enum, the job, log, statistics
+// and schedules tables with their indexes, and the notify trigger. It fails
+// with ErrSchemaExists, dropping nothing, when the job table already exists;
+// use Upgrade to bring an existing schema up to date.
+func Install(ctx context.Context, db *sql.DB, opts ...SchemaOption) error {
+	c, err := schemaConfig(opts)
+	if err != nil {
+		return err
+	}
+	schema, err := targetSchema(ctx, db, c)
+	if err != nil {
+		return err
+	}
+	rels, err := dbgen.New().SchemaRelations(ctx, db, dbgen.SchemaRelationsParams{
+		SchemaName: schema, Names: []string{c.names.Name(sqlname.JobTable)},
+	})
+	if err != nil {
+		return fmt.Errorf("pgq: install: %w", err)
+	}
+	if len(rels) > 0 {
+		return fmt.Errorf("%w: table %s.%s exists; use Upgrade (`pgq upgrade`) to update it",
+			ErrSchemaExists, schema, c.names.Name(sqlname.JobTable))
+	}
+	if c.durability == 0 {
+		c.durability = Durable
+	}
+	return migrate(ctx, db, c, "install")
+}
+
+// Upgrade brings the schema up to date, creating whatever is missing. It is
+// idempotent, and it adopts a schema that PGQueuer created (any v0.x/v1.x:
+// missing columns, indexes and enum values are added, rows are kept).
+func Upgrade(ctx context.Context, db *sql.DB, opts ...SchemaOption) error {
+	c, err := schemaConfig(opts)
+	if err != nil {
+		return err
+	}
+	return migrate(ctx, db, c, "upgrade")
+}
+
+func migrate(ctx context.Context, db *sql.DB, c common, verb string) error {
+	if err := createSchema(ctx, db, c); err != nil {
+		return fmt.Errorf("pgq: %s: creating schema %s: %w", verb, c.names.Schema, err)
+	}
+	p, err := provider(db, c)
+	if err != nil {
+		return fmt.Errorf("pgq: %s: %w", verb, err)
+	}
+	if _, err := p.Up(ctx); err != nil {
+		return fmt.Errorf("pgq: %s: %w", verb, err)
+	}
+	if err := setDurability(ctx, db, c); err != nil {
+		return fmt.Errorf("pgq: %s: setting durability %s: %w", verb, c.durability, err)
+	}
+	return nil
+}
+
+func setDurability(ctx context.Context, db *sql.DB, c common) error {
+	if c.durability == 0 {
+		return nil
+	}
+	q, rdb := dbgen.New(), sqlname.NewRewriter(c.names).Wrap(db)
+	jobLogged, logLogged := q.DurabilityJobTableLogged, q.DurabilityLogTableLogged
+	if c.durability == Volatile {
+		jobLogged = q.DurabilityJobTableUnlogged
+	}
+	if c.durability != Durable {
+		logLogged = q.DurabilityLogTableUnlogged
+	}
+	if err := jobLogged(ctx, rdb); err != nil {
+		return err
+	}
+	return logLogged(ctx, rdb)
+}
+
+// Uninstall drops every pgq object (tables with their rows, enum, trigger,
+// function) and the migration version table.
+func Uninstall(ctx context.Context, db *sql.DB, opts ...SchemaOption) error {
+	c, err := schemaConfig(opts)
+	if err != nil {
+		return err
+	}
+	if err := createSchema(ctx, db, c); err != nil {
+		return fmt.Errorf("pgq: uninstall: %w", err)
+	}
+	p, err := provider(db, c)
+	if err != nil {
+		return fmt.Errorf("pgq: uninstall: %w", err)
+	}
+	// Bring the version table in step first, so that a schema PGQueuer
+	// created (which goose has never seen) is dropped too.
+	if _, err := p.Up(ctx); err != nil {
+		return fmt.Errorf("pgq: uninstall: %w", err)
+	}
+	if _, err := p.DownTo(ctx, 0); err != nil {
+		return fmt.Errorf("pgq: uninstall: %w", err)
+	}
+	// The version table belongs to goose; drop it last.
+	if _, err := db.ExecContext(ctx, "DROP TABLE IF EXISTS "+c.names.Qualified(sqlname.VersionTable)); err != nil {
+		return fmt.Errorf("pgq: uninstall: %w", err)
+	}
+	return nil
+}
+
+// The objects Verify checks, by base name.
+var (
+	requiredColumns = map[string][]string{
+		sqlname.JobTable: {"id", "priority", "queue_manager_id", "created", "updated", "heartbeat",
+			"execute_after", "status", "entrypoint", "dedupe_key", "payload", "headers", "attempts"},
+		sqlname.LogTable:        {"id", "created", "job_id", "status", "priority", "entrypoint", "traceback", "aggregated"},
+		sqlname.StatisticsTable: {"id", "created", "count", "priority", "status", "entrypoint"},
+		sqlname.SchedulesTable: {"id", "expression", "entrypoint", "heartbeat", "created", "updated",
+			"next_run", "last_run", "status"},
+	}
+	requiredIndexes = []string{
+		"pgqueuer_priority_id_id1_idx", "pgqueuer_updated_id_id1_idx", "pgqueuer_heartbeat_id_id1_idx",
+		"pgqueuer_queue_manager_id_idx", "pgqueuer_ep_prio_id_idx", "pgqueuer_ep_ea_idx",
+		"pgqueuer_unique_dedupe_key", "pgqueuer_log_not_aggregated", "pgqueuer_log_created",
+		"pgqueuer_log_status", "pgqueuer_log_job_id_status", "pgqueuer_statistics_unique_count",
+	}
+	statusValues = []string{"queued", "picked", "successful", "exception", "canceled", "deleted", "failed"}
+)
+
+// SchemaError lists what Verify found missing. It matches ErrSchemaMissing
+// with errors.Is.
+type SchemaError struct {
+	Schema  string
+	Missing []string // e.g. "index pgqueuer_log_job_id_status"
+}
+
+func (e *SchemaError) Error() string {
+	return fmt.Sprintf("pgq: schema %s is incomplete, missing %s: run `pgq upgrade` (or pgq.Upgrade)",
+		e.Schema, strings.Join(e.Missing, ", "))
+}
+
+// Is makes errors.Is(err, ErrSchemaMissing) true.
+func (e *SchemaError) Is(target error) bool { return target == ErrSchemaMissing }
+
+// Verify checks that every object pgq needs exists: tables and their
+// columns, indexes, enum values, the trigger and its function. It returns nil
+// when all are present, or a *SchemaError naming each missing object.
+func Verify(ctx context.Context, db *sql.DB, opts ...SchemaOption) error {
+	c, err := schemaConfig(opts)
+	if err != nil {
+		return err
+	}
+	return verify(ctx, db, c)
+}
+
+func verify(ctx context.Context, db DBTX, c common) error {
+	q := dbgen.New()
+	schema, err := targetSchema(ctx, db, c)
+	if err != nil {
+		return err
+	}
+	var missing []string
+	n := c.names.Name
+
+	var tables []string
+	for t := range requiredColumns {
+		tables = append(tables, n(t))
+	}
+	slices.Sort(tables)
+	var names []string
+	names = append(names, tables...)
+	for _, ix := range requiredIndexes {
+		names = append(names, n(ix))
+	}
+	rels, err := q.SchemaRelations(ctx, db, dbgen.SchemaRelationsParams{SchemaName: schema, Names: names})
+	if err != nil {
+		return fmt.Errorf("pgq: verify: %w", err)
+	}
+	found := map[string]bool{}
+	for _, r := range rels {
+		found[r.Name] = true
+	}
+	for _, t := range tables {
+		if !found[t] {
+			missing = append(missing, "table "+t)
+		}
+	}
+	for _, ix := range requiredIndexes {
+		if !found[n(ix)] {
+			missing = append(missing, "index "+n(ix))
+		}
+	}
+	cols, err := q.SchemaColumns(ctx, db, dbgen.SchemaColumnsParams{SchemaName: schema, TableNames: tables})
+	if err != nil {
+		return fmt.Errorf("pgq: verify: %w", err)
+	}
+	have := map[string]bool{}
+	for _, col := range cols {
+		have[col.TableName+"."+col.ColumnName] = true
+	}
+	for _, t := range slices.Sorted(maps.Keys(requiredColumns)) {
+		if !found[n(t)] {
+			continue
+		}
+		for _, col := range requiredColumns[t] {
+			if !have[n(t)+"."+col] {
+				missing = append(missing, "column "+n(t)+"."+col)
+			}
+		}
+	}
+	labels, err := q.SchemaEnumLabels(ctx, db, dbgen.SchemaEnumLabelsParams{SchemaName: schema, TypeName: n(sqlname.StatusType)})
+	if err != nil {
+		return fmt.Errorf("pgq: verify: %w", err)
+	}
+	if len(labels) == 0 {
+		missing = append(missing, "type "+n(sqlname.StatusType))
+	} else {
+		for _, v := range statusValues {
+			if !slices.Contains(labels, v) {
+				missing = append(missing, "enum value "+n(sqlname.StatusType)+"."+v)
+			}
+		}
+	}
+	ok, err := q.SchemaFunctionExists(ctx, db, dbgen.SchemaFunctionExistsParams{SchemaName: schema, FunctionName: n(sqlname.Function)})
+	if err != nil {
+		return fmt.Errorf("pgq: verify: %w", err)
+	}
+	if !ok {
+		missing = append(missing, "function "+n(sqlname.Function))
+	}
+	ok, err = q.SchemaTriggerExists(ctx, db, dbgen.SchemaTriggerExistsParams{
+		SchemaName: schema, TableName: n(sqlname.JobTable), TriggerName: n(sqlname.Trigger)})
+	if err != nil {
+		return fmt.Errorf("pgq: verify: %w", err)
+	}
+	if !ok {
+		missing = append(missing, "trigger "+n(sqlname.Trigger))
+	}
+	if len(missing) > 0 {
+		return &SchemaError{Schema: schema, Missing: missing}
+	}
+	return nil
+}
+
+// InstallSQL returns the SQL that Install and Upgrade run (the up sections of
+// every migration, rewritten for the options), for review or for running by
+// hand. It touches no database.
+func InstallSQL(opts ...SchemaOption) (string, error) { return migrationSQL(true, opts) }
+
+// UninstallSQL returns the SQL that Uninstall runs. It touches no database.
+func UninstallSQL(opts ...SchemaOption) (string, error) { return migrationSQL(false, opts) }
+
+func migrationSQL(up bool, opts []SchemaOption) (string, error) {
+	c, err := schemaConfig(opts)
+	if err != nil {
+		return "", err
+	}
+	fsys, err := migrationsFor(c)
+	if err != nil {
+		return "", err
+	}
+	paths, err := fs.Glob(fsys, "*.sql")
+	if err != nil {
+		return "", err
+	}
+	if !up {
+		slices.Reverse(paths)
+	}
+	var b strings.Builder
+	if c.names.Schema != "" && up {
+		fmt.Fprintf(&b, "CREATE SCHEMA IF NOT EXISTS %s;\n", sqlname.QuoteIdent(c.names.Schema))
+	}
+	for _, p := range paths {
+		data, err := fs.ReadFile(fsys, p)
+		if err != nil {
+			return "", err
+		}
+		fmt.Fprintf(&b, "-- %s\n", p)
+		b.WriteString(section(string(data), up))
+	}
+	if !up {
+		fmt.Fprintf(&b, "DROP TABLE IF EXISTS %s;\n", c.names.Qualified(sqlname.VersionTable))
+	}
+	return b.String(), nil
+}
+
+// section extracts the up or down part of a goose migration, without goose's
+// annotations.
+func section(text string, up bool) string {
+	var b strings.Builder
+	in := false
+	for line := range strings.SplitAfterSeq(text, "\n") {
+		trimmed := strings.TrimSpace(line)
+		switch {
+		case trimmed == "-- +goose Up":
+			in = up
+			continue
+		case trimmed == "-- +goose Down":
+			in = !up
+			continue
+		case strings.HasPrefix(trimmed, "-- +goose "):
+			continue
+		}
+		if in {
+			b.WriteString(line)
+		}
+	}
+	return b.String()
+}
+
+// checkSchema runs Verify for the worker and watcher.
+func checkSchema(ctx context.Context, db DBTX, c common) error {
+	err := verify(ctx, db, c)
+	var se *SchemaError
+	if errors.As(err, &se) {
+		return err
+	}
+	return interpretError(err)
+}
