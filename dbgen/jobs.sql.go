@@ -8,7 +8,6 @@ package dbgen
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"time"
 
 	"github.com/google/uuid"
@@ -100,7 +99,7 @@ type JobsClaimRow struct {
 	ExecuteAfter time.Time
 	Entrypoint   string
 	Payload      []byte
-	Headers      json.RawMessage
+	Headers      []byte
 	Attempts     int32
 	DedupeKey    sql.NullString
 }

@@ -7,7 +7,6 @@ package dbgen
 import (
 	"database/sql"
 	"database/sql/driver"
-	"encoding/json"
 	"fmt"
 	"time"
 
@@ -99,7 +98,7 @@ type Pgqueuer struct {
 	Entrypoint     string
 	DedupeKey      sql.NullString
 	Payload        []byte
-	Headers        json.RawMessage
+	Headers        []byte
 	Attempts       int32
 }
 
@@ -110,7 +109,7 @@ type PgqueuerLog struct {
 	Status     PgqueuerStatus
 	Priority   int32
 	Entrypoint string
-	Traceback  json.RawMessage
+	Traceback  []byte
 	Aggregated sql.NullBool
 }
 

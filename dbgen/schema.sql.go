@@ -58,12 +58,9 @@ func (q *Queries) SchemaColumns(ctx context.Context, db DBTX, arg SchemaColumnsP
 }
 
 const schemaCurrent = `-- name: SchemaCurrent :one
-
 SELECT current_schema()::text AS name
 `
 
-// Catalogue look-ups used by Verify and Install. Object names are passed as
-// parameters (already prefixed), never written here.
 func (q *Queries) SchemaCurrent(ctx context.Context, db DBTX) (string, error) {
 	row := db.QueryRowContext(ctx, schemaCurrent)
 	var name string
