@@ -1,0 +1,47 @@
+package pgq_test
+
+import (
+	"context"
+	"database/sql"
+	"testing"
+	"time"
+
+	"github.com/pgq-dev/pgq"
+	"github.com/pgq-dev/pgq/pgqtest"
+)
+
+// eachDriver runs f as a parallel subtest per driver, with a fresh database.
+func eachDriver(t *testing.T, f func(t *testing.T, db *sql.DB, dsn string)) {
+	t.Helper()
+	for _, d := range pgqtest.Drivers() {
+		t.Run(d, func(t *testing.T) {
+			t.Parallel()
+			db, dsn := pgqtest.NewDB(t, d)
+			f(t, db, dsn)
+		})
+	}
+}
+
+func testCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// drain runs a QueueManager in drain mode until the queue is empty.
+func drain(t *testing.T, ctx context.Context, qm *pgq.QueueManager, opts ...pgq.RunOption) {
+	t.Helper()
+	opts = append([]pgq.RunOption{pgq.WithMode(pgq.ModeDrain)}, opts...)
+	if err := qm.Run(ctx, opts...); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+}
+
+func scalar[T any](t *testing.T, db *sql.DB, query string, args ...any) T {
+	t.Helper()
+	var v T
+	if err := db.QueryRow(query, args...).Scan(&v); err != nil {
+		t.Fatalf("%s: %v", query, err)
+	}
+	return v
+}

@@ -1,0 +1,364 @@
+package pgq_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/pgq-dev/pgq"
+	"github.com/pgq-dev/pgq/pgqtest"
+)
+
+func TestPriorityOrder(t *testing.T) {
+	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
+		ctx := testCtx(t)
+		q := pgq.NewQueries(db)
+		var jobs []pgq.NewJob
+		for i := range 30 {
+			jobs = append(jobs, pgq.NewJob{Entrypoint: "p", Priority: int32(i % 3), Payload: []byte(fmt.Sprint(i))})
+		}
+		ids, err := q.EnqueueBatch(ctx, jobs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []pgq.JobID
+		qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
+		_ = qm.Entrypoint("p", func(ctx context.Context, j *pgq.Job) error { got = append(got, j.ID); return nil })
+		drain(t, ctx, qm, pgq.WithMaxConcurrentTasks(1), pgq.WithBatchSize(1))
+		// Highest priority first, then oldest first.
+		var want []pgq.JobID
+		for p := 2; p >= 0; p-- {
+			for i, id := range ids {
+				if i%3 == p {
+					want = append(want, id)
+				}
+			}
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("order\n got %v\nwant %v", got, want)
+		}
+	})
+}
+
+func TestExecuteAfter(t *testing.T) {
+	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
+		ctx := testCtx(t)
+		q := pgq.NewQueries(db)
+		later, err := q.Enqueue(ctx, "e", nil, pgq.WithExecuteAfter(time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		soon, err := q.Enqueue(ctx, "e", nil, pgq.WithExecuteAfter(300*time.Millisecond))
+		if err != nil {
+			t.Fatal(err)
+		}
+		enqueued := time.Now()
+		now, err := q.Enqueue(ctx, "e", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var mu sync.Mutex
+		ranAt := map[pgq.JobID]time.Time{}
+		qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
+		_ = qm.Entrypoint("e", func(ctx context.Context, j *pgq.Job) error {
+			mu.Lock()
+			ranAt[j.ID] = time.Now()
+			mu.Unlock()
+			return nil
+		})
+		runCtx, cancel := context.WithCancel(ctx)
+		done := make(chan error)
+		go func() { done <- qm.Run(runCtx, pgq.WithDequeueTimeout(100*time.Millisecond)) }()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			mu.Lock()
+			n := len(ranAt)
+			mu.Unlock()
+			if n >= 2 || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		time.Sleep(200 * time.Millisecond) // give the delayed job a chance to run (wrongly)
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := ranAt[now]; !ok {
+			t.Fatal("immediate job did not run")
+		}
+		if at, ok := ranAt[soon]; !ok || at.Sub(enqueued) < 250*time.Millisecond {
+			t.Fatalf("delayed job ran=%v after %v", ok, at.Sub(enqueued))
+		}
+		if _, ok := ranAt[later]; ok {
+			t.Fatal("job delayed by an hour ran")
+		}
+		if st, _ := q.JobStatus(ctx, []pgq.JobID{later}); st[later] != pgq.StatusQueued {
+			t.Fatalf("later job %v", st)
+		}
+	})
+}
+
+func TestConcurrentWorkersRunEachJobOnce(t *testing.T) {
+	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
+		ctx := testCtx(t)
+		const n = 10000
+		q := pgq.NewQueries(db)
+		jobs := make([]pgq.NewJob, n)
+		for i := range jobs {
+			jobs[i] = pgq.NewJob{Entrypoint: fmt.Sprintf("w%d", i%3), Priority: int32(i % 5)}
+		}
+		for i := 0; i < n; i += 2500 {
+			if _, err := q.EnqueueBatch(ctx, jobs[i:i+2500]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var mu sync.Mutex
+		runs := map[pgq.JobID]int{}
+		var wg sync.WaitGroup
+		for w := range 4 {
+			qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
+			for ep := range 3 {
+				_ = qm.Entrypoint(fmt.Sprintf("w%d", ep), func(ctx context.Context, j *pgq.Job) error {
+					mu.Lock()
+					runs[j.ID]++
+					mu.Unlock()
+					return nil
+				})
+			}
+			wg.Go(func() {
+				if err := qm.Run(ctx, pgq.WithMode(pgq.ModeDrain), pgq.WithBatchSize(10+w*20)); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+		if len(runs) != n {
+			t.Fatalf("%d distinct jobs ran, want %d", len(runs), n)
+		}
+		for id, c := range runs {
+			if c != 1 {
+				t.Fatalf("job %d ran %d times", id, c)
+			}
+		}
+		if left := scalar[int](t, db, "SELECT count(*) FROM pgqueuer"); left != 0 {
+			t.Fatalf("%d jobs left in the table", left)
+		}
+		// Every job has exactly queued, picked and one terminal log row.
+		bad := scalar[int](t, db, `SELECT count(*) FROM (
+			SELECT job_id FROM pgqueuer_log GROUP BY job_id
+			HAVING count(*) FILTER (WHERE status = 'queued') <> 1
+			    OR count(*) FILTER (WHERE status = 'picked') <> 1
+			    OR count(*) FILTER (WHERE status = 'successful') <> 1
+			    OR count(*) <> 3) x`)
+		if bad != 0 {
+			t.Fatalf("%d jobs with a wrong set of log rows", bad)
+		}
+	})
+}
+
+func TestHandlerErrorAndPanic(t *testing.T) {
+	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
+		ctx := testCtx(t)
+		q := pgq.NewQueries(db)
+		ids, err := q.EnqueueBatch(ctx, []pgq.NewJob{{Entrypoint: "fail"}, {Entrypoint: "boom"}, {Entrypoint: "ok"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
+		_ = qm.Entrypoint("fail", func(ctx context.Context, j *pgq.Job) error { return errors.New("disk full on /var") })
+		_ = qm.Entrypoint("boom", func(ctx context.Context, j *pgq.Job) error { panic("nil map write in handler") })
+		_ = qm.Entrypoint("ok", func(ctx context.Context, j *pgq.Job) error { return nil })
+		drain(t, ctx, qm)
+		st, err := q.JobStatus(ctx, ids)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := []pgq.Status{pgq.StatusException, pgq.StatusException, pgq.StatusSuccessful}
+		for i, id := range ids {
+			if st[id] != want[i] {
+				t.Errorf("job %d: %s, want %s", i, st[id], want[i])
+			}
+		}
+		for i, msg := range []string{"disk full on /var", "panic: nil map write in handler"} {
+			var tb string
+			if err := db.QueryRow(`SELECT traceback->>'exception_message' FROM pgqueuer_log WHERE job_id = $1 AND status = 'exception'`, int64(ids[i])).Scan(&tb); err != nil {
+				t.Fatal(err)
+			}
+			if tb != msg {
+				t.Errorf("traceback message %q, want %q", tb, msg)
+			}
+		}
+		if tb := scalar[string](t, db, `SELECT traceback->>'traceback' FROM pgqueuer_log WHERE job_id = $1 AND status = 'exception'`, int64(ids[1])); !strings.Contains(tb, "goroutine") {
+			t.Errorf("panic traceback has no stack: %q", tb)
+		}
+	})
+}
+
+func TestUnregisteredEntrypointStaysQueued(t *testing.T) {
+	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
+		ctx := testCtx(t)
+		q := pgq.NewQueries(db)
+		orphan, _ := q.Enqueue(ctx, "nobody-handles-this", nil)
+		mine, _ := q.Enqueue(ctx, "mine", nil)
+		qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
+		_ = qm.Entrypoint("mine", func(ctx context.Context, j *pgq.Job) error { return nil })
+		drain(t, ctx, qm)
+		st, _ := q.JobStatus(ctx, []pgq.JobID{orphan, mine})
+		if st[orphan] != pgq.StatusQueued || st[mine] != pgq.StatusSuccessful {
+			t.Fatalf("statuses %v", st)
+		}
+	})
+}
+
+func TestEntrypointAndRunValidation(t *testing.T) {
+	db, _ := pgqtest.NewDB(t, "pgx")
+	ctx := testCtx(t)
+	qm := pgq.NewQueueManager(db)
+	if err := qm.Run(ctx); err == nil || !strings.Contains(err.Error(), "no entrypoint") {
+		t.Errorf("Run without entrypoints = %v", err)
+	}
+	if err := qm.Entrypoint("", func(context.Context, *pgq.Job) error { return nil }); err == nil {
+		t.Error("empty entrypoint name accepted")
+	}
+	if err := qm.Entrypoint("x", nil); err == nil || !strings.Contains(err.Error(), `"x"`) {
+		t.Errorf("nil handler = %v", err)
+	}
+	_ = qm.Entrypoint("x", func(context.Context, *pgq.Job) error { return nil })
+	if err := qm.Entrypoint("x", func(context.Context, *pgq.Job) error { return nil }); err == nil {
+		t.Error("duplicate entrypoint accepted")
+	}
+	for _, o := range []pgq.RunOption{pgq.WithBatchSize(0), pgq.WithMaxConcurrentTasks(-1), pgq.WithDequeueTimeout(0)} {
+		if err := qm.Run(ctx, o); err == nil {
+			t.Error("bad run option accepted")
+		}
+	}
+}
+
+func TestRunStopsOnCancelWithoutLeaks(t *testing.T) {
+	for _, d := range pgqtest.Drivers() {
+		t.Run(d, func(t *testing.T) {
+			// Registered first, so it runs last: after the db is closed.
+			ignore := goleak.IgnoreCurrent()
+			t.Cleanup(func() { goleak.VerifyNone(t, ignore) })
+			db, dsn := pgqtest.NewDB(t, d)
+			ctx := testCtx(t)
+			q := pgq.NewQueries(db)
+			started := make(chan struct{}, 10)
+			var finished atomic.Int32
+			qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
+			_ = qm.Entrypoint("slow", func(ctx context.Context, j *pgq.Job) error {
+				started <- struct{}{}
+				time.Sleep(300 * time.Millisecond) // in flight when ctx ends
+				finished.Add(1)
+				return nil
+			})
+			ids, _ := q.EnqueueBatch(ctx, []pgq.NewJob{{Entrypoint: "slow"}, {Entrypoint: "slow"}})
+			runCtx, cancel := context.WithCancel(ctx)
+			done := make(chan error, 1)
+			go func() { done <- qm.Run(runCtx) }()
+			<-started
+			<-started
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatal(err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("Run did not return after cancel")
+			}
+			if finished.Load() != 2 {
+				t.Fatalf("Run returned before in-flight jobs finished (%d finished)", finished.Load())
+			}
+			st, _ := q.JobStatus(ctx, ids)
+			for _, id := range ids {
+				if st[id] != pgq.StatusSuccessful {
+					t.Fatalf("in-flight job %d ended %s", id, st[id])
+				}
+			}
+		})
+	}
+}
+
+func TestShutdownTimeoutCancelsHandlers(t *testing.T) {
+	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
+		ctx := testCtx(t)
+		q := pgq.NewQueries(db)
+		id, _ := q.Enqueue(ctx, "stuck", nil)
+		started := make(chan struct{})
+		qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
+		_ = qm.Entrypoint("stuck", func(ctx context.Context, j *pgq.Job) error {
+			close(started)
+			<-ctx.Done()
+			return ctx.Err()
+		})
+		runCtx, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- qm.Run(runCtx, pgq.WithShutdownTimeout(200*time.Millisecond)) }()
+		<-started
+		t0 := time.Now()
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		if el := time.Since(t0); el > 5*time.Second {
+			t.Fatalf("shutdown took %v", el)
+		}
+		st, _ := q.JobStatus(ctx, []pgq.JobID{id})
+		if st[id] == pgq.StatusPicked || st[id] == "" {
+			t.Fatalf("job left %q after shutdown", st[id])
+		}
+	})
+}
+
+// TestWakesOnNotify: with polling pushed out to an hour, a job enqueued while
+// the worker idles runs only if the NOTIFY reached the worker, on each
+// listener kind.
+func TestWakesOnNotify(t *testing.T) {
+	cases := []struct {
+		driver string
+		useDSN bool
+	}{{"postgres", true}, {"pgx", true}, {"pgx", false}}
+	for _, c := range cases {
+		t.Run(fmt.Sprintf("%s/dsn=%v", c.driver, c.useDSN), func(t *testing.T) {
+			t.Parallel()
+			db, dsn := pgqtest.NewDB(t, c.driver)
+			ctx := testCtx(t)
+			var opts []pgq.ManagerOption
+			if c.useDSN {
+				opts = append(opts, pgq.WithListenDSN(dsn))
+			}
+			qm := pgq.NewQueueManager(db, opts...)
+			ran := make(chan pgq.JobID, 1)
+			_ = qm.Entrypoint("n", func(ctx context.Context, j *pgq.Job) error { ran <- j.ID; return nil })
+			runCtx, cancel := context.WithCancel(ctx)
+			done := make(chan error, 1)
+			go func() { done <- qm.Run(runCtx, pgq.WithDequeueTimeout(time.Hour)) }()
+			defer func() { cancel(); <-done }()
+			for i := range 3 {
+				time.Sleep(100 * time.Millisecond) // the worker is idle, listening
+				id, err := pgq.NewQueries(db).Enqueue(ctx, "n", nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				select {
+				case got := <-ran:
+					if got != id {
+						t.Fatalf("ran %d, want %d", got, id)
+					}
+				case <-time.After(5 * time.Second):
+					t.Fatalf("job %d (round %d) not run: the notification did not wake the worker", id, i)
+				}
+			}
+		})
+	}
+}
