@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"math"
 	"runtime/debug"
 	"slices"
 	"sync"
@@ -36,6 +37,7 @@ const (
 
 type managerConfig struct {
 	common
+	resources any
 }
 
 // QueueManager is a worker: it runs the handlers registered with
@@ -53,12 +55,21 @@ type QueueManager struct {
 }
 
 type entrypoint struct {
-	name    string
-	handler Handler
+	name             string
+	handler          Handler
+	concurrencyLimit int     // fleet-wide; 0 = none
+	rateLimit        float64 // starts per second, fleet-wide; 0 = none
+	retry            RetryPolicy
+	onFailure        FailureAction
 }
 
-// EntrypointOption configures one entrypoint.
-type EntrypointOption interface{ applyEntrypoint(*entrypoint) }
+func (e *entrypoint) limited() bool { return e.concurrencyLimit > 0 || e.rateLimit > 0 }
+
+// EntrypointOption configures one entrypoint: WithConcurrencyLimit,
+// WithRateLimit, WithRetry, OnFailure.
+type EntrypointOption interface {
+	applyEntrypoint(*entrypoint) error
+}
 
 // NewQueueManager returns a worker that runs on db. Register handlers with
 // Entrypoint, then call Run.
@@ -93,8 +104,11 @@ func (qm *QueueManager) Entrypoint(name string, h Handler, opts ...EntrypointOpt
 	}
 	ep := &entrypoint{name: name, handler: h}
 	for _, o := range opts {
-		if o != nil {
-			o.applyEntrypoint(ep)
+		if o == nil {
+			continue
+		}
+		if err := o.applyEntrypoint(ep); err != nil {
+			return fmt.Errorf("pgq: entrypoint %q: %w", name, err)
 		}
 	}
 	qm.mu.Lock()
@@ -130,6 +144,8 @@ type runConfig struct {
 	heartbeatTimeout time.Duration
 	shutdownTimeout  time.Duration
 	pollInterval     time.Duration
+	statsInterval    time.Duration
+	logRetention     time.Duration
 	mode             Mode
 	err              error
 }
@@ -188,6 +204,33 @@ func WithPollInterval(d time.Duration) RunOption {
 	return func(c *runConfig) { c.check(positive("poll interval", d)); c.pollInterval = d }
 }
 
+// WithStatisticsInterval makes the worker fold new log rows into the
+// statistics table every d (0, the default, leaves that to another worker
+// or to `pgq dashboard`). Folding runs on its own connection in small
+// batches and never holds up claims; any number of workers may do it.
+func WithStatisticsInterval(d time.Duration) RunOption {
+	return func(c *runConfig) {
+		if d < 0 {
+			c.check(fmt.Errorf("pgq: statistics interval must not be negative, got %v", d))
+		}
+		c.statsInterval = d
+	}
+}
+
+// WithLogRetention makes the worker delete log rows older than d (once they
+// are folded into the statistics), in small batches, so that the log does
+// not grow without bound. 0, the default, keeps the log. A job whose log
+// rows are gone is unknown to JobStatus and CompletionWatcher. It implies
+// statistics folding (every minute unless WithStatisticsInterval says).
+func WithLogRetention(d time.Duration) RunOption {
+	return func(c *runConfig) {
+		if d < 0 {
+			c.check(fmt.Errorf("pgq: log retention must not be negative, got %v", d))
+		}
+		c.logRetention = d
+	}
+}
+
 // WithMode sets when Run returns: ModeContinuous (default) or ModeDrain.
 func WithMode(m Mode) RunOption {
 	return func(c *runConfig) {
@@ -198,19 +241,37 @@ func WithMode(m Mode) RunOption {
 	}
 }
 
-// outcome is a finished job on its way to the log.
+// Actions of an outcome (see JobsFinish in db/queries/jobs.sql).
+const (
+	actionFinish  = "finish"  // delete the row; log the terminal status
+	actionRetry   = "retry"   // back to the queue after a delay, attempts + 1
+	actionHold    = "hold"    // keep as failed
+	actionRelease = "release" // back to the queue at once (shutdown)
+)
+
+// outcome is a finished attempt on its way to the database.
 type outcome struct {
 	id        JobID
+	action    string
 	status    Status
-	traceback string // JSON, for an exception
+	traceback string // JSON, for a failure
+	delay     time.Duration
 }
+
+// Causes of a job context's end.
+var (
+	errJobCanceled = errors.New("pgq: job canceled by MarkJobAsCancelled")
+	errShutdown    = errors.New("pgq: worker shutting down")
+)
 
 // Run claims and runs jobs until ctx ends (or, in ModeDrain, until the
 // queue has nothing it can run). It wakes on the job table's notifications
-// and also looks every dequeue timeout. When ctx ends it stops claiming,
-// lets running handlers finish for up to the shutdown timeout, then cancels
-// their contexts, writes every outcome, and returns nil. When it returns,
-// every goroutine it started has ended.
+// and also looks every dequeue timeout. Running jobs heartbeat; jobs whose
+// worker died (heartbeat older than the heartbeat timeout) are claimed
+// again. When ctx ends it stops claiming, lets running handlers finish for
+// up to the shutdown timeout, then cancels their contexts, puts the jobs
+// that did not finish back in the queue, writes every outcome, and returns
+// nil. When it returns, every goroutine it started has ended.
 func (qm *QueueManager) Run(ctx context.Context, opts ...RunOption) error {
 	rc := runConfig{
 		batchSize:        DefaultBatchSize,
@@ -230,6 +291,9 @@ func (qm *QueueManager) Run(ctx context.Context, opts ...RunOption) error {
 	}
 	if qm.cfg.err != nil {
 		return qm.cfg.err
+	}
+	if rc.logRetention > 0 && rc.statsInterval == 0 {
+		rc.statsInterval = time.Minute
 	}
 	qm.mu.Lock()
 	if qm.state != 0 {
@@ -259,8 +323,15 @@ func (qm *QueueManager) Run(ctx context.Context, opts ...RunOption) error {
 		names:   slices.Sorted(maps.Keys(eps)),
 		logger:  qm.cfg.logger.With("queue_manager_id", qm.id),
 		wake:    make(chan struct{}, 1),
+		wakeIn:  make(chan time.Duration, 1),
 		done:    make(chan JobID, rc.maxConcurrent),
 		results: make(chan outcome, rc.maxConcurrent),
+		running: map[JobID]context.CancelCauseFunc{},
+	}
+	for _, name := range w.names {
+		if eps[name].limited() {
+			w.limited = append(w.limited, name)
+		}
 	}
 	return w.loop(ctx)
 }
@@ -270,11 +341,16 @@ type run struct {
 	qm      *QueueManager
 	rc      runConfig
 	eps     map[string]*entrypoint
-	names   []string
+	names   []string // registered entrypoints, sorted
+	limited []string // those with a concurrency or rate limit
 	logger  *slog.Logger
-	wake    chan struct{} // a notification said jobs may be waiting
-	done    chan JobID    // a handler returned (its outcome is queued for writing)
-	results chan outcome  // outcomes for the completer
+	wake    chan struct{}      // a notification said jobs may be waiting
+	wakeIn  chan time.Duration // look again after this long (a retry is due)
+	done    chan JobID         // a handler returned (its outcome is queued for writing)
+	results chan outcome       // outcomes for the completer
+
+	mu      sync.Mutex
+	running map[JobID]context.CancelCauseFunc // jobs whose handler runs
 }
 
 func (w *run) loop(ctx context.Context) error {
@@ -283,21 +359,23 @@ func (w *run) loop(ctx context.Context) error {
 
 	// Handlers get their own context: it outlives ctx by the shutdown
 	// grace period.
-	jobCtx, cancelJobs := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancelJobs()
+	jobsCtx, cancelJobs := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer cancelJobs(errShutdown)
 
-	listenCtx, stopListening := context.WithCancel(ctx)
-	defer stopListening()
+	// The listener, heartbeat and maintenance stop when ctx ends.
+	auxCtx, stopAux := context.WithCancel(ctx)
+	defer stopAux()
 	poll := w.rc.dequeueTimeout
 	if l := notifier.New(w.qm.db, w.qm.cfg.listenDSN, w.qm.cfg.names.Channel(), w.logger); l != nil {
 		bg.Go(func() {
-			_ = l.Run(listenCtx, notifier.Callbacks{
-				Notify:    w.onNotify,
-				Connected: w.signal,
-			})
+			_ = l.Run(auxCtx, notifier.Callbacks{Notify: w.onNotify, Connected: w.signal})
 		})
 	} else {
 		poll = min(poll, w.rc.pollInterval)
+	}
+	bg.Go(func() { w.heartbeat(auxCtx) })
+	if w.rc.statsInterval > 0 {
+		bg.Go(func() { w.maintain(auxCtx) })
 	}
 
 	completerDone := make(chan struct{})
@@ -311,44 +389,63 @@ func (w *run) loop(ctx context.Context) error {
 	threshold := max(1, min(w.rc.batchSize, w.rc.maxConcurrent)/4)
 	timer := time.NewTimer(0)
 	defer timer.Stop()
-	var claimErrWait time.Duration
+	nextLook := time.Now()
+	lookIn := func(d time.Duration) {
+		if at := time.Now().Add(d); at.Before(nextLook) || !nextLook.After(time.Now()) {
+			nextLook = at
+			resetTimer(timer, d)
+		}
+	}
+	var errWait time.Duration
 
 	for ctx.Err() == nil {
 		free := w.rc.maxConcurrent - inFlight
 		if want && free >= threshold {
 			want = false
 			n := min(w.rc.batchSize, free)
-			jobs, err := w.claim(ctx, n)
-			if err != nil {
-				if ctx.Err() != nil {
-					break
-				}
-				claimErrWait = min(max(2*claimErrWait, 50*time.Millisecond), 5*time.Second)
-				w.logger.Warn("pgq: claiming jobs failed; retrying", "err", err, "in", claimErrWait)
-				resetTimer(timer, claimErrWait)
-			} else {
-				claimErrWait = 0
+			jobs, again, err := w.claim(ctx, n)
+			switch {
+			case err != nil && ctx.Err() != nil:
+				continue
+			case err != nil:
+				errWait = min(max(2*errWait, 50*time.Millisecond), 5*time.Second)
+				w.logger.Warn("pgq: claiming jobs failed; retrying", "err", err, "in", errWait)
+				nextLook = time.Time{}
+				lookIn(errWait)
+			default:
+				errWait = 0
 				for _, j := range jobs {
 					inFlight++
-					bg.Go(func() { w.execute(jobCtx, j) })
+					jctx, cancel := context.WithCancelCause(jobsCtx)
+					w.mu.Lock()
+					w.running[j.ID] = cancel
+					w.mu.Unlock()
+					bg.Go(func() { w.execute(jctx, j) })
 				}
 				if len(jobs) == n {
 					want = true // probably more waiting
 					continue
 				}
 				if w.rc.mode == ModeDrain && len(jobs) == 0 && inFlight == 0 {
-					break
+					return w.shutdown(ctx, 0, cancelJobs, completerDone)
 				}
-				resetTimer(timer, poll)
+				nextLook = time.Time{}
+				lookIn(poll)
+				if again > 0 {
+					lookIn(again)
+				}
 			}
 		}
 		select {
 		case <-ctx.Done():
 		case <-w.wake:
 			want = true
+		case d := <-w.wakeIn:
+			lookIn(d)
 		case <-timer.C:
 			want = true
-			timer.Reset(poll)
+			nextLook = time.Time{}
+			lookIn(poll)
 		case <-w.done:
 			inFlight--
 			if w.rc.mode == ModeDrain && inFlight == 0 {
@@ -356,22 +453,25 @@ func (w *run) loop(ctx context.Context) error {
 			}
 		}
 	}
-	stopListening()
+	stopAux()
+	return w.shutdown(ctx, inFlight, cancelJobs, completerDone)
+}
 
-	// Shutdown: let running handlers finish within the grace period, then
-	// cancel their contexts and wait for them.
+// shutdown lets running handlers finish within the grace period, then
+// cancels their contexts, waits for them and for the outcome writes.
+func (w *run) shutdown(ctx context.Context, inFlight int, cancelJobs context.CancelCauseFunc, completerDone <-chan struct{}) error {
 	if inFlight > 0 {
 		grace := time.NewTimer(w.rc.shutdownTimeout)
+		defer grace.Stop()
 		for inFlight > 0 {
 			select {
 			case <-w.done:
 				inFlight--
 			case <-grace.C:
 				w.logger.Warn("pgq: shutdown grace period over; canceling running jobs", "running", inFlight)
-				cancelJobs()
+				cancelJobs(errShutdown)
 			}
 		}
-		grace.Stop()
 	}
 	close(w.results)
 	<-completerDone
@@ -400,21 +500,46 @@ func (w *run) onNotify(payload string) {
 	if !ok {
 		return
 	}
-	if ev.Type == EventTableChanged && ev.Operation != "delete" {
-		w.signal()
+	switch ev.Type {
+	case EventTableChanged:
+		if ev.Operation != "delete" {
+			w.signal()
+		}
+	case EventCancellation:
+		w.mu.Lock()
+		for _, id := range ev.IDs {
+			if cancel, ok := w.running[id]; ok {
+				cancel(errJobCanceled)
+			}
+		}
+		w.mu.Unlock()
 	}
 }
 
-func (w *run) claim(ctx context.Context, n int) ([]*Job, error) {
-	rows, err := w.qm.q.JobsClaim(ctx, w.qm.rdb, dbgen.JobsClaimParams{
+// claim takes up to n jobs. again, when positive, says a rate limit held
+// jobs back and when to look again.
+func (w *run) claim(ctx context.Context, n int) (jobs []*Job, again time.Duration, err error) {
+	caps := make([]int32, len(w.names))
+	for i := range caps {
+		caps[i] = int32(n)
+	}
+	params := dbgen.JobsClaimParams{
 		Entrypoints:    w.names,
+		Caps:           caps,
+		StaleAfterUs:   w.rc.heartbeatTimeout.Microseconds(),
 		BatchSize:      int32(n),
 		QueueManagerID: uuid.NullUUID{UUID: w.qm.id, Valid: true},
-	})
-	if err != nil {
-		return nil, interpretError(err)
 	}
-	jobs := make([]*Job, len(rows))
+	var rows []dbgen.JobsClaimRow
+	if len(w.limited) == 0 {
+		rows, err = w.qm.q.JobsClaim(ctx, w.qm.rdb, params)
+	} else {
+		rows, again, err = w.claimLimited(ctx, params)
+	}
+	if err != nil {
+		return nil, 0, interpretError(err)
+	}
+	jobs = make([]*Job, len(rows))
 	for i, r := range rows {
 		jobs[i] = &Job{
 			ID:           JobID(r.ID),
@@ -428,19 +553,135 @@ func (w *run) claim(ctx context.Context, n int) ([]*Job, error) {
 			ExecuteAfter: r.ExecuteAfter,
 		}
 	}
-	return jobs, nil
+	if len(jobs) < n && again == 0 {
+		// The queue has nothing more that is due: sleep until the next
+		// delayed job is, if that is sooner than the poll.
+		secs, err := w.qm.q.JobsNextDue(ctx, w.qm.rdb, w.names)
+		if err == nil && secs >= 0 {
+			again = max(time.Duration(secs*float64(time.Second)), time.Millisecond)
+		}
+	}
+	return jobs, again, nil
+}
+
+// claimLimited claims in a transaction that first takes the fleet-wide
+// locks of the limited entrypoints, then counts their running jobs and
+// recent starts, and lowers their caps accordingly.
+func (w *run) claimLimited(ctx context.Context, p dbgen.JobsClaimParams) (rows []dbgen.JobsClaimRow, again time.Duration, err error) {
+	tx, err := w.qm.db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer tx.Rollback()
+	db, q := sqlname.NewRewriter(w.qm.cfg.names).Wrap(tx), w.qm.q
+	if err := q.JobsLockEntrypoints(ctx, db, dbgen.JobsLockEntrypointsParams{
+		LockNamespace: w.qm.cfg.names.Qualified(sqlname.JobTable) + ":",
+		Entrypoints:   w.limited,
+	}); err != nil {
+		return nil, 0, err
+	}
+	running, err := q.JobsRunningByEntrypoint(ctx, db, dbgen.JobsRunningByEntrypointParams{
+		Entrypoints: w.limited, StaleAfterUs: p.StaleAfterUs,
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	started, err := q.LogStartedByEntrypoint(ctx, db, dbgen.LogStartedByEntrypointParams{
+		Entrypoints: w.limited, WindowUs: time.Second.Microseconds(),
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	runningBy := map[string]int32{}
+	for _, r := range running {
+		runningBy[r.Entrypoint] = r.Running
+	}
+	startedBy := map[string]int32{}
+	for _, r := range started {
+		startedBy[r.Entrypoint] = r.Started
+	}
+	for i, name := range p.Entrypoints {
+		ep := w.eps[name]
+		if ep.concurrencyLimit > 0 {
+			p.Caps[i] = min(p.Caps[i], max(int32(ep.concurrencyLimit)-runningBy[name], 0))
+		}
+		if ep.rateLimit > 0 {
+			budget := int32(math.Floor(ep.rateLimit)) - startedBy[name]
+			if ep.rateLimit < 1 && startedBy[name] == 0 {
+				budget = 1
+			}
+			p.Caps[i] = min(p.Caps[i], max(budget, 0))
+			if budget <= p.Caps[i] || budget <= 0 {
+				// The budget frees up as starts leave the window.
+				step := time.Duration(float64(time.Second) / ep.rateLimit)
+				again = max(min(step, time.Second), 10*time.Millisecond)
+			}
+		}
+	}
+	rows, err = q.JobsClaim(ctx, db, p)
+	if err != nil {
+		return nil, 0, err
+	}
+	return rows, again, tx.Commit()
 }
 
 // execute runs one job's handler and hands its outcome to the completer.
 func (w *run) execute(ctx context.Context, job *Job) {
-	out := outcome{id: job.ID, status: StatusSuccessful}
-	err := w.callHandler(ctx, job)
-	if err != nil {
-		out.status = StatusException
-		out.traceback = tracebackJSON(job, w.qm.id, err)
+	ep := w.eps[job.Entrypoint]
+	ctx = context.WithValue(ctx, jobKey{}, job)
+	ctx = context.WithValue(ctx, loggerKey{}, w.logger.With("job_id", job.ID, "entrypoint", job.Entrypoint))
+	if r := w.qm.cfg.resources; r != nil {
+		ctx = context.WithValue(ctx, resourcesKey{}, r)
 	}
+	err := w.callHandler(ctx, ep, job)
+	out := w.decide(ctx, ep, job, err)
+
+	w.mu.Lock()
+	if cancel, ok := w.running[job.ID]; ok {
+		cancel(nil)
+		delete(w.running, job.ID)
+	}
+	w.mu.Unlock()
 	w.results <- out
 	w.done <- job.ID
+}
+
+// decide turns a handler's result into an outcome: success, cancellation,
+// release at shutdown, retry, hold or exception.
+func (w *run) decide(ctx context.Context, ep *entrypoint, job *Job, err error) outcome {
+	out := outcome{id: job.ID, action: actionFinish, status: StatusSuccessful}
+	cause := context.Cause(ctx)
+	switch {
+	case errors.Is(cause, errJobCanceled):
+		out.status = StatusCanceled
+		if err != nil {
+			out.traceback = tracebackJSON(job, w.qm.id, err)
+		}
+		return out
+	case err == nil:
+		return out
+	case errors.Is(cause, errShutdown):
+		// Not finished when the grace period ended: another worker (or
+		// this one, restarted) runs it again.
+		out.action, out.status = actionRelease, StatusQueued
+		return out
+	}
+	out.traceback = tracebackJSON(job, w.qm.id, err)
+	if int(job.Attempts)+1 < ep.retry.MaxAttempts {
+		out.action, out.status = actionRetry, StatusQueued
+		if ra, ok := asRetryAfter(err); ok {
+			out.delay = ra.Delay
+		} else {
+			out.delay = ep.retry.delay(job.Attempts)
+		}
+		return out
+	}
+	if ep.onFailure == Hold {
+		out.action, out.status = actionHold, StatusFailed
+		return out
+	}
+	out.status = StatusException
+	return out
 }
 
 // panicError is a handler panic turned into an error.
@@ -451,14 +692,13 @@ type panicError struct {
 
 func (p *panicError) Error() string { return fmt.Sprintf("panic: %v", p.value) }
 
-func (w *run) callHandler(ctx context.Context, job *Job) (err error) {
+func (w *run) callHandler(ctx context.Context, ep *entrypoint, job *Job) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = &panicError{value: r, stack: debug.Stack()}
 			w.logger.Error("pgq: handler panicked", "entrypoint", job.Entrypoint, "job_id", job.ID, "panic", r)
 		}
 	}()
-	ep := w.eps[job.Entrypoint]
 	if ep == nil {
 		return fmt.Errorf("pgq: no handler registered for entrypoint %q", job.Entrypoint)
 	}
@@ -482,7 +722,7 @@ func tracebackJSON(job *Job, qmID uuid.UUID, err error) string {
 		"additional_context": map[string]any{
 			"entrypoint":       job.Entrypoint,
 			"queue_manager_id": qmID,
-			"attempts":         job.Attempts,
+			"attempts":         job.Attempts + 1,
 		},
 	})
 	return string(b)
@@ -516,26 +756,33 @@ func (w *run) complete() {
 }
 
 // finish writes one batch of outcomes, retrying while the database is
-// unreachable (for up to a minute; after that the jobs stay picked and are
-// rescued by the heartbeat timeout).
+// unreachable (for up to two minutes; after that the jobs stay picked and
+// are claimed again once their heartbeat is stale).
 func (w *run) finish(batch []outcome) {
 	p := dbgen.JobsFinishParams{
 		Ids:            make([]int64, len(batch)),
+		Actions:        make([]string, len(batch)),
 		Statuses:       make([]string, len(batch)),
 		Tracebacks:     make([]string, len(batch)),
+		DelaysUs:       make([]int64, len(batch)),
 		QueueManagerID: uuid.NullUUID{UUID: w.qm.id, Valid: true},
 	}
+	soonest := time.Duration(-1)
 	for i, o := range batch {
-		p.Ids[i], p.Statuses[i], p.Tracebacks[i] = int64(o.id), string(o.status), o.traceback
+		p.Ids[i], p.Actions[i], p.Statuses[i] = int64(o.id), o.action, string(o.status)
+		p.Tracebacks[i], p.DelaysUs[i] = o.traceback, o.delay.Microseconds()
+		if o.action == actionRetry && (soonest < 0 || o.delay < soonest) {
+			soonest = o.delay
+		}
 	}
 	wait := 50 * time.Millisecond
-	deadline := time.Now().Add(time.Minute)
+	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		_, err := w.qm.q.JobsFinish(ctx, w.qm.rdb, p)
 		cancel()
 		if err == nil {
-			return
+			break
 		}
 		if time.Now().After(deadline) {
 			w.logger.Error("pgq: writing job outcomes failed; giving up", "jobs", len(batch), "err", err)
@@ -544,5 +791,88 @@ func (w *run) finish(batch []outcome) {
 		w.logger.Warn("pgq: writing job outcomes failed; retrying", "jobs", len(batch), "err", err, "in", wait)
 		time.Sleep(wait)
 		wait = min(2*wait, 2*time.Second)
+	}
+	if soonest >= 0 {
+		select {
+		case w.wakeIn <- soonest:
+		default:
+		}
+	}
+}
+
+// heartbeat refreshes the heartbeat of the running jobs, all in one
+// statement, three times per heartbeat timeout.
+func (w *run) heartbeat(ctx context.Context) {
+	t := time.NewTicker(max(w.rc.heartbeatTimeout/3, 10*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		w.mu.Lock()
+		ids := make([]int64, 0, len(w.running))
+		for id := range w.running {
+			ids = append(ids, int64(id))
+		}
+		w.mu.Unlock()
+		if len(ids) == 0 {
+			continue
+		}
+		_, err := w.qm.q.JobsHeartbeat(ctx, w.qm.rdb, dbgen.JobsHeartbeatParams{
+			Ids: ids, QueueManagerID: uuid.NullUUID{UUID: w.qm.id, Valid: true},
+		})
+		if err != nil && ctx.Err() == nil {
+			w.logger.Warn("pgq: heartbeat failed", "jobs", len(ids), "err", err)
+		}
+	}
+}
+
+// Maintenance batch sizes: small, so that no statement holds locks long.
+const (
+	foldBatch  = 5000
+	pruneBatch = 1000
+)
+
+// maintain folds the log into the statistics and prunes old log rows.
+func (w *run) maintain(ctx context.Context) {
+	t := time.NewTicker(w.rc.statsInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := w.foldAndPrune(ctx); err != nil && ctx.Err() == nil {
+			w.logger.Warn("pgq: log maintenance failed", "err", err)
+		}
+	}
+}
+
+func (w *run) foldAndPrune(ctx context.Context) error {
+	for {
+		n, err := w.qm.q.LogFoldStatistics(ctx, w.qm.rdb, foldBatch)
+		if err != nil {
+			return err
+		}
+		if n == 0 || ctx.Err() != nil {
+			break
+		}
+	}
+	if w.rc.logRetention <= 0 {
+		return nil
+	}
+	for {
+		n, err := w.qm.q.LogPrune(ctx, w.qm.rdb, dbgen.LogPruneParams{
+			OlderThanS: w.rc.logRetention.Seconds(), BatchSize: pruneBatch,
+		})
+		if err != nil {
+			return err
+		}
+		if n < pruneBatch || ctx.Err() != nil {
+			return nil
+		}
 	}
 }

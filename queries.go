@@ -302,3 +302,52 @@ func sortedIDs(ids []JobID) []JobID {
 	slices.Sort(s)
 	return slices.Compact(s)
 }
+
+// Requeue puts held (failed) jobs back in the queue, due now, keeping their
+// attempts count; it returns the ids that were held and are queued again.
+func (q *Queries) Requeue(ctx context.Context, ids []JobID) ([]JobID, error) {
+	if q.cfg.err != nil {
+		return nil, q.cfg.err
+	}
+	rows, err := q.q.JobsRequeue(ctx, q.db, toInt64s(ids))
+	if err != nil {
+		return nil, fmt.Errorf("pgq: requeue: %w", interpretError(err))
+	}
+	out := make([]JobID, len(rows))
+	for i, id := range rows {
+		out[i] = JobID(id)
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// FailedJob is a job held after its last failed attempt (see Hold).
+type FailedJob struct {
+	Job
+	Updated   time.Time // when it failed
+	LastError string    // the error of its last attempt
+}
+
+// ListFailed returns up to limit held jobs, most recently failed first.
+func (q *Queries) ListFailed(ctx context.Context, limit int) ([]FailedJob, error) {
+	if q.cfg.err != nil {
+		return nil, q.cfg.err
+	}
+	if limit < 1 {
+		return nil, fmt.Errorf("pgq: list failed: limit must be at least 1, got %d", limit)
+	}
+	rows, err := q.q.JobsListFailed(ctx, q.db, int32(min(limit, 1<<30)))
+	if err != nil {
+		return nil, fmt.Errorf("pgq: list failed: %w", interpretError(err))
+	}
+	out := make([]FailedJob, len(rows))
+	for i, r := range rows {
+		out[i] = FailedJob{
+			Job: Job{ID: JobID(r.ID), Priority: r.Priority, Entrypoint: r.Entrypoint, Attempts: r.Attempts,
+				Created: r.Created, Payload: r.Payload, Headers: decodeHeaders(r.Headers)},
+			Updated:   r.Updated,
+			LastError: r.LastError,
+		}
+	}
+	return out, nil
+}

@@ -54,22 +54,54 @@ func (q *Queries) JobsCancelWaiting(ctx context.Context, db DBTX, ids []int64) (
 }
 
 const jobsClaim = `-- name: JobsClaim :many
-WITH candidates AS (
-    SELECT c.id
-    FROM pgqueuer AS c
-    WHERE c.status = 'queued'
-      AND c.entrypoint = ANY($1::text[])
-      AND c.execute_after <= now()
-    ORDER BY c.priority DESC, c.id ASC
-    LIMIT $2::int
-    FOR UPDATE SKIP LOCKED
+WITH caps AS (
+    SELECT unnest($1::text[]) AS entrypoint,
+           unnest($2::int[]) AS cap,
+           now() - ($3::bigint) * interval '1 microsecond' AS stale_before
+),
+due AS (
+    SELECT q.id, q.priority
+    FROM caps
+    CROSS JOIN LATERAL (
+        SELECT d.id, d.priority
+        FROM pgqueuer AS d
+        WHERE d.status = 'queued'
+          AND d.entrypoint = caps.entrypoint
+          AND d.execute_after <= now()
+        ORDER BY d.priority DESC, d.id ASC
+        LIMIT caps.cap
+        FOR UPDATE SKIP LOCKED
+    ) AS q
+    WHERE caps.cap > 0
+),
+abandoned AS (
+    SELECT a.id, a.priority
+    FROM caps
+    CROSS JOIN LATERAL (
+        SELECT s.id, s.priority
+        FROM pgqueuer AS s
+        WHERE s.status = 'picked'
+          AND s.entrypoint = caps.entrypoint
+          AND s.heartbeat < caps.stale_before
+        ORDER BY s.heartbeat ASC
+        LIMIT caps.cap
+        FOR UPDATE SKIP LOCKED
+    ) AS a
+    WHERE caps.cap > 0
+),
+candidates AS (
+    SELECT due.id, due.priority FROM due
+    UNION ALL
+    SELECT abandoned.id, abandoned.priority FROM abandoned
+    ORDER BY 2 DESC, 1 ASC
+    LIMIT $4::int
 ),
 claimed AS (
     UPDATE pgqueuer AS j
     SET status = 'picked',
         updated = now(),
         heartbeat = now(),
-        queue_manager_id = $3
+        queue_manager_id = $5
     FROM candidates
     WHERE j.id = candidates.id
     RETURNING j.id, j.priority, j.created, j.execute_after, j.entrypoint,
@@ -88,6 +120,8 @@ ORDER BY claimed.priority DESC, claimed.id ASC
 
 type JobsClaimParams struct {
 	Entrypoints    []string
+	Caps           []int32
+	StaleAfterUs   int64
 	BatchSize      int32
 	QueueManagerID uuid.NullUUID
 }
@@ -104,13 +138,22 @@ type JobsClaimRow struct {
 	DedupeKey    sql.NullString
 }
 
-// Claims up to batch_size runnable jobs of the given entrypoints, highest
-// priority first then oldest, skipping rows other workers hold; marks them
-// picked by this queue manager and writes their 'picked' log rows, all in
-// one statement. The candidate scan walks pgqueuer_priority_id_id1_idx
-// backwards, which yields exactly (priority DESC, id ASC).
+// Claims up to batch_size jobs, highest priority first then oldest, marks
+// them picked by this queue manager and writes their 'picked' log rows, all
+// in one statement. Each entrypoint gets at most its cap (the worker's free
+// slots, lowered by concurrency and rate limits), so a busy or limited
+// entrypoint never starves the others. Per entrypoint it takes queued jobs
+// that are due (pgqueuer_ep_prio_id_idx) and picked jobs whose heartbeat is
+// older than stale_after_us (abandoned by a dead worker), skipping rows other
+// workers hold.
 func (q *Queries) JobsClaim(ctx context.Context, db DBTX, arg JobsClaimParams) ([]JobsClaimRow, error) {
-	rows, err := db.QueryContext(ctx, jobsClaim, pq.Array(arg.Entrypoints), arg.BatchSize, arg.QueueManagerID)
+	rows, err := db.QueryContext(ctx, jobsClaim,
+		pq.Array(arg.Entrypoints),
+		pq.Array(arg.Caps),
+		arg.StaleAfterUs,
+		arg.BatchSize,
+		arg.QueueManagerID,
+	)
 	if err != nil {
 		return nil, err
 	}
@@ -377,40 +420,85 @@ func (q *Queries) JobsExisting(ctx context.Context, db DBTX, ids []int64) ([]int
 const jobsFinish = `-- name: JobsFinish :execrows
 WITH outcome AS (
     SELECT
-        unnest($1::bigint[])       AS id,
-        unnest($2::text[])    AS status,
-        unnest($3::text[])  AS traceback
+        unnest($1::bigint[])        AS id,
+        unnest($2::text[])      AS action,
+        unnest($3::text[])     AS status,
+        unnest($4::text[])   AS traceback,
+        unnest($5::bigint[])  AS delay_us
 ),
 finished AS (
     DELETE FROM pgqueuer AS j
     USING outcome
     WHERE j.id = outcome.id
+      AND outcome.action = 'finish'
       AND j.status = 'picked'
-      AND j.queue_manager_id = $4
+      AND j.queue_manager_id = $6
     RETURNING j.id, j.priority, j.entrypoint
+),
+requeued AS (
+    UPDATE pgqueuer AS j
+    SET status = 'queued',
+        queue_manager_id = NULL,
+        updated = now(),
+        execute_after = now() + outcome.delay_us * interval '1 microsecond',
+        attempts = j.attempts + CASE WHEN outcome.action = 'retry' THEN 1 ELSE 0 END
+    FROM outcome
+    WHERE j.id = outcome.id
+      AND outcome.action IN ('retry', 'release')
+      AND j.status = 'picked'
+      AND j.queue_manager_id = $6
+    RETURNING j.id, j.priority, j.entrypoint
+),
+held AS (
+    UPDATE pgqueuer AS j
+    SET status = 'failed',
+        queue_manager_id = NULL,
+        updated = now(),
+        attempts = j.attempts + 1
+    FROM outcome
+    WHERE j.id = outcome.id
+      AND outcome.action = 'hold'
+      AND j.status = 'picked'
+      AND j.queue_manager_id = $6
+    RETURNING j.id, j.priority, j.entrypoint
+),
+changed AS (
+    SELECT finished.id, finished.priority, finished.entrypoint FROM finished
+    UNION ALL
+    SELECT requeued.id, requeued.priority, requeued.entrypoint FROM requeued
+    UNION ALL
+    SELECT held.id, held.priority, held.entrypoint FROM held
 )
 INSERT INTO pgqueuer_log (job_id, status, priority, entrypoint, traceback)
-SELECT finished.id, outcome.status::pgqueuer_status, finished.priority, finished.entrypoint,
+SELECT changed.id, outcome.status::pgqueuer_status, changed.priority, changed.entrypoint,
        NULLIF(outcome.traceback, '')::jsonb
-FROM finished
-JOIN outcome ON outcome.id = finished.id
+FROM changed
+JOIN outcome ON outcome.id = changed.id
 `
 
 type JobsFinishParams struct {
 	Ids            []int64
+	Actions        []string
 	Statuses       []string
 	Tracebacks     []string
+	DelaysUs       []int64
 	QueueManagerID uuid.NullUUID
 }
 
-// Finishes a batch of jobs this queue manager holds: deletes their rows and
-// writes each one's terminal log row (status and, for an exception, its
-// traceback as JSON text) in one statement.
+// Records a batch of outcomes of jobs this queue manager holds, in one
+// statement. action says what happens to the row: 'finish' deletes it (the
+// log gets status: successful, exception or canceled); 'retry' puts it back
+// in the queue after delay_us with attempts + 1 (log: queued, with the
+// error); 'hold' keeps it as failed (log: failed, with the error); 'release'
+// puts it back at once, attempts unchanged (log: queued). traceback is JSON
+// text or ”.
 func (q *Queries) JobsFinish(ctx context.Context, db DBTX, arg JobsFinishParams) (int64, error) {
 	result, err := db.ExecContext(ctx, jobsFinish,
 		pq.Array(arg.Ids),
+		pq.Array(arg.Actions),
 		pq.Array(arg.Statuses),
 		pq.Array(arg.Tracebacks),
+		pq.Array(arg.DelaysUs),
 		arg.QueueManagerID,
 	)
 	if err != nil {
@@ -419,41 +507,252 @@ func (q *Queries) JobsFinish(ctx context.Context, db DBTX, arg JobsFinishParams)
 	return result.RowsAffected()
 }
 
-const jobsQueuedExist = `-- name: JobsQueuedExist :one
-SELECT EXISTS (
-    SELECT 1 FROM pgqueuer AS j
-    WHERE j.status = 'queued' AND j.entrypoint = ANY($1::text[])
-)::boolean AS found
-`
-
-// Reports whether a job of the given entrypoints is queued (runnable now or
-// later); drain mode stops when none is.
-func (q *Queries) JobsQueuedExist(ctx context.Context, db DBTX, entrypoints []string) (bool, error) {
-	row := db.QueryRowContext(ctx, jobsQueuedExist, pq.Array(entrypoints))
-	var found bool
-	err := row.Scan(&found)
-	return found, err
-}
-
-const jobsRelease = `-- name: JobsRelease :execrows
+const jobsHeartbeat = `-- name: JobsHeartbeat :execrows
 UPDATE pgqueuer AS j
-SET status = 'queued', queue_manager_id = NULL, updated = now()
+SET heartbeat = now()
 WHERE j.id = ANY($1::bigint[])
   AND j.status = 'picked'
   AND j.queue_manager_id = $2
 `
 
-type JobsReleaseParams struct {
+type JobsHeartbeatParams struct {
 	Ids            []int64
 	QueueManagerID uuid.NullUUID
 }
 
-// Puts jobs this queue manager holds back in the queue (status queued) so
-// that another worker runs them, e.g. at shutdown before they started.
-func (q *Queries) JobsRelease(ctx context.Context, db DBTX, arg JobsReleaseParams) (int64, error) {
-	result, err := db.ExecContext(ctx, jobsRelease, pq.Array(arg.Ids), arg.QueueManagerID)
+// Refreshes the heartbeat of the running jobs this queue manager holds.
+func (q *Queries) JobsHeartbeat(ctx context.Context, db DBTX, arg JobsHeartbeatParams) (int64, error) {
+	result, err := db.ExecContext(ctx, jobsHeartbeat, pq.Array(arg.Ids), arg.QueueManagerID)
 	if err != nil {
 		return 0, err
 	}
 	return result.RowsAffected()
+}
+
+const jobsListFailed = `-- name: JobsListFailed :many
+SELECT j.id, j.priority, j.entrypoint, j.attempts, j.created, j.updated, j.payload, j.headers,
+       COALESCE((
+           SELECT l.traceback->>'exception_message'
+           FROM pgqueuer_log AS l
+           WHERE l.job_id = j.id AND l.status = 'failed'
+           ORDER BY l.created DESC, l.id DESC
+           LIMIT 1
+       ), '')::text AS last_error
+FROM pgqueuer AS j
+WHERE j.status = 'failed'
+ORDER BY j.updated DESC, j.id DESC
+LIMIT $1::int
+`
+
+type JobsListFailedRow struct {
+	ID         int64
+	Priority   int32
+	Entrypoint string
+	Attempts   int32
+	Created    time.Time
+	Updated    time.Time
+	Payload    []byte
+	Headers    []byte
+	LastError  string
+}
+
+// Held (failed) jobs, newest first, with the error of their last attempt.
+func (q *Queries) JobsListFailed(ctx context.Context, db DBTX, maxRows int32) ([]JobsListFailedRow, error) {
+	rows, err := db.QueryContext(ctx, jobsListFailed, maxRows)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []JobsListFailedRow
+	for rows.Next() {
+		var i JobsListFailedRow
+		if err := rows.Scan(
+			&i.ID,
+			&i.Priority,
+			&i.Entrypoint,
+			&i.Attempts,
+			&i.Created,
+			&i.Updated,
+			&i.Payload,
+			&i.Headers,
+			&i.LastError,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Close(); err != nil {
+		return nil, err
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const jobsLockEntrypoints = `-- name: JobsLockEntrypoints :exec
+SELECT pg_advisory_xact_lock(k.key)
+FROM (
+    SELECT hashtextextended($1::text || e.name, 0) AS key
+    FROM unnest($2::text[]) AS e(name)
+    ORDER BY 1
+) AS k
+`
+
+type JobsLockEntrypointsParams struct {
+	LockNamespace string
+	Entrypoints   []string
+}
+
+// Serialises claims of limited entrypoints across the fleet until the end of
+// the transaction, so that counting running jobs and claiming are atomic.
+// Locks are taken in a fixed order to avoid deadlocks.
+func (q *Queries) JobsLockEntrypoints(ctx context.Context, db DBTX, arg JobsLockEntrypointsParams) error {
+	_, err := db.ExecContext(ctx, jobsLockEntrypoints, arg.LockNamespace, pq.Array(arg.Entrypoints))
+	return err
+}
+
+const jobsNextDue = `-- name: JobsNextDue :one
+SELECT COALESCE(extract(epoch FROM min(j.execute_after) - now()), -1)::float8 AS seconds
+FROM pgqueuer AS j
+WHERE j.status = 'queued'
+  AND j.entrypoint = ANY($1::text[])
+  AND j.execute_after > now()
+`
+
+// Seconds until the earliest queued job of the entrypoints that is not due
+// yet becomes due (-1 when there is none), so an idle worker can sleep
+// exactly that long.
+func (q *Queries) JobsNextDue(ctx context.Context, db DBTX, entrypoints []string) (float64, error) {
+	row := db.QueryRowContext(ctx, jobsNextDue, pq.Array(entrypoints))
+	var seconds float64
+	err := row.Scan(&seconds)
+	return seconds, err
+}
+
+const jobsRequeue = `-- name: JobsRequeue :many
+WITH requeued AS (
+    UPDATE pgqueuer AS j
+    SET status = 'queued', execute_after = now(), updated = now(), queue_manager_id = NULL
+    WHERE j.id = ANY($1::bigint[])
+      AND j.status = 'failed'
+    RETURNING j.id, j.priority, j.entrypoint
+),
+logged AS (
+    INSERT INTO pgqueuer_log (job_id, status, priority, entrypoint)
+    SELECT requeued.id, 'queued', requeued.priority, requeued.entrypoint FROM requeued
+)
+SELECT requeued.id FROM requeued
+`
+
+// Puts held (failed) jobs back in the queue, due now, and logs them
+// 'queued'; returns the ids requeued.
+func (q *Queries) JobsRequeue(ctx context.Context, db DBTX, ids []int64) ([]int64, error) {
+	rows, err := db.QueryContext(ctx, jobsRequeue, pq.Array(ids))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []int64
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		items = append(items, id)
+	}
+	if err := rows.Close(); err != nil {
+		return nil, err
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const jobsRunningByEntrypoint = `-- name: JobsRunningByEntrypoint :many
+SELECT r.entrypoint, count(*)::int AS running
+FROM pgqueuer AS r
+WHERE r.status = 'picked'
+  AND r.entrypoint = ANY($1::text[])
+  AND r.heartbeat >= now() - ($2::bigint) * interval '1 microsecond'
+GROUP BY r.entrypoint
+`
+
+type JobsRunningByEntrypointParams struct {
+	Entrypoints  []string
+	StaleAfterUs int64
+}
+
+type JobsRunningByEntrypointRow struct {
+	Entrypoint string
+	Running    int32
+}
+
+// Running (picked, heartbeat fresh) jobs per entrypoint, fleet-wide.
+func (q *Queries) JobsRunningByEntrypoint(ctx context.Context, db DBTX, arg JobsRunningByEntrypointParams) ([]JobsRunningByEntrypointRow, error) {
+	rows, err := db.QueryContext(ctx, jobsRunningByEntrypoint, pq.Array(arg.Entrypoints), arg.StaleAfterUs)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []JobsRunningByEntrypointRow
+	for rows.Next() {
+		var i JobsRunningByEntrypointRow
+		if err := rows.Scan(&i.Entrypoint, &i.Running); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Close(); err != nil {
+		return nil, err
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const logStartedByEntrypoint = `-- name: LogStartedByEntrypoint :many
+SELECT l.entrypoint, count(*)::int AS started
+FROM pgqueuer_log AS l
+WHERE l.status = 'picked'
+  AND l.entrypoint = ANY($1::text[])
+  AND l.created > now() - ($2::bigint) * interval '1 microsecond'
+GROUP BY l.entrypoint
+`
+
+type LogStartedByEntrypointParams struct {
+	Entrypoints []string
+	WindowUs    int64
+}
+
+type LogStartedByEntrypointRow struct {
+	Entrypoint string
+	Started    int32
+}
+
+// Jobs started (picked) per entrypoint within the last window_us, fleet-wide,
+// from the log: what a rate limit counts.
+func (q *Queries) LogStartedByEntrypoint(ctx context.Context, db DBTX, arg LogStartedByEntrypointParams) ([]LogStartedByEntrypointRow, error) {
+	rows, err := db.QueryContext(ctx, logStartedByEntrypoint, pq.Array(arg.Entrypoints), arg.WindowUs)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []LogStartedByEntrypointRow
+	for rows.Next() {
+		var i LogStartedByEntrypointRow
+		if err := rows.Scan(&i.Entrypoint, &i.Started); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Close(); err != nil {
+		return nil, err
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
 }

@@ -11,6 +11,42 @@ import (
 	"github.com/lib/pq"
 )
 
+const logFoldStatistics = `-- name: LogFoldStatistics :execrows
+WITH batch AS (
+    SELECT l.id
+    FROM pgqueuer_log AS l
+    WHERE NOT l.aggregated
+    ORDER BY l.id
+    LIMIT $1::int
+    FOR UPDATE SKIP LOCKED
+),
+marked AS (
+    UPDATE pgqueuer_log AS m
+    SET aggregated = true
+    FROM batch
+    WHERE m.id = batch.id
+    RETURNING m.created, m.priority, m.status, m.entrypoint
+)
+INSERT INTO pgqueuer_statistics (created, count, priority, status, entrypoint)
+SELECT date_trunc('sec', marked.created AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',
+       count(*), marked.priority, marked.status, marked.entrypoint
+FROM marked
+GROUP BY 1, marked.priority, marked.status, marked.entrypoint
+ON CONFLICT (priority, date_trunc('sec', created AT TIME ZONE 'UTC'), status, entrypoint)
+DO UPDATE SET count = pgqueuer_statistics.count + EXCLUDED.count
+`
+
+// Folds up to batch_size log rows that are not aggregated yet into the
+// per-second statistics, and marks them aggregated. Rows another worker is
+// folding are skipped.
+func (q *Queries) LogFoldStatistics(ctx context.Context, db DBTX, batchSize int32) (int64, error) {
+	result, err := db.ExecContext(ctx, logFoldStatistics, batchSize)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected()
+}
+
 const logLatestStatus = `-- name: LogLatestStatus :many
 SELECT DISTINCT ON (l.job_id) l.job_id, l.status
 FROM pgqueuer_log AS l
@@ -46,4 +82,31 @@ func (q *Queries) LogLatestStatus(ctx context.Context, db DBTX, ids []int64) ([]
 		return nil, err
 	}
 	return items, nil
+}
+
+const logPrune = `-- name: LogPrune :execrows
+DELETE FROM pgqueuer_log
+WHERE id IN (
+    SELECT o.id
+    FROM pgqueuer_log AS o
+    WHERE o.created < now() - make_interval(secs => $1::float8)
+      AND o.aggregated
+    ORDER BY o.created
+    LIMIT $2::int
+)
+`
+
+type LogPruneParams struct {
+	OlderThanS float64
+	BatchSize  int32
+}
+
+// Deletes up to batch_size log rows older than older_than_s seconds that
+// have been folded into the statistics, oldest first.
+func (q *Queries) LogPrune(ctx context.Context, db DBTX, arg LogPruneParams) (int64, error) {
+	result, err := db.ExecContext(ctx, logPrune, arg.OlderThanS, arg.BatchSize)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected()
 }

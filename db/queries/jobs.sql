@@ -66,20 +66,55 @@ logged AS (
 SELECT inserted.id, inserted.dedupe_key FROM inserted ORDER BY inserted.id;
 
 -- name: JobsClaim :many
--- Claims up to batch_size runnable jobs of the given entrypoints, highest
--- priority first then oldest, skipping rows other workers hold; marks them
--- picked by this queue manager and writes their 'picked' log rows, all in
--- one statement. The candidate scan walks pgqueuer_priority_id_id1_idx
--- backwards, which yields exactly (priority DESC, id ASC).
-WITH candidates AS (
-    SELECT c.id
-    FROM pgqueuer AS c
-    WHERE c.status = 'queued'
-      AND c.entrypoint = ANY(@entrypoints::text[])
-      AND c.execute_after <= now()
-    ORDER BY c.priority DESC, c.id ASC
+-- Claims up to batch_size jobs, highest priority first then oldest, marks
+-- them picked by this queue manager and writes their 'picked' log rows, all
+-- in one statement. Each entrypoint gets at most its cap (the worker's free
+-- slots, lowered by concurrency and rate limits), so a busy or limited
+-- entrypoint never starves the others. Per entrypoint it takes queued jobs
+-- that are due (pgqueuer_ep_prio_id_idx) and picked jobs whose heartbeat is
+-- older than stale_after_us (abandoned by a dead worker), skipping rows other
+-- workers hold.
+WITH caps AS (
+    SELECT unnest(@entrypoints::text[]) AS entrypoint,
+           unnest(@caps::int[]) AS cap,
+           now() - (@stale_after_us::bigint) * interval '1 microsecond' AS stale_before
+),
+due AS (
+    SELECT q.id, q.priority
+    FROM caps
+    CROSS JOIN LATERAL (
+        SELECT d.id, d.priority
+        FROM pgqueuer AS d
+        WHERE d.status = 'queued'
+          AND d.entrypoint = caps.entrypoint
+          AND d.execute_after <= now()
+        ORDER BY d.priority DESC, d.id ASC
+        LIMIT caps.cap
+        FOR UPDATE SKIP LOCKED
+    ) AS q
+    WHERE caps.cap > 0
+),
+abandoned AS (
+    SELECT a.id, a.priority
+    FROM caps
+    CROSS JOIN LATERAL (
+        SELECT s.id, s.priority
+        FROM pgqueuer AS s
+        WHERE s.status = 'picked'
+          AND s.entrypoint = caps.entrypoint
+          AND s.heartbeat < caps.stale_before
+        ORDER BY s.heartbeat ASC
+        LIMIT caps.cap
+        FOR UPDATE SKIP LOCKED
+    ) AS a
+    WHERE caps.cap > 0
+),
+candidates AS (
+    SELECT due.id, due.priority FROM due
+    UNION ALL
+    SELECT abandoned.id, abandoned.priority FROM abandoned
+    ORDER BY 2 DESC, 1 ASC
     LIMIT @batch_size::int
-    FOR UPDATE SKIP LOCKED
 ),
 claimed AS (
     UPDATE pgqueuer AS j
@@ -102,38 +137,139 @@ SELECT claimed.id, claimed.priority, claimed.created, claimed.execute_after,
 FROM claimed
 ORDER BY claimed.priority DESC, claimed.id ASC;
 
+-- name: JobsLockEntrypoints :exec
+-- Serialises claims of limited entrypoints across the fleet until the end of
+-- the transaction, so that counting running jobs and claiming are atomic.
+-- Locks are taken in a fixed order to avoid deadlocks.
+SELECT pg_advisory_xact_lock(k.key)
+FROM (
+    SELECT hashtextextended(@lock_namespace::text || e.name, 0) AS key
+    FROM unnest(@entrypoints::text[]) AS e(name)
+    ORDER BY 1
+) AS k;
+
+-- name: JobsRunningByEntrypoint :many
+-- Running (picked, heartbeat fresh) jobs per entrypoint, fleet-wide.
+SELECT r.entrypoint, count(*)::int AS running
+FROM pgqueuer AS r
+WHERE r.status = 'picked'
+  AND r.entrypoint = ANY(@entrypoints::text[])
+  AND r.heartbeat >= now() - (@stale_after_us::bigint) * interval '1 microsecond'
+GROUP BY r.entrypoint;
+
+-- name: LogStartedByEntrypoint :many
+-- Jobs started (picked) per entrypoint within the last window_us, fleet-wide,
+-- from the log: what a rate limit counts.
+SELECT l.entrypoint, count(*)::int AS started
+FROM pgqueuer_log AS l
+WHERE l.status = 'picked'
+  AND l.entrypoint = ANY(@entrypoints::text[])
+  AND l.created > now() - (@window_us::bigint) * interval '1 microsecond'
+GROUP BY l.entrypoint;
+
 -- name: JobsFinish :execrows
--- Finishes a batch of jobs this queue manager holds: deletes their rows and
--- writes each one's terminal log row (status and, for an exception, its
--- traceback as JSON text) in one statement.
+-- Records a batch of outcomes of jobs this queue manager holds, in one
+-- statement. action says what happens to the row: 'finish' deletes it (the
+-- log gets status: successful, exception or canceled); 'retry' puts it back
+-- in the queue after delay_us with attempts + 1 (log: queued, with the
+-- error); 'hold' keeps it as failed (log: failed, with the error); 'release'
+-- puts it back at once, attempts unchanged (log: queued). traceback is JSON
+-- text or ''.
 WITH outcome AS (
     SELECT
-        unnest(@ids::bigint[])       AS id,
-        unnest(@statuses::text[])    AS status,
-        unnest(@tracebacks::text[])  AS traceback
+        unnest(@ids::bigint[])        AS id,
+        unnest(@actions::text[])      AS action,
+        unnest(@statuses::text[])     AS status,
+        unnest(@tracebacks::text[])   AS traceback,
+        unnest(@delays_us::bigint[])  AS delay_us
 ),
 finished AS (
     DELETE FROM pgqueuer AS j
     USING outcome
     WHERE j.id = outcome.id
+      AND outcome.action = 'finish'
       AND j.status = 'picked'
       AND j.queue_manager_id = @queue_manager_id
     RETURNING j.id, j.priority, j.entrypoint
+),
+requeued AS (
+    UPDATE pgqueuer AS j
+    SET status = 'queued',
+        queue_manager_id = NULL,
+        updated = now(),
+        execute_after = now() + outcome.delay_us * interval '1 microsecond',
+        attempts = j.attempts + CASE WHEN outcome.action = 'retry' THEN 1 ELSE 0 END
+    FROM outcome
+    WHERE j.id = outcome.id
+      AND outcome.action IN ('retry', 'release')
+      AND j.status = 'picked'
+      AND j.queue_manager_id = @queue_manager_id
+    RETURNING j.id, j.priority, j.entrypoint
+),
+held AS (
+    UPDATE pgqueuer AS j
+    SET status = 'failed',
+        queue_manager_id = NULL,
+        updated = now(),
+        attempts = j.attempts + 1
+    FROM outcome
+    WHERE j.id = outcome.id
+      AND outcome.action = 'hold'
+      AND j.status = 'picked'
+      AND j.queue_manager_id = @queue_manager_id
+    RETURNING j.id, j.priority, j.entrypoint
+),
+changed AS (
+    SELECT finished.id, finished.priority, finished.entrypoint FROM finished
+    UNION ALL
+    SELECT requeued.id, requeued.priority, requeued.entrypoint FROM requeued
+    UNION ALL
+    SELECT held.id, held.priority, held.entrypoint FROM held
 )
 INSERT INTO pgqueuer_log (job_id, status, priority, entrypoint, traceback)
-SELECT finished.id, outcome.status::pgqueuer_status, finished.priority, finished.entrypoint,
+SELECT changed.id, outcome.status::pgqueuer_status, changed.priority, changed.entrypoint,
        NULLIF(outcome.traceback, '')::jsonb
-FROM finished
-JOIN outcome ON outcome.id = finished.id;
+FROM changed
+JOIN outcome ON outcome.id = changed.id;
 
--- name: JobsRelease :execrows
--- Puts jobs this queue manager holds back in the queue (status queued) so
--- that another worker runs them, e.g. at shutdown before they started.
+-- name: JobsHeartbeat :execrows
+-- Refreshes the heartbeat of the running jobs this queue manager holds.
 UPDATE pgqueuer AS j
-SET status = 'queued', queue_manager_id = NULL, updated = now()
+SET heartbeat = now()
 WHERE j.id = ANY(@ids::bigint[])
   AND j.status = 'picked'
   AND j.queue_manager_id = @queue_manager_id;
+
+-- name: JobsRequeue :many
+-- Puts held (failed) jobs back in the queue, due now, and logs them
+-- 'queued'; returns the ids requeued.
+WITH requeued AS (
+    UPDATE pgqueuer AS j
+    SET status = 'queued', execute_after = now(), updated = now(), queue_manager_id = NULL
+    WHERE j.id = ANY(@ids::bigint[])
+      AND j.status = 'failed'
+    RETURNING j.id, j.priority, j.entrypoint
+),
+logged AS (
+    INSERT INTO pgqueuer_log (job_id, status, priority, entrypoint)
+    SELECT requeued.id, 'queued', requeued.priority, requeued.entrypoint FROM requeued
+)
+SELECT requeued.id FROM requeued;
+
+-- name: JobsListFailed :many
+-- Held (failed) jobs, newest first, with the error of their last attempt.
+SELECT j.id, j.priority, j.entrypoint, j.attempts, j.created, j.updated, j.payload, j.headers,
+       COALESCE((
+           SELECT l.traceback->>'exception_message'
+           FROM pgqueuer_log AS l
+           WHERE l.job_id = j.id AND l.status = 'failed'
+           ORDER BY l.created DESC, l.id DESC
+           LIMIT 1
+       ), '')::text AS last_error
+FROM pgqueuer AS j
+WHERE j.status = 'failed'
+ORDER BY j.updated DESC, j.id DESC
+LIMIT @max_rows::int;
 
 -- name: JobsCancelWaiting :many
 -- Removes queued or held jobs among ids and logs them 'canceled'; returns
@@ -161,10 +297,12 @@ FROM pgqueuer AS j
 GROUP BY j.entrypoint, j.priority, j.status
 ORDER BY j.entrypoint, j.priority DESC, j.status;
 
--- name: JobsQueuedExist :one
--- Reports whether a job of the given entrypoints is queued (runnable now or
--- later); drain mode stops when none is.
-SELECT EXISTS (
-    SELECT 1 FROM pgqueuer AS j
-    WHERE j.status = 'queued' AND j.entrypoint = ANY(@entrypoints::text[])
-)::boolean AS found;
+-- name: JobsNextDue :one
+-- Seconds until the earliest queued job of the entrypoints that is not due
+-- yet becomes due (-1 when there is none), so an idle worker can sleep
+-- exactly that long.
+SELECT COALESCE(extract(epoch FROM min(j.execute_after) - now()), -1)::float8 AS seconds
+FROM pgqueuer AS j
+WHERE j.status = 'queued'
+  AND j.entrypoint = ANY(@entrypoints::text[])
+  AND j.execute_after > now();

@@ -5,3 +5,43 @@ SELECT DISTINCT ON (l.job_id) l.job_id, l.status
 FROM pgqueuer_log AS l
 WHERE l.job_id = ANY(@ids::bigint[])
 ORDER BY l.job_id, l.created DESC, l.id DESC;
+
+-- name: LogFoldStatistics :execrows
+-- Folds up to batch_size log rows that are not aggregated yet into the
+-- per-second statistics, and marks them aggregated. Rows another worker is
+-- folding are skipped.
+WITH batch AS (
+    SELECT l.id
+    FROM pgqueuer_log AS l
+    WHERE NOT l.aggregated
+    ORDER BY l.id
+    LIMIT @batch_size::int
+    FOR UPDATE SKIP LOCKED
+),
+marked AS (
+    UPDATE pgqueuer_log AS m
+    SET aggregated = true
+    FROM batch
+    WHERE m.id = batch.id
+    RETURNING m.created, m.priority, m.status, m.entrypoint
+)
+INSERT INTO pgqueuer_statistics (created, count, priority, status, entrypoint)
+SELECT date_trunc('sec', marked.created AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',
+       count(*), marked.priority, marked.status, marked.entrypoint
+FROM marked
+GROUP BY 1, marked.priority, marked.status, marked.entrypoint
+ON CONFLICT (priority, date_trunc('sec', created AT TIME ZONE 'UTC'), status, entrypoint)
+DO UPDATE SET count = pgqueuer_statistics.count + EXCLUDED.count;
+
+-- name: LogPrune :execrows
+-- Deletes up to batch_size log rows older than older_than_s seconds that
+-- have been folded into the statistics, oldest first.
+DELETE FROM pgqueuer_log
+WHERE id IN (
+    SELECT o.id
+    FROM pgqueuer_log AS o
+    WHERE o.created < now() - make_interval(secs => @older_than_s::float8)
+      AND o.aggregated
+    ORDER BY o.created
+    LIMIT @batch_size::int
+);
