@@ -12,6 +12,7 @@ import (
 	"runtime/debug"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -349,6 +350,8 @@ type run struct {
 	done    chan JobID         // a handler returned (its outcome is queued for writing)
 	results chan outcome       // outcomes for the completer
 
+	unwritten atomic.Int64 // outcomes handed to the completer and not yet written
+
 	mu      sync.Mutex
 	running map[JobID]context.CancelCauseFunc // jobs whose handler runs
 }
@@ -367,9 +370,23 @@ func (w *run) loop(ctx context.Context) error {
 	defer stopAux()
 	poll := w.rc.dequeueTimeout
 	if l := notifier.New(w.qm.db, w.qm.cfg.listenDSN, w.qm.cfg.names.Channel(), w.logger); l != nil {
+		listening := make(chan struct{})
+		var once sync.Once
 		bg.Go(func() {
-			_ = l.Run(auxCtx, notifier.Callbacks{Notify: w.onNotify, Connected: w.signal})
+			_ = l.Run(auxCtx, notifier.Callbacks{Notify: w.onNotify, Connected: func() {
+				once.Do(func() { close(listening) })
+				w.signal()
+			}})
 		})
+		// Claim only once LISTEN is in place, so that no cancellation of a
+		// job this worker runs can be missed; without a listener after a
+		// few seconds, start anyway (polling, heartbeat checks).
+		select {
+		case <-listening:
+		case <-ctx.Done():
+		case <-time.After(min(w.rc.dequeueTimeout, 5*time.Second)):
+			w.logger.Warn("pgq: listener not connected yet; claiming anyway")
+		}
 	} else {
 		poll = min(poll, w.rc.pollInterval)
 	}
@@ -403,6 +420,7 @@ func (w *run) loop(ctx context.Context) error {
 		if want && free >= threshold {
 			want = false
 			n := min(w.rc.batchSize, free)
+			unwritten := w.unwritten.Load() // before the claim: see the drain check
 			jobs, again, err := w.claim(ctx, n)
 			switch {
 			case err != nil && ctx.Err() != nil:
@@ -426,7 +444,10 @@ func (w *run) loop(ctx context.Context) error {
 					want = true // probably more waiting
 					continue
 				}
-				if w.rc.mode == ModeDrain && len(jobs) == 0 && inFlight == 0 {
+				// Drain ends when nothing is claimable, running or waiting to be
+				// written: an outcome not written when the claim began can hold
+				// a concurrency limit (its write wakes the loop again).
+				if w.rc.mode == ModeDrain && len(jobs) == 0 && inFlight == 0 && unwritten == 0 {
 					return w.shutdown(ctx, 0, cancelJobs, completerDone)
 				}
 				nextLook = time.Time{}
@@ -642,6 +663,7 @@ func (w *run) execute(ctx context.Context, job *Job) {
 		delete(w.running, job.ID)
 	}
 	w.mu.Unlock()
+	w.unwritten.Add(1)
 	w.results <- out
 	w.done <- job.ID
 }
@@ -792,11 +814,17 @@ func (w *run) finish(batch []outcome) {
 		time.Sleep(wait)
 		wait = min(2*wait, 2*time.Second)
 	}
+	w.unwritten.Add(-int64(len(batch)))
 	if soonest >= 0 {
 		select {
 		case w.wakeIn <- soonest:
 		default:
 		}
+	}
+	// Finished jobs free fleet-wide concurrency slots; a drain waits for
+	// its last writes before it decides the queue is empty.
+	if len(w.limited) > 0 || w.rc.mode == ModeDrain {
+		w.signal()
 	}
 }
 
@@ -820,12 +848,27 @@ func (w *run) heartbeat(ctx context.Context) {
 		if len(ids) == 0 {
 			continue
 		}
-		_, err := w.qm.q.JobsHeartbeat(ctx, w.qm.rdb, dbgen.JobsHeartbeatParams{
+		held, err := w.qm.q.JobsHeartbeat(ctx, w.qm.rdb, dbgen.JobsHeartbeatParams{
 			Ids: ids, QueueManagerID: uuid.NullUUID{UUID: w.qm.id, Valid: true},
 		})
-		if err != nil && ctx.Err() == nil {
-			w.logger.Warn("pgq: heartbeat failed", "jobs", len(ids), "err", err)
+		if err != nil {
+			if ctx.Err() == nil {
+				w.logger.Warn("pgq: heartbeat failed", "jobs", len(ids), "err", err)
+			}
+			continue
 		}
+		// A running job whose row is gone or held by another worker was
+		// canceled (its notification lost) or given up: stop its handler.
+		w.mu.Lock()
+		for _, id := range ids {
+			if !slices.Contains(held, id) {
+				if cancel, ok := w.running[JobID(id)]; ok {
+					w.logger.Info("pgq: running job no longer held; canceling its handler", "job_id", id)
+					cancel(errJobCanceled)
+				}
+			}
+		}
+		w.mu.Unlock()
 	}
 }
 

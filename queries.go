@@ -222,10 +222,12 @@ func matchIDs(jobs []NewJob, rows []dbgen.JobsEnqueueRow, skipped bool) ([]JobID
 	return ids, nil
 }
 
-// MarkJobAsCancelled cancels jobs: queued or held ones are removed and
-// logged 'canceled' at once; for running ones a cancellation_event is sent
-// on the queue's channel, and the worker running each cancels its handler's
-// context and logs it 'canceled'. Unknown or finished ids are ignored.
+// MarkJobAsCancelled cancels jobs: their rows are removed and they are
+// logged 'canceled' at once, whatever their status. For running ones a
+// cancellation_event is sent on the queue's channel, and the worker running
+// each cancels its handler's context within milliseconds (or, should the
+// notification be lost, at its next heartbeat). Unknown or finished ids are
+// ignored.
 func (q *Queries) MarkJobAsCancelled(ctx context.Context, ids []JobID) error {
 	if q.cfg.err != nil {
 		return q.cfg.err
@@ -234,7 +236,7 @@ func (q *Queries) MarkJobAsCancelled(ctx context.Context, ids []JobID) error {
 		return nil
 	}
 	raw := toInt64s(ids)
-	if _, err := q.q.JobsCancelWaiting(ctx, q.db, raw); err != nil {
+	if _, err := q.q.JobsCancel(ctx, q.db, raw); err != nil {
 		return fmt.Errorf("pgq: cancel: %w", interpretError(err))
 	}
 	payload, err := json.Marshal(newCancellationEvent(q.names.Channel(), ids))

@@ -14,11 +14,10 @@ import (
 	"github.com/lib/pq"
 )
 
-const jobsCancelWaiting = `-- name: JobsCancelWaiting :many
+const jobsCancel = `-- name: JobsCancel :many
 WITH removed AS (
     DELETE FROM pgqueuer AS j
     WHERE j.id = ANY($1::bigint[])
-      AND j.status IN ('queued', 'failed')
     RETURNING j.id, j.priority, j.entrypoint
 ),
 logged AS (
@@ -28,10 +27,11 @@ logged AS (
 SELECT removed.id FROM removed
 `
 
-// Removes queued or held jobs among ids and logs them 'canceled'; returns
-// the ids removed. Running (picked) jobs are left to their workers.
-func (q *Queries) JobsCancelWaiting(ctx context.Context, db DBTX, ids []int64) ([]int64, error) {
-	rows, err := db.QueryContext(ctx, jobsCancelWaiting, pq.Array(ids))
+// Cancels jobs: removes their rows, whatever their status (queued, held, or
+// running: the worker running one learns of it from the cancellation event
+// or its next heartbeat), and logs them 'canceled'; returns the ids removed.
+func (q *Queries) JobsCancel(ctx context.Context, db DBTX, ids []int64) ([]int64, error) {
+	rows, err := db.QueryContext(ctx, jobsCancel, pq.Array(ids))
 	if err != nil {
 		return nil, err
 	}
@@ -507,12 +507,13 @@ func (q *Queries) JobsFinish(ctx context.Context, db DBTX, arg JobsFinishParams)
 	return result.RowsAffected()
 }
 
-const jobsHeartbeat = `-- name: JobsHeartbeat :execrows
+const jobsHeartbeat = `-- name: JobsHeartbeat :many
 UPDATE pgqueuer AS j
 SET heartbeat = now()
 WHERE j.id = ANY($1::bigint[])
   AND j.status = 'picked'
   AND j.queue_manager_id = $2
+RETURNING j.id
 `
 
 type JobsHeartbeatParams struct {
@@ -520,13 +521,30 @@ type JobsHeartbeatParams struct {
 	QueueManagerID uuid.NullUUID
 }
 
-// Refreshes the heartbeat of the running jobs this queue manager holds.
-func (q *Queries) JobsHeartbeat(ctx context.Context, db DBTX, arg JobsHeartbeatParams) (int64, error) {
-	result, err := db.ExecContext(ctx, jobsHeartbeat, pq.Array(arg.Ids), arg.QueueManagerID)
+// Refreshes the heartbeat of the running jobs this queue manager holds and
+// returns their ids; a job missing from the result is no longer held (it
+// was canceled, or claimed again after a stale heartbeat).
+func (q *Queries) JobsHeartbeat(ctx context.Context, db DBTX, arg JobsHeartbeatParams) ([]int64, error) {
+	rows, err := db.QueryContext(ctx, jobsHeartbeat, pq.Array(arg.Ids), arg.QueueManagerID)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	return result.RowsAffected()
+	defer rows.Close()
+	var items []int64
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		items = append(items, id)
+	}
+	if err := rows.Close(); err != nil {
+		return nil, err
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
 }
 
 const jobsListFailed = `-- name: JobsListFailed :many

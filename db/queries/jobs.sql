@@ -232,13 +232,16 @@ SELECT changed.id, outcome.status::pgqueuer_status, changed.priority, changed.en
 FROM changed
 JOIN outcome ON outcome.id = changed.id;
 
--- name: JobsHeartbeat :execrows
--- Refreshes the heartbeat of the running jobs this queue manager holds.
+-- name: JobsHeartbeat :many
+-- Refreshes the heartbeat of the running jobs this queue manager holds and
+-- returns their ids; a job missing from the result is no longer held (it
+-- was canceled, or claimed again after a stale heartbeat).
 UPDATE pgqueuer AS j
 SET heartbeat = now()
 WHERE j.id = ANY(@ids::bigint[])
   AND j.status = 'picked'
-  AND j.queue_manager_id = @queue_manager_id;
+  AND j.queue_manager_id = @queue_manager_id
+RETURNING j.id;
 
 -- name: JobsRequeue :many
 -- Puts held (failed) jobs back in the queue, due now, and logs them
@@ -271,13 +274,13 @@ WHERE j.status = 'failed'
 ORDER BY j.updated DESC, j.id DESC
 LIMIT @max_rows::int;
 
--- name: JobsCancelWaiting :many
--- Removes queued or held jobs among ids and logs them 'canceled'; returns
--- the ids removed. Running (picked) jobs are left to their workers.
+-- name: JobsCancel :many
+-- Cancels jobs: removes their rows, whatever their status (queued, held, or
+-- running: the worker running one learns of it from the cancellation event
+-- or its next heartbeat), and logs them 'canceled'; returns the ids removed.
 WITH removed AS (
     DELETE FROM pgqueuer AS j
     WHERE j.id = ANY(@ids::bigint[])
-      AND j.status IN ('queued', 'failed')
     RETURNING j.id, j.priority, j.entrypoint
 ),
 logged AS (

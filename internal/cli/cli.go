@@ -1,0 +1,348 @@
+// Package cli implements the pgq command: schema management (install,
+// upgrade, uninstall, verify, sql), enqueuing jobs (queue), a demo and the
+// benchmarks.
+//
+// Every command is an options struct with flags, validation and a run
+// method that writes to the writers it is given, so that tests can run each
+// command, including the ones that must fail, without a subprocess.
+//
+// Failures end with exactly one line on standard error that starts with
+// "pgq: ". Usage errors (unknown command or flag, missing or bad argument)
+// exit with code 2, runtime errors (connection, database, schema) with 1.
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+)
+
+// Exit codes of Main.
+const (
+	ExitOK      = 0 // success
+	ExitFailure = 1 // a runtime error: connection, database, schema
+	ExitUsage   = 2 // a usage error: unknown command or flag, bad or missing argument
+)
+
+// env is what a command may touch of the outside world.
+type env struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	getenv         func(string) string
+}
+
+// command is one subcommand: its flags, its positional arguments and its run.
+type command interface {
+	// define registers the command's flags on fs; defaults may come from e.
+	define(fs *flag.FlagSet, e *env)
+	// validate takes the positional arguments and checks everything that can
+	// be checked without a database. Its errors are usage errors.
+	validate(args []string, e *env) error
+	// run does the work.
+	run(ctx context.Context, e *env) error
+}
+
+// spec describes a subcommand for dispatch and help.
+type spec struct {
+	name    string
+	args    string // positional arguments, for the usage line
+	summary string // one line for `pgq help`
+	details string // paragraphs for `pgq CMD -h`
+	group   string
+	new     func() command
+	// raw commands get their arguments unparsed (bench has its own flags).
+	raw func(ctx context.Context, args []string, e *env) error
+}
+
+// The command groups of `pgq help`, in order.
+const (
+	groupSchema = "Schema"
+	groupJobs   = "Jobs"
+	groupTry    = "Try it"
+)
+
+func commands() []spec {
+	return []spec{
+		{name: "install", group: groupSchema,
+			summary: "create pgq's tables, enum, indexes and trigger",
+			details: "Creates the pgq schema (the tables PGQueuer uses, so Python and Go workers can share\n" +
+				"the queue). Fails, changing nothing, when the job table already exists: use\n" +
+				"`pgq upgrade` for that. With --dry-run it prints the SQL instead.",
+			new: func() command { return &installCmd{verb: "install"} }},
+		{name: "upgrade", group: groupSchema,
+			summary: "bring the schema up to date (idempotent; adopts a PGQueuer schema)",
+			details: "Creates whatever is missing and leaves the rest, so it is safe to run on every\n" +
+				"deploy. It also adopts a schema created by Python's PGQueuer. Without\n" +
+				"--durability the tables keep their current durability.",
+			new: func() command { return &installCmd{verb: "upgrade"} }},
+		{name: "uninstall", group: groupSchema,
+			summary: "drop every pgq object, with all jobs and logs",
+			details: "Drops pgq's tables (with their rows), enum, trigger and function.\n" +
+				"With --dry-run it prints the SQL instead.",
+			new: func() command { return &uninstallCmd{} }},
+		{name: "verify", group: groupSchema,
+			summary: "check that every pgq object exists",
+			details: "Prints \"schema OK\", or lists the missing objects and exits with code 1.",
+			new:     func() command { return &verifyCmd{} }},
+		{name: "sql", args: "install|upgrade|uninstall", group: groupSchema,
+			summary: "print the SQL of install, upgrade or uninstall (no database needed)",
+			details: "Prints the SQL that install, upgrade or uninstall would run, for review or for\n" +
+				"your own migration tool. upgrade prints the install SQL: every statement is\n" +
+				"idempotent.",
+			new: func() command { return &sqlCmd{} }},
+		{name: "queue", args: "ENTRYPOINT [PAYLOAD]", group: groupJobs,
+			summary: "enqueue a job and print its id",
+			details: "Enqueues a job for ENTRYPOINT with PAYLOAD as its bytes (\"-\" reads the payload\n" +
+				"from standard input; without PAYLOAD the payload is NULL) and prints the new job\n" +
+				"id, one per line with --count.",
+			new: func() command { return &queueCmd{} }},
+		{name: "demo", group: groupTry,
+			summary: "enqueue and run thousands of jobs on a throwaway PostgreSQL",
+			details: "Enqueues --jobs jobs over a few demo entrypoints, works them with --workers\n" +
+				"workers, waits for every job with a CompletionWatcher and prints the outcome.\n" +
+				"Without --dsn or PGQ_DSN it starts a throwaway PostgreSQL server and deletes it\n" +
+				"afterwards; with one, it installs (upgrades) the schema there and runs its jobs\n" +
+				"under the entrypoints demo.*.",
+			new: func() command { return &demoCmd{} }},
+		{name: "bench", args: "[flags]", group: groupTry,
+			summary: "measure enqueue and processing throughput",
+			raw:     runBench},
+	}
+}
+
+func lookup(name string) (spec, bool) {
+	for _, s := range commands() {
+		if s.name == name {
+			return s, true
+		}
+	}
+	return spec{}, false
+}
+
+// Main runs the pgq command with args (without the program name) and
+// returns the process exit code: ExitOK, ExitFailure or ExitUsage. ctx
+// should end on SIGINT/SIGTERM; commands then stop and clean up.
+func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	e := &env{stdin: stdin, stdout: stdout, stderr: stderr, getenv: os.Getenv}
+	return report(e, dispatch(ctx, args, e))
+}
+
+func dispatch(ctx context.Context, args []string, e *env) error {
+	if len(args) == 0 {
+		printUsage(e.stdout)
+		return usagef("missing command: run `pgq help` for the list")
+	}
+	// Flags before the command (PGQueuer's global options: `pgq --pg-dsn
+	// … install`) go to the command.
+	lead, args := leadingFlags(args)
+	if len(args) == 0 {
+		if len(lead) > 0 && isHelp(lead[len(lead)-1]) {
+			printUsage(e.stdout)
+			return nil
+		}
+		return usagef("missing command after %s: run `pgq help` for the list", strings.Join(lead, " "))
+	}
+	name := args[0]
+	rest := append(slices.Clone(lead), args[1:]...)
+	if s, ok := lookup(name); ok && s.raw != nil {
+		// A raw command parses its own arguments, which may begin with a
+		// positional one (`bench drain`): flags given before go last.
+		rest = append(slices.Clone(args[1:]), lead...)
+	}
+	switch name {
+	case "help", "-h", "-help", "--help":
+		if name == "help" && len(rest) > 0 {
+			s, ok := lookup(rest[0])
+			if !ok {
+				return usagef("help: unknown command %q: run `pgq help` for the list", rest[0])
+			}
+			return runCommand(ctx, s, []string{"-h"}, e)
+		}
+		printUsage(e.stdout)
+		return nil
+	}
+	s, ok := lookup(name)
+	if !ok {
+		return usagef("unknown command %q: run `pgq help` for the list", name)
+	}
+	return runCommand(ctx, s, rest, e)
+}
+
+func isHelp(arg string) bool { return arg == "-h" || arg == "-help" || arg == "--help" }
+
+// leadingFlags splits off the flags before the command. A flag without
+// "=" takes the next argument as its value, except --dry-run and help.
+func leadingFlags(args []string) (lead, rest []string) {
+	i := 0
+	for i < len(args) && strings.HasPrefix(args[i], "-") && args[i] != "-" && args[i] != "--" {
+		a := args[i]
+		name := strings.TrimLeft(a, "-")
+		switch {
+		case isHelp(a):
+			return args[:i+1], nil
+		case strings.Contains(a, "=") || name == "dry-run":
+			i++
+		default:
+			i += 2
+		}
+	}
+	i = min(i, len(args))
+	return args[:i], args[i:]
+}
+
+func runCommand(ctx context.Context, s spec, args []string, e *env) error {
+	if s.raw != nil {
+		return s.raw(ctx, args, e)
+	}
+	cmd := s.new()
+	fs := flag.NewFlagSet("pgq "+s.name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	cmd.define(fs, e)
+	pos, err := parseArgs(fs, args)
+	if errors.Is(err, flag.ErrHelp) {
+		printCommandUsage(e.stdout, s, fs)
+		return nil
+	}
+	if err != nil {
+		return flagError(s.name, err)
+	}
+	if err := cmd.validate(pos, e); err != nil {
+		var ue *usageError
+		if errors.As(err, &ue) {
+			ue.msg = s.name + ": " + ue.msg + " (see `pgq " + s.name + " -h`)"
+			return ue
+		}
+		return fmt.Errorf("%s: %w", s.name, err)
+	}
+	if err := cmd.run(ctx, e); err != nil {
+		if ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
+			return fmt.Errorf("%s: interrupted", s.name)
+		}
+		return fmt.Errorf("%s: %w", s.name, err)
+	}
+	return nil
+}
+
+// usageError is a mistake in the command line; it exits with ExitUsage.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error {
+	return &usageError{msg: fmt.Sprintf(format, args...)}
+}
+
+// exitError ends the command with code and, unless msg is empty, one line.
+type exitError struct {
+	code int
+	msg  string
+}
+
+func (e *exitError) Error() string { return e.msg }
+
+// report prints err as one line on stderr and returns the exit code.
+func report(e *env, err error) int {
+	if err == nil {
+		return ExitOK
+	}
+	code := ExitFailure
+	var ue *usageError
+	var xe *exitError
+	switch {
+	case errors.As(err, &ue):
+		code = ExitUsage
+	case errors.As(err, &xe):
+		code = xe.code
+		if xe.msg == "" {
+			return code
+		}
+	}
+	fmt.Fprintln(e.stderr, "pgq: "+oneLine(err.Error()))
+	return code
+}
+
+// oneLine makes an error message one line without repeated "pgq: " prefixes
+// (the library's errors carry their own).
+func oneLine(msg string) string {
+	msg = strings.Join(strings.Fields(msg), " ")
+	for strings.HasPrefix(msg, "pgq: ") {
+		msg = strings.TrimPrefix(msg, "pgq: ")
+	}
+	return strings.ReplaceAll(msg, ": pgq: ", ": ")
+}
+
+func printUsage(w io.Writer) {
+	fmt.Fprint(w, `pgq is a PostgreSQL job queue for Go, compatible with Python's PGQueuer.
+
+Usage: pgq COMMAND [ARGUMENTS] [FLAGS]
+`)
+	group := ""
+	for _, s := range commands() {
+		if s.group != group {
+			group = s.group
+			fmt.Fprintf(w, "\n%s:\n", group)
+		}
+		fmt.Fprintf(w, "  %-11s %s\n", s.name, s.summary)
+	}
+	fmt.Fprint(w, "\n"+
+		"Database commands connect with --dsn, else $PGQ_DSN, else libpq's PG* variables\n"+
+		"(PGHOST, PGPORT, PGUSER, PGDATABASE, PGPASSWORD, PGSSLMODE). --driver picks pgx\n"+
+		"(default) or postgres (lib/pq); --prefix and --schema (default $PGQUEUER_PREFIX,\n"+
+		"$PGQUEUER_SCHEMA) name pgq's objects as PGQueuer does.\n"+
+		"\n"+
+		"New here? Run `pgq demo`. For a command's flags: pgq COMMAND -h\n")
+}
+
+func printCommandUsage(w io.Writer, s spec, fs *flag.FlagSet) {
+	fmt.Fprintf(w, "Usage: pgq %s", s.name)
+	if s.args != "" {
+		fmt.Fprintf(w, " %s", s.args)
+	}
+	fmt.Fprintf(w, " [flags]\n\n%s.\n", upperFirst(s.summary))
+	if s.details != "" {
+		fmt.Fprintf(w, "\n%s\n", s.details)
+	}
+	hasFlags := false
+	fs.VisitAll(func(*flag.Flag) { hasFlags = true })
+	if !hasFlags {
+		return
+	}
+	fmt.Fprint(w, "\nFlags:\n")
+	fs.VisitAll(func(f *flag.Flag) {
+		if aliasFlags[f.Name] {
+			return
+		}
+		typ, usage := flag.UnquoteUsage(f)
+		line := "  --" + f.Name
+		if typ != "" {
+			line += " " + typ
+		}
+		fmt.Fprintf(w, "%s\n      %s", line, usage)
+		if f.DefValue != "" && f.DefValue != "0" && f.DefValue != "false" && f.DefValue != "[]" {
+			fmt.Fprintf(w, " (default %s)", f.DefValue)
+		}
+		fmt.Fprintln(w)
+	})
+	var aliases []string
+	fs.VisitAll(func(f *flag.Flag) {
+		if aliasFlags[f.Name] {
+			aliases = append(aliases, "-"+strings.Repeat("-", min(1, len(f.Name)-1))+f.Name)
+		}
+	})
+	if len(aliases) > 0 {
+		fmt.Fprintf(w, "\nPGQueuer's spellings work too: %s.\n", strings.Join(aliases, ", "))
+	}
+}
+
+func upperFirst(s string) string {
+	if s == "" {
+		return s
+	}
+	return strings.ToUpper(s[:1]) + s[1:]
+}
