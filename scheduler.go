@@ -1,0 +1,764 @@
+package pgq
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"runtime/debug"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/robfig/cron/v3"
+
+	"github.com/pgq-dev/pgq/dbgen"
+	"github.com/pgq-dev/pgq/internal/sqlname"
+)
+
+// DefaultSchedulePollInterval is the longest a SchedulerManager sleeps
+// between looks at the schedules table (set it with WithPollInterval). It
+// sleeps until the earliest next run of its schedules, but no longer than
+// this, so that it notices what other processes change.
+const DefaultSchedulePollInterval = time.Second
+
+// Timings of the scheduler that are not options.
+const (
+	// maxScheduleHeartbeatInterval caps the heartbeat interval (a tenth of
+	// the heartbeat timeout), so that PGQueuer schedulers, which take a
+	// schedule over after 30 s without a heartbeat, never see a live pgq
+	// run as dead.
+	maxScheduleHeartbeatInterval = 5 * time.Second
+	// overdueRetry is how soon a scheduler looks again when a due schedule
+	// could not be claimed (another scheduler was claiming it).
+	overdueRetry = 25 * time.Millisecond
+	// scheduleWriteTimeout bounds the writes that end a tick, retries
+	// included.
+	scheduleWriteTimeout = 10 * time.Second
+)
+
+// ---------------------------------------------------------------------------
+// Cron expressions
+
+// cronParser parses robfig/cron's six-field order (seconds first); parseCron
+// feeds it PGQueuer's order (seconds last) rearranged.
+var cronParser = cron.NewParser(cron.Second | cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
+
+// cronFields names the fields in robfig/cron's order.
+var cronFields = [6]string{"second", "minute", "hour", "day-of-month", "month", "day-of-week"}
+
+// cronAliases are the descriptors PGQueuer (croniter) knows, with the
+// five-field text PGQueuer stores for each.
+var cronAliases = map[string]string{
+	"@yearly":   "0 0 1 1 *",
+	"@annually": "0 0 1 1 *",
+	"@monthly":  "0 0 1 * *",
+	"@weekly":   "0 0 * * 0",
+	"@daily":    "0 0 * * *",
+	"@midnight": "0 0 * * *",
+	"@hourly":   "0 * * * *",
+}
+
+// Cron is a parsed cron expression. Its times are in UTC.
+type Cron struct {
+	expr  string // normalized: the text stored in the schedules table
+	sched cron.Schedule
+}
+
+// ParseCron parses a cron expression as PGQueuer writes them, in UTC:
+//
+//   - five fields: minute, hour, day of month, month, day of week
+//     ("*/15 9-17 * * mon-fri");
+//   - six fields: the same five and then seconds, last ("* * * * * */10"
+//     is every ten seconds), as PGQueuer orders them;
+//   - the descriptors @yearly (@annually), @monthly, @weekly, @daily
+//     (@midnight) and @hourly, and "@every <duration>" (at least 1s; pgq
+//     only: PGQueuer cannot run such a schedule).
+//
+// Fields accept numbers, ranges (1-5), steps (*/5, 10-30/5), lists (1,15)
+// and month and weekday names (jan, mon). When both day fields are
+// restricted, a day matching either one matches, as in classic cron. The
+// error names the expression and, when it can, the bad field.
+func ParseCron(expr string) (*Cron, error) {
+	c, err := parseCron(expr)
+	if err != nil {
+		return nil, fmt.Errorf("pgq: %w", err)
+	}
+	return c, nil
+}
+
+func parseCron(expr string) (*Cron, error) {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("cron expression %q: %s", expr, fmt.Sprintf(format, args...))
+	}
+	// PGQueuer (croniter) stores the expression in lower case, fields
+	// separated by single spaces, descriptors expanded: so does pgq.
+	fields := strings.Fields(strings.ToLower(expr))
+	if len(fields) == 0 {
+		return nil, bad("empty")
+	}
+	if strings.HasPrefix(fields[0], "tz=") || strings.HasPrefix(fields[0], "cron_tz=") {
+		return nil, bad("time zones are not supported: schedules run in UTC")
+	}
+	if strings.HasPrefix(fields[0], "@") {
+		text := strings.Join(fields, " ")
+		if alias, ok := cronAliases[text]; ok {
+			fields = strings.Fields(alias)
+		} else if len(fields) == 2 && fields[0] == "@every" {
+			d, err := time.ParseDuration(fields[1])
+			if err != nil || d < time.Second {
+				return nil, bad("@every needs a duration of at least 1s, got %q", fields[1])
+			}
+			s, err := cronParser.Parse(text)
+			if err != nil {
+				return nil, bad("%v", err)
+			}
+			return &Cron{expr: text, sched: s}, nil
+		} else {
+			return nil, bad("unknown descriptor %q: want @yearly, @annually, @monthly, @weekly, @daily, "+
+				"@midnight, @hourly or \"@every <duration>\"", text)
+		}
+	}
+	if len(fields) != 5 && len(fields) != 6 {
+		return nil, bad("%d fields, want 5 (minute hour day-of-month month day-of-week) "+
+			"or 6 (the same five, then second)", len(fields))
+	}
+	// robfig/cron wants the seconds first.
+	spec := make([]string, 6)
+	spec[0] = "0"
+	if len(fields) == 6 {
+		spec[0] = fields[5]
+	}
+	copy(spec[1:], fields[:5])
+	s, err := cronParser.Parse(strings.Join(spec, " "))
+	if err != nil {
+		// Find the field robfig/cron objects to: parse each on its own.
+		for i, f := range spec {
+			probe := []string{"*", "*", "*", "*", "*", "*"}
+			probe[i] = f
+			if _, perr := cronParser.Parse(strings.Join(probe, " ")); perr != nil {
+				return nil, bad("%s field %q: %v", cronFields[i], f, perr)
+			}
+		}
+		return nil, bad("%v", err)
+	}
+	if ss, ok := s.(*cron.SpecSchedule); ok {
+		ss.Location = time.UTC
+	}
+	c := &Cron{expr: strings.Join(fields, " "), sched: s}
+	if c.Next(time.Now()).IsZero() {
+		return nil, bad("matches no date in the next five years")
+	}
+	return c, nil
+}
+
+// Next returns the first time the expression matches strictly after t, in
+// UTC, or the zero time if there is none within five years.
+func (c *Cron) Next(t time.Time) time.Time {
+	n := c.sched.Next(t.UTC())
+	if n.IsZero() {
+		return n
+	}
+	return n.UTC()
+}
+
+// String returns the expression as pgq stores it in the schedules table,
+// normalized the way PGQueuer normalizes it so that both find the same row:
+// lower case, fields separated by single spaces, and the descriptors
+// PGQueuer knows expanded to their five fields (@hourly is "0 * * * *").
+func (c *Cron) String() string { return c.expr }
+
+// ---------------------------------------------------------------------------
+// Registering schedules
+
+// ScheduleID identifies a schedule; it is the id column of the schedules
+// table.
+type ScheduleID int64
+
+// Schedule is one tick of a schedule, handed to a ScheduleFunc.
+type Schedule struct {
+	ID         ScheduleID
+	Entrypoint string
+	Expression string    // as stored (see Cron.String)
+	Tick       time.Time // the scheduled time this run is for, in UTC
+	LastRun    time.Time // when the previous run finished; zero if none has
+}
+
+// ScheduleFunc runs one tick of a schedule. An error (or a panic) is logged;
+// the schedule carries on with its next tick either way. ctx ends when the
+// scheduler's shutdown grace period is over.
+type ScheduleFunc func(ctx context.Context, s *Schedule) error
+
+// ScheduleOption configures one schedule.
+type ScheduleOption func(*scheduleEntry)
+
+// WithCatchUp changes what happens to a missed tick. A tick is missed when,
+// by the time a scheduler claims it, the tick after it is due as well:
+// every scheduler of the schedule was down, or the previous run lasted
+// longer than the interval. By default a missed tick is skipped: the
+// schedule moves on to the next tick in the future without running. With
+// WithCatchUp the overdue tick runs once, late (however many ticks were
+// missed), and the schedule then continues from the next tick in the
+// future. A tick that is merely late, with the following one still ahead,
+// always runs.
+func WithCatchUp() ScheduleOption {
+	return func(e *scheduleEntry) { e.catchUp = true }
+}
+
+// WithEnqueue makes each tick enqueue a job for the schedule's entrypoint
+// instead of running a function in the scheduler: the work then gets the
+// queue's workers, retries, concurrency limits and log, and any QueueManager
+// with a handler for the entrypoint runs it. Pass nil as the ScheduleFunc.
+//
+// opts configure the job (WithPriority, WithHeaders, WithExecuteAfter); its
+// payload is empty and its dedupe key is "schedule:<id>:<tick as Unix
+// seconds>" (a WithDedupeKey among opts is overridden), so that a tick is
+// never enqueued twice. The job is enqueued in the same transaction that
+// moves the schedule to its next tick.
+func WithEnqueue(opts ...EnqueueOption) ScheduleOption {
+	return func(e *scheduleEntry) {
+		e.enqueue = true
+		e.enqueueOpts = slices.Clone(opts)
+	}
+}
+
+// scheduleEntry is one registered schedule.
+type scheduleEntry struct {
+	entrypoint  string
+	cron        *Cron
+	fn          ScheduleFunc
+	catchUp     bool
+	enqueue     bool
+	enqueueOpts []EnqueueOption
+}
+
+type scheduleKey struct{ entrypoint, expression string }
+
+// SchedulerManager runs functions (or enqueues jobs) on cron schedules
+// kept in the schedules table, which it shares with PGQueuer's scheduler.
+// Any number of SchedulerManagers, in any number of processes (pgq's or
+// PGQueuer's), can run the same schedules: each tick runs once in the whole
+// fleet. A scheduler claims a due schedule with FOR UPDATE SKIP LOCKED,
+// marks it picked, heartbeats it while it runs, and then sets its next run;
+// a schedule whose scheduler died (no heartbeat for the heartbeat timeout)
+// is taken over by another. Cron times are in UTC.
+type SchedulerManager struct {
+	db      *sql.DB
+	rdb     sqlname.DBTX // db with object names rewritten
+	cfg     managerConfig
+	q       *dbgen.Queries
+	mu      sync.Mutex
+	entries map[scheduleKey]*scheduleEntry
+	state   int // 0 idle, 1 running
+}
+
+// NewSchedulerManager returns a scheduler that runs on db. It takes the
+// QueueManager's options: WithPrefix, WithSchema and WithLogger (others are
+// ignored). Register schedules with Schedule, then call Run.
+func NewSchedulerManager(db *sql.DB, opts ...ManagerOption) *SchedulerManager {
+	cfg := managerConfig{common: newCommon()}
+	for _, o := range opts {
+		if o != nil {
+			o.applyManager(&cfg)
+		}
+	}
+	return &SchedulerManager{
+		db:      db,
+		rdb:     sqlname.NewRewriter(cfg.names).Wrap(db),
+		cfg:     cfg,
+		q:       dbgen.New(),
+		entries: map[scheduleKey]*scheduleEntry{},
+	}
+}
+
+// Schedule registers fn to run at the times cron expression expr matches
+// (see ParseCron), under the name entrypoint. The schedule's row in the
+// schedules table is identified by (expression, entrypoint), so the same
+// pair registered in several processes (pgq or PGQueuer) is one schedule
+// whose every tick runs once. An entrypoint may have several expressions.
+//
+// With WithEnqueue, fn must be nil: each tick enqueues a job instead.
+func (sm *SchedulerManager) Schedule(entrypoint, expr string, fn ScheduleFunc, opts ...ScheduleOption) error {
+	if entrypoint == "" {
+		return fmt.Errorf("pgq: schedule with cron expression %q: empty entrypoint", expr)
+	}
+	c, err := parseCron(expr)
+	if err != nil {
+		return fmt.Errorf("pgq: schedule %q: %w", entrypoint, err)
+	}
+	e := &scheduleEntry{entrypoint: entrypoint, cron: c, fn: fn}
+	for _, o := range opts {
+		if o != nil {
+			o(e)
+		}
+	}
+	switch {
+	case e.enqueue && fn != nil:
+		return fmt.Errorf("pgq: schedule %q (%s): WithEnqueue enqueues a job on each tick, so fn must be nil "+
+			"(the job's handler does the work)", entrypoint, c)
+	case !e.enqueue && fn == nil:
+		return fmt.Errorf("pgq: schedule %q (%s): fn is nil; pass a function, or WithEnqueue to enqueue jobs",
+			entrypoint, c)
+	}
+	key := scheduleKey{entrypoint, c.String()}
+	sm.mu.Lock()
+	defer sm.mu.Unlock()
+	if sm.state != 0 {
+		return fmt.Errorf("pgq: schedule %q (%s): cannot register while Run is running", entrypoint, c)
+	}
+	if _, dup := sm.entries[key]; dup {
+		return fmt.Errorf("pgq: schedule %q (%s) is already registered", entrypoint, c)
+	}
+	sm.entries[key] = e
+	return nil
+}
+
+// ---------------------------------------------------------------------------
+// Running
+
+// Run runs the registered schedules until ctx ends. It first adds each
+// schedule's row to the schedules table if missing (with its next tick);
+// existing rows keep their state. It then sleeps until the earliest next run
+// among its schedules (at most the poll interval), claims the due ones,
+// runs them, and sets their next run: the first tick after the run ends, so
+// a run that outlasts the interval skips the ticks it overlapped (see
+// WithCatchUp for ticks missed before the claim).
+//
+// Run takes the QueueManager's RunOptions that apply: WithPollInterval
+// (default DefaultSchedulePollInterval), WithHeartbeatTimeout (default
+// DefaultHeartbeatTimeout: a schedule whose scheduler has not heartbeated
+// for that long is taken over; heartbeats go every tenth of it, at most
+// every 5 s) and WithShutdownTimeout (default DefaultShutdownTimeout); the
+// others are ignored.
+//
+// When ctx ends, Run stops claiming, lets running functions finish for up
+// to the shutdown timeout, then cancels their contexts and waits for them,
+// records their schedules' next runs, and returns nil. When it returns,
+// every goroutine it started has ended.
+func (sm *SchedulerManager) Run(ctx context.Context, opts ...RunOption) error {
+	var rc runConfig
+	for _, o := range opts {
+		if o != nil {
+			o(&rc)
+		}
+	}
+	if rc.err != nil {
+		return rc.err
+	}
+	if sm.cfg.err != nil {
+		return sm.cfg.err
+	}
+	if rc.heartbeatTimeout == 0 {
+		rc.heartbeatTimeout = DefaultHeartbeatTimeout
+	}
+	if rc.shutdownTimeout == 0 {
+		rc.shutdownTimeout = DefaultShutdownTimeout
+	}
+	if rc.pollInterval == 0 {
+		rc.pollInterval = DefaultSchedulePollInterval
+	}
+
+	sm.mu.Lock()
+	if sm.state != 0 {
+		sm.mu.Unlock()
+		return errors.New("pgq: Run is already running on this SchedulerManager")
+	}
+	if len(sm.entries) == 0 {
+		sm.mu.Unlock()
+		return errors.New("pgq: no schedule registered; call Schedule before Run")
+	}
+	sm.state = 1
+	entries := maps.Clone(sm.entries)
+	sm.mu.Unlock()
+	defer func() {
+		sm.mu.Lock()
+		sm.state = 0
+		sm.mu.Unlock()
+	}()
+
+	if err := checkSchema(ctx, sm.db, sm.cfg.common); err != nil {
+		return err
+	}
+	r := &schedRun{
+		sm:      sm,
+		rc:      rc,
+		entries: entries,
+		logger:  sm.cfg.logger.With("component", "scheduler"),
+		done:    make(chan ScheduleID),
+	}
+	keys := slices.SortedFunc(maps.Keys(entries), func(a, b scheduleKey) int {
+		return strings.Compare(a.entrypoint+"\x00"+a.expression, b.entrypoint+"\x00"+b.expression)
+	})
+	for _, k := range keys {
+		r.eps = append(r.eps, k.entrypoint)
+		r.exprs = append(r.exprs, k.expression)
+	}
+	if err := r.register(ctx); err != nil {
+		return err
+	}
+	return r.loop(ctx)
+}
+
+// schedRun is the state of one Run call.
+type schedRun struct {
+	sm      *SchedulerManager
+	rc      runConfig
+	entries map[scheduleKey]*scheduleEntry
+	eps     []string // the (entrypoint, expression) pairs, element by element
+	exprs   []string
+	logger  *slog.Logger
+	done    chan ScheduleID // a tick's run and its bookkeeping are over
+}
+
+// register adds the missing schedule rows, each with its next tick.
+func (r *schedRun) register(ctx context.Context) error {
+	now := time.Now()
+	p := dbgen.SchedulesInsertParams{Expressions: r.exprs, Entrypoints: r.eps, NextRunUs: make([]int64, len(r.eps))}
+	for i := range r.eps {
+		p.NextRunUs[i] = r.entries[scheduleKey{r.eps[i], r.exprs[i]}].cron.Next(now).UnixMicro()
+	}
+	if err := r.sm.q.SchedulesInsert(ctx, r.sm.rdb, p); err != nil {
+		return fmt.Errorf("pgq: registering schedules: %w", interpretError(err))
+	}
+	return nil
+}
+
+func (r *schedRun) heartbeatInterval() time.Duration {
+	return max(min(r.rc.heartbeatTimeout/10, maxScheduleHeartbeatInterval), time.Millisecond)
+}
+
+func (r *schedRun) loop(ctx context.Context) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	// Functions get their own context: it outlives ctx by the shutdown
+	// grace period.
+	fnCtx, cancelFns := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelFns()
+
+	running := map[ScheduleID]bool{}
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	hb := time.NewTicker(r.heartbeatInterval())
+	defer hb.Stop()
+	var errWait time.Duration
+
+	for ctx.Err() == nil {
+		select {
+		case <-ctx.Done():
+		case <-timer.C:
+			wait, err := r.poll(ctx, fnCtx, &wg, running)
+			if err != nil {
+				if ctx.Err() != nil {
+					break
+				}
+				errWait = min(max(2*errWait, 50*time.Millisecond), 5*time.Second)
+				r.logger.Warn("pgq: scheduler: reading schedules failed; retrying", "err", err, "in", errWait)
+				wait = errWait
+			} else {
+				errWait = 0
+			}
+			timer.Reset(wait)
+		case id := <-r.done:
+			delete(running, id)
+			// Its next run is written: look again.
+			resetTimer(timer, 0)
+		case <-hb.C:
+			r.heartbeat(running)
+		}
+	}
+
+	// Shutdown: let running functions finish within the grace period,
+	// heartbeating their rows meanwhile, then cancel their contexts.
+	if len(running) > 0 {
+		grace := time.NewTimer(r.rc.shutdownTimeout)
+		defer grace.Stop()
+		for len(running) > 0 {
+			select {
+			case id := <-r.done:
+				delete(running, id)
+			case <-hb.C:
+				r.heartbeat(running)
+			case <-grace.C:
+				r.logger.Warn("pgq: scheduler: shutdown grace period over; canceling running schedules",
+					"running", len(running))
+				cancelFns()
+			}
+		}
+	}
+	return nil
+}
+
+// poll claims the due schedules, starts their runs, and returns how long to
+// sleep before looking again.
+func (r *schedRun) poll(ctx, fnCtx context.Context, wg *sync.WaitGroup, running map[ScheduleID]bool) (time.Duration, error) {
+	rows, err := r.sm.q.SchedulesClaim(ctx, r.sm.rdb, dbgen.SchedulesClaimParams{
+		StaleAfterUs: r.rc.heartbeatTimeout.Microseconds(),
+		Entrypoints:  r.eps,
+		Expressions:  r.exprs,
+	})
+	if err != nil {
+		return 0, interpretError(err)
+	}
+	claimedAt := time.Now()
+	for _, row := range rows {
+		id := ScheduleID(row.ID)
+		e := r.entries[scheduleKey{row.Entrypoint, row.Expression}]
+		if running[id] || e == nil {
+			// Its run here is still going (the claim had gone stale and
+			// was renewed), or the row is not ours (cannot happen: the
+			// claim filters on our pairs). The running goroutine, or the
+			// heartbeat timeout, puts it back.
+			continue
+		}
+		running[id] = true
+		t := claimedTick{row: row, claimedAt: claimedAt}
+		wg.Go(func() {
+			r.runTick(fnCtx, e, t)
+			r.done <- id
+		})
+	}
+	next, err := r.sm.q.SchedulesNextWait(ctx, r.sm.rdb, dbgen.SchedulesNextWaitParams{
+		Entrypoints: r.eps,
+		Expressions: r.exprs,
+	})
+	if err != nil {
+		return 0, interpretError(err)
+	}
+	wait := r.rc.pollInterval
+	if next.Queued > 0 {
+		d := time.Duration(next.WaitUs) * time.Microsecond
+		if d <= 0 {
+			d = overdueRetry // due, but another scheduler was claiming it
+		}
+		wait = min(wait, d)
+	}
+	return wait, nil
+}
+
+// claimedTick is a claimed schedule row.
+type claimedTick struct {
+	row       dbgen.SchedulesClaimRow
+	claimedAt time.Time // local clock when the claim returned
+}
+
+// now estimates the database's clock: the claim's now() plus the time
+// elapsed since, so that next runs do not depend on this host's clock.
+func (t claimedTick) now() time.Time {
+	return t.row.DbNow.Add(time.Since(t.claimedAt))
+}
+
+// runTick runs (or enqueues, or skips) one claimed tick and records the
+// schedule's next run.
+func (r *schedRun) runTick(ctx context.Context, e *scheduleEntry, t claimedTick) {
+	tick := t.row.NextRun.UTC()
+	missed := !e.cron.Next(tick).After(t.row.DbNow)
+	ran := !missed || e.catchUp
+	logger := r.logger.With("entrypoint", e.entrypoint, "expression", e.cron.String(), "schedule_id", t.row.ID,
+		"tick", tick)
+	if missed && !e.catchUp {
+		logger.Info("pgq: scheduler: skipping missed tick")
+	}
+	if ran && e.enqueue {
+		if err := r.enqueueTick(e, t, tick); err != nil {
+			logger.Error("pgq: scheduler: enqueuing the tick's job failed; the schedule is taken over "+
+				"after the heartbeat timeout", "err", err)
+		}
+		return
+	}
+	if ran {
+		s := &Schedule{
+			ID:         ScheduleID(t.row.ID),
+			Entrypoint: e.entrypoint,
+			Expression: e.cron.String(),
+			Tick:       tick,
+		}
+		if t.row.LastRun.Valid {
+			s.LastRun = t.row.LastRun.Time.UTC()
+		}
+		if err := r.call(ctx, e, s); err != nil {
+			logger.Error("pgq: scheduler: schedule failed", "err", err)
+		}
+	}
+	err := r.retryWrite(func(ctx context.Context) error {
+		_, err := r.sm.q.SchedulesFinish(ctx, r.sm.rdb, r.finishParams(e, t, tick, ran))
+		return err
+	})
+	if err != nil {
+		logger.Error("pgq: scheduler: recording the next run failed; the schedule is taken over "+
+			"after the heartbeat timeout", "err", err)
+	}
+}
+
+func (r *schedRun) finishParams(e *scheduleEntry, t claimedTick, tick time.Time, ran bool) dbgen.SchedulesFinishParams {
+	base := t.now()
+	if base.Before(tick) {
+		base = tick
+	}
+	next := e.cron.Next(base)
+	if next.IsZero() { // no match within five years: look again in a year
+		next = base.Add(365 * 24 * time.Hour)
+	}
+	return dbgen.SchedulesFinishParams{NextRun: next, Ran: ran, ID: t.row.ID, ClaimedNextRun: t.row.NextRun}
+}
+
+// call runs the schedule's function, turning a panic into an error.
+func (r *schedRun) call(ctx context.Context, e *scheduleEntry, s *Schedule) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = &panicError{value: v, stack: debug.Stack()}
+		}
+	}()
+	return e.fn(ctx, s)
+}
+
+// enqueueTick enqueues the tick's job and records the schedule's next run
+// in one transaction. If the row was taken over meanwhile, neither happens.
+func (r *schedRun) enqueueTick(e *scheduleEntry, t claimedTick, tick time.Time) error {
+	key := fmt.Sprintf("schedule:%d:%d", t.row.ID, tick.Unix())
+	opts := append(slices.Clone(e.enqueueOpts), WithDedupeKey(key), WithSkipDuplicates())
+	names := r.sm.cfg.names
+	return r.retryWrite(func(ctx context.Context) error {
+		tx, err := r.sm.db.BeginTx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		defer func() { _ = tx.Rollback() }()
+		q := NewQueries(tx, NamingOption{func(c *common) { c.names = names }})
+		if _, err := q.Enqueue(ctx, e.entrypoint, nil, opts...); err != nil {
+			return err
+		}
+		rdb := sqlname.NewRewriter(names).Wrap(tx)
+		n, err := r.sm.q.SchedulesFinish(ctx, rdb, r.finishParams(e, t, tick, true))
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			r.logger.Warn("pgq: scheduler: schedule was taken over by another scheduler; not enqueuing",
+				"entrypoint", e.entrypoint, "schedule_id", t.row.ID, "tick", tick)
+			return nil // rolled back
+		}
+		return tx.Commit()
+	})
+}
+
+// retryWrite runs a write that ends a tick, retrying while the database is
+// unreachable, for up to scheduleWriteTimeout. It does not use Run's ctx:
+// the write must happen after ctx ends too.
+func (r *schedRun) retryWrite(write func(ctx context.Context) error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), scheduleWriteTimeout)
+	defer cancel()
+	wait := 50 * time.Millisecond
+	for {
+		err := write(ctx)
+		if err == nil {
+			return nil
+		}
+		err = interpretError(err)
+		if errors.Is(err, ErrSchemaMissing) || ctx.Err() != nil {
+			return err
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+		wait = min(2*wait, 2*time.Second)
+	}
+}
+
+// heartbeat refreshes the heartbeat of every running schedule, in one
+// statement.
+func (r *schedRun) heartbeat(running map[ScheduleID]bool) {
+	if len(running) == 0 {
+		return
+	}
+	ids := make([]int64, 0, len(running))
+	for id := range running {
+		ids = append(ids, int64(id))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), max(r.heartbeatInterval(), time.Second))
+	defer cancel()
+	if _, err := r.sm.q.SchedulesHeartbeat(ctx, r.sm.rdb, ids); err != nil {
+		r.logger.Warn("pgq: scheduler: heartbeat failed", "err", interpretError(err), "schedules", len(ids))
+	}
+}
+
+// ---------------------------------------------------------------------------
+// Inspecting and removing schedules
+
+// ScheduleInfo is one row of the schedules table.
+type ScheduleInfo struct {
+	ID         ScheduleID
+	Expression string
+	Entrypoint string
+	// Status is StatusQueued while the schedule waits for NextRun and
+	// StatusPicked while a scheduler runs it ("" if the column is NULL).
+	Status    Status
+	NextRun   time.Time
+	LastRun   time.Time // when the latest run finished; zero if none has
+	Heartbeat time.Time // the running scheduler's latest sign of life
+	Created   time.Time
+	Updated   time.Time
+}
+
+// ListSchedules returns every schedule in the schedules table (pgq's and
+// PGQueuer's alike), by entrypoint and expression. Times are in UTC.
+func (q *Queries) ListSchedules(ctx context.Context) ([]ScheduleInfo, error) {
+	if q.cfg.err != nil {
+		return nil, q.cfg.err
+	}
+	rows, err := q.q.SchedulesList(ctx, q.db)
+	if err != nil {
+		return nil, fmt.Errorf("pgq: list schedules: %w", interpretError(err))
+	}
+	out := make([]ScheduleInfo, len(rows))
+	for i, r := range rows {
+		out[i] = ScheduleInfo{
+			ID:         ScheduleID(r.ID),
+			Expression: r.Expression,
+			Entrypoint: r.Entrypoint,
+			NextRun:    r.NextRun.UTC(),
+			Heartbeat:  r.Heartbeat.UTC(),
+			Created:    r.Created.UTC(),
+			Updated:    r.Updated.UTC(),
+		}
+		if r.Status.Valid {
+			out[i].Status = Status(r.Status.PgqueuerStatus)
+		}
+		if r.LastRun.Valid {
+			out[i].LastRun = r.LastRun.Time.UTC()
+		}
+	}
+	return out, nil
+}
+
+// RemoveSchedules deletes the schedules whose id is among ids or whose
+// entrypoint is among entrypoints, and returns how many it deleted. A
+// SchedulerManager that is running when its schedule is removed stops
+// running it (a tick already running finishes), and adds it back the next
+// time its Run starts, as PGQueuer's scheduler does.
+func (q *Queries) RemoveSchedules(ctx context.Context, ids []ScheduleID, entrypoints []string) (int64, error) {
+	if q.cfg.err != nil {
+		return 0, q.cfg.err
+	}
+	if len(ids) == 0 && len(entrypoints) == 0 {
+		return 0, nil
+	}
+	raw := make([]int64, len(ids))
+	for i, id := range ids {
+		raw[i] = int64(id)
+	}
+	if entrypoints == nil {
+		entrypoints = []string{}
+	}
+	n, err := q.q.SchedulesDelete(ctx, q.db, dbgen.SchedulesDeleteParams{Ids: raw, Entrypoints: entrypoints})
+	if err != nil {
+		return 0, fmt.Errorf("pgq: remove schedules: %w", interpretError(err))
+	}
+	return n, nil
+}
