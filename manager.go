@@ -38,8 +38,24 @@ const (
 
 type managerConfig struct {
 	common
-	resources any
+	resources  any
+	middleware []Middleware
 }
+
+// Middleware wraps every handler of a QueueManager: for metrics, tracing,
+// logging or recovering in your own way. The first one given is the
+// outermost.
+type Middleware func(next Handler) Handler
+
+type middlewareOption []Middleware
+
+func (o middlewareOption) applyManager(c *managerConfig) { c.middleware = append(c.middleware, o...) }
+
+// WithMiddleware wraps every handler of the QueueManager with mw, in order
+// (the first is outermost). A middleware sees the job before the handler
+// runs and the handler's error after; see pgq's README for a Prometheus and
+// an OpenTelemetry example.
+func WithMiddleware(mw ...Middleware) ManagerOption { return middlewareOption(mw) }
 
 // QueueManager is a worker: it runs the handlers registered with
 // Entrypoint on the jobs it claims. Any number of QueueManagers, in any
@@ -724,7 +740,13 @@ func (w *run) callHandler(ctx context.Context, ep *entrypoint, job *Job) (err er
 	if ep == nil {
 		return fmt.Errorf("pgq: no handler registered for entrypoint %q", job.Entrypoint)
 	}
-	return ep.handler(ctx, job)
+	h := ep.handler
+	for i := len(w.qm.cfg.middleware) - 1; i >= 0; i-- {
+		if mw := w.qm.cfg.middleware[i]; mw != nil {
+			h = mw(h)
+		}
+	}
+	return h(ctx, job)
 }
 
 // tracebackJSON renders an error in the shape of PGQueuer's traceback

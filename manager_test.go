@@ -362,3 +362,27 @@ func TestWakesOnNotify(t *testing.T) {
 		})
 	}
 }
+
+func TestMiddlewareOrder(t *testing.T) {
+	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
+		ctx := testCtx(t)
+		_, _ = pgq.NewQueries(db).Enqueue(ctx, "m", nil)
+		var trail []string
+		mw := func(name string) pgq.Middleware {
+			return func(next pgq.Handler) pgq.Handler {
+				return func(ctx context.Context, j *pgq.Job) error {
+					trail = append(trail, name+">")
+					err := next(ctx, j)
+					trail = append(trail, "<"+name)
+					return err
+				}
+			}
+		}
+		qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn), pgq.WithMiddleware(mw("outer"), mw("inner")))
+		_ = qm.Entrypoint("m", func(ctx context.Context, j *pgq.Job) error { trail = append(trail, "handler"); return nil })
+		drain(t, ctx, qm)
+		if got := strings.Join(trail, " "); got != "outer> inner> handler <inner <outer" {
+			t.Fatalf("trail %s", got)
+		}
+	})
+}

@@ -171,6 +171,16 @@ func migrate(ctx context.Context, db *sql.DB, c common, verb string) error {
 	if _, err := p.Up(ctx); err != nil {
 		return fmt.Errorf("pgq: %s: %w", verb, err)
 	}
+	// goose skips migrations it has recorded; if an object was dropped
+	// since, apply them again: every migration is idempotent.
+	var se *SchemaError
+	if err := verify(ctx, db, c); errors.As(err, &se) {
+		if err := reapply(ctx, db, c); err != nil {
+			return fmt.Errorf("pgq: %s: restoring %s: %w", verb, strings.Join(se.Missing, ", "), err)
+		}
+	} else if err != nil {
+		return fmt.Errorf("pgq: %s: %w", verb, err)
+	}
 	if err := setDurability(ctx, db, c); err != nil {
 		return fmt.Errorf("pgq: %s: setting durability %s: %w", verb, c.durability, err)
 	}
@@ -193,6 +203,27 @@ func setDurability(ctx context.Context, db *sql.DB, c common) error {
 		return err
 	}
 	return logLogged(ctx, rdb)
+}
+
+// reapply runs the up sections of every migration again, in one
+// transaction.
+func reapply(ctx context.Context, db *sql.DB, c common) error {
+	text, err := migrationSQL(true, []SchemaOption{NamingOption{func(cc *common) { cc.names = c.names }}})
+	if err != nil {
+		return err
+	}
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if c.names.Schema != "" {
+		text = "SET LOCAL search_path TO " + sqlname.QuoteIdent(c.names.Schema) + ";\n" + text
+	}
+	if _, err := tx.ExecContext(ctx, text); err != nil {
+		return err
+	}
+	return tx.Commit()
 }
 
 // Uninstall drops every pgq object (tables with their rows, enum, trigger,

@@ -247,3 +247,21 @@ func TestMigrationsForGoose(t *testing.T) {
 		t.Fatalf("UninstallSQL: %v\n%s", err, down)
 	}
 }
+
+func TestUpgradeRestoresDroppedObjects(t *testing.T) {
+	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
+		ctx := testCtx(t)
+		if _, err := db.Exec("DROP INDEX pgqueuer_log_job_id_status; ALTER TABLE pgqueuer DROP COLUMN headers; DROP TRIGGER tg_pgqueuer_changed ON pgqueuer"); err != nil {
+			t.Fatal(err)
+		}
+		if err := pgq.Verify(ctx, db); !errors.Is(err, pgq.ErrSchemaMissing) {
+			t.Fatalf("Verify = %v", err)
+		}
+		if err := pgq.Upgrade(ctx, db); err != nil {
+			t.Fatalf("Upgrade: %v", err)
+		}
+		if err := pgq.Verify(ctx, db); err != nil {
+			t.Fatalf("Verify after Upgrade: %v", err)
+		}
+	})
+}
