@@ -305,8 +305,9 @@ func sortedIDs(ids []JobID) []JobID {
 	return slices.Compact(s)
 }
 
-// Requeue puts held (failed) jobs back in the queue, due now, keeping their
-// attempts count; it returns the ids that were held and are queued again.
+// Requeue puts held (failed) jobs back in the queue, due now, with their
+// attempts reset to 0 (a fresh set of retries, as PGQueuer does); it
+// returns the ids that were held and are queued again.
 func (q *Queries) Requeue(ctx context.Context, ids []JobID) ([]JobID, error) {
 	if q.cfg.err != nil {
 		return nil, q.cfg.err

@@ -20,10 +20,14 @@ const (
 	// DefaultRefreshInterval is the safety poll: the watcher re-reads the
 	// statuses this often whatever the notifications say.
 	DefaultRefreshInterval = 5 * time.Second
-	// DefaultDebounce is the coalescing window: at most one status query
-	// per window, the first one at once.
+	// DefaultDebounce is the coalescing window: at most one refresh per
+	// window, the first one at once.
 	DefaultDebounce = 50 * time.Millisecond
 )
+
+// watcherQueryTimeout bounds one status query, so that a hung connection
+// delays the watcher rather than stopping it.
+const watcherQueryTimeout = 30 * time.Second
 
 type watcherConfig struct {
 	common
@@ -48,8 +52,9 @@ func WithRefreshInterval(d time.Duration) WatcherOption {
 }
 
 // WithDebounce sets the coalescing window of a CompletionWatcher (default
-// DefaultDebounce). The first wake-up after a quiet window is served at
-// once; wake-ups within the window are folded into one query at its end.
+// DefaultDebounce). The first notification after a quiet window is served
+// at once; the notifications that follow within the window are folded into
+// one status query at its end. Zero turns coalescing off.
 func WithDebounce(d time.Duration) WatcherOption {
 	return watcherOption(func(c *watcherConfig) {
 		if d < 0 {
@@ -59,17 +64,27 @@ func WithDebounce(d time.Duration) WatcherOption {
 	})
 }
 
-// CompletionWatcher waits for jobs to finish. One watcher serves any number
-// of concurrent waits with one LISTEN connection and one status query per
-// refresh over all waited ids. It refreshes when the job table's trigger
-// announces a change (so a PGQueuer worker's completions wake it too),
-// when a wait begins, and every refresh interval.
+// CompletionWatcher waits for jobs to finish: for their latest log row to
+// be terminal (successful, exception, canceled or deleted). One watcher
+// serves any number of concurrent waits with one LISTEN connection and one
+// status query per refresh over all waited ids.
+//
+// A refresh runs when the job table's trigger announces a change (so the
+// completions of a PGQueuer worker wake it too), when the listener has
+// (re)connected, and every refresh interval. Refreshes are coalesced: the
+// first after a quiet debounce window runs at once, the ones asked for
+// within the window are folded into one at its end. A wait that begins
+// looks up its own ids at once, so a job that finished earlier is reported
+// without waiting for a notification; these look-ups are coalesced the same
+// way, on a window of their own, and folded into a refresh when one is
+// due. So the watcher runs at most two status queries per debounce window,
+// whatever the number of waits and completions.
 type CompletionWatcher struct {
-	db        *sql.DB
 	rdb       sqlname.DBTX
 	cfg       watcherConfig
 	q         *dbgen.Queries
-	kick      chan struct{} // something may have finished (or a wait began)
+	changed   chan struct{} // the job table changed or the listener (re)connected
+	began     chan struct{} // a wait began
 	stop      context.CancelFunc
 	done      chan struct{} // closed when the goroutines have ended
 	closeOnce sync.Once
@@ -77,19 +92,29 @@ type CompletionWatcher struct {
 
 	mu      sync.Mutex
 	closed  bool
-	waiting map[JobID]map[*waiter]struct{}
+	waiting map[JobID]map[*waiter]struct{} // by id: the waits still wanting it
+	fresh   map[JobID]struct{}             // waited ids not looked up since their wait began
 }
 
 // waiter is one WaitFor, WaitForAll or WaitForFirst call.
 type waiter struct {
-	need    int // results still wanted
+	ids     []JobID // sorted, distinct
+	need    int     // results still wanted
 	results map[JobID]Status
 	err     error
 	ready   chan struct{} // closed when need reaches 0 or err is set
 }
 
 // NewCompletionWatcher starts a watcher on db. It stops when ctx ends or
-// Close is called.
+// Close is called; either way every pending wait then returns ErrClosed.
+//
+// The watcher listens on the queue's channel with its own connection: a
+// dedicated one on WithListenDSN's DSN when given, otherwise one borrowed
+// from a pgx (github.com/jackc/pgx/v5/stdlib) pool for the watcher's
+// lifetime (so the pool needs room for it and for the status queries). A
+// lib/pq pool without WithListenDSN cannot listen: the watcher then polls
+// every refresh interval, so pass WithListenDSN with lib/pq, or a shorter
+// WithRefreshInterval.
 func NewCompletionWatcher(ctx context.Context, db *sql.DB, opts ...WatcherOption) (*CompletionWatcher, error) {
 	cfg := watcherConfig{common: newCommon(), refresh: DefaultRefreshInterval, debounce: DefaultDebounce}
 	for _, o := range opts {
@@ -108,19 +133,23 @@ func NewCompletionWatcher(ctx context.Context, db *sql.DB, opts ...WatcherOption
 	}
 	lctx, stop := context.WithCancel(ctx)
 	w := &CompletionWatcher{
-		db:      db,
 		rdb:     sqlname.NewRewriter(cfg.names).Wrap(db),
 		cfg:     cfg,
 		q:       dbgen.New(),
-		kick:    make(chan struct{}, 1),
+		changed: make(chan struct{}, 1),
+		began:   make(chan struct{}, 1),
 		stop:    stop,
 		done:    make(chan struct{}),
 		waiting: map[JobID]map[*waiter]struct{}{},
+		fresh:   map[JobID]struct{}{},
 	}
 	var wg sync.WaitGroup
 	if l := notifier.New(db, cfg.listenDSN, cfg.names.Channel(), cfg.logger); l != nil {
 		wg.Go(func() {
-			_ = l.Run(lctx, notifier.Callbacks{Notify: w.onNotify, Connected: w.wake})
+			_ = l.Run(lctx, notifier.Callbacks{
+				Notify:    w.onNotify,
+				Connected: func() { signal(w.changed) },
+			})
 		})
 	}
 	wg.Go(func() { w.loop(lctx) })
@@ -132,12 +161,14 @@ func NewCompletionWatcher(ctx context.Context, db *sql.DB, opts ...WatcherOption
 	return w, nil
 }
 
-// Refreshes returns how many status queries the watcher has run.
+// Refreshes returns how many status queries the watcher has run so far,
+// refreshes and look-ups of new waits together: a measure of the load it
+// puts on the database.
 func (w *CompletionWatcher) Refreshes() uint64 { return w.refreshes.Load() }
 
-// Close stops the watcher: every pending wait returns ErrClosed. Close
-// returns once the watcher's goroutines have ended. It is safe to call more
-// than once.
+// Close stops the watcher: every pending wait returns ErrClosed, and so
+// does every later one. Close returns once the watcher's goroutines have
+// ended. It is safe to call more than once.
 func (w *CompletionWatcher) Close() error {
 	w.closeOnce.Do(func() {
 		w.mu.Lock()
@@ -149,9 +180,11 @@ func (w *CompletionWatcher) Close() error {
 	return nil
 }
 
-func (w *CompletionWatcher) wake() {
+// signal sends on a one-slot channel without blocking: signals that
+// arrive while one is pending fold into it.
+func signal(c chan struct{}) {
 	select {
-	case w.kick <- struct{}{}:
+	case c <- struct{}{}:
 	default:
 	}
 }
@@ -161,103 +194,212 @@ func (w *CompletionWatcher) onNotify(payload string) {
 	if !ok {
 		return
 	}
-	// Inserts finish nothing; deletes (the end of every job), truncates and
-	// updates may.
+	// An insert finishes nothing; a delete (the end of every job), a
+	// truncate or an update may.
 	if ev.Type == EventTableChanged && ev.Operation != "insert" {
-		w.wake()
+		signal(w.changed)
 	}
 }
 
-// loop refreshes on wake-ups, coalesced: the first wake-up after a quiet
-// debounce window is served at once, later ones at the window's end.
+// queryKind is what the watcher's loop runs next.
+type queryKind int
+
+const (
+	queryNone    queryKind = iota
+	queryRefresh           // every waited id
+	queryLookup            // the ids of the waits that just began
+)
+
+// schedule decides when the loop queries. Refreshes and look-ups are each
+// throttled to one per debounce window, leading edge first; a look-up
+// waits for a refresh that is due anyway, since that covers its ids. After
+// a failed query the same query is retried with a growing pause.
+type schedule struct {
+	debounce, maxBackoff    time.Duration
+	refresh, lookup         bool // wanted
+	lastRefresh, lastLookup time.Time
+	retryAt                 time.Time
+	backoff                 time.Duration
+}
+
+// due returns the query to run at now.
+func (s *schedule) due(now time.Time) queryKind {
+	switch {
+	case now.Before(s.retryAt):
+		return queryNone
+	case s.refresh && now.Sub(s.lastRefresh) >= s.debounce:
+		return queryRefresh
+	case s.lookup && !s.refresh && now.Sub(s.lastLookup) >= s.debounce:
+		return queryLookup
+	}
+	return queryNone
+}
+
+// next returns when due may return a query, or false when nothing is wanted.
+func (s *schedule) next() (time.Time, bool) {
+	var at time.Time
+	switch {
+	case s.refresh:
+		at = s.lastRefresh.Add(s.debounce)
+	case s.lookup:
+		at = s.lastLookup.Add(s.debounce)
+	default:
+		return time.Time{}, false
+	}
+	if at.Before(s.retryAt) {
+		at = s.retryAt
+	}
+	return at, true
+}
+
+// ran records the outcome of a query of kind k that started at start.
+// queried is false when there was nothing to look up.
+func (s *schedule) ran(k queryKind, start time.Time, queried bool, err error) {
+	if err != nil {
+		s.backoff = min(max(2*s.backoff, s.debounce, 100*time.Millisecond), s.maxBackoff)
+		s.retryAt = start.Add(s.backoff)
+		return
+	}
+	s.backoff = 0
+	switch k {
+	case queryRefresh:
+		s.refresh, s.lookup = false, false // a refresh covers the new waits too
+		if queried {
+			s.lastRefresh = start
+		}
+	case queryLookup:
+		s.lookup = false
+		if queried {
+			s.lastLookup = start
+		}
+	}
+}
+
+// loop runs the status queries when the schedule says so.
 func (w *CompletionWatcher) loop(ctx context.Context) {
 	safety := time.NewTicker(w.cfg.refresh)
 	defer safety.Stop()
-	var last time.Time
-	pending := false
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
+	s := schedule{debounce: w.cfg.debounce, maxBackoff: w.cfg.refresh}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-safety.C:
-			pending = true
-		case <-w.kick:
-			pending = true
+			s.refresh = true
+		case <-w.changed:
+			s.refresh = true
+		case <-w.began:
+			s.lookup = true
 		case <-timer.C:
 		}
-		if !pending {
-			continue
+		now := time.Now()
+		if k := s.due(now); k != queryNone {
+			queried, err := w.query(ctx, k)
+			if ctx.Err() != nil {
+				return
+			}
+			if err != nil {
+				w.cfg.logger.Warn("pgq: watcher status query failed; retrying", "err", err)
+			}
+			s.ran(k, now, queried, err)
 		}
-		if wait := w.cfg.debounce - time.Since(last); wait > 0 {
-			resetTimer(timer, wait)
-			continue
-		}
-		pending = false
-		if w.refresh(ctx) {
-			last = time.Now()
+		if at, ok := s.next(); ok {
+			timer.Reset(time.Until(at))
+		} else {
+			timer.Stop()
 		}
 	}
 }
 
-// refresh reads the latest status of every waited id in one query and
-// releases the waits that are over. It reports whether it queried.
-func (w *CompletionWatcher) refresh(ctx context.Context) bool {
+// query reads the latest status of the waited ids (all of them, or those
+// of the waits that just began) in one statement and ends the waits that
+// are over. It reports whether it had ids to look up.
+func (w *CompletionWatcher) query(ctx context.Context, k queryKind) (bool, error) {
 	w.mu.Lock()
-	ids := make([]int64, 0, len(w.waiting))
-	for id := range w.waiting {
-		ids = append(ids, int64(id))
+	var ids []int64
+	if k == queryRefresh {
+		ids = make([]int64, 0, len(w.waiting))
+		for id := range w.waiting {
+			ids = append(ids, int64(id))
+		}
+	} else {
+		ids = make([]int64, 0, len(w.fresh))
+		for id := range w.fresh {
+			ids = append(ids, int64(id))
+		}
 	}
+	clear(w.fresh)
 	w.mu.Unlock()
 	if len(ids) == 0 {
-		return false
+		return false, nil
 	}
+	slices.Sort(ids)
+	err := w.lookUp(ctx, ids)
+	if err != nil && k == queryLookup {
+		// Look the new waits up again on the retry.
+		w.mu.Lock()
+		for _, id := range ids {
+			if _, ok := w.waiting[JobID(id)]; ok {
+				w.fresh[JobID(id)] = struct{}{}
+			}
+		}
+		w.mu.Unlock()
+	}
+	return true, err
+}
+
+func (w *CompletionWatcher) lookUp(ctx context.Context, ids []int64) error {
+	ctx, cancel := context.WithTimeout(ctx, watcherQueryTimeout)
+	defer cancel()
 	w.refreshes.Add(1)
 	rows, err := w.q.LogLatestStatus(ctx, w.rdb, ids)
 	if err != nil {
-		if ctx.Err() == nil {
-			w.cfg.logger.Warn("pgq: watcher status query failed", "err", err)
-		}
-		return true
+		return interpretError(err)
 	}
-	seen := make(map[JobID]bool, len(rows))
+	seen := make(map[int64]bool, len(rows))
+	w.mu.Lock()
 	for _, r := range rows {
-		id := JobID(r.JobID)
-		seen[id] = true
+		seen[r.JobID] = true
 		if st := Status(r.Status); st.Terminal() {
-			w.deliver(id, st, nil)
+			w.deliverLocked(JobID(r.JobID), st, nil)
 		}
 	}
+	w.mu.Unlock()
 	var unseen []int64
 	for _, id := range ids {
-		if !seen[JobID(id)] {
+		if !seen[id] {
 			unseen = append(unseen, id)
 		}
 	}
 	if len(unseen) == 0 {
-		return true
+		return nil
 	}
-	// No log row: the job exists only if its row is in the job table
-	// (a job inserted without a log row, by hand or an old producer).
+	// No log row: the job exists only if its row is in the job table (a
+	// job inserted without a log row, by hand or by an old producer).
 	existing, err := w.q.JobsExisting(ctx, w.rdb, unseen)
 	if err != nil {
-		return true
+		return interpretError(err)
 	}
-	for _, id := range unseen {
-		if !slices.Contains(existing, id) {
-			w.deliver(JobID(id), "", fmt.Errorf("%w: job %d", ErrJobNotFound, id))
-		}
-	}
-	return true
-}
-
-// deliver gives id's outcome to every wait on it.
-func (w *CompletionWatcher) deliver(id JobID, st Status, err error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	for wt := range w.waiting[id] {
+	for _, id := range unseen {
+		if !slices.Contains(existing, id) {
+			w.deliverLocked(JobID(id), "", fmt.Errorf("%w: job %d has neither a row in the job table nor a log row",
+				ErrJobNotFound, id))
+		}
+	}
+	return nil
+}
+
+// deliverLocked gives id's outcome to every wait on it. w.mu is held.
+func (w *CompletionWatcher) deliverLocked(id JobID, st Status, err error) {
+	set := w.waiting[id]
+	delete(w.waiting, id)
+	delete(w.fresh, id)
+	for wt := range set {
 		if err != nil {
 			wt.err = err
 		} else {
@@ -271,41 +413,51 @@ func (w *CompletionWatcher) deliver(id JobID, st Status, err error) {
 	}
 }
 
+// removeLocked takes wt off every id it waits for. w.mu is held.
 func (w *CompletionWatcher) removeLocked(wt *waiter) {
-	for id, set := range w.waiting {
-		if _, ok := set[wt]; ok {
-			delete(set, wt)
-			if len(set) == 0 {
-				delete(w.waiting, id)
-			}
+	for _, id := range wt.ids {
+		set, ok := w.waiting[id]
+		if !ok {
+			continue
+		}
+		delete(set, wt)
+		if len(set) == 0 {
+			delete(w.waiting, id)
+			delete(w.fresh, id)
 		}
 	}
 }
 
+// failAll ends every pending wait with err; later waits fail with
+// ErrClosed.
 func (w *CompletionWatcher) failAll(err error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.closed = true
-	done := map[*waiter]bool{}
 	for _, set := range w.waiting {
 		for wt := range set {
-			if !done[wt] {
-				done[wt] = true
+			select {
+			case <-wt.ready:
+			default:
 				wt.err = err
 				close(wt.ready)
 			}
 		}
 	}
 	clear(w.waiting)
+	clear(w.fresh)
 }
 
 // wait registers a wait for need of ids and blocks until it is over.
 func (w *CompletionWatcher) wait(ctx context.Context, ids []JobID, need int) (*waiter, error) {
-	ids = sortedIDs(ids)
-	if len(ids) == 0 {
-		return &waiter{results: map[JobID]Status{}}, nil
+	if err := ctx.Err(); err != nil {
+		return nil, err
 	}
-	wt := &waiter{need: min(need, len(ids)), results: make(map[JobID]Status, len(ids)), ready: make(chan struct{})}
+	ids = sortedIDs(ids)
+	wt := &waiter{ids: ids, need: min(need, len(ids)), results: make(map[JobID]Status, len(ids)), ready: make(chan struct{})}
+	if len(ids) == 0 {
+		return wt, nil
+	}
 	w.mu.Lock()
 	if w.closed {
 		w.mu.Unlock()
@@ -318,16 +470,17 @@ func (w *CompletionWatcher) wait(ctx context.Context, ids []JobID, need int) (*w
 			w.waiting[id] = set
 		}
 		set[wt] = struct{}{}
+		w.fresh[id] = struct{}{}
 	}
 	w.mu.Unlock()
-	w.wake() // a job may have finished already
+	signal(w.began)
 
 	select {
 	case <-wt.ready:
 	case <-ctx.Done():
 		w.mu.Lock()
 		select {
-		case <-wt.ready: // it finished meanwhile
+		case <-wt.ready: // it ended meanwhile
 		default:
 			w.removeLocked(wt)
 			w.mu.Unlock()
@@ -341,10 +494,23 @@ func (w *CompletionWatcher) wait(ctx context.Context, ids []JobID, need int) (*w
 	return wt, nil
 }
 
+// pending returns how many ids are waited for and by how many waits.
+func (w *CompletionWatcher) pending() (ids, waits int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	seen := map[*waiter]bool{}
+	for _, set := range w.waiting {
+		for wt := range set {
+			seen[wt] = true
+		}
+	}
+	return len(w.waiting), len(seen)
+}
+
 // WaitFor blocks until job id finishes and returns its terminal status
-// (successful, exception, canceled or deleted). It returns ErrJobNotFound
-// for an id that never existed, ctx.Err() when ctx ends and ErrClosed when
-// the watcher is closed.
+// (successful, exception, canceled or deleted). It returns an error
+// matching ErrJobNotFound for an id that never existed, ctx.Err() when ctx
+// ends and ErrClosed when the watcher is closed.
 func (w *CompletionWatcher) WaitFor(ctx context.Context, id JobID) (Status, error) {
 	wt, err := w.wait(ctx, []JobID{id}, 1)
 	if err != nil {
@@ -354,8 +520,8 @@ func (w *CompletionWatcher) WaitFor(ctx context.Context, id JobID) (Status, erro
 }
 
 // WaitForAll blocks until every job of ids has finished and returns their
-// terminal statuses. An id that never existed ends the wait with
-// ErrJobNotFound naming it.
+// terminal statuses. An id that never existed ends the wait with an error
+// matching ErrJobNotFound and naming it. An empty ids returns an empty map.
 func (w *CompletionWatcher) WaitForAll(ctx context.Context, ids []JobID) (map[JobID]Status, error) {
 	wt, err := w.wait(ctx, ids, len(ids))
 	if err != nil {
@@ -365,11 +531,13 @@ func (w *CompletionWatcher) WaitForAll(ctx context.Context, ids []JobID) (map[Jo
 }
 
 // WaitForFirst blocks until any job of ids finishes and returns its id and
-// terminal status; the wait on the others ends cleanly. An id that never
-// existed ends the wait with ErrJobNotFound naming it.
+// terminal status; the wait on the others ends with it. When several have
+// finished by the time the watcher looks, the smallest id wins. An id that
+// never existed ends the wait with an error matching ErrJobNotFound and
+// naming it, unless another id has finished by then.
 func (w *CompletionWatcher) WaitForFirst(ctx context.Context, ids []JobID) (JobID, Status, error) {
 	if len(ids) == 0 {
-		return 0, "", errors.New("pgq: WaitForFirst: no ids")
+		return 0, "", errors.New("pgq: WaitForFirst: no ids given")
 	}
 	wt, err := w.wait(ctx, ids, 1)
 	if err != nil {
@@ -378,5 +546,5 @@ func (w *CompletionWatcher) WaitForFirst(ctx context.Context, ids []JobID) (JobI
 	for id, st := range wt.results {
 		return id, st, nil
 	}
-	return 0, "", errors.New("pgq: WaitForFirst: no result") // unreachable
+	return 0, "", errors.New("pgq: WaitForFirst: wait ended without a result") // unreachable
 }

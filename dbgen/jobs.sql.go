@@ -651,7 +651,7 @@ func (q *Queries) JobsNextDue(ctx context.Context, db DBTX, entrypoints []string
 const jobsRequeue = `-- name: JobsRequeue :many
 WITH requeued AS (
     UPDATE pgqueuer AS j
-    SET status = 'queued', execute_after = now(), updated = now(), queue_manager_id = NULL
+    SET status = 'queued', execute_after = now(), updated = now(), queue_manager_id = NULL, attempts = 0
     WHERE j.id = ANY($1::bigint[])
       AND j.status = 'failed'
     RETURNING j.id, j.priority, j.entrypoint
@@ -663,8 +663,9 @@ logged AS (
 SELECT requeued.id FROM requeued
 `
 
-// Puts held (failed) jobs back in the queue, due now, and logs them
-// 'queued'; returns the ids requeued.
+// Puts held (failed) jobs back in the queue, due now, with a fresh set of
+// attempts (as PGQueuer's requeue does), and logs them 'queued'; returns the
+// ids requeued.
 func (q *Queries) JobsRequeue(ctx context.Context, db DBTX, ids []int64) ([]int64, error) {
 	rows, err := db.QueryContext(ctx, jobsRequeue, pq.Array(ids))
 	if err != nil {

@@ -48,10 +48,16 @@ func (q *Queries) LogFoldStatistics(ctx context.Context, db DBTX, batchSize int3
 }
 
 const logLatestStatus = `-- name: LogLatestStatus :many
-SELECT DISTINCT ON (l.job_id) l.job_id, l.status
-FROM pgqueuer_log AS l
-WHERE l.job_id = ANY($1::bigint[])
-ORDER BY l.job_id, l.created DESC, l.id DESC
+SELECT i.job_id::bigint AS job_id, latest.status
+FROM unnest($1::bigint[]) AS i (job_id)
+CROSS JOIN LATERAL (
+    SELECT l.status
+    FROM pgqueuer_log AS l
+    WHERE l.job_id = i.job_id
+    ORDER BY l.created DESC, l.id DESC
+    LIMIT 1
+) AS latest
+ORDER BY i.job_id
 `
 
 type LogLatestStatusRow struct {
@@ -60,7 +66,9 @@ type LogLatestStatusRow struct {
 }
 
 // The latest status of each of ids: its log row with the greatest
-// (created, id). Served by pgqueuer_log_job_id_status as an index-only scan.
+// (created, id). One index-only probe of pgqueuer_log_job_id_status per id
+// (LIMIT 1), however long a job's log and however many ids. Ids without a
+// log row are absent.
 func (q *Queries) LogLatestStatus(ctx context.Context, db DBTX, ids []int64) ([]LogLatestStatusRow, error) {
 	rows, err := db.QueryContext(ctx, logLatestStatus, pq.Array(ids))
 	if err != nil {

@@ -244,11 +244,12 @@ WHERE j.id = ANY(@ids::bigint[])
 RETURNING j.id;
 
 -- name: JobsRequeue :many
--- Puts held (failed) jobs back in the queue, due now, and logs them
--- 'queued'; returns the ids requeued.
+-- Puts held (failed) jobs back in the queue, due now, with a fresh set of
+-- attempts (as PGQueuer's requeue does), and logs them 'queued'; returns the
+-- ids requeued.
 WITH requeued AS (
     UPDATE pgqueuer AS j
-    SET status = 'queued', execute_after = now(), updated = now(), queue_manager_id = NULL
+    SET status = 'queued', execute_after = now(), updated = now(), queue_manager_id = NULL, attempts = 0
     WHERE j.id = ANY(@ids::bigint[])
       AND j.status = 'failed'
     RETURNING j.id, j.priority, j.entrypoint

@@ -1,10 +1,18 @@
 -- name: LogLatestStatus :many
 -- The latest status of each of ids: its log row with the greatest
--- (created, id). Served by pgqueuer_log_job_id_status as an index-only scan.
-SELECT DISTINCT ON (l.job_id) l.job_id, l.status
-FROM pgqueuer_log AS l
-WHERE l.job_id = ANY(@ids::bigint[])
-ORDER BY l.job_id, l.created DESC, l.id DESC;
+-- (created, id). One index-only probe of pgqueuer_log_job_id_status per id
+-- (LIMIT 1), however long a job's log and however many ids. Ids without a
+-- log row are absent.
+SELECT i.job_id::bigint AS job_id, latest.status
+FROM unnest(@ids::bigint[]) AS i (job_id)
+CROSS JOIN LATERAL (
+    SELECT l.status
+    FROM pgqueuer_log AS l
+    WHERE l.job_id = i.job_id
+    ORDER BY l.created DESC, l.id DESC
+    LIMIT 1
+) AS latest
+ORDER BY i.job_id;
 
 -- name: LogFoldStatistics :execrows
 -- Folds up to batch_size log rows that are not aggregated yet into the

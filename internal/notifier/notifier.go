@@ -37,6 +37,9 @@ type Listener interface {
 const (
 	minReconnect = 10 * time.Millisecond
 	maxReconnect = 2 * time.Second
+	// pingInterval is how often an idle lib/pq listener checks its
+	// connection.
+	pingInterval = 30 * time.Second
 )
 
 // New picks the listener for db: a dedicated connection on dsn when one is
@@ -117,35 +120,42 @@ type pgxListener struct {
 func (l *pgxListener) Run(ctx context.Context, cb Callbacks) error {
 	wait := minReconnect
 	for ctx.Err() == nil {
-		err := l.session(ctx, cb)
+		listened, err := l.session(ctx, cb)
 		if ctx.Err() != nil {
 			break
 		}
+		if listened {
+			// The connection worked: reconnect quickly after a drop.
+			wait = minReconnect
+		}
 		l.logger.Warn("pgq: listener connection lost; reconnecting", "channel", l.channel, "err", err, "in", wait)
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
-		case <-time.After(wait):
+		case <-t.C:
 		}
+		t.Stop()
 		wait = min(wait*2, maxReconnect)
 	}
 	return nil
 }
 
-// session runs one connection until it fails or ctx ends.
-func (l *pgxListener) session(ctx context.Context, cb Callbacks) error {
+// session runs one connection until it fails or ctx ends. listened reports
+// whether LISTEN succeeded on it.
+func (l *pgxListener) session(ctx context.Context, cb Callbacks) (listened bool, err error) {
 	conn, release, err := l.connect(ctx)
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer release()
 	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{l.channel}.Sanitize()); err != nil {
-		return err
+		return false, err
 	}
 	cb.Connected()
 	for {
 		n, err := conn.WaitForNotification(ctx)
 		if err != nil {
-			return err
+			return true, err
 		}
 		if n.Channel == l.channel {
 			cb.Notify(n.Payload)
@@ -160,51 +170,73 @@ type pqListener struct {
 }
 
 func (l *pqListener) Run(ctx context.Context, cb Callbacks) error {
-	events := make(chan pq.ListenerEventType, 8)
 	pl := pq.NewListener(l.dsn, minReconnect, maxReconnect, func(ev pq.ListenerEventType, err error) {
 		if err != nil {
 			l.logger.Warn("pgq: listener event", "channel", l.channel, "event", ev, "err", err)
 		}
-		select {
-		case events <- ev:
-		default:
-		}
 	})
-	defer pl.Close()
-	// Listen fails while the first connection is not up; keep trying, as
-	// pq.Listener keeps trying to connect underneath.
+	// Closing the listener when ctx ends also unblocks a Listen that waits
+	// for a first connection. Once closed, pq's own goroutine ends by
+	// closing pl.Notify; draining it until then means no goroutine of the
+	// listener outlives Run.
+	closed := make(chan struct{})
+	stopClose := context.AfterFunc(ctx, func() {
+		_ = pl.Close()
+		close(closed)
+	})
+	defer func() {
+		if stopClose() {
+			_ = pl.Close()
+		} else {
+			<-closed
+		}
+		for range pl.Notify {
+		}
+	}()
+
+	// Listen returns once LISTEN is in place (it waits for the first
+	// connection); it fails only on a server error, so keep trying.
 	wait := minReconnect
 	for {
 		err := pl.Listen(l.channel)
 		if err == nil || errors.Is(err, pq.ErrChannelAlreadyOpen) {
 			break
 		}
-		l.logger.Warn("pgq: LISTEN failed; retrying", "channel", l.channel, "err", err)
+		if ctx.Err() != nil {
+			return nil
+		}
+		l.logger.Warn("pgq: LISTEN failed; retrying", "channel", l.channel, "err", err, "in", wait)
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
-			return nil
-		case <-time.After(wait):
+		case <-t.C:
 		}
+		t.Stop()
 		wait = min(wait*2, maxReconnect)
 	}
 	cb.Connected()
-	ping := time.NewTicker(30 * time.Second)
+	ping := time.NewTicker(pingInterval)
 	defer ping.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case n := <-pl.Notify:
+		case n, ok := <-pl.Notify:
+			if !ok {
+				return nil
+			}
 			if n == nil {
-				// pq.Listener reconnected: notifications may have been missed.
+				// pq.Listener reconnected and listens again: notifications
+				// may have been missed meanwhile.
 				cb.Connected()
 				continue
 			}
 			if n.Channel == l.channel {
 				cb.Notify(n.Extra)
 			}
-		case <-events:
 		case <-ping.C:
+			// Finds a connection that died silently; pq.Listener then
+			// reconnects.
 			_ = pl.Ping()
 		}
 	}
