@@ -432,6 +432,17 @@ func (w *run) loop(ctx context.Context) error {
 	var errWait time.Duration
 
 	for ctx.Err() == nil {
+		// Count every handler that has returned, so that a claim under load
+		// takes a full batch rather than the few slots freed so far.
+	counted:
+		for {
+			select {
+			case <-w.done:
+				inFlight--
+			default:
+				break counted
+			}
+		}
 		free := w.rc.maxConcurrent - inFlight
 		if want && free >= threshold {
 			want = false
