@@ -102,8 +102,9 @@ claimed AS (
         updated = now(),
         heartbeat = now(),
         queue_manager_id = $5
-    FROM candidates
-    WHERE j.id = candidates.id
+    -- An array, not a join: the planner cannot size the candidates and,
+    -- joining, may hash the whole table; = ANY(array) probes the primary key.
+    WHERE j.id = ANY(ARRAY(SELECT candidates.id FROM candidates))
     RETURNING j.id, j.priority, j.created, j.execute_after, j.entrypoint,
               j.payload, j.headers, j.attempts, j.dedupe_key
 ),
@@ -428,9 +429,7 @@ WITH outcome AS (
 ),
 finished AS (
     DELETE FROM pgqueuer AS j
-    USING outcome
-    WHERE j.id = outcome.id
-      AND outcome.action = 'finish'
+    WHERE j.id = ANY(ARRAY(SELECT o.id FROM outcome AS o WHERE o.action = 'finish'))
       AND j.status = 'picked'
       AND j.queue_manager_id = $6
     RETURNING j.id, j.priority, j.entrypoint
@@ -443,8 +442,8 @@ requeued AS (
         execute_after = now() + outcome.delay_us * interval '1 microsecond',
         attempts = j.attempts + CASE WHEN outcome.action = 'retry' THEN 1 ELSE 0 END
     FROM outcome
-    WHERE j.id = outcome.id
-      AND outcome.action IN ('retry', 'release')
+    WHERE j.id = ANY(ARRAY(SELECT o.id FROM outcome AS o WHERE o.action IN ('retry', 'release')))
+      AND j.id = outcome.id
       AND j.status = 'picked'
       AND j.queue_manager_id = $6
     RETURNING j.id, j.priority, j.entrypoint
@@ -455,9 +454,7 @@ held AS (
         queue_manager_id = NULL,
         updated = now(),
         attempts = j.attempts + 1
-    FROM outcome
-    WHERE j.id = outcome.id
-      AND outcome.action = 'hold'
+    WHERE j.id = ANY(ARRAY(SELECT o.id FROM outcome AS o WHERE o.action = 'hold'))
       AND j.status = 'picked'
       AND j.queue_manager_id = $6
     RETURNING j.id, j.priority, j.entrypoint
@@ -492,6 +489,8 @@ type JobsFinishParams struct {
 // error); 'hold' keeps it as failed (log: failed, with the error); 'release'
 // puts it back at once, attempts unchanged (log: queued). traceback is JSON
 // text or ”.
+// Rows are found with = ANY(ARRAY(...)), which probes the primary key; a
+// join with outcome may be planned as a hash of the whole table.
 func (q *Queries) JobsFinish(ctx context.Context, db DBTX, arg JobsFinishParams) (int64, error) {
 	result, err := db.ExecContext(ctx, jobsFinish,
 		pq.Array(arg.Ids),

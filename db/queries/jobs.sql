@@ -122,8 +122,9 @@ claimed AS (
         updated = now(),
         heartbeat = now(),
         queue_manager_id = @queue_manager_id
-    FROM candidates
-    WHERE j.id = candidates.id
+    -- An array, not a join: the planner cannot size the candidates and,
+    -- joining, may hash the whole table; = ANY(array) probes the primary key.
+    WHERE j.id = ANY(ARRAY(SELECT candidates.id FROM candidates))
     RETURNING j.id, j.priority, j.created, j.execute_after, j.entrypoint,
               j.payload, j.headers, j.attempts, j.dedupe_key
 ),
@@ -183,11 +184,11 @@ WITH outcome AS (
         unnest(@tracebacks::text[])   AS traceback,
         unnest(@delays_us::bigint[])  AS delay_us
 ),
+-- Rows are found with = ANY(ARRAY(...)), which probes the primary key; a
+-- join with outcome may be planned as a hash of the whole table.
 finished AS (
     DELETE FROM pgqueuer AS j
-    USING outcome
-    WHERE j.id = outcome.id
-      AND outcome.action = 'finish'
+    WHERE j.id = ANY(ARRAY(SELECT o.id FROM outcome AS o WHERE o.action = 'finish'))
       AND j.status = 'picked'
       AND j.queue_manager_id = @queue_manager_id
     RETURNING j.id, j.priority, j.entrypoint
@@ -200,8 +201,8 @@ requeued AS (
         execute_after = now() + outcome.delay_us * interval '1 microsecond',
         attempts = j.attempts + CASE WHEN outcome.action = 'retry' THEN 1 ELSE 0 END
     FROM outcome
-    WHERE j.id = outcome.id
-      AND outcome.action IN ('retry', 'release')
+    WHERE j.id = ANY(ARRAY(SELECT o.id FROM outcome AS o WHERE o.action IN ('retry', 'release')))
+      AND j.id = outcome.id
       AND j.status = 'picked'
       AND j.queue_manager_id = @queue_manager_id
     RETURNING j.id, j.priority, j.entrypoint
@@ -212,9 +213,7 @@ held AS (
         queue_manager_id = NULL,
         updated = now(),
         attempts = j.attempts + 1
-    FROM outcome
-    WHERE j.id = outcome.id
-      AND outcome.action = 'hold'
+    WHERE j.id = ANY(ARRAY(SELECT o.id FROM outcome AS o WHERE o.action = 'hold'))
       AND j.status = 'picked'
       AND j.queue_manager_id = @queue_manager_id
     RETURNING j.id, j.priority, j.entrypoint
