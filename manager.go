@@ -334,16 +334,17 @@ func (qm *QueueManager) Run(ctx context.Context, opts ...RunOption) error {
 		return err
 	}
 	w := &run{
-		qm:      qm,
-		rc:      rc,
-		eps:     eps,
-		names:   slices.Sorted(maps.Keys(eps)),
-		logger:  qm.cfg.logger.With("queue_manager_id", qm.id),
-		wake:    make(chan struct{}, 1),
-		wakeIn:  make(chan time.Duration, 1),
-		done:    make(chan JobID, rc.maxConcurrent),
-		results: make(chan outcome, rc.maxConcurrent),
-		running: map[JobID]context.CancelCauseFunc{},
+		qm:       qm,
+		rc:       rc,
+		eps:      eps,
+		names:    slices.Sorted(maps.Keys(eps)),
+		logger:   qm.cfg.logger.With("queue_manager_id", qm.id),
+		wake:     make(chan struct{}, 1),
+		wakeIn:   make(chan time.Duration, 1),
+		done:     make(chan JobID, rc.maxConcurrent),
+		results:  make(chan outcome, rc.maxConcurrent),
+		running:  map[JobID]context.CancelCauseFunc{},
+		healthID: uuid.New(),
 	}
 	for _, name := range w.names {
 		if eps[name].limited() {
@@ -367,6 +368,9 @@ type run struct {
 	results chan outcome       // outcomes for the completer
 
 	unwritten atomic.Int64 // outcomes handed to the completer and not yet written
+	deaf      atomic.Bool  // the listener failed its last health check: poll often
+	healthID  uuid.UUID    // id of this run's health_check_events
+	heard     atomic.Int64 // when this run last received its own health check (UnixNano)
 
 	mu      sync.Mutex
 	running map[JobID]context.CancelCauseFunc // jobs whose handler runs
@@ -403,6 +407,7 @@ func (w *run) loop(ctx context.Context) error {
 		case <-time.After(min(w.rc.dequeueTimeout, 5*time.Second)):
 			w.logger.Warn("pgq: listener not connected yet; claiming anyway")
 		}
+		bg.Go(func() { w.checkListener(auxCtx) })
 	} else {
 		poll = min(poll, w.rc.pollInterval)
 	}
@@ -478,7 +483,7 @@ func (w *run) loop(ctx context.Context) error {
 					return w.shutdown(ctx, 0, cancelJobs, completerDone)
 				}
 				nextLook = time.Time{}
-				lookIn(poll)
+				lookIn(w.pollEvery(poll))
 				if again > 0 {
 					lookIn(again)
 				}
@@ -493,7 +498,7 @@ func (w *run) loop(ctx context.Context) error {
 		case <-timer.C:
 			want = true
 			nextLook = time.Time{}
-			lookIn(poll)
+			lookIn(w.pollEvery(poll))
 		case <-w.done:
 			inFlight--
 			if w.rc.mode == ModeDrain && inFlight == 0 {
@@ -553,6 +558,10 @@ func (w *run) onNotify(payload string) {
 		if ev.Operation != "delete" {
 			w.signal()
 		}
+	case EventHealthCheck:
+		if ev.ID == w.healthID {
+			w.heard.Store(time.Now().UnixNano())
+		}
 	case EventCancellation:
 		w.mu.Lock()
 		for _, id := range ev.IDs {
@@ -561,6 +570,56 @@ func (w *run) onNotify(payload string) {
 			}
 		}
 		w.mu.Unlock()
+	}
+}
+
+// Listener health checks: how often, and how long to wait for the echo.
+// Variables for the tests.
+var (
+	healthInterval = 30 * time.Second
+	healthTimeout  = 5 * time.Second
+)
+
+// pollEvery is the fallback poll: poll while the listener answers its
+// health checks, the no-listener poll interval while it does not.
+func (w *run) pollEvery(poll time.Duration) time.Duration {
+	if w.deaf.Load() {
+		return min(poll, w.rc.pollInterval)
+	}
+	return poll
+}
+
+// checkListener sends a health_check_event to itself every healthInterval;
+// when it does not come back within healthTimeout the worker polls often
+// until it does (the listener reconnects by itself meanwhile).
+func (w *run) checkListener(ctx context.Context) {
+	payload, _ := json.Marshal(newHealthCheckEvent(w.qm.cfg.names.Channel(), w.healthID))
+	t := time.NewTicker(healthInterval)
+	defer t.Stop()
+	for {
+		sent := time.Now()
+		err := w.qm.q.Notify(ctx, w.qm.rdb, dbgen.NotifyParams{Channel: w.qm.cfg.names.Channel(), Payload: string(payload)})
+		if err == nil {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(healthTimeout):
+			}
+			ok := w.heard.Load() >= sent.UnixNano()
+			if w.deaf.Swap(!ok) == ok { // changed
+				if ok {
+					w.logger.Info("pgq: listener healthy again")
+				} else {
+					w.logger.Warn("pgq: listener did not echo its health check; polling", "every", w.rc.pollInterval)
+					w.signal()
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
 	}
 }
 

@@ -386,3 +386,32 @@ func TestMiddlewareOrder(t *testing.T) {
 		}
 	})
 }
+
+// TestDeafListenerFallsBackToPolling: a listener that hears nothing (here:
+// listening on another database) fails its health check, and the worker
+// then polls often, so jobs still start promptly.
+func TestDeafListenerFallsBackToPolling(t *testing.T) {
+	restore := pgq.SetHealthCheck(200*time.Millisecond, 100*time.Millisecond)
+	defer restore()
+	db, _ := pgqtest.NewDB(t, "pgx")
+	_, otherDSN := pgqtest.NewDB(t, "pgx")
+	ctx := testCtx(t)
+	qm := pgq.NewQueueManager(db, pgq.WithListenDSN(otherDSN))
+	ran := make(chan struct{}, 1)
+	_ = qm.Entrypoint("d", func(ctx context.Context, j *pgq.Job) error { ran <- struct{}{}; return nil })
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- qm.Run(runCtx, pgq.WithDequeueTimeout(time.Hour), pgq.WithPollInterval(100*time.Millisecond))
+	}()
+	defer func() { cancel(); <-done }()
+	time.Sleep(500 * time.Millisecond) // the health check has failed by now
+	if _, err := pgq.NewQueries(db).Enqueue(ctx, "d", nil); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-ran:
+	case <-time.After(3 * time.Second):
+		t.Fatal("job not run: the worker neither heard nor polled")
+	}
+}

@@ -1,0 +1,11 @@
+package pgq
+
+import "time"
+
+// SetHealthCheck shortens the listener health check for a test and returns
+// a function that restores it.
+func SetHealthCheck(interval, timeout time.Duration) (restore func()) {
+	i, t := healthInterval, healthTimeout
+	healthInterval, healthTimeout = interval, timeout
+	return func() { healthInterval, healthTimeout = i, t }
+}
