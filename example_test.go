@@ -1,0 +1,111 @@
+package pgq_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log"
+	"os"
+	"time"
+
+	"github.com/pgq-dev/pgq"
+)
+
+// exampleDB opens the server pgq's tests run against, with the schema
+// installed in a schema of its own; your program opens its own database.
+func exampleDB(ctx context.Context, schema string) (*sql.DB, pgq.NamingOption, func()) {
+	db, err := sql.Open("pgx", os.Getenv("PGQ_TEST_DSN"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	naming := pgq.WithSchema(schema)
+	if err := pgq.Install(ctx, db, naming); err != nil {
+		log.Fatal(err)
+	}
+	return db, naming, func() { _ = pgq.Uninstall(ctx, db, naming); db.Close() }
+}
+
+// Jobs enqueued inside the caller's transaction exist only if it commits.
+func ExampleQueries_Enqueue() {
+	ctx := context.Background()
+	db, naming, cleanup := exampleDB(ctx, "example_enqueue")
+	defer cleanup()
+
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	// ... the caller's own writes in tx ...
+	q := pgq.NewQueries(tx, naming)
+	if _, err := q.Enqueue(ctx, "send_receipt", []byte(`{"order": 42}`),
+		pgq.WithPriority(10), pgq.WithDedupeKey("receipt:42")); err != nil {
+		log.Fatal(err)
+	}
+	if err := tx.Commit(); err != nil {
+		log.Fatal(err)
+	}
+
+	// A second receipt for the same order is refused while the first waits.
+	_, err = pgq.NewQueries(db, naming).Enqueue(ctx, "send_receipt", nil, pgq.WithDedupeKey("receipt:42"))
+	fmt.Println(errors.Is(err, pgq.ErrDuplicateJob))
+
+	sizes, err := pgq.NewQueries(db, naming).QueueSize(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, s := range sizes {
+		fmt.Println(s.Entrypoint, s.Status, s.Count)
+	}
+	// Output:
+	// true
+	// send_receipt queued 1
+}
+
+// A worker with a retry policy and a fleet-wide concurrency limit, run until
+// the queue is empty.
+func ExampleQueueManager() {
+	ctx := context.Background()
+	db, naming, cleanup := exampleDB(ctx, "example_worker")
+	defer cleanup()
+
+	q := pgq.NewQueries(db, naming)
+	id, err := q.Enqueue(ctx, "resize", []byte("photo.jpg"))
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	qm := pgq.NewQueueManager(db, naming)
+	tries := 0
+	err = qm.Entrypoint("resize", func(ctx context.Context, job *pgq.Job) error {
+		tries++
+		if job.Attempts == 0 {
+			return errors.New("image service busy") // retried
+		}
+		return nil
+	},
+		pgq.WithRetry(pgq.RetryPolicy{MaxAttempts: 3, InitialDelay: 10 * time.Millisecond}),
+		pgq.WithConcurrencyLimit(4),
+	)
+	if err != nil {
+		log.Fatal(err)
+	}
+	// ModeDrain returns once nothing is left to run; a service runs
+	// ModeContinuous (the default) until its ctx ends.
+	for {
+		if err := qm.Run(ctx, pgq.WithMode(pgq.ModeDrain)); err != nil {
+			log.Fatal(err)
+		}
+		st, err := q.JobStatus(ctx, []pgq.JobID{id})
+		if err != nil {
+			log.Fatal(err)
+		}
+		if st[id].Terminal() {
+			fmt.Println(st[id], "after", tries, "tries")
+			break
+		}
+		time.Sleep(10 * time.Millisecond) // the retry is not due yet
+	}
+	// Output:
+	// successful after 2 tries
+}
