@@ -21,7 +21,7 @@ test: verify gotest ## Check generated code and formatting, then run every test 
 
 .PHONY: gotest
 gotest: ## Run go test -race ./... on a throwaway PostgreSQL (or PGQ_TEST_DSN)
-	$(WITHPG) $(GO) test -race -count=1 -timeout 15m $(TESTFLAGS) ./...
+	$(WITHPG) sh -c '$(GO) test -race -count=1 -timeout 15m $(TESTFLAGS) ./... && cd pgqprom && $(GO) test -race -count=1 -timeout 5m ./...'
 
 .PHONY: generate
 generate: ## Regenerate dbgen/ from db/queries and db/migrations with sqlc
@@ -32,6 +32,7 @@ verify: ## Fail when dbgen/ is stale (sqlc diff), code is not gofmt'd or go vet 
 	$(SQLC) diff
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
 	$(GO) vet ./...
+	cd pgqprom && $(GO) vet ./...
 
 .PHONY: bench
 bench: ## Run the drain benchmark (100,000 jobs, throwaway PostgreSQL with stock settings)

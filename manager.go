@@ -53,8 +53,8 @@ func (o middlewareOption) applyManager(c *managerConfig) { c.middleware = append
 
 // WithMiddleware wraps every handler of the QueueManager with mw, in order
 // (the first is outermost). A middleware sees the job before the handler
-// runs and the handler's error after; see pgq's README for a Prometheus and
-// an OpenTelemetry example.
+// runs and the handler's error after. The pgqprom module has a Prometheus
+// middleware; TraceMiddleware carries trace context from the enqueuer.
 func WithMiddleware(mw ...Middleware) ManagerOption { return middlewareOption(mw) }
 
 // QueueManager is a worker: it runs the handlers registered with
@@ -222,9 +222,10 @@ func WithPollInterval(d time.Duration) RunOption {
 }
 
 // WithStatisticsInterval makes the worker fold new log rows into the
-// statistics table every d (0, the default, leaves that to another worker
-// or to `pgq dashboard`). Folding runs on its own connection in small
-// batches and never holds up claims; any number of workers may do it.
+// statistics table every d (0, the default, leaves that to another worker;
+// Stats and `pgq dashboard` count log rows not folded yet). Folding runs on
+// its own connection in small batches and never holds up claims; any number
+// of workers may do it.
 func WithStatisticsInterval(d time.Duration) RunOption {
 	return func(c *runConfig) {
 		if d < 0 {

@@ -1,5 +1,6 @@
 // Package cli implements the pgq command: schema management (install,
-// upgrade, uninstall, verify, sql), enqueuing jobs (queue), a demo and the
+// upgrade, uninstall, verify, sql), jobs (queue, failed, requeue, cancel,
+// schedules), watching a queue (dashboard, listen), a demo and the
 // benchmarks.
 //
 // Every command is an options struct with flags, validation and a run
@@ -63,6 +64,7 @@ type spec struct {
 const (
 	groupSchema = "Schema"
 	groupJobs   = "Jobs"
+	groupWatch  = "Watch"
 	groupTry    = "Try it"
 )
 
@@ -101,6 +103,49 @@ func commands() []spec {
 				"from standard input; without PAYLOAD the payload is NULL) and prints the new job\n" +
 				"id, one per line with --count.",
 			new: func() command { return &queueCmd{} }},
+		{name: "failed", group: groupJobs,
+			summary: "list the jobs held after failing, with their last error",
+			details: "Lists the jobs that are held (status failed) after their last attempt failed,\n" +
+				"most recently failed first, with the error of that attempt. `pgq requeue` puts\n" +
+				"them back in the queue, `pgq cancel` drops them.",
+			new: func() command { return &failedCmd{} }},
+		{name: "requeue", args: "IDS...", group: groupJobs,
+			summary: "put held (failed) jobs back in the queue",
+			details: "Puts the held jobs with these ids back in the queue, due now, keeping their\n" +
+				"attempt count, and prints each id requeued. Ids may also be given as 1,2,3.\n" +
+				"Exits with code 1, naming them, when some ids are not held jobs.",
+			new: func() command { return &requeueCmd{} }},
+		{name: "cancel", args: "IDS...", group: groupJobs,
+			summary: "cancel jobs: queued, held or running",
+			details: "Cancels the jobs with these ids: they are removed and logged canceled at once;\n" +
+				"a worker running one cancels its handler's context. Prints each id canceled;\n" +
+				"exits with code 1, naming them, when some ids had already finished or never\n" +
+				"existed.",
+			new: func() command { return &cancelCmd{} }},
+		{name: "schedules", args: "[--remove ID|ENTRYPOINT ...]", group: groupJobs,
+			summary: "list cron schedules, or remove some",
+			details: "Lists the schedules of the schedules table (pgq's and PGQueuer's) with their\n" +
+				"status, next run and last run, in UTC. With --remove it deletes the schedules\n" +
+				"with the given ids or entrypoints instead, and exits with code 1 when one of\n" +
+				"them matches no schedule.",
+			new: func() command { return &schedulesCmd{} }},
+		{name: "dashboard", group: groupWatch,
+			summary: "show queue depth, throughput and recent errors, live",
+			details: "Shows the jobs waiting by entrypoint, priority and status, how long the oldest\n" +
+				"due job has waited, the status changes and jobs finished per second over the\n" +
+				"last minute (the work of every worker, pgq's and PGQueuer's), and the latest\n" +
+				"errors, refreshed every --interval until Ctrl-C. On a terminal each refresh\n" +
+				"redraws the screen; otherwise each is printed after the last. --once prints\n" +
+				"the tables once, with fixed columns, for scripts.",
+			new: func() command { return &dashboardCmd{} }},
+		{name: "listen", group: groupWatch,
+			summary: "print the events on the queue's channel as they come",
+			details: "Listens on the queue's NOTIFY channel (ch_pgqueuer, with --prefix) and prints\n" +
+				"each event on one line: its type; the operation and table, the job ids or the\n" +
+				"worker id; and when it was sent. A payload that is not a known event is\n" +
+				"printed as it is after \"unparsed\". Runs until Ctrl-C. It connects with pgx\n" +
+				"whatever --driver says.",
+			new: func() command { return &listenCmd{} }},
 		{name: "demo", group: groupTry,
 			summary: "enqueue and run thousands of jobs on a throwaway PostgreSQL",
 			details: "Enqueues --jobs jobs over a few demo entrypoints, works them with --workers\n" +

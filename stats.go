@@ -1,0 +1,196 @@
+package pgq
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"time"
+)
+
+// Defaults of Stats.
+const (
+	// DefaultStatsWindow is the span of recent activity Stats counts.
+	DefaultStatsWindow = time.Minute
+	// DefaultStatsErrors is how many recent errors Stats returns.
+	DefaultStatsErrors = 10
+	// MaxStatsWindow and MaxStatsErrors bound WithStatsWindow and
+	// WithStatsErrors.
+	MaxStatsWindow = 24 * time.Hour
+	MaxStatsErrors = 1000
+)
+
+// Stats is a picture of a queue: what waits in the job table, what happened
+// recently (from the log and the statistics table, so it counts the work of
+// every worker, pgq's and PGQueuer's), and the latest errors.
+type Stats struct {
+	// At is the database's clock when the picture was taken.
+	At time.Time
+	// Queue counts the jobs in the job table by entrypoint, priority
+	// (highest first) and status (queued, picked, failed).
+	Queue []QueueDepth
+	// OldestQueued is how long the queued job that has been due the longest
+	// has waited since it became due (its execute_after, which for a job
+	// enqueued without a delay is when it was enqueued); 0 when no queued
+	// job is due. Jobs delayed into the future are not late and not counted.
+	OldestQueued time.Duration
+	// Since is the start of the window of Recent: the start of the second
+	// one window (see WithStatsWindow) before At.
+	Since time.Time
+	// Recent counts the status transitions since Since by entrypoint and
+	// status (queued: enqueued or retried; picked: started; then the
+	// outcomes). Each transition is counted once, whether a worker has
+	// folded it into the statistics table yet or not.
+	Recent []StatusCount
+	// Finished is how many jobs reached a terminal status (successful,
+	// exception, canceled, deleted) since Since, and JobsPerSecond that
+	// number per second of the window.
+	Finished      int64
+	JobsPerSecond float64
+	// Errors are the latest errors, newest first (see WithStatsErrors).
+	Errors []JobError
+}
+
+// QueueDepth is a row of Stats.Queue.
+type QueueDepth struct {
+	QueueCount
+	// OldestWait is, for queued jobs, how long the one that has been due the
+	// longest has waited (see Stats.OldestQueued); 0 otherwise.
+	OldestWait time.Duration
+}
+
+// StatusCount is how many transitions to Status the jobs of Entrypoint made
+// in a Stats window.
+type StatusCount struct {
+	Entrypoint string
+	Status     Status
+	Count      int64
+}
+
+// JobError is an error a job's handler returned, from the log.
+type JobError struct {
+	JobID      JobID
+	Entrypoint string
+	// Status is what the error led to: StatusException (the job failed for
+	// good), StatusFailed (it is held) or StatusQueued (it waits for a
+	// retry; only the last error of a job still waiting for or running its
+	// retry is listed).
+	Status  Status
+	Time    time.Time // when the error was logged
+	Message string    // the traceback's exception_message
+}
+
+// StatsOption configures Stats.
+type StatsOption func(*statsConfig)
+
+type statsConfig struct {
+	window time.Duration
+	errors int
+	err    error
+}
+
+// WithStatsWindow sets the span of recent activity Stats counts, in whole
+// seconds from one second to MaxStatsWindow (default DefaultStatsWindow).
+func WithStatsWindow(d time.Duration) StatsOption {
+	return func(c *statsConfig) {
+		if d < time.Second || d > MaxStatsWindow || d%time.Second != 0 {
+			c.err = fmt.Errorf("pgq: stats window %v: want whole seconds from 1s to %v", d, MaxStatsWindow)
+			return
+		}
+		c.window = d
+	}
+}
+
+// WithStatsErrors sets how many of the latest errors Stats returns, from 0
+// (none, and no query for them) to MaxStatsErrors (default
+// DefaultStatsErrors).
+func WithStatsErrors(n int) StatsOption {
+	return func(c *statsConfig) {
+		if n < 0 || n > MaxStatsErrors {
+			c.err = fmt.Errorf("pgq: stats errors %d: want 0 to %d", n, MaxStatsErrors)
+			return
+		}
+		c.errors = n
+	}
+}
+
+// Stats reads a picture of the queue: its depth by entrypoint, priority and
+// status, how long the oldest due job has waited, the transitions of the
+// last minute (and jobs finished per second), and the latest errors. It
+// runs a few read-only statements, each served by an index of the log and
+// statistics tables (the depth is one pass over the job table, which holds
+// only live jobs), so it may be called every few seconds on a busy queue.
+func (q *Queries) Stats(ctx context.Context, opts ...StatsOption) (Stats, error) {
+	c := statsConfig{window: DefaultStatsWindow, errors: DefaultStatsErrors}
+	for _, o := range opts {
+		if o != nil {
+			o(&c)
+		}
+	}
+	if q.cfg.err != nil {
+		return Stats{}, q.cfg.err
+	}
+	if c.err != nil {
+		return Stats{}, c.err
+	}
+	fail := func(err error) (Stats, error) { return Stats{}, fmt.Errorf("pgq: stats: %w", interpretError(err)) }
+
+	clock, err := q.q.StatsClock(ctx, q.db, c.window.Seconds())
+	if err != nil {
+		return fail(err)
+	}
+	s := Stats{At: clock.Now.UTC(), Since: clock.Since.UTC()}
+
+	depth, err := q.q.StatsQueueDepth(ctx, q.db)
+	if err != nil {
+		return fail(err)
+	}
+	s.Queue = make([]QueueDepth, len(depth))
+	for i, r := range depth {
+		wait := seconds(r.OldestWaitS)
+		s.Queue[i] = QueueDepth{
+			QueueCount: QueueCount{Entrypoint: r.Entrypoint, Priority: r.Priority, Status: Status(r.Status), Count: r.Count},
+			OldestWait: wait,
+		}
+		s.OldestQueued = max(s.OldestQueued, wait)
+	}
+
+	recent, err := q.q.StatsRecent(ctx, q.db, clock.Since)
+	if err != nil {
+		return fail(err)
+	}
+	s.Recent = make([]StatusCount, len(recent))
+	for i, r := range recent {
+		s.Recent[i] = StatusCount{Entrypoint: r.Entrypoint, Status: Status(r.Status), Count: r.Count}
+		if s.Recent[i].Status.Terminal() {
+			s.Finished += r.Count
+		}
+	}
+	if span := s.At.Sub(s.Since).Seconds(); span > 0 {
+		s.JobsPerSecond = float64(s.Finished) / span
+	}
+
+	if c.errors > 0 {
+		rows, err := q.q.StatsRecentErrors(ctx, q.db, int32(c.errors))
+		if err != nil {
+			return fail(err)
+		}
+		s.Errors = make([]JobError, len(rows))
+		for i, r := range rows {
+			s.Errors[i] = JobError{JobID: JobID(r.JobID), Entrypoint: r.Entrypoint, Status: Status(r.Status),
+				Time: r.Created.UTC(), Message: r.Message}
+		}
+	}
+	return s, nil
+}
+
+// seconds converts a number of seconds from the database to a Duration,
+// rounded to the microsecond (PostgreSQL's resolution).
+func seconds(s float64) time.Duration {
+	if s <= 0 || math.IsNaN(s) {
+		return 0
+	}
+	if s >= math.MaxInt64/float64(time.Second) {
+		return time.Duration(math.MaxInt64)
+	}
+	return time.Duration(math.Round(s*1e6)) * time.Microsecond
+}
