@@ -13,12 +13,14 @@ import (
 	"time"
 
 	"github.com/pgq-dev/pgq"
+	"github.com/pgq-dev/pgq/pgqtest"
 )
 
 // The worker process: the test binary started with these variables set.
 const (
 	workerEnvDSN    = "PGQ_TEST_WORKER_DSN"
 	workerEnvDriver = "PGQ_TEST_WORKER_DRIVER"
+	workerEnvMode   = "PGQ_TEST_WORKER_MODE" // "" (QueueManager) or "scheduler"
 )
 
 // workerProcess runs a QueueManager for entrypoint "crash" whose handler
@@ -34,6 +36,9 @@ func workerProcess() int {
 		return 1
 	}
 	defer db.Close()
+	if os.Getenv(workerEnvMode) == "scheduler" {
+		return schedulerProcess(ctx, db)
+	}
 	qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
 	_ = qm.Entrypoint("crash", func(ctx context.Context, j *pgq.Job) error {
 		if _, err := db.ExecContext(ctx, "INSERT INTO crash_marks (job_id, pid) VALUES ($1, $2)", int64(j.ID), os.Getpid()); err != nil {
@@ -52,11 +57,32 @@ func workerProcess() int {
 	return 0
 }
 
+// schedulerProcess runs an every-second schedule that records each tick it
+// runs in sched_ticks, until SIGTERM.
+func schedulerProcess(ctx context.Context, db *sql.DB) int {
+	sm := pgq.NewSchedulerManager(db)
+	err := sm.Schedule("tick", "* * * * * *", func(ctx context.Context, s *pgq.Schedule) error {
+		_, err := db.ExecContext(ctx, "INSERT INTO sched_ticks (tick, pid) VALUES ($1, $2)", s.Tick, os.Getpid())
+		return err
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	fmt.Println("ready")
+	if err := sm.Run(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return 0
+}
+
 // startWorker starts a worker process and waits until it is ready.
-func startWorker(t *testing.T, driver, dsn string) *exec.Cmd {
+func startWorker(t *testing.T, driver, dsn string, env ...string) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), workerEnvDSN+"="+dsn, workerEnvDriver+"="+driver)
+	cmd.Env = append(cmd.Env, env...)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -176,4 +202,37 @@ func driverName(db *sql.DB) string {
 		return "postgres"
 	}
 	return "pgx"
+}
+
+// TestTwoSchedulerProcesses runs an every-second schedule in two processes
+// (one on each driver) for 10 s: each tick runs exactly once, fleet-wide.
+func TestTwoSchedulerProcesses(t *testing.T) {
+	db, dsn := pgqtest.NewDB(t, "pgx")
+	if _, err := db.Exec("CREATE TABLE sched_ticks (tick timestamptz, pid int)"); err != nil {
+		t.Fatal(err)
+	}
+	t.Parallel()
+	a := startWorker(t, "pgx", dsn, workerEnvMode+"=scheduler")
+	b := startWorker(t, "postgres", dsn, workerEnvMode+"=scheduler")
+	time.Sleep(10 * time.Second)
+	for _, p := range []*exec.Cmd{a, b} {
+		if err := p.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, p := range []*exec.Cmd{a, b} {
+		if err := p.Wait(); err != nil {
+			t.Fatalf("scheduler process: %v", err)
+		}
+	}
+	total := scalar[int](t, db, "SELECT count(*) FROM sched_ticks")
+	distinct := scalar[int](t, db, "SELECT count(DISTINCT tick) FROM sched_ticks")
+	whole := scalar[int](t, db, "SELECT count(*) FROM sched_ticks WHERE tick <> date_trunc('second', tick)")
+	t.Logf("%d ticks in 10 s, %d distinct, by %d processes", total, distinct, scalar[int](t, db, "SELECT count(DISTINCT pid) FROM sched_ticks"))
+	if total != distinct {
+		t.Fatalf("%d runs for %d ticks: a tick ran twice", total, distinct)
+	}
+	if total < 8 || total > 11 || whole != 0 {
+		t.Fatalf("%d ticks in 10 s (%d not on a whole second)", total, whole)
+	}
 }
