@@ -412,7 +412,9 @@ func (w *run) loop(ctx context.Context) error {
 	} else {
 		poll = min(poll, w.rc.pollInterval)
 	}
+	w.refreshPlannerStats(ctx) // before the first claim
 	bg.Go(func() { w.heartbeat(auxCtx) })
+	bg.Go(func() { w.keepPlannerStats(auxCtx) })
 	if w.rc.statsInterval > 0 {
 		bg.Go(func() { w.maintain(auxCtx) })
 	}
@@ -962,6 +964,36 @@ func (w *run) heartbeat(ctx context.Context) {
 			}
 		}
 		w.mu.Unlock()
+	}
+}
+
+// plannerStatsInterval is how often a worker checks the job table's planner
+// statistics.
+const plannerStatsInterval = 10 * time.Second
+
+// keepPlannerStats re-analyses the job table when its statistics fall far
+// behind, e.g. after a burst of enqueues into an empty table: without them
+// the claim may be planned as a sort of every queued job.
+func (w *run) keepPlannerStats(ctx context.Context) {
+	t := time.NewTicker(plannerStatsInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			w.refreshPlannerStats(ctx)
+		}
+	}
+}
+
+func (w *run) refreshPlannerStats(ctx context.Context) {
+	stale, err := w.qm.q.JobsStatsStale(ctx, w.qm.db, w.qm.cfg.names.Qualified(sqlname.JobTable))
+	if err != nil || !stale {
+		return
+	}
+	if err := w.qm.q.JobsAnalyze(ctx, w.qm.rdb); err != nil && ctx.Err() == nil {
+		w.logger.Warn("pgq: analysing the job table failed", "err", err)
 	}
 }
 

@@ -14,6 +14,16 @@ import (
 	"github.com/lib/pq"
 )
 
+const jobsAnalyze = `-- name: JobsAnalyze :exec
+ANALYZE pgqueuer
+`
+
+// Refreshes the job table's planner statistics.
+func (q *Queries) JobsAnalyze(ctx context.Context, db DBTX) error {
+	_, err := db.ExecContext(ctx, jobsAnalyze)
+	return err
+}
+
 const jobsCancel = `-- name: JobsCancel :many
 WITH removed AS (
     DELETE FROM pgqueuer AS j
@@ -729,6 +739,23 @@ func (q *Queries) JobsRunningByEntrypoint(ctx context.Context, db DBTX, arg Jobs
 		return nil, err
 	}
 	return items, nil
+}
+
+const jobsStatsStale = `-- name: JobsStatsStale :one
+SELECT COALESCE(s.n_mod_since_analyze > greatest(1000, c.reltuples * 0.2), false)::boolean AS stale
+FROM pg_catalog.pg_class AS c
+LEFT JOIN pg_catalog.pg_stat_user_tables AS s ON s.relid = c.oid
+WHERE c.oid = to_regclass($1::text)
+`
+
+// Reports whether the planner statistics of the job table are missing or
+// far behind its contents (more rows changed since the last ANALYZE than a
+// fifth of the table, and over 1000): the claim plan depends on them.
+func (q *Queries) JobsStatsStale(ctx context.Context, db DBTX, tableName string) (bool, error) {
+	row := db.QueryRowContext(ctx, jobsStatsStale, tableName)
+	var stale bool
+	err := row.Scan(&stale)
+	return stale, err
 }
 
 const logStartedByEntrypoint = `-- name: LogStartedByEntrypoint :many

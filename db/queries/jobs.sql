@@ -309,3 +309,16 @@ FROM pgqueuer AS j
 WHERE j.status = 'queued'
   AND j.entrypoint = ANY(@entrypoints::text[])
   AND j.execute_after > now();
+
+-- name: JobsStatsStale :one
+-- Reports whether the planner statistics of the job table are missing or
+-- far behind its contents (more rows changed since the last ANALYZE than a
+-- fifth of the table, and over 1000): the claim plan depends on them.
+SELECT COALESCE(s.n_mod_since_analyze > greatest(1000, c.reltuples * 0.2), false)::boolean AS stale
+FROM pg_catalog.pg_class AS c
+LEFT JOIN pg_catalog.pg_stat_user_tables AS s ON s.relid = c.oid
+WHERE c.oid = to_regclass(@table_name::text);
+
+-- name: JobsAnalyze :exec
+-- Refreshes the job table's planner statistics.
+ANALYZE pgqueuer;
