@@ -1,0 +1,411 @@
+// Package bench implements `pgq bench`, which measures pgq on a real
+// PostgreSQL server: how fast a backlog drains, the throughput of producers
+// and workers running together, the latency of one job through an idle
+// queue, what the log's (job_id, status) index buys the completion
+// watcher, and the plan of the claim statement on a deep queue.
+//
+// Each benchmark is also an exported function (Drain, Throughput, Latency,
+// Index, ExplainClaim) for use from `go test -bench`. They need a database
+// with the pgq schema (default names) and work only on jobs of their own
+// entrypoint.
+package bench
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"runtime"
+	"runtime/pprof"
+	"strings"
+	"time"
+
+	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" driver
+	_ "github.com/lib/pq"              // the "postgres" driver
+
+	"github.com/pgq-dev/pgq"
+	"github.com/pgq-dev/pgq/internal/pgcluster"
+)
+
+// EnvDSN is the environment variable read when --dsn is not given.
+const EnvDSN = "PGQ_DSN"
+
+// options holds every flag; each benchmark registers the ones it uses.
+type options struct {
+	dsn, driver, durability string
+	json, verbose           bool
+	cpuProfile, memProfile  string
+	timeout                 time.Duration
+	maxIdleConns            int
+
+	jobs, enqueueBatch, workers, producers, batchSize, concurrency int
+	samples, lookupIDs, repeats, consume                           int
+	logRows                                                        int64
+	analyze                                                        bool
+	duration, interval                                             time.Duration
+}
+
+// benchmark is one subcommand.
+type benchmark struct {
+	name, summary string
+	flags         func(fs *flag.FlagSet, o *options)
+	check         func(o *options) error
+	run           func(ctx context.Context, e *env, o *options) (any, error)
+}
+
+var benchmarks = []benchmark{
+	{
+		name:    "drain",
+		summary: "enqueue --jobs no-op jobs, then time workers draining them",
+		flags: func(fs *flag.FlagSet, o *options) {
+			fs.IntVar(&o.jobs, "jobs", DefaultJobs, "jobs to enqueue and drain")
+			fs.IntVar(&o.enqueueBatch, "enqueue-batch", DefaultEnqueueBatch, "jobs per EnqueueBatch call")
+			fs.BoolVar(&o.analyze, "analyze", false, "ANALYZE the job table after enqueuing (default: leave statistics to autovacuum)")
+			workerFlags(fs, o)
+		},
+		check: func(o *options) error {
+			return positives(map[string]int{"--jobs": o.jobs, "--enqueue-batch": o.enqueueBatch,
+				"--workers": o.workers, "--batch-size": o.batchSize, "--concurrency": o.concurrency})
+		},
+		run: func(ctx context.Context, e *env, o *options) (any, error) {
+			return ptr(Drain(ctx, e.db, DrainConfig{Jobs: o.jobs, EnqueueBatch: o.enqueueBatch, Workers: o.workers,
+				BatchSize: o.batchSize, Concurrency: o.concurrency, ListenDSN: e.listenDSN, Logger: e.logger,
+				Analyze: o.analyze}))
+		},
+	},
+	{
+		name:    "throughput",
+		summary: "run --producers and --workers together for --duration",
+		flags: func(fs *flag.FlagSet, o *options) {
+			fs.DurationVar(&o.duration, "duration", DefaultDuration, "how long to run")
+			fs.IntVar(&o.producers, "producers", DefaultProducers, "goroutines enqueuing in a loop")
+			fs.IntVar(&o.enqueueBatch, "enqueue-batch", DefaultEnqueueBatch, "jobs per EnqueueBatch call")
+			workerFlags(fs, o)
+		},
+		check: func(o *options) error {
+			if o.duration <= 0 {
+				return fmt.Errorf("--duration must be positive, got %v", o.duration)
+			}
+			return positives(map[string]int{"--producers": o.producers, "--enqueue-batch": o.enqueueBatch,
+				"--workers": o.workers, "--batch-size": o.batchSize, "--concurrency": o.concurrency})
+		},
+		run: func(ctx context.Context, e *env, o *options) (any, error) {
+			return ptr(Throughput(ctx, e.db, ThroughputConfig{Duration: o.duration, Producers: o.producers,
+				EnqueueBatch: o.enqueueBatch, Workers: o.workers, BatchSize: o.batchSize,
+				Concurrency: o.concurrency, ListenDSN: e.listenDSN, Logger: e.logger}))
+		},
+	},
+	{
+		name:    "latency",
+		summary: "one job at a time through an idle queue: enqueue→start and end→WaitFor",
+		flags: func(fs *flag.FlagSet, o *options) {
+			fs.IntVar(&o.samples, "samples", DefaultSamples, "jobs to time")
+			fs.DurationVar(&o.interval, "interval", 0, "pause between samples (0: back to back)")
+		},
+		check: func(o *options) error {
+			if o.interval < 0 {
+				return fmt.Errorf("--interval must not be negative, got %v", o.interval)
+			}
+			return positives(map[string]int{"--samples": o.samples})
+		},
+		run: func(ctx context.Context, e *env, o *options) (any, error) {
+			return ptr(Latency(ctx, e.db, LatencyConfig{Samples: o.samples, Interval: o.interval, ListenDSN: e.listenDSN, Logger: e.logger}))
+		},
+	},
+	{
+		name:    "index",
+		summary: "time the watcher's status look-up with and without pgqueuer_log_job_id_status",
+		flags: func(fs *flag.FlagSet, o *options) {
+			fs.Int64Var(&o.logRows, "log-rows", DefaultLogRows, "fill the log up to this many rows")
+			fs.IntVar(&o.lookupIDs, "lookup-ids", DefaultLookupIDs, "job ids per look-up")
+			fs.IntVar(&o.repeats, "repeats", DefaultRepeats, "timed look-ups per case")
+		},
+		check: func(o *options) error {
+			if o.logRows < 1 {
+				return fmt.Errorf("--log-rows must be at least 1, got %d", o.logRows)
+			}
+			return positives(map[string]int{"--lookup-ids": o.lookupIDs, "--repeats": o.repeats})
+		},
+		run: func(ctx context.Context, e *env, o *options) (any, error) {
+			return ptr(Index(ctx, e.db, IndexConfig{LogRows: o.logRows, LookupIDs: o.lookupIDs, Repeats: o.repeats,
+				RemoveFill: e.server != "throwaway"}))
+		},
+	},
+	{
+		name:    "explain",
+		summary: "EXPLAIN (ANALYZE, BUFFERS) of the claim statement on a deep queue",
+		flags: func(fs *flag.FlagSet, o *options) {
+			fs.IntVar(&o.jobs, "jobs", DefaultExplainJobs, "queued jobs")
+			fs.IntVar(&o.batchSize, "batch-size", pgq.DefaultBatchSize, "the claim's batch size")
+			fs.IntVar(&o.consume, "consume", DefaultExplainConsume, "jobs to claim and finish before the third plan (-1: none)")
+		},
+		check: func(o *options) error {
+			if o.consume < -1 {
+				return fmt.Errorf("--consume must be -1 or more, got %d", o.consume)
+			}
+			return positives(map[string]int{"--jobs": o.jobs, "--batch-size": o.batchSize})
+		},
+		run: func(ctx context.Context, e *env, o *options) (any, error) {
+			return ptr(ExplainClaim(ctx, e.db, ExplainConfig{Jobs: o.jobs, BatchSize: o.batchSize, Consume: o.consume}))
+		},
+	},
+}
+
+func workerFlags(fs *flag.FlagSet, o *options) {
+	fs.IntVar(&o.workers, "workers", DefaultWorkers, "QueueManagers")
+	fs.IntVar(&o.batchSize, "batch-size", pgq.DefaultBatchSize, "jobs per claim (WithBatchSize)")
+	fs.IntVar(&o.concurrency, "concurrency", pgq.DefaultMaxConcurrentTasks, "jobs run at once per worker (WithMaxConcurrentTasks)")
+}
+
+func commonFlags(fs *flag.FlagSet, o *options) {
+	fs.StringVar(&o.dsn, "dsn", "", "PostgreSQL connection string (default $"+EnvDSN+", else a throwaway server with stock settings)")
+	fs.StringVar(&o.driver, "driver", "pgx", "database/sql driver: pgx or postgres (lib/pq)")
+	fs.StringVar(&o.durability, "durability", "", "set the tables' durability first: durable, balanced or volatile (default: leave as is)")
+	fs.BoolVar(&o.json, "json", false, "print one JSON object instead of a table")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the benchmark to this file")
+	fs.StringVar(&o.memProfile, "memprofile", "", "write a heap profile taken after the benchmark to this file")
+	fs.DurationVar(&o.timeout, "timeout", 0, "give up after this long (0: never)")
+	fs.IntVar(&o.maxIdleConns, "max-idle-conns", 0, "sql.DB SetMaxIdleConns (0: database/sql's default, 2)")
+	fs.BoolVar(&o.verbose, "v", false, "log progress (server start, worker messages) on stderr")
+}
+
+// usageError is a mistake on the command line: exit code 2.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+
+// Main runs `pgq bench ARGS...` and returns the exit code: 0 on success, 1
+// when a benchmark fails, 2 on a usage error. Results go to stdout; errors
+// are one line on stderr starting with "pgq bench: ".
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	err := run(ctx, args, stdout, stderr)
+	var ue usageError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ue):
+		fmt.Fprintf(stderr, "pgq bench: %s\n", oneLine(err))
+		return 2
+	default:
+		fmt.Fprintf(stderr, "pgq bench: %s\n", oneLine(err))
+		return 1
+	}
+}
+
+func oneLine(err error) string {
+	return strings.Join(strings.Fields(err.Error()), " ")
+}
+
+func names() string {
+	var n []string
+	for _, b := range benchmarks {
+		n = append(n, b.name)
+	}
+	return strings.Join(n[:len(n)-1], ", ") + " or " + n[len(n)-1]
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintf(w, "usage: pgq bench BENCHMARK [flags]\n\nbenchmarks:\n")
+	for _, b := range benchmarks {
+		fmt.Fprintf(w, "  %-11s %s\n", b.name, b.summary)
+	}
+	fmt.Fprintf(w, "\nRun `pgq bench BENCHMARK -h` for its flags.\n")
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return usageError{fmt.Errorf("missing benchmark: want %s (see pgq bench -h)", names())}
+	}
+	switch args[0] {
+	case "-h", "-help", "--help", "help":
+		usage(stdout)
+		return nil
+	}
+	var b *benchmark
+	for i := range benchmarks {
+		if benchmarks[i].name == args[0] {
+			b = &benchmarks[i]
+		}
+	}
+	if b == nil {
+		return usageError{fmt.Errorf("unknown benchmark %q: want %s", args[0], names())}
+	}
+	var o options
+	fs := flag.NewFlagSet("pgq bench "+b.name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	commonFlags(fs, &o)
+	b.flags(fs, &o)
+	if err := fs.Parse(args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintf(stdout, "usage: pgq bench %s [flags]\n\n%s.\n\nflags:\n", b.name, b.summary)
+			fs.SetOutput(stdout)
+			fs.PrintDefaults()
+			return nil
+		}
+		return usageError{fmt.Errorf("%s: %w (see pgq bench %s -h)", b.name, err, b.name)}
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Errorf("%s: unexpected argument %q", b.name, fs.Arg(0))}
+	}
+	if err := checkCommon(&o); err != nil {
+		return usageError{fmt.Errorf("%s: %w", b.name, err)}
+	}
+	if err := b.check(&o); err != nil {
+		return usageError{fmt.Errorf("%s: %w", b.name, err)}
+	}
+
+	if o.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, o.timeout)
+		defer cancel()
+	}
+	e, err := openEnv(ctx, &o, stderr)
+	if err != nil {
+		return fmt.Errorf("%s: %w", b.name, err)
+	}
+	defer e.close(stderr)
+
+	result, err := profiled(&o, func() (any, error) { return b.run(ctx, e, &o) })
+	if err != nil {
+		return fmt.Errorf("%s: %w", b.name, err)
+	}
+	setServer(result, e.server)
+	if o.json {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(result)
+	}
+	return printTable(stdout, b.name, result)
+}
+
+func checkCommon(o *options) error {
+	switch o.driver {
+	case "pgx", "postgres":
+	default:
+		return fmt.Errorf("unknown --driver %q: want pgx or postgres (lib/pq)", o.driver)
+	}
+	if o.durability != "" {
+		if _, err := pgq.ParseDurability(o.durability); err != nil {
+			return fmt.Errorf("--durability: %w", err)
+		}
+	}
+	if o.timeout < 0 {
+		return fmt.Errorf("--timeout must not be negative, got %v", o.timeout)
+	}
+	if o.maxIdleConns < 0 {
+		return fmt.Errorf("--max-idle-conns must not be negative, got %d", o.maxIdleConns)
+	}
+	return nil
+}
+
+// profiled runs f, under the CPU profiler and followed by a heap profile
+// when the options ask for them.
+func profiled(o *options, f func() (any, error)) (any, error) {
+	if o.cpuProfile != "" {
+		pf, err := os.Create(o.cpuProfile)
+		if err != nil {
+			return nil, fmt.Errorf("--cpuprofile: %w", err)
+		}
+		defer pf.Close()
+		if err := pprof.StartCPUProfile(pf); err != nil {
+			return nil, fmt.Errorf("--cpuprofile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
+	result, err := f()
+	if err == nil && o.memProfile != "" {
+		mf, ferr := os.Create(o.memProfile)
+		if ferr != nil {
+			return result, fmt.Errorf("--memprofile: %w", ferr)
+		}
+		defer mf.Close()
+		runtime.GC()
+		if werr := pprof.Lookup("heap").WriteTo(mf, 0); werr != nil {
+			return result, fmt.Errorf("--memprofile: %w", werr)
+		}
+	}
+	return result, err
+}
+
+// setServer records in a result's settings whether the server was
+// throwaway.
+func setServer(result any, server string) {
+	if s := settingsOf(result); s != nil {
+		s.Server = server
+	}
+}
+
+// env is the database a benchmark runs on.
+type env struct {
+	db        *sql.DB
+	listenDSN string // for lib/pq, which cannot listen on a pooled connection
+	server    string // "throwaway" or "dsn"
+	logger    *slog.Logger
+	cluster   *pgcluster.Cluster
+}
+
+// openEnv connects to --dsn, $PGQ_DSN or a throwaway server, and brings the
+// schema up to date (with the durability asked for).
+func openEnv(ctx context.Context, o *options, stderr io.Writer) (e *env, err error) {
+	e = &env{server: "dsn"}
+	if o.verbose {
+		e.logger = slog.New(slog.NewTextHandler(stderr, nil))
+	}
+	defer func() {
+		if err != nil {
+			e.close(stderr)
+		}
+	}()
+	dsn := o.dsn
+	if dsn == "" {
+		dsn = os.Getenv(EnvDSN)
+	}
+	if dsn == "" {
+		var log io.Writer
+		if o.verbose {
+			log = stderr
+		}
+		// Stock settings: no Settings overrides (fsync on).
+		if e.cluster, err = pgcluster.Start(ctx, pgcluster.Options{Log: log}); err != nil {
+			return e, err
+		}
+		dsn, e.server = e.cluster.DSN("postgres"), "throwaway"
+	}
+	if e.db, err = sql.Open(o.driver, dsn); err != nil {
+		return e, fmt.Errorf("open %s: %w", o.driver, err)
+	}
+	if o.maxIdleConns > 0 {
+		e.db.SetMaxIdleConns(o.maxIdleConns)
+	}
+	if err := e.db.PingContext(ctx); err != nil {
+		return e, fmt.Errorf("connect with %s: %w", o.driver, err)
+	}
+	if o.driver == "postgres" {
+		e.listenDSN = dsn
+	}
+	var sopts []pgq.SchemaOption
+	if o.durability != "" {
+		d, _ := pgq.ParseDurability(o.durability) // checked
+		sopts = append(sopts, pgq.WithDurability(d))
+	}
+	if err := pgq.Upgrade(ctx, e.db, sopts...); err != nil {
+		return e, err
+	}
+	return e, nil
+}
+
+func (e *env) close(stderr io.Writer) {
+	if e.db != nil {
+		_ = e.db.Close()
+	}
+	if e.cluster != nil {
+		if err := e.cluster.Stop(); err != nil {
+			fmt.Fprintf(stderr, "pgq bench: stopping the throwaway server: %s\n", oneLine(err))
+		}
+	}
+}

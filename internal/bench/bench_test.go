@@ -1,0 +1,369 @@
+package bench_test
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pgq-dev/pgq"
+	"github.com/pgq-dev/pgq/internal/bench"
+	"github.com/pgq-dev/pgq/pgqtest"
+)
+
+func TestMain(m *testing.M) { pgqtest.Main(m) }
+
+// listenDSN is what Main passes: lib/pq needs a DSN of its own to listen.
+func listenDSN(driver, dsn string) string {
+	if driver == "postgres" {
+		return dsn
+	}
+	return ""
+}
+
+func testContext(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// countJobs counts the jobs of the benchmark's entrypoint left in the job
+// table.
+func countJobs(t *testing.T, db *sql.DB) int {
+	t.Helper()
+	var n int
+	if err := db.QueryRow(`SELECT count(*) FROM pgqueuer WHERE entrypoint = $1`, bench.Entrypoint).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func TestDrain(t *testing.T) {
+	t.Parallel()
+	for _, driver := range pgqtest.Drivers() {
+		t.Run(driver, func(t *testing.T) {
+			t.Parallel()
+			db, dsn := pgqtest.NewDB(t, driver)
+			ctx := testContext(t)
+			res, err := bench.Drain(ctx, db, bench.DrainConfig{
+				Jobs: 2000, EnqueueBatch: 300, Workers: 2, BatchSize: 50, Concurrency: 200,
+				ListenDSN: listenDSN(driver, dsn),
+			})
+			if err != nil {
+				t.Fatalf("Drain: %v", err)
+			}
+			if res.Jobs != 2000 || res.EnqueueJobsPerSec <= 0 || res.ProcessJobsPerSec <= 0 || res.Seconds <= 0 {
+				t.Errorf("result = %+v, want 2000 jobs and positive rates", res)
+			}
+			if res.PeakRSSBytes < 1<<20 {
+				t.Errorf("peak RSS = %d bytes, implausible", res.PeakRSSBytes)
+			}
+			s := res.Settings
+			if s.Driver != driver || s.Workers != 2 || s.BatchSize != 50 || s.Concurrency != 200 || s.EnqueueBatch != 300 ||
+				s.Durability != "durable" || s.ServerVersion == "" || s.Fsync == "" {
+				t.Errorf("settings = %+v", s)
+			}
+			if want := map[string]string{"pgx": "pool", "postgres": "dsn"}[driver]; s.Listener != want {
+				t.Errorf("listener = %q, want %q", s.Listener, want)
+			}
+			if n := countJobs(t, db); n != 0 {
+				t.Errorf("%d jobs left after the drain", n)
+			}
+			var logged int
+			if err := db.QueryRow(`SELECT count(*) FROM pgqueuer_log WHERE entrypoint = $1 AND status = 'successful'`,
+				bench.Entrypoint).Scan(&logged); err != nil {
+				t.Fatal(err)
+			}
+			if logged != 2000 {
+				t.Errorf("%d successful log rows, want 2000", logged)
+			}
+		})
+	}
+}
+
+func TestDrainRejectsBadConfig(t *testing.T) {
+	t.Parallel()
+	db, _ := pgqtest.NewDB(t, "pgx")
+	_, err := bench.Drain(testContext(t), db, bench.DrainConfig{Jobs: -5})
+	if err == nil || !strings.Contains(err.Error(), "-5") {
+		t.Errorf("Drain with -5 jobs: err = %v, want one naming -5", err)
+	}
+}
+
+func TestThroughput(t *testing.T) {
+	t.Parallel()
+	db, _ := pgqtest.NewDB(t, "pgx")
+	res, err := bench.Throughput(testContext(t), db, bench.ThroughputConfig{
+		Duration: 2 * time.Second, Producers: 2, EnqueueBatch: 100, Workers: 1,
+	})
+	if err != nil {
+		t.Fatalf("Throughput: %v", err)
+	}
+	if res.Enqueued <= 0 || res.Worked <= 0 || res.Worked > res.Enqueued {
+		t.Errorf("enqueued %d, worked %d: want 0 < worked <= enqueued", res.Enqueued, res.Worked)
+	}
+	if res.Enqueued%100 != 0 {
+		t.Errorf("enqueued %d, want whole batches of 100", res.Enqueued)
+	}
+	if res.QueueDepthEnd < 0 || (res.Bound != "producers" && res.Bound != "workers") {
+		t.Errorf("depth %d, bound %q", res.QueueDepthEnd, res.Bound)
+	}
+	if res.Settings.Producers != 2 || res.Settings.Duration != "2s" {
+		t.Errorf("settings = %+v", res.Settings)
+	}
+	if n := countJobs(t, db); n != 0 {
+		t.Errorf("%d jobs left after the run", n)
+	}
+}
+
+func TestLatency(t *testing.T) {
+	t.Parallel()
+	for _, driver := range pgqtest.Drivers() {
+		t.Run(driver, func(t *testing.T) {
+			t.Parallel()
+			db, dsn := pgqtest.NewDB(t, driver)
+			res, err := bench.Latency(testContext(t), db, bench.LatencyConfig{Samples: 50, ListenDSN: listenDSN(driver, dsn)})
+			if err != nil {
+				t.Fatalf("Latency: %v", err)
+			}
+			if res.Samples != 50 {
+				t.Errorf("samples = %d, want 50", res.Samples)
+			}
+			for name, p := range map[string]bench.Percentiles{
+				"enqueue": res.Enqueue, "enqueue_to_start": res.EnqueueToStart, "end_to_wait": res.EndToWait,
+			} {
+				if !(0 <= p.P50 && p.P50 <= p.P90 && p.P90 <= p.P99 && p.P99 <= p.Max) {
+					t.Errorf("%s percentiles out of order: %+v", name, p)
+				}
+			}
+			if res.Enqueue.P50 <= 0 || res.EndToWait.P50 <= 0 {
+				t.Errorf("enqueue %+v, end to wait %+v: want positive times", res.Enqueue, res.EndToWait)
+			}
+			if res.P50 != res.EnqueueToStart.P50 || res.P99 != res.EnqueueToStart.P99 {
+				t.Errorf("top-level percentiles %v/%v differ from enqueue_to_start %+v", res.P50, res.P99, res.EnqueueToStart)
+			}
+			if n := countJobs(t, db); n != 0 {
+				t.Errorf("%d jobs left after the run", n)
+			}
+		})
+	}
+}
+
+func TestIndex(t *testing.T) {
+	t.Parallel()
+	db, _ := pgqtest.NewDB(t, "pgx")
+	ctx := testContext(t)
+	res, err := bench.Index(ctx, db, bench.IndexConfig{LogRows: 20000, LookupIDs: 50, Repeats: 3})
+	if err != nil {
+		t.Fatalf("Index: %v", err)
+	}
+	if res.LogRows != 20000 || res.InsertedRows != 20000 {
+		t.Errorf("log rows %d, inserted %d, want 20000", res.LogRows, res.InsertedRows)
+	}
+	if res.WithIndexMs <= 0 || res.WithoutIndexMs <= 0 || res.Speedup <= 0 {
+		t.Errorf("with %v ms, without %v ms, speedup %v: want positive", res.WithIndexMs, res.WithoutIndexMs, res.Speedup)
+	}
+	if !strings.Contains(res.WithIndex.Text, "pgqueuer_log_job_id_status") {
+		t.Errorf("plan with the index does not use it:\n%s", res.WithIndex.Text)
+	}
+	if strings.Contains(res.WithoutIndex.Text, "pgqueuer_log_job_id_status") || res.WithoutIndex.ExecutionMs <= 0 {
+		t.Errorf("plan without the index:\n%s", res.WithoutIndex.Text)
+	}
+	// The index was dropped in a transaction that was rolled back.
+	if err := pgq.Verify(ctx, db); err != nil {
+		t.Errorf("after Index: %v", err)
+	}
+	// A second run tops up nothing: the log has enough rows.
+	again, err := bench.Index(ctx, db, bench.IndexConfig{LogRows: 20000, LookupIDs: 10, Repeats: 1, RemoveFill: true})
+	if err != nil {
+		t.Fatalf("second Index: %v", err)
+	}
+	if again.InsertedRows != 0 {
+		t.Errorf("second run inserted %d rows, want 0", again.InsertedRows)
+	}
+	var left int
+	if err := db.QueryRow(`SELECT count(*) FROM pgqueuer_log WHERE entrypoint = $1`, bench.IndexEntrypoint).Scan(&left); err != nil {
+		t.Fatal(err)
+	}
+	if left != 0 {
+		t.Errorf("RemoveFill left %d rows", left)
+	}
+}
+
+func TestExplainClaim(t *testing.T) {
+	t.Parallel()
+	db, _ := pgqtest.NewDB(t, "pgx")
+	res, err := bench.ExplainClaim(testContext(t), db, bench.ExplainConfig{Jobs: 3000, BatchSize: 50, Consume: 500})
+	if err != nil {
+		t.Fatalf("ExplainClaim: %v", err)
+	}
+	if len(res.Plans) != 4 {
+		t.Fatalf("%d plans, want 4", len(res.Plans))
+	}
+	for _, p := range res.Plans {
+		if !strings.Contains(p.Text, "Execution Time") || p.ExecutionMs <= 0 || !strings.Contains(p.Text, "rows=50") {
+			t.Errorf("stage %q: plan without timing or without a 50-row claim:\n%s", p.Stage, p.Text)
+		}
+	}
+	if live := res.Plans[2].LiveTuples; live > 2500 {
+		t.Logf("live tuples after consuming 500 of 3000: %d (statistics lag)", live)
+	}
+	if n := countJobs(t, db); n != 0 {
+		t.Errorf("%d jobs left after ExplainClaim", n)
+	}
+}
+
+// runMain runs Main and returns its exit code, stdout and stderr.
+func runMain(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code := bench.Main(testContext(t), args, &out, &errOut)
+	return code, out.String(), errOut.String()
+}
+
+// jsonObject decodes Main's JSON output and checks that it has keys.
+func jsonObject(t *testing.T, out string, keys ...string) map[string]any {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal([]byte(out), &m); err != nil {
+		t.Fatalf("output is not one JSON object: %v\n%s", err, out)
+	}
+	for _, k := range keys {
+		v := m
+		path := strings.Split(k, ".")
+		for i, p := range path {
+			x, ok := v[p]
+			if !ok {
+				t.Errorf("key %q missing in %s", k, out)
+				break
+			}
+			if i < len(path)-1 {
+				if v, ok = x.(map[string]any); !ok {
+					t.Errorf("key %q: %s is not an object", k, p)
+					break
+				}
+			}
+		}
+	}
+	return m
+}
+
+var settingsKeys = []string{"settings.driver", "settings.durability", "settings.server_version", "settings.fsync",
+	"settings.synchronous_commit", "settings.server"}
+
+func TestMainDrainJSON(t *testing.T) {
+	t.Parallel()
+	_, dsn := pgqtest.NewDB(t, "postgres")
+	code, out, errOut := runMain(t, "drain", "--dsn", dsn, "--driver", "postgres", "--durability", "balanced",
+		"--jobs", "500", "--enqueue-batch", "200", "--batch-size", "100", "--concurrency", "100", "--json")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	m := jsonObject(t, out, append([]string{"jobs", "seconds", "enqueue_jobs_per_sec", "process_jobs_per_sec",
+		"peak_rss_bytes", "client_cpu_seconds", "server_cpu_seconds", "settings.jobs", "settings.workers",
+		"settings.batch_size", "settings.concurrency"}, settingsKeys...)...)
+	s, _ := m["settings"].(map[string]any)
+	if m["jobs"] != 500.0 || s["durability"] != "balanced" || s["driver"] != "postgres" || s["server"] != "dsn" ||
+		s["listener"] != "dsn" {
+		t.Errorf("jobs %v, settings %v", m["jobs"], s)
+	}
+}
+
+func TestMainLatencyJSON(t *testing.T) {
+	t.Parallel()
+	_, dsn := pgqtest.NewDB(t, "pgx")
+	code, out, errOut := runMain(t, "latency", "--dsn", dsn, "--samples", "10", "--json")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	jsonObject(t, out, append([]string{"p50_ms", "p90_ms", "p99_ms", "enqueue_to_start.p50_ms",
+		"enqueue_to_start.p90_ms", "enqueue_to_start.p99_ms", "end_to_wait.p50_ms", "end_to_wait.p90_ms",
+		"end_to_wait.p99_ms", "settings.samples"}, settingsKeys...)...)
+}
+
+func TestMainIndexJSON(t *testing.T) {
+	t.Parallel()
+	db, dsn := pgqtest.NewDB(t, "pgx")
+	code, out, errOut := runMain(t, "index", "--dsn", dsn, "--log-rows", "3000", "--lookup-ids", "20", "--repeats", "2", "--json")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	jsonObject(t, out, append([]string{"with_index_ms", "without_index_ms", "speedup", "settings.log_rows"}, settingsKeys...)...)
+	// On a database given by --dsn the benchmark's log rows are removed.
+	var rows int
+	if err := db.QueryRow(`SELECT count(*) FROM pgqueuer_log`).Scan(&rows); err != nil {
+		t.Fatal(err)
+	}
+	if rows != 0 {
+		t.Errorf("%d log rows left behind", rows)
+	}
+}
+
+func TestMainTable(t *testing.T) {
+	// Not parallel: it sets PGQ_DSN.
+	_, dsn := pgqtest.NewDB(t, "pgx")
+	t.Setenv(bench.EnvDSN, dsn) // no --dsn: PGQ_DSN is used
+	code, out, errOut := runMain(t, "throughput", "--duration", "500ms", "--enqueue-batch", "50")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	for _, want := range []string{"pgq bench throughput", "worked_jobs_per_sec", "queue_depth_end", "settings.fsync"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("table lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func TestMainErrors(t *testing.T) {
+	t.Parallel()
+	bad := "host=/nonexistent-pgq-bench port=1 user=nobody dbname=none sslmode=disable connect_timeout=2"
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{nil, 2, "missing benchmark"},
+		{[]string{"sprint"}, 2, `unknown benchmark "sprint"`},
+		{[]string{"drain", "--jobs", "0"}, 2, "--jobs must be at least 1, got 0"},
+		{[]string{"drain", "--nope"}, 2, "-nope"},
+		{[]string{"drain", "extra"}, 2, `unexpected argument "extra"`},
+		{[]string{"latency", "--driver", "mysql"}, 2, `--driver "mysql"`},
+		{[]string{"index", "--durability", "eternal"}, 2, `"eternal"`},
+		{[]string{"throughput", "--duration", "-1s"}, 2, "--duration must be positive"},
+		{[]string{"explain", "--consume", "-2"}, 2, "--consume"},
+		{[]string{"drain", "--dsn", bad, "--jobs", "10"}, 1, "drain: connect with pgx"},
+	} {
+		code, out, errOut := runMain(t, tc.args...)
+		if code != tc.code || !strings.HasPrefix(errOut, "pgq bench: ") || !strings.Contains(errOut, tc.want) ||
+			strings.Count(errOut, "\n") != 1 || out != "" {
+			t.Errorf("Main(%q) = %d, stdout %q, stderr %q; want %d and one line with %q",
+				tc.args, code, out, errOut, tc.code, tc.want)
+		}
+	}
+	for _, args := range [][]string{{"-h"}, {"help"}, {"drain", "-h"}} {
+		code, out, errOut := runMain(t, args...)
+		if code != 0 || !strings.Contains(out, "usage: pgq bench") || errOut != "" {
+			t.Errorf("Main(%q) = %d, stdout %q, stderr %q; want usage on stdout", args, code, out, errOut)
+		}
+	}
+}
+
+// BenchmarkDrain enqueues and drains 1000 jobs per operation with the
+// default worker options.
+func BenchmarkDrain(b *testing.B) {
+	db, _ := pgqtest.NewDB(b, "pgx")
+	const jobs = 1000
+	var process float64
+	for b.Loop() {
+		res, err := bench.Drain(b.Context(), db, bench.DrainConfig{Jobs: jobs})
+		if err != nil {
+			b.Fatal(err)
+		}
+		process += res.ProcessJobsPerSec
+	}
+	b.ReportMetric(process/float64(b.N), "process_jobs/s")
+	b.ReportMetric(float64(b.Elapsed())/float64(b.N*jobs), "ns/job")
+}

@@ -1,0 +1,326 @@
+package bench
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pgq-dev/pgq"
+)
+
+// Entrypoint is the entrypoint of the no-op jobs the benchmarks enqueue.
+// Each benchmark first removes leftover jobs of this entrypoint from the job
+// table; jobs of other entrypoints are never touched.
+const Entrypoint = "pgq_bench"
+
+// Defaults of the drain benchmark.
+const (
+	DefaultJobs         = 100_000
+	DefaultEnqueueBatch = 1000
+	DefaultWorkers      = 1
+)
+
+// DrainConfig configures Drain. Zero fields take the defaults.
+type DrainConfig struct {
+	Jobs         int // jobs to enqueue and then work (default DefaultJobs)
+	EnqueueBatch int // jobs per EnqueueBatch call (default DefaultEnqueueBatch)
+	Workers      int // QueueManagers working the queue at once (default DefaultWorkers)
+	BatchSize    int // pgq.WithBatchSize (default pgq.DefaultBatchSize)
+	Concurrency  int // pgq.WithMaxConcurrentTasks (default pgq.DefaultMaxConcurrentTasks)
+	// ListenDSN is given to the workers with pgq.WithListenDSN; a lib/pq
+	// pool needs it to listen.
+	ListenDSN string
+	Logger    *slog.Logger // the workers' logger (pgq.WithLogger); nil: quiet
+	// Analyze runs ANALYZE on the job table between enqueuing and
+	// processing, so the claim is planned with statistics of the full
+	// queue rather than whatever autovacuum had gathered (stock behaviour
+	// when false).
+	Analyze bool
+}
+
+func (c *DrainConfig) defaults() error {
+	c.Jobs = orDefault(c.Jobs, DefaultJobs)
+	c.EnqueueBatch = orDefault(c.EnqueueBatch, DefaultEnqueueBatch)
+	c.Workers = orDefault(c.Workers, DefaultWorkers)
+	c.BatchSize = orDefault(c.BatchSize, pgq.DefaultBatchSize)
+	c.Concurrency = orDefault(c.Concurrency, pgq.DefaultMaxConcurrentTasks)
+	return positives(map[string]int{"jobs": c.Jobs, "enqueue batch": c.EnqueueBatch, "workers": c.Workers,
+		"batch size": c.BatchSize, "concurrency": c.Concurrency})
+}
+
+// DrainResult is what Drain measured. CPU times are deltas over each phase;
+// the server's are 0 (and ServerCPUReadable false) when its processes are
+// not readable in /proc. PeakRSSBytes is the whole process's high-water mark
+// (getrusage), so it is the client's own only when the process did nothing
+// else.
+type DrainResult struct {
+	Jobs                    int     `json:"jobs"`
+	Seconds                 float64 `json:"seconds"` // enqueue + process
+	EnqueueSeconds          float64 `json:"enqueue_seconds"`
+	ProcessSeconds          float64 `json:"process_seconds"`
+	EnqueueJobsPerSec       float64 `json:"enqueue_jobs_per_sec"`
+	ProcessJobsPerSec       float64 `json:"process_jobs_per_sec"`
+	ClientCPUSeconds        float64 `json:"client_cpu_seconds"` // enqueue + process
+	ServerCPUSeconds        float64 `json:"server_cpu_seconds"` // enqueue + process
+	EnqueueClientCPUSeconds float64 `json:"enqueue_client_cpu_seconds"`
+	EnqueueServerCPUSeconds float64 `json:"enqueue_server_cpu_seconds"`
+	ProcessClientCPUSeconds float64 `json:"process_client_cpu_seconds"`
+	ProcessServerCPUSeconds float64 `json:"process_server_cpu_seconds"`
+	ProcessClientUsPerJob   float64 `json:"process_client_cpu_us_per_job"`
+	ProcessServerUsPerJob   float64 `json:"process_server_cpu_us_per_job"`
+	ServerCPUReadable       bool    `json:"server_cpu_readable"`
+	PeakRSSBytes            int64   `json:"peak_rss_bytes"`
+	// ProcessDeciles is the process rate of each tenth of the jobs, in
+	// order: a slow start (no statistics yet) or a slow end (dead rows)
+	// shows here.
+	ProcessDeciles []float64 `json:"process_deciles_jobs_per_sec"`
+	// JobTableAutovacuums and JobTableAutoanalyzes count autovacuum's
+	// runs on the job table during the process phase (as far as the
+	// statistics collector has reported them).
+	// Claims and FinishBatches count the claim and finish statements
+	// (from the log: one created timestamp per statement); AvgClaim and
+	// AvgFinishBatch are jobs per statement.
+	Claims               int64    `json:"claims"`
+	AvgClaim             float64  `json:"avg_claim_jobs"`
+	FinishBatches        int64    `json:"finish_batches"`
+	AvgFinishBatch       float64  `json:"avg_finish_batch_jobs"`
+	JobTableAutovacuums  int64    `json:"job_table_autovacuums"`
+	JobTableAutoanalyzes int64    `json:"job_table_autoanalyzes"`
+	Settings             Settings `json:"settings"`
+}
+
+// Drain enqueues cfg.Jobs no-op jobs with Queries.EnqueueBatch, then runs
+// cfg.Workers QueueManagers in ModeDrain until the queue is empty, and
+// checks that every job ran once and was logged successful. db must hold
+// the pgq schema with default names.
+func Drain(ctx context.Context, db *sql.DB, cfg DrainConfig) (DrainResult, error) {
+	if err := cfg.defaults(); err != nil {
+		return DrainResult{}, err
+	}
+	settings, err := readSettings(ctx, db, cfg.ListenDSN)
+	if err != nil {
+		return DrainResult{}, err
+	}
+	settings.Jobs, settings.EnqueueBatch, settings.Workers = cfg.Jobs, cfg.EnqueueBatch, cfg.Workers
+	settings.BatchSize, settings.Concurrency = cfg.BatchSize, cfg.Concurrency
+	settings.Analyze = cfg.Analyze
+	res := DrainResult{Jobs: cfg.Jobs, Settings: settings}
+
+	if err := purge(ctx, db); err != nil {
+		return res, err
+	}
+	meter := newCPUMeter(ctx, db)
+	res.ServerCPUReadable = meter.serverReadable()
+
+	s0, t0 := meter.sample(), time.Now()
+	first, last, err := enqueueAll(ctx, pgq.NewQueries(db), cfg.Jobs, cfg.EnqueueBatch)
+	if err != nil {
+		return res, err
+	}
+	if cfg.Analyze {
+		if _, err := db.ExecContext(ctx, sqlAnalyzeQueue); err != nil {
+			return res, fmt.Errorf("analyze: %w", err)
+		}
+	}
+	s1, t1 := meter.sample(), time.Now()
+
+	av0, aa0, err := autovacuumCounts(ctx, db)
+	if err != nil {
+		return res, err
+	}
+	var ran atomic.Int64
+	marks := newDeciles(cfg.Jobs)
+	handler := func(context.Context, *pgq.Job) error { marks.mark(ran.Add(1)); return nil }
+	if err := runWorkers(ctx, db, cfg.Workers, workerOptions(cfg.ListenDSN, cfg.Logger), handler,
+		pgq.WithMode(pgq.ModeDrain), pgq.WithBatchSize(cfg.BatchSize), pgq.WithMaxConcurrentTasks(cfg.Concurrency)); err != nil {
+		return res, err
+	}
+	s2, t2 := meter.sample(), time.Now()
+	av1, aa1, err := autovacuumCounts(ctx, db)
+	if err != nil {
+		return res, err
+	}
+	res.JobTableAutovacuums, res.JobTableAutoanalyzes = av1-av0, aa1-aa0
+	res.ProcessDeciles = marks.rates(t1)
+
+	enq, proc := s1.sub(s0), s2.sub(s1)
+	res.EnqueueSeconds, res.ProcessSeconds, res.Seconds = seconds(t1.Sub(t0)), seconds(t2.Sub(t1)), seconds(t2.Sub(t0))
+	res.EnqueueJobsPerSec = rate(int64(cfg.Jobs), t1.Sub(t0))
+	res.ProcessJobsPerSec = rate(int64(cfg.Jobs), t2.Sub(t1))
+	res.EnqueueClientCPUSeconds, res.EnqueueServerCPUSeconds = seconds(enq.client), seconds(enq.server)
+	res.ProcessClientCPUSeconds, res.ProcessServerCPUSeconds = seconds(proc.client), seconds(proc.server)
+	res.ClientCPUSeconds, res.ServerCPUSeconds = seconds(enq.client+proc.client), seconds(enq.server+proc.server)
+	res.ProcessClientUsPerJob = round3(float64(proc.client.Microseconds()) / float64(cfg.Jobs))
+	res.ProcessServerUsPerJob = round3(float64(proc.server.Microseconds()) / float64(cfg.Jobs))
+	res.PeakRSSBytes = peakRSS()
+
+	if n := ran.Load(); n != int64(cfg.Jobs) {
+		return res, fmt.Errorf("drain: the handler ran %d times for %d jobs", n, cfg.Jobs)
+	}
+	if err := checkAllRan(ctx, db, first, last, cfg.Jobs); err != nil {
+		return res, err
+	}
+	if err := db.QueryRowContext(ctx, sqlStatements, int64(first), int64(last), Entrypoint).Scan(
+		&res.Claims, &res.FinishBatches); err != nil {
+		return res, fmt.Errorf("counting claims: %w", err)
+	}
+	if res.Claims > 0 && res.FinishBatches > 0 {
+		res.AvgClaim = round3(float64(cfg.Jobs) / float64(res.Claims))
+		res.AvgFinishBatch = round3(float64(cfg.Jobs) / float64(res.FinishBatches))
+	}
+	return res, nil
+}
+
+// enqueueAll enqueues n no-op jobs in batches and returns the first and last
+// job id.
+func enqueueAll(ctx context.Context, q *pgq.Queries, n, batch int) (first, last pgq.JobID, err error) {
+	jobs := make([]pgq.NewJob, min(batch, n))
+	for i := range jobs {
+		jobs[i] = pgq.NewJob{Entrypoint: Entrypoint}
+	}
+	for done := 0; done < n; {
+		k := min(batch, n-done)
+		ids, err := q.EnqueueBatch(ctx, jobs[:k])
+		if err != nil {
+			return 0, 0, fmt.Errorf("enqueue (after %d of %d jobs): %w", done, n, err)
+		}
+		if first == 0 {
+			first = ids[0]
+		}
+		last = ids[len(ids)-1]
+		done += k
+	}
+	return first, last, nil
+}
+
+// runWorkers runs n QueueManagers with handler on Entrypoint until they all
+// return, and returns their errors.
+func runWorkers(ctx context.Context, db *sql.DB, n int, mopts []pgq.ManagerOption, h pgq.Handler, opts ...pgq.RunOption) error {
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		qm := pgq.NewQueueManager(db, mopts...)
+		if err := qm.Entrypoint(Entrypoint, h); err != nil {
+			return err
+		}
+		wg.Go(func() {
+			if err := qm.Run(ctx, opts...); err != nil {
+				errs[i] = fmt.Errorf("worker %d: %w", i+1, err)
+			}
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	return ctx.Err()
+}
+
+// deciles records when each tenth of n jobs was done.
+type deciles struct {
+	n     int64
+	times [10]atomic.Int64 // UnixNano
+}
+
+func newDeciles(n int) *deciles { return &deciles{n: int64(n)} }
+
+// mark notes that the done-th job finished.
+func (d *deciles) mark(done int64) {
+	// The k-th tenth ends with job ceil(k*n/10).
+	for k := int64(1); k <= 10; k++ {
+		if done == (k*d.n+9)/10 {
+			d.times[k-1].CompareAndSwap(0, time.Now().UnixNano())
+		}
+	}
+}
+
+// rates returns the rate of each tenth that was completed, from start on.
+func (d *deciles) rates(start time.Time) []float64 {
+	var out []float64
+	prevT, prevN := start.UnixNano(), int64(0)
+	for k := int64(1); k <= 10; k++ {
+		t := d.times[k-1].Load()
+		if t == 0 {
+			break
+		}
+		end := (k*d.n + 9) / 10
+		out = append(out, rate(end-prevN, time.Duration(t-prevT)))
+		prevT, prevN = t, end
+	}
+	return out
+}
+
+// autovacuumCounts reads how often autovacuum has vacuumed and analyzed
+// the job table.
+func autovacuumCounts(ctx context.Context, db *sql.DB) (vacuums, analyzes int64, err error) {
+	if err := db.QueryRowContext(ctx, sqlAutovacuumCounts).Scan(&vacuums, &analyzes); err != nil {
+		return 0, 0, fmt.Errorf("reading autovacuum counts: %w", err)
+	}
+	return vacuums, analyzes, nil
+}
+
+// workerOptions are the QueueManager options for listenDSN and logger.
+func workerOptions(listenDSN string, logger *slog.Logger) []pgq.ManagerOption {
+	var opts []pgq.ManagerOption
+	if listenDSN != "" {
+		opts = append(opts, pgq.WithListenDSN(listenDSN))
+	}
+	if logger != nil {
+		opts = append(opts, pgq.WithLogger(logger))
+	}
+	return opts
+}
+
+// checkAllRan checks that the jobs first..last (n of them) were each logged
+// successful exactly once and that none is left in the job table.
+func checkAllRan(ctx context.Context, db *sql.DB, first, last pgq.JobID, n int) error {
+	var distinct, rows, left int64
+	if err := db.QueryRowContext(ctx, sqlCountSuccessful, int64(first), int64(last), Entrypoint).Scan(&distinct, &rows); err != nil {
+		return fmt.Errorf("counting successful jobs: %w", err)
+	}
+	if err := db.QueryRowContext(ctx, sqlCountLeft, Entrypoint).Scan(&left); err != nil {
+		return fmt.Errorf("counting jobs left: %w", err)
+	}
+	switch {
+	case distinct != int64(n):
+		return fmt.Errorf("only %d of %d jobs (ids %d..%d) are logged successful; %d left in the job table",
+			distinct, n, first, last, left)
+	case rows != distinct:
+		return fmt.Errorf("%d successful log rows for %d jobs: some jobs ran more than once", rows, distinct)
+	case left != 0:
+		return fmt.Errorf("%d jobs are left in the job table after the drain", left)
+	}
+	return nil
+}
+
+// purge removes leftover jobs of Entrypoint.
+func purge(ctx context.Context, db *sql.DB) error {
+	if _, err := db.ExecContext(ctx, sqlPurgeJobs, Entrypoint); err != nil {
+		return fmt.Errorf("removing leftover %s jobs: %w", Entrypoint, err)
+	}
+	return nil
+}
+
+func orDefault(v, def int) int {
+	if v == 0 {
+		return def
+	}
+	return v
+}
+
+// positives checks that every named value is at least 1.
+func positives(m map[string]int) error {
+	for _, name := range slices.Sorted(maps.Keys(m)) {
+		if m[name] < 1 {
+			return fmt.Errorf("%s must be at least 1, got %d", name, m[name])
+		}
+	}
+	return nil
+}

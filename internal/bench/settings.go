@@ -1,0 +1,123 @@
+package bench
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"os"
+	"runtime"
+	"strings"
+
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/lib/pq"
+)
+
+// Settings are the conditions a result was measured under: the workload
+// (fields that do not apply to a benchmark are zero and left out of JSON),
+// the client and the server.
+type Settings struct {
+	Jobs         int    `json:"jobs,omitempty"`
+	EnqueueBatch int    `json:"enqueue_batch,omitempty"`
+	Workers      int    `json:"workers,omitempty"`
+	Producers    int    `json:"producers,omitempty"`
+	BatchSize    int    `json:"batch_size,omitempty"`
+	Concurrency  int    `json:"concurrency,omitempty"`
+	Duration     string `json:"duration,omitempty"`
+	Samples      int    `json:"samples,omitempty"`
+	Interval     string `json:"interval,omitempty"` // pause between latency samples
+	LogRows      int64  `json:"log_rows,omitempty"`
+	LookupIDs    int    `json:"lookup_ids,omitempty"`
+	Repeats      int    `json:"repeats,omitempty"`
+	Analyze      bool   `json:"analyze,omitempty"` // ANALYZE of the job table before processing
+
+	Driver   string `json:"driver"`   // "pgx" or "postgres" (lib/pq)
+	Listener string `json:"listener"` // "pool" (a borrowed pgx connection), "dsn" or "none" (polling)
+
+	Durability        string `json:"durability"` // of the job and log tables, as found
+	ServerVersion     string `json:"server_version"`
+	Fsync             string `json:"fsync"`
+	SynchronousCommit string `json:"synchronous_commit"`
+	FullPageWrites    string `json:"full_page_writes"`
+	SharedBuffers     string `json:"shared_buffers"`
+	Server            string `json:"server,omitempty"` // "throwaway" or "dsn"; set by Main
+
+	LoadAvg    string `json:"load_avg,omitempty"` // the machine's 1, 5 and 15 minute load at the start
+	GoVersion  string `json:"go_version"`
+	GOMAXPROCS int    `json:"gomaxprocs"`
+	NumCPU     int    `json:"num_cpu"`
+}
+
+// driverName names db's driver as sql.Open does.
+func driverName(db *sql.DB) string {
+	switch db.Driver().(type) {
+	case *pq.Driver:
+		return "postgres"
+	case *stdlib.Driver:
+		return "pgx"
+	}
+	return fmt.Sprintf("%T", db.Driver())
+}
+
+// listenerKind says how a QueueManager or CompletionWatcher on db with
+// listenDSN gets notifications (see pgq.WithListenDSN).
+func listenerKind(db *sql.DB, listenDSN string) string {
+	switch {
+	case listenDSN != "":
+		return "dsn"
+	case driverName(db) == "pgx":
+		return "pool"
+	}
+	return "none"
+}
+
+// readSettings fills the client and server parts of Settings.
+func readSettings(ctx context.Context, db *sql.DB, listenDSN string) (Settings, error) {
+	s := Settings{
+		LoadAvg:    loadAvg(),
+		Driver:     driverName(db),
+		Listener:   listenerKind(db, listenDSN),
+		GoVersion:  runtime.Version(),
+		GOMAXPROCS: runtime.GOMAXPROCS(0),
+		NumCPU:     runtime.NumCPU(),
+	}
+	err := db.QueryRowContext(ctx, sqlServerInfo).Scan(
+		&s.ServerVersion, &s.Fsync, &s.SynchronousCommit, &s.FullPageWrites, &s.SharedBuffers)
+	if err != nil {
+		return s, fmt.Errorf("reading server settings: %w", err)
+	}
+	var job, log string
+	if err := db.QueryRowContext(ctx, sqlPersistence).Scan(&job, &log); err != nil {
+		return s, fmt.Errorf("reading table durability: %w", err)
+	}
+	s.Durability = durabilityName(job, log)
+	return s, nil
+}
+
+// durabilityName names the durability mode that the job and log tables'
+// relpersistence ('p' logged, 'u' unlogged) amount to.
+func durabilityName(job, log string) string {
+	switch {
+	case job == "p" && log == "p":
+		return "durable"
+	case job == "p" && log == "u":
+		return "balanced"
+	case job == "u" && log == "u":
+		return "volatile"
+	case job == "" || log == "":
+		return "not installed"
+	}
+	return fmt.Sprintf("job table %q, log table %q", job, log)
+}
+
+// loadAvg returns the first three fields of /proc/loadavg, or "".
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return ""
+	}
+	return strings.Join(f[:3], " ")
+}

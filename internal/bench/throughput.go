@@ -1,0 +1,158 @@
+package bench
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pgq-dev/pgq"
+)
+
+// Defaults of the throughput benchmark.
+const (
+	DefaultDuration  = 10 * time.Second
+	DefaultProducers = 1
+)
+
+// ThroughputConfig configures Throughput. Zero fields take the defaults.
+type ThroughputConfig struct {
+	Duration     time.Duration // how long producers and workers run (default DefaultDuration)
+	Producers    int           // goroutines calling EnqueueBatch in a loop (default DefaultProducers)
+	EnqueueBatch int           // jobs per EnqueueBatch call (default DefaultEnqueueBatch)
+	Workers      int           // QueueManagers (default DefaultWorkers)
+	BatchSize    int           // pgq.WithBatchSize (default pgq.DefaultBatchSize)
+	Concurrency  int           // pgq.WithMaxConcurrentTasks (default pgq.DefaultMaxConcurrentTasks)
+	ListenDSN    string        // pgq.WithListenDSN for the workers
+	Logger       *slog.Logger  // the workers' logger (pgq.WithLogger); nil: quiet
+}
+
+func (c *ThroughputConfig) defaults() error {
+	if c.Duration == 0 {
+		c.Duration = DefaultDuration
+	}
+	if c.Duration < 0 {
+		return fmt.Errorf("duration must be positive, got %v", c.Duration)
+	}
+	c.Producers = orDefault(c.Producers, DefaultProducers)
+	c.EnqueueBatch = orDefault(c.EnqueueBatch, DefaultEnqueueBatch)
+	c.Workers = orDefault(c.Workers, DefaultWorkers)
+	c.BatchSize = orDefault(c.BatchSize, pgq.DefaultBatchSize)
+	c.Concurrency = orDefault(c.Concurrency, pgq.DefaultMaxConcurrentTasks)
+	return positives(map[string]int{"producers": c.Producers, "enqueue batch": c.EnqueueBatch,
+		"workers": c.Workers, "batch size": c.BatchSize, "concurrency": c.Concurrency})
+}
+
+// ThroughputResult is what Throughput measured. A run whose queue is
+// (nearly) empty at the end was bound by the producers, not the workers:
+// Bound says which.
+type ThroughputResult struct {
+	Seconds            float64  `json:"seconds"`
+	Enqueued           int64    `json:"enqueued"`
+	Worked             int64    `json:"worked"`
+	EnqueuedJobsPerSec float64  `json:"enqueued_jobs_per_sec"`
+	WorkedJobsPerSec   float64  `json:"worked_jobs_per_sec"`
+	QueueDepthEnd      int64    `json:"queue_depth_end"`
+	Bound              string   `json:"bound"` // "producers" or "workers"
+	ClientCPUSeconds   float64  `json:"client_cpu_seconds"`
+	ServerCPUSeconds   float64  `json:"server_cpu_seconds"`
+	ServerCPUReadable  bool     `json:"server_cpu_readable"`
+	PeakRSSBytes       int64    `json:"peak_rss_bytes"`
+	Settings           Settings `json:"settings"`
+}
+
+// Throughput runs cfg.Producers producers and cfg.Workers workers together
+// for cfg.Duration and counts the jobs enqueued and worked within it. At the
+// end it leaves no job of Entrypoint behind.
+func Throughput(ctx context.Context, db *sql.DB, cfg ThroughputConfig) (ThroughputResult, error) {
+	if err := cfg.defaults(); err != nil {
+		return ThroughputResult{}, err
+	}
+	settings, err := readSettings(ctx, db, cfg.ListenDSN)
+	if err != nil {
+		return ThroughputResult{}, err
+	}
+	settings.Producers, settings.EnqueueBatch, settings.Workers = cfg.Producers, cfg.EnqueueBatch, cfg.Workers
+	settings.BatchSize, settings.Concurrency, settings.Duration = cfg.BatchSize, cfg.Concurrency, cfg.Duration.String()
+	res := ThroughputResult{Settings: settings}
+	if err := purge(ctx, db); err != nil {
+		return res, err
+	}
+	meter := newCPUMeter(ctx, db)
+	res.ServerCPUReadable = meter.serverReadable()
+
+	s0, start := meter.sample(), time.Now()
+	deadline := start.Add(cfg.Duration)
+	runCtx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+
+	var worked, enqueued atomic.Int64
+	handler := func(context.Context, *pgq.Job) error {
+		if time.Now().Before(deadline) {
+			worked.Add(1)
+		}
+		return nil
+	}
+	var wg sync.WaitGroup
+	var workErr error
+	wg.Go(func() {
+		workErr = runWorkers(runCtx, db, cfg.Workers, workerOptions(cfg.ListenDSN, cfg.Logger), handler,
+			pgq.WithBatchSize(cfg.BatchSize), pgq.WithMaxConcurrentTasks(cfg.Concurrency))
+	})
+	prodErrs := make([]error, cfg.Producers)
+	for i := range cfg.Producers {
+		wg.Go(func() { prodErrs[i] = produce(runCtx, pgq.NewQueries(db), cfg.EnqueueBatch, deadline, &enqueued) })
+	}
+	wg.Wait()
+	s1 := meter.sample()
+	if err := ctx.Err(); err != nil {
+		return res, err
+	}
+	if workErr != nil && !errors.Is(workErr, context.DeadlineExceeded) {
+		return res, workErr
+	}
+	if err := errors.Join(prodErrs...); err != nil {
+		return res, err
+	}
+
+	if err := db.QueryRowContext(ctx, sqlQueueDepth, Entrypoint).Scan(&res.QueueDepthEnd); err != nil {
+		return res, fmt.Errorf("reading queue depth: %w", err)
+	}
+	used := s1.sub(s0)
+	res.Seconds = seconds(cfg.Duration)
+	res.Enqueued, res.Worked = enqueued.Load(), worked.Load()
+	res.EnqueuedJobsPerSec, res.WorkedJobsPerSec = rate(res.Enqueued, cfg.Duration), rate(res.Worked, cfg.Duration)
+	res.Bound = "workers"
+	if res.QueueDepthEnd <= int64(cfg.Producers*cfg.EnqueueBatch) {
+		res.Bound = "producers"
+	}
+	res.ClientCPUSeconds, res.ServerCPUSeconds = seconds(used.client), seconds(used.server)
+	res.PeakRSSBytes = peakRSS()
+	return res, purge(ctx, db)
+}
+
+// produce enqueues batches of no-op jobs until ctx ends, counting the jobs
+// of the batches committed before deadline.
+func produce(ctx context.Context, q *pgq.Queries, batch int, deadline time.Time, enqueued *atomic.Int64) error {
+	jobs := make([]pgq.NewJob, batch)
+	for i := range jobs {
+		jobs[i] = pgq.NewJob{Entrypoint: Entrypoint}
+	}
+	for ctx.Err() == nil {
+		_, err := q.EnqueueBatch(ctx, jobs)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("enqueue: %w", err)
+		}
+		if time.Now().Before(deadline) {
+			enqueued.Add(int64(batch))
+		}
+	}
+	return nil
+}
