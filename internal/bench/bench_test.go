@@ -275,13 +275,16 @@ func TestMainDrainJSON(t *testing.T) {
 func TestMainLatencyJSON(t *testing.T) {
 	t.Parallel()
 	_, dsn := pgqtest.NewDB(t, "pgx")
-	code, out, errOut := runMain(t, "latency", "--dsn", dsn, "--samples", "10", "--json")
+	code, out, errOut := runMain(t, "latency", "--dsn", dsn, "--samples", "10", "--interval", "1ms", "--json")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
-	jsonObject(t, out, append([]string{"p50_ms", "p90_ms", "p99_ms", "enqueue_to_start.p50_ms",
+	m := jsonObject(t, out, append([]string{"p50_ms", "p90_ms", "p99_ms", "enqueue_to_start.p50_ms",
 		"enqueue_to_start.p90_ms", "enqueue_to_start.p99_ms", "end_to_wait.p50_ms", "end_to_wait.p90_ms",
 		"end_to_wait.p99_ms", "settings.samples"}, settingsKeys...)...)
+	if s, _ := m["settings"].(map[string]any); s["interval"] != "1ms" || m["samples"] != 10.0 {
+		t.Errorf("samples %v, settings %v: want 10 samples 1ms apart", m["samples"], s)
+	}
 }
 
 func TestMainIndexJSON(t *testing.T) {
@@ -333,6 +336,7 @@ func TestMainErrors(t *testing.T) {
 		{[]string{"latency", "--driver", "mysql"}, 2, `--driver "mysql"`},
 		{[]string{"index", "--durability", "eternal"}, 2, `"eternal"`},
 		{[]string{"throughput", "--duration", "-1s"}, 2, "--duration must be positive"},
+		{[]string{"latency", "--interval", "-1s"}, 2, "--interval must not be negative"},
 		{[]string{"explain", "--consume", "-2"}, 2, "--consume"},
 		{[]string{"drain", "--dsn", bad, "--jobs", "10"}, 1, "drain: connect with pgx"},
 	} {
