@@ -61,14 +61,12 @@ func WithMiddleware(mw ...Middleware) ManagerOption { return middlewareOption(mw
 // Entrypoint on the jobs it claims. Any number of QueueManagers, in any
 // number of processes, can share one queue; each job runs once.
 type QueueManager struct {
-	db    *sql.DB
-	rdb   sqlname.DBTX // db with object names rewritten
-	cfg   managerConfig
-	q     *dbgen.Queries
-	id    uuid.UUID
-	mu    sync.Mutex
-	eps   map[string]*entrypoint
-	state int // 0 idle, 1 running
+	db  *sql.DB
+	rdb sqlname.DBTX // db with object names rewritten
+	cfg managerConfig
+	q   *dbgen.Queries
+	id  uuid.UUID
+	eps registry[string, *entrypoint]
 }
 
 type entrypoint struct {
@@ -103,7 +101,6 @@ func NewQueueManager(db *sql.DB, opts ...ManagerOption) *QueueManager {
 		cfg: cfg,
 		q:   dbgen.New(),
 		id:  uuid.New(),
-		eps: map[string]*entrypoint{},
 	}
 }
 
@@ -128,16 +125,7 @@ func (qm *QueueManager) Entrypoint(name string, h Handler, opts ...EntrypointOpt
 			return fmt.Errorf("pgq: entrypoint %q: %w", name, err)
 		}
 	}
-	qm.mu.Lock()
-	defer qm.mu.Unlock()
-	if qm.state != 0 {
-		return fmt.Errorf("pgq: entrypoint %q: cannot register while Run is running", name)
-	}
-	if _, dup := qm.eps[name]; dup {
-		return fmt.Errorf("pgq: entrypoint %q is already registered", name)
-	}
-	qm.eps[name] = ep
-	return nil
+	return qm.eps.add(name, ep, fmt.Sprintf("entrypoint %q", name))
 }
 
 // Mode says when Run returns.
@@ -313,23 +301,11 @@ func (qm *QueueManager) Run(ctx context.Context, opts ...RunOption) error {
 	if rc.logRetention > 0 && rc.statsInterval == 0 {
 		rc.statsInterval = time.Minute
 	}
-	qm.mu.Lock()
-	if qm.state != 0 {
-		qm.mu.Unlock()
-		return errors.New("pgq: Run is already running on this QueueManager")
+	eps, end, err := qm.eps.begin("QueueManager", "entrypoint", "Entrypoint")
+	if err != nil {
+		return err
 	}
-	if len(qm.eps) == 0 {
-		qm.mu.Unlock()
-		return errors.New("pgq: no entrypoint registered; call Entrypoint before Run")
-	}
-	qm.state = 1
-	eps := maps.Clone(qm.eps)
-	qm.mu.Unlock()
-	defer func() {
-		qm.mu.Lock()
-		qm.state = 0
-		qm.mu.Unlock()
-	}()
+	defer end()
 
 	if err := checkSchema(ctx, qm.db, qm.cfg.common); err != nil {
 		return err

@@ -250,9 +250,7 @@ type SchedulerManager struct {
 	rdb     sqlname.DBTX // db with object names rewritten
 	cfg     managerConfig
 	q       *dbgen.Queries
-	mu      sync.Mutex
-	entries map[scheduleKey]*scheduleEntry
-	state   int // 0 idle, 1 running
+	entries registry[scheduleKey, *scheduleEntry]
 }
 
 // NewSchedulerManager returns a scheduler that runs on db. It takes the
@@ -266,11 +264,10 @@ func NewSchedulerManager(db *sql.DB, opts ...ManagerOption) *SchedulerManager {
 		}
 	}
 	return &SchedulerManager{
-		db:      db,
-		rdb:     sqlname.NewRewriter(cfg.names).Wrap(db),
-		cfg:     cfg,
-		q:       dbgen.New(),
-		entries: map[scheduleKey]*scheduleEntry{},
+		db:  db,
+		rdb: sqlname.NewRewriter(cfg.names).Wrap(db),
+		cfg: cfg,
+		q:   dbgen.New(),
 	}
 }
 
@@ -304,16 +301,7 @@ func (sm *SchedulerManager) Schedule(entrypoint, expr string, fn ScheduleFunc, o
 			entrypoint, c)
 	}
 	key := scheduleKey{entrypoint, c.String()}
-	sm.mu.Lock()
-	defer sm.mu.Unlock()
-	if sm.state != 0 {
-		return fmt.Errorf("pgq: schedule %q (%s): cannot register while Run is running", entrypoint, c)
-	}
-	if _, dup := sm.entries[key]; dup {
-		return fmt.Errorf("pgq: schedule %q (%s) is already registered", entrypoint, c)
-	}
-	sm.entries[key] = e
-	return nil
+	return sm.entries.add(key, e, fmt.Sprintf("schedule %q (%s)", entrypoint, c))
 }
 
 // ---------------------------------------------------------------------------
@@ -361,23 +349,11 @@ func (sm *SchedulerManager) Run(ctx context.Context, opts ...RunOption) error {
 		rc.pollInterval = DefaultSchedulePollInterval
 	}
 
-	sm.mu.Lock()
-	if sm.state != 0 {
-		sm.mu.Unlock()
-		return errors.New("pgq: Run is already running on this SchedulerManager")
+	entries, end, err := sm.entries.begin("SchedulerManager", "schedule", "Schedule")
+	if err != nil {
+		return err
 	}
-	if len(sm.entries) == 0 {
-		sm.mu.Unlock()
-		return errors.New("pgq: no schedule registered; call Schedule before Run")
-	}
-	sm.state = 1
-	entries := maps.Clone(sm.entries)
-	sm.mu.Unlock()
-	defer func() {
-		sm.mu.Lock()
-		sm.state = 0
-		sm.mu.Unlock()
-	}()
+	defer end()
 
 	if err := checkSchema(ctx, sm.db, sm.cfg.common); err != nil {
 		return err
