@@ -389,6 +389,7 @@ func (w *run) loop(ctx context.Context) error {
 		poll = min(poll, w.rc.pollInterval)
 	}
 	w.refreshPlannerStats(ctx) // before the first claim
+	w.releaseStale(ctx)
 	bg.Go(func() { w.heartbeat(auxCtx) })
 	bg.Go(func() { w.keepPlannerStats(auxCtx) })
 	if w.rc.statsInterval > 0 {
@@ -612,7 +613,6 @@ func (w *run) claim(ctx context.Context, n int) (jobs []*Job, again time.Duratio
 	params := dbgen.JobsClaimParams{
 		Entrypoints:    w.names,
 		Caps:           caps,
-		StaleAfterUs:   w.rc.heartbeatTimeout.Microseconds(),
 		BatchSize:      int32(n),
 		QueueManagerID: uuid.NullUUID{UUID: w.qm.id, Valid: true},
 	}
@@ -667,7 +667,7 @@ func (w *run) claimLimited(ctx context.Context, p dbgen.JobsClaimParams) (rows [
 		return nil, 0, err
 	}
 	running, err := q.JobsRunningByEntrypoint(ctx, db, dbgen.JobsRunningByEntrypointParams{
-		Entrypoints: w.limited, StaleAfterUs: p.StaleAfterUs,
+		Entrypoints: w.limited, StaleAfterUs: w.rc.heartbeatTimeout.Microseconds(),
 	})
 	if err != nil {
 		return nil, 0, err
@@ -900,7 +900,8 @@ func (w *run) finish(batch []outcome) {
 }
 
 // heartbeat refreshes the heartbeat of the running jobs, all in one
-// statement, three times per heartbeat timeout.
+// statement, three times per heartbeat timeout, and each time puts jobs
+// abandoned by dead workers back in the queue.
 func (w *run) heartbeat(ctx context.Context) {
 	t := time.NewTicker(max(w.rc.heartbeatTimeout/3, 10*time.Millisecond))
 	defer t.Stop()
@@ -910,6 +911,7 @@ func (w *run) heartbeat(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+		w.releaseStale(ctx)
 		w.mu.Lock()
 		ids := make([]int64, 0, len(w.running))
 		for id := range w.running {
@@ -940,6 +942,36 @@ func (w *run) heartbeat(ctx context.Context) {
 			}
 		}
 		w.mu.Unlock()
+	}
+}
+
+// releaseBatch is the most stale jobs one statement puts back in the queue.
+const releaseBatch = 1000
+
+// releaseStale puts the jobs of this worker's entrypoints whose heartbeat
+// is older than the heartbeat timeout back in the queue (their worker died),
+// and wakes the claim loop when there were any.
+func (w *run) releaseStale(ctx context.Context) {
+	for ctx.Err() == nil {
+		ids, err := w.qm.q.JobsReleaseStale(ctx, w.qm.rdb, dbgen.JobsReleaseStaleParams{
+			Entrypoints:  w.names,
+			StaleAfterUs: w.rc.heartbeatTimeout.Microseconds(),
+			MaxJobs:      releaseBatch,
+		})
+		if err != nil {
+			if ctx.Err() == nil {
+				w.logger.Warn("pgq: releasing stale jobs failed", "err", err)
+			}
+			return
+		}
+		if len(ids) == 0 {
+			return
+		}
+		w.logger.Info("pgq: released jobs whose worker stopped heartbeating", "jobs", len(ids), "heartbeat_timeout", w.rc.heartbeatTimeout)
+		w.signal()
+		if len(ids) < releaseBatch {
+			return
+		}
 	}
 }
 

@@ -66,8 +66,7 @@ func (q *Queries) JobsCancel(ctx context.Context, db DBTX, ids []int64) ([]int64
 const jobsClaim = `-- name: JobsClaim :many
 WITH caps AS (
     SELECT unnest($1::text[]) AS entrypoint,
-           unnest($2::int[]) AS cap,
-           now() - ($3::bigint) * interval '1 microsecond' AS stale_before
+           unnest($2::int[]) AS cap
 ),
 due AS (
     SELECT q.id, q.priority
@@ -84,34 +83,17 @@ due AS (
     ) AS q
     WHERE caps.cap > 0
 ),
-abandoned AS (
-    SELECT a.id, a.priority
-    FROM caps
-    CROSS JOIN LATERAL (
-        SELECT s.id, s.priority
-        FROM pgqueuer AS s
-        WHERE s.status = 'picked'
-          AND s.entrypoint = caps.entrypoint
-          AND s.heartbeat < caps.stale_before
-        ORDER BY s.heartbeat ASC
-        LIMIT caps.cap
-        FOR UPDATE SKIP LOCKED
-    ) AS a
-    WHERE caps.cap > 0
-),
 candidates AS (
-    SELECT due.id, due.priority FROM due
-    UNION ALL
-    SELECT abandoned.id, abandoned.priority FROM abandoned
-    ORDER BY 2 DESC, 1 ASC
-    LIMIT $4::int
+    SELECT due.id FROM due
+    ORDER BY due.priority DESC, due.id ASC
+    LIMIT $3::int
 ),
 claimed AS (
     UPDATE pgqueuer AS j
     SET status = 'picked',
         updated = now(),
         heartbeat = now(),
-        queue_manager_id = $5
+        queue_manager_id = $4
     -- An array, not a join: the planner cannot size the candidates and,
     -- joining, may hash the whole table; = ANY(array) probes the primary key.
     WHERE j.id = ANY(ARRAY(SELECT candidates.id FROM candidates))
@@ -132,7 +114,6 @@ ORDER BY claimed.priority DESC, claimed.id ASC
 type JobsClaimParams struct {
 	Entrypoints    []string
 	Caps           []int32
-	StaleAfterUs   int64
 	BatchSize      int32
 	QueueManagerID uuid.NullUUID
 }
@@ -154,14 +135,13 @@ type JobsClaimRow struct {
 // in one statement. Each entrypoint gets at most its cap (the worker's free
 // slots, lowered by concurrency and rate limits), so a busy or limited
 // entrypoint never starves the others. Per entrypoint it takes queued jobs
-// that are due (pgqueuer_ep_prio_id_idx) and picked jobs whose heartbeat is
-// older than stale_after_us (abandoned by a dead worker), skipping rows other
-// workers hold.
+// that are due, in the order of pgqueuer_ep_prio_id_idx, skipping rows other
+// workers hold. (Jobs abandoned by a dead worker are put back in the queue
+// by JobsReleaseStale, which keeps this statement on one index.)
 func (q *Queries) JobsClaim(ctx context.Context, db DBTX, arg JobsClaimParams) ([]JobsClaimRow, error) {
 	rows, err := db.QueryContext(ctx, jobsClaim,
 		pq.Array(arg.Entrypoints),
 		pq.Array(arg.Caps),
-		arg.StaleAfterUs,
 		arg.BatchSize,
 		arg.QueueManagerID,
 	)
@@ -655,6 +635,67 @@ func (q *Queries) JobsNextDue(ctx context.Context, db DBTX, entrypoints []string
 	var seconds float64
 	err := row.Scan(&seconds)
 	return seconds, err
+}
+
+const jobsReleaseStale = `-- name: JobsReleaseStale :many
+WITH stale AS (
+    SELECT s.id
+    FROM pgqueuer AS s
+    WHERE s.status = 'picked'
+      AND s.entrypoint = ANY($1::text[])
+      AND s.heartbeat < now() - ($2::bigint) * interval '1 microsecond'
+    ORDER BY s.heartbeat ASC
+    LIMIT $3::int
+    FOR UPDATE SKIP LOCKED
+),
+released AS (
+    UPDATE pgqueuer AS j
+    SET status = 'queued',
+        queue_manager_id = NULL,
+        updated = now(),
+        execute_after = LEAST(j.execute_after, now())
+    WHERE j.id = ANY(ARRAY(SELECT stale.id FROM stale))
+    RETURNING j.id, j.priority, j.entrypoint
+),
+logged AS (
+    INSERT INTO pgqueuer_log (job_id, status, priority, entrypoint)
+    SELECT released.id, 'queued', released.priority, released.entrypoint FROM released
+)
+SELECT released.id FROM released ORDER BY released.id
+`
+
+type JobsReleaseStaleParams struct {
+	Entrypoints  []string
+	StaleAfterUs int64
+	MaxJobs      int32
+}
+
+// Puts running jobs whose heartbeat is older than stale_after_us (their
+// worker died or lost its connection) back in the queue, due at once with
+// attempts unchanged, and logs them 'queued'; at most max_jobs, oldest
+// heartbeat first (pgqueuer_heartbeat_id_id1_idx), skipping rows others
+// hold. Returns the ids released.
+func (q *Queries) JobsReleaseStale(ctx context.Context, db DBTX, arg JobsReleaseStaleParams) ([]int64, error) {
+	rows, err := db.QueryContext(ctx, jobsReleaseStale, pq.Array(arg.Entrypoints), arg.StaleAfterUs, arg.MaxJobs)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []int64
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		items = append(items, id)
+	}
+	if err := rows.Close(); err != nil {
+		return nil, err
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
 }
 
 const jobsRequeue = `-- name: JobsRequeue :many

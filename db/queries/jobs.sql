@@ -71,13 +71,12 @@ SELECT inserted.id, inserted.dedupe_key FROM inserted ORDER BY inserted.id;
 -- in one statement. Each entrypoint gets at most its cap (the worker's free
 -- slots, lowered by concurrency and rate limits), so a busy or limited
 -- entrypoint never starves the others. Per entrypoint it takes queued jobs
--- that are due (pgqueuer_ep_prio_id_idx) and picked jobs whose heartbeat is
--- older than stale_after_us (abandoned by a dead worker), skipping rows other
--- workers hold.
+-- that are due, in the order of pgqueuer_ep_prio_id_idx, skipping rows other
+-- workers hold. (Jobs abandoned by a dead worker are put back in the queue
+-- by JobsReleaseStale, which keeps this statement on one index.)
 WITH caps AS (
     SELECT unnest(@entrypoints::text[]) AS entrypoint,
-           unnest(@caps::int[]) AS cap,
-           now() - (@stale_after_us::bigint) * interval '1 microsecond' AS stale_before
+           unnest(@caps::int[]) AS cap
 ),
 due AS (
     SELECT q.id, q.priority
@@ -94,26 +93,9 @@ due AS (
     ) AS q
     WHERE caps.cap > 0
 ),
-abandoned AS (
-    SELECT a.id, a.priority
-    FROM caps
-    CROSS JOIN LATERAL (
-        SELECT s.id, s.priority
-        FROM pgqueuer AS s
-        WHERE s.status = 'picked'
-          AND s.entrypoint = caps.entrypoint
-          AND s.heartbeat < caps.stale_before
-        ORDER BY s.heartbeat ASC
-        LIMIT caps.cap
-        FOR UPDATE SKIP LOCKED
-    ) AS a
-    WHERE caps.cap > 0
-),
 candidates AS (
-    SELECT due.id, due.priority FROM due
-    UNION ALL
-    SELECT abandoned.id, abandoned.priority FROM abandoned
-    ORDER BY 2 DESC, 1 ASC
+    SELECT due.id FROM due
+    ORDER BY due.priority DESC, due.id ASC
     LIMIT @batch_size::int
 ),
 claimed AS (
@@ -137,6 +119,37 @@ SELECT claimed.id, claimed.priority, claimed.created, claimed.execute_after,
        claimed.dedupe_key
 FROM claimed
 ORDER BY claimed.priority DESC, claimed.id ASC;
+
+-- name: JobsReleaseStale :many
+-- Puts running jobs whose heartbeat is older than stale_after_us (their
+-- worker died or lost its connection) back in the queue, due at once with
+-- attempts unchanged, and logs them 'queued'; at most max_jobs, oldest
+-- heartbeat first (pgqueuer_heartbeat_id_id1_idx), skipping rows others
+-- hold. Returns the ids released.
+WITH stale AS (
+    SELECT s.id
+    FROM pgqueuer AS s
+    WHERE s.status = 'picked'
+      AND s.entrypoint = ANY(@entrypoints::text[])
+      AND s.heartbeat < now() - (@stale_after_us::bigint) * interval '1 microsecond'
+    ORDER BY s.heartbeat ASC
+    LIMIT @max_jobs::int
+    FOR UPDATE SKIP LOCKED
+),
+released AS (
+    UPDATE pgqueuer AS j
+    SET status = 'queued',
+        queue_manager_id = NULL,
+        updated = now(),
+        execute_after = LEAST(j.execute_after, now())
+    WHERE j.id = ANY(ARRAY(SELECT stale.id FROM stale))
+    RETURNING j.id, j.priority, j.entrypoint
+),
+logged AS (
+    INSERT INTO pgqueuer_log (job_id, status, priority, entrypoint)
+    SELECT released.id, 'queued', released.priority, released.entrypoint FROM released
+)
+SELECT released.id FROM released ORDER BY released.id;
 
 -- name: JobsLockEntrypoints :exec
 -- Serialises claims of limited entrypoints across the fleet until the end of

@@ -46,7 +46,7 @@ type options struct {
 	jobs, enqueueBatch, workers, producers, batchSize, concurrency int
 	samples, lookupIDs, repeats, consume                           int
 	logRows                                                        int64
-	analyze                                                        bool
+	analyze, vacuum                                                bool
 	duration, interval                                             time.Duration
 }
 
@@ -66,6 +66,7 @@ var benchmarks = []benchmark{
 			fs.IntVar(&o.jobs, "jobs", DefaultJobs, "jobs to enqueue and drain")
 			fs.IntVar(&o.enqueueBatch, "enqueue-batch", DefaultEnqueueBatch, "jobs per EnqueueBatch call")
 			fs.BoolVar(&o.analyze, "analyze", false, "ANALYZE the job table after enqueuing (default: leave statistics to autovacuum)")
+			fs.BoolVar(&o.vacuum, "vacuum", true, "VACUUM the job table before enqueuing, clearing dead rows of earlier runs (as River's bench starts with VACUUM FULL)")
 			workerFlags(fs, o)
 		},
 		check: func(o *options) error {
@@ -75,7 +76,7 @@ var benchmarks = []benchmark{
 		run: func(ctx context.Context, e *env, o *options) (any, error) {
 			return ptr(Drain(ctx, e.db, DrainConfig{Jobs: o.jobs, EnqueueBatch: o.enqueueBatch, Workers: o.workers,
 				BatchSize: o.batchSize, Concurrency: o.concurrency, ListenDSN: e.listenDSN, Logger: e.logger,
-				Analyze: o.analyze}))
+				Analyze: o.analyze, Vacuum: o.vacuum}))
 		},
 	},
 	{

@@ -85,7 +85,6 @@ func ExplainClaim(ctx context.Context, db *sql.DB, cfg ExplainConfig) (res Expla
 	params := dbgen.JobsClaimParams{
 		Entrypoints:    []string{Entrypoint},
 		Caps:           []int32{int32(cfg.BatchSize)},
-		StaleAfterUs:   pgq.DefaultHeartbeatTimeout.Microseconds(),
 		BatchSize:      int32(cfg.BatchSize),
 		QueueManagerID: uuid.NullUUID{UUID: uuid.New(), Valid: true},
 	}

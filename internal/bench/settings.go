@@ -29,6 +29,7 @@ type Settings struct {
 	LookupIDs    int    `json:"lookup_ids,omitempty"`
 	Repeats      int    `json:"repeats,omitempty"`
 	Analyze      bool   `json:"analyze,omitempty"` // ANALYZE of the job table before processing
+	Vacuum       bool   `json:"vacuum,omitempty"`  // VACUUM of the job table before enqueuing
 
 	Driver   string `json:"driver"`   // "pgx" or "postgres" (lib/pq)
 	Listener string `json:"listener"` // "pool" (a borrowed pgx connection), "dsn" or "none" (polling)
