@@ -151,6 +151,7 @@ type runConfig struct {
 	pollInterval     time.Duration
 	statsInterval    time.Duration
 	logRetention     time.Duration
+	vacuum           bool
 	mode             Mode
 	err              error
 }
@@ -237,6 +238,20 @@ func WithLogRetention(d time.Duration) RunOption {
 	}
 }
 
+// WithVacuum says whether the worker vacuums the job table itself when its
+// dead rows pile up (default true). Under load every claimed and finished
+// job leaves two dead rows, and autovacuum, which wakes once a minute, lets
+// hundreds of thousands gather, slowing claims; so every 10 seconds the
+// worker checks pg_stat_user_tables and runs VACUUM (SKIP_LOCKED) on the job
+// table when it holds over 10,000 dead rows and over a tenth of its size
+// (a second or so on a table of a million rows; a vacuum already running,
+// such as another worker's, is skipped). It needs to own the table, as
+// VACUUM does; otherwise PostgreSQL skips it with a warning. Pass false to
+// leave vacuuming to autovacuum alone.
+func WithVacuum(on bool) RunOption {
+	return func(c *runConfig) { c.vacuum = on }
+}
+
 // WithMode sets when Run returns: ModeContinuous (default) or ModeDrain.
 func WithMode(m Mode) RunOption {
 	return func(c *runConfig) {
@@ -286,6 +301,7 @@ func (qm *QueueManager) Run(ctx context.Context, opts ...RunOption) error {
 		heartbeatTimeout: DefaultHeartbeatTimeout,
 		shutdownTimeout:  DefaultShutdownTimeout,
 		pollInterval:     DefaultPollInterval,
+		vacuum:           true,
 	}
 	for _, o := range opts {
 		if o != nil {
@@ -388,10 +404,10 @@ func (w *run) loop(ctx context.Context) error {
 	} else {
 		poll = min(poll, w.rc.pollInterval)
 	}
-	w.refreshPlannerStats(ctx) // before the first claim
+	w.upkeep(ctx, false) // statistics before the first claim
 	w.releaseStale(ctx)
 	bg.Go(func() { w.heartbeat(auxCtx) })
-	bg.Go(func() { w.keepPlannerStats(auxCtx) })
+	bg.Go(func() { w.tendJobTable(auxCtx) })
 	if w.rc.statsInterval > 0 {
 		bg.Go(func() { w.maintain(auxCtx) })
 	}
@@ -975,33 +991,57 @@ func (w *run) releaseStale(ctx context.Context) {
 	}
 }
 
-// plannerStatsInterval is how often a worker checks the job table's planner
-// statistics.
-const plannerStatsInterval = 10 * time.Second
+// upkeepInterval is how often a worker checks the job table's planner
+// statistics and dead rows; a variable so that tests can shorten it.
+var upkeepInterval = 10 * time.Second
 
-// keepPlannerStats re-analyses the job table when its statistics fall far
-// behind, e.g. after a burst of enqueues into an empty table: without them
-// the claim may be planned as a sort of every queued job.
-func (w *run) keepPlannerStats(ctx context.Context) {
-	t := time.NewTicker(plannerStatsInterval)
+// vacuumMinDead is the fewest dead rows for which a worker vacuums the job
+// table itself (and then only when they are over a tenth of the table).
+const vacuumMinDead = 10_000
+
+// tendJobTable keeps the job table fit for fast claims: it re-analyses the
+// table when its statistics fall far behind (after a burst of enqueues into
+// an empty table, without them the claim may be planned as a sort of every
+// queued job), and, unless WithVacuum(false), vacuums it when dead rows
+// pile up faster than autovacuum (which wakes once a minute) removes them:
+// every claimed and finished job leaves two, and a claim steps over the
+// dead entries at the head of the queue index.
+func (w *run) tendJobTable(ctx context.Context) {
+	t := time.NewTicker(upkeepInterval)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			w.refreshPlannerStats(ctx)
+			w.upkeep(ctx, w.rc.vacuum)
 		}
 	}
 }
 
-func (w *run) refreshPlannerStats(ctx context.Context) {
-	stale, err := w.qm.q.JobsStatsStale(ctx, w.qm.db, w.qm.cfg.names.Qualified(sqlname.JobTable))
-	if err != nil || !stale {
+// upkeep analyses the job table if its statistics are stale and, when
+// vacuum is set, vacuums it if its dead rows pile up.
+func (w *run) upkeep(ctx context.Context, vacuum bool) {
+	need, err := w.qm.q.JobsTableUpkeep(ctx, w.qm.db, dbgen.JobsTableUpkeepParams{
+		MinDead: vacuumMinDead, TableName: w.qm.cfg.names.Qualified(sqlname.JobTable),
+	})
+	if err != nil {
 		return
 	}
-	if err := w.qm.q.JobsAnalyze(ctx, w.qm.rdb); err != nil && ctx.Err() == nil {
-		w.logger.Warn("pgq: analysing the job table failed", "err", err)
+	if vacuum && need.NeedsVacuum {
+		begin := time.Now()
+		if err := w.qm.q.JobsVacuum(ctx, w.qm.rdb); err != nil {
+			if ctx.Err() == nil {
+				w.logger.Warn("pgq: vacuuming the job table failed", "err", err)
+			}
+		} else {
+			w.logger.Debug("pgq: vacuumed the job table", "took", time.Since(begin))
+		}
+	}
+	if need.NeedsAnalyze {
+		if err := w.qm.q.JobsAnalyze(ctx, w.qm.rdb); err != nil && ctx.Err() == nil {
+			w.logger.Warn("pgq: analysing the job table failed", "err", err)
+		}
 	}
 }
 

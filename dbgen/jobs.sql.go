@@ -420,8 +420,8 @@ WITH outcome AS (
 finished AS (
     DELETE FROM pgqueuer AS j
     WHERE j.id = ANY(ARRAY(SELECT o.id FROM outcome AS o WHERE o.action = 'finish'))
-      AND j.status = 'picked'
-      AND j.queue_manager_id = $6
+      AND j.status IS NOT DISTINCT FROM 'picked'
+      AND j.queue_manager_id IS NOT DISTINCT FROM $6
     RETURNING j.id, j.priority, j.entrypoint
 ),
 requeued AS (
@@ -434,8 +434,8 @@ requeued AS (
     FROM outcome
     WHERE j.id = ANY(ARRAY(SELECT o.id FROM outcome AS o WHERE o.action IN ('retry', 'release')))
       AND j.id = outcome.id
-      AND j.status = 'picked'
-      AND j.queue_manager_id = $6
+      AND j.status IS NOT DISTINCT FROM 'picked'
+      AND j.queue_manager_id IS NOT DISTINCT FROM $6
     RETURNING j.id, j.priority, j.entrypoint
 ),
 held AS (
@@ -445,8 +445,8 @@ held AS (
         updated = now(),
         attempts = j.attempts + 1
     WHERE j.id = ANY(ARRAY(SELECT o.id FROM outcome AS o WHERE o.action = 'hold'))
-      AND j.status = 'picked'
-      AND j.queue_manager_id = $6
+      AND j.status IS NOT DISTINCT FROM 'picked'
+      AND j.queue_manager_id IS NOT DISTINCT FROM $6
     RETURNING j.id, j.priority, j.entrypoint
 ),
 changed AS (
@@ -480,7 +480,12 @@ type JobsFinishParams struct {
 // puts it back at once, attempts unchanged (log: queued). traceback is JSON
 // text or ”.
 // Rows are found with = ANY(ARRAY(...)), which probes the primary key; a
-// join with outcome may be planned as a hash of the whole table.
+// join with outcome may be planned as a hash of the whole table. The checks
+// of status and holder are written IS NOT DISTINCT FROM, which no index
+// serves: with '=' the planner may instead scan a partial index of picked
+// rows (which statistics taken while all jobs were queued call nearly
+// empty) and search the id array linearly for each row, quadratic in the
+// batch.
 func (q *Queries) JobsFinish(ctx context.Context, db DBTX, arg JobsFinishParams) (int64, error) {
 	result, err := db.ExecContext(ctx, jobsFinish,
 		pq.Array(arg.Ids),
@@ -500,8 +505,8 @@ const jobsHeartbeat = `-- name: JobsHeartbeat :many
 UPDATE pgqueuer AS j
 SET heartbeat = now()
 WHERE j.id = ANY($1::bigint[])
-  AND j.status = 'picked'
-  AND j.queue_manager_id = $2
+  AND j.status IS NOT DISTINCT FROM 'picked'
+  AND j.queue_manager_id IS NOT DISTINCT FROM $2
 RETURNING j.id
 `
 
@@ -512,7 +517,8 @@ type JobsHeartbeatParams struct {
 
 // Refreshes the heartbeat of the running jobs this queue manager holds and
 // returns their ids; a job missing from the result is no longer held (it
-// was canceled, or claimed again after a stale heartbeat).
+// was canceled, or claimed again after a stale heartbeat). IS NOT DISTINCT
+// FROM keeps the look-up on the primary key (see JobsFinish).
 func (q *Queries) JobsHeartbeat(ctx context.Context, db DBTX, arg JobsHeartbeatParams) ([]int64, error) {
 	rows, err := db.QueryContext(ctx, jobsHeartbeat, pq.Array(arg.Ids), arg.QueueManagerID)
 	if err != nil {
@@ -782,21 +788,46 @@ func (q *Queries) JobsRunningByEntrypoint(ctx context.Context, db DBTX, arg Jobs
 	return items, nil
 }
 
-const jobsStatsStale = `-- name: JobsStatsStale :one
-SELECT COALESCE(s.n_mod_since_analyze > greatest(1000, c.reltuples * 0.2), false)::boolean AS stale
+const jobsTableUpkeep = `-- name: JobsTableUpkeep :one
+SELECT COALESCE(s.n_mod_since_analyze > greatest(1000, c.reltuples * 0.2), false)::boolean AS needs_analyze,
+       COALESCE(s.n_dead_tup > greatest($1::bigint, c.reltuples * 0.1), false)::boolean AS needs_vacuum
 FROM pg_catalog.pg_class AS c
 LEFT JOIN pg_catalog.pg_stat_user_tables AS s ON s.relid = c.oid
-WHERE c.oid = to_regclass($1::text)
+WHERE c.oid = to_regclass($2::text)
 `
 
-// Reports whether the planner statistics of the job table are missing or
-// far behind its contents (more rows changed since the last ANALYZE than a
-// fifth of the table, and over 1000): the claim plan depends on them.
-func (q *Queries) JobsStatsStale(ctx context.Context, db DBTX, tableName string) (bool, error) {
-	row := db.QueryRowContext(ctx, jobsStatsStale, tableName)
-	var stale bool
-	err := row.Scan(&stale)
-	return stale, err
+type JobsTableUpkeepParams struct {
+	MinDead   int64
+	TableName string
+}
+
+type JobsTableUpkeepRow struct {
+	NeedsAnalyze bool
+	NeedsVacuum  bool
+}
+
+// Reports what the job table needs: needs_analyze when its planner
+// statistics are missing or far behind its contents (more rows changed
+// since the last ANALYZE than a fifth of the table, and over 1000), which
+// the claim plan depends on; needs_vacuum when its dead rows (every claimed
+// and finished job leaves two) outnumber min_dead and a tenth of the table,
+// which autovacuum, waking once a minute, lets pile up under load.
+func (q *Queries) JobsTableUpkeep(ctx context.Context, db DBTX, arg JobsTableUpkeepParams) (JobsTableUpkeepRow, error) {
+	row := db.QueryRowContext(ctx, jobsTableUpkeep, arg.MinDead, arg.TableName)
+	var i JobsTableUpkeepRow
+	err := row.Scan(&i.NeedsAnalyze, &i.NeedsVacuum)
+	return i, err
+}
+
+const jobsVacuum = `-- name: JobsVacuum :exec
+VACUUM (SKIP_LOCKED) pgqueuer
+`
+
+// Vacuums the job table, unless another vacuum (autovacuum or another
+// worker's) holds it: then it does nothing.
+func (q *Queries) JobsVacuum(ctx context.Context, db DBTX) error {
+	_, err := db.ExecContext(ctx, jobsVacuum)
+	return err
 }
 
 const logStartedByEntrypoint = `-- name: LogStartedByEntrypoint :many

@@ -198,12 +198,17 @@ WITH outcome AS (
         unnest(@delays_us::bigint[])  AS delay_us
 ),
 -- Rows are found with = ANY(ARRAY(...)), which probes the primary key; a
--- join with outcome may be planned as a hash of the whole table.
+-- join with outcome may be planned as a hash of the whole table. The checks
+-- of status and holder are written IS NOT DISTINCT FROM, which no index
+-- serves: with '=' the planner may instead scan a partial index of picked
+-- rows (which statistics taken while all jobs were queued call nearly
+-- empty) and search the id array linearly for each row, quadratic in the
+-- batch.
 finished AS (
     DELETE FROM pgqueuer AS j
     WHERE j.id = ANY(ARRAY(SELECT o.id FROM outcome AS o WHERE o.action = 'finish'))
-      AND j.status = 'picked'
-      AND j.queue_manager_id = @queue_manager_id
+      AND j.status IS NOT DISTINCT FROM 'picked'
+      AND j.queue_manager_id IS NOT DISTINCT FROM @queue_manager_id
     RETURNING j.id, j.priority, j.entrypoint
 ),
 requeued AS (
@@ -216,8 +221,8 @@ requeued AS (
     FROM outcome
     WHERE j.id = ANY(ARRAY(SELECT o.id FROM outcome AS o WHERE o.action IN ('retry', 'release')))
       AND j.id = outcome.id
-      AND j.status = 'picked'
-      AND j.queue_manager_id = @queue_manager_id
+      AND j.status IS NOT DISTINCT FROM 'picked'
+      AND j.queue_manager_id IS NOT DISTINCT FROM @queue_manager_id
     RETURNING j.id, j.priority, j.entrypoint
 ),
 held AS (
@@ -227,8 +232,8 @@ held AS (
         updated = now(),
         attempts = j.attempts + 1
     WHERE j.id = ANY(ARRAY(SELECT o.id FROM outcome AS o WHERE o.action = 'hold'))
-      AND j.status = 'picked'
-      AND j.queue_manager_id = @queue_manager_id
+      AND j.status IS NOT DISTINCT FROM 'picked'
+      AND j.queue_manager_id IS NOT DISTINCT FROM @queue_manager_id
     RETURNING j.id, j.priority, j.entrypoint
 ),
 changed AS (
@@ -247,12 +252,13 @@ JOIN outcome ON outcome.id = changed.id;
 -- name: JobsHeartbeat :many
 -- Refreshes the heartbeat of the running jobs this queue manager holds and
 -- returns their ids; a job missing from the result is no longer held (it
--- was canceled, or claimed again after a stale heartbeat).
+-- was canceled, or claimed again after a stale heartbeat). IS NOT DISTINCT
+-- FROM keeps the look-up on the primary key (see JobsFinish).
 UPDATE pgqueuer AS j
 SET heartbeat = now()
 WHERE j.id = ANY(@ids::bigint[])
-  AND j.status = 'picked'
-  AND j.queue_manager_id = @queue_manager_id
+  AND j.status IS NOT DISTINCT FROM 'picked'
+  AND j.queue_manager_id IS NOT DISTINCT FROM @queue_manager_id
 RETURNING j.id;
 
 -- name: JobsRequeue :many
@@ -323,11 +329,15 @@ WHERE j.status = 'queued'
   AND j.entrypoint = ANY(@entrypoints::text[])
   AND j.execute_after > now();
 
--- name: JobsStatsStale :one
--- Reports whether the planner statistics of the job table are missing or
--- far behind its contents (more rows changed since the last ANALYZE than a
--- fifth of the table, and over 1000): the claim plan depends on them.
-SELECT COALESCE(s.n_mod_since_analyze > greatest(1000, c.reltuples * 0.2), false)::boolean AS stale
+-- name: JobsTableUpkeep :one
+-- Reports what the job table needs: needs_analyze when its planner
+-- statistics are missing or far behind its contents (more rows changed
+-- since the last ANALYZE than a fifth of the table, and over 1000), which
+-- the claim plan depends on; needs_vacuum when its dead rows (every claimed
+-- and finished job leaves two) outnumber min_dead and a tenth of the table,
+-- which autovacuum, waking once a minute, lets pile up under load.
+SELECT COALESCE(s.n_mod_since_analyze > greatest(1000, c.reltuples * 0.2), false)::boolean AS needs_analyze,
+       COALESCE(s.n_dead_tup > greatest(@min_dead::bigint, c.reltuples * 0.1), false)::boolean AS needs_vacuum
 FROM pg_catalog.pg_class AS c
 LEFT JOIN pg_catalog.pg_stat_user_tables AS s ON s.relid = c.oid
 WHERE c.oid = to_regclass(@table_name::text);
@@ -335,3 +345,8 @@ WHERE c.oid = to_regclass(@table_name::text);
 -- name: JobsAnalyze :exec
 -- Refreshes the job table's planner statistics.
 ANALYZE pgqueuer;
+
+-- name: JobsVacuum :exec
+-- Vacuums the job table, unless another vacuum (autovacuum or another
+-- worker's) holds it: then it does nothing.
+VACUUM (SKIP_LOCKED) pgqueuer;

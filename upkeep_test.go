@@ -1,0 +1,128 @@
+package pgq_test
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pgq-dev/pgq"
+)
+
+// TestWorkerVacuumsJobTable: draining tens of thousands of jobs leaves
+// twice as many dead rows; with a short upkeep interval the worker vacuums
+// the job table itself (vacuum_count, which counts manual vacuums, grows),
+// also under a prefix and schema, and not with WithVacuum(false).
+func TestWorkerVacuumsJobTable(t *testing.T) {
+	defer pgq.SetUpkeepInterval(100 * time.Millisecond)()
+	cases := []struct {
+		name   string
+		naming []pgq.NamingOption
+		table  string
+		vacuum bool
+	}{
+		{"default", nil, "public.pgqueuer", true},
+		{"prefix_schema", []pgq.NamingOption{pgq.WithPrefix("vac_"), pgq.WithSchema("upkeep")}, "upkeep.vac_pgqueuer", true},
+		{"off", nil, "public.pgqueuer", false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
+				ctx := testCtx(t)
+				var schemaOpts []pgq.SchemaOption
+				var opts []pgq.Option
+				var mopts []pgq.ManagerOption
+				for _, o := range c.naming {
+					schemaOpts, opts, mopts = append(schemaOpts, o), append(opts, o), append(mopts, o)
+				}
+				if c.naming != nil {
+					if err := pgq.Install(ctx, db, schemaOpts...); err != nil {
+						t.Fatalf("Install: %v", err)
+					}
+				}
+				const n = 30_000
+				q := pgq.NewQueries(db, opts...)
+				jobs := make([]pgq.NewJob, n)
+				for i := range jobs {
+					jobs[i] = pgq.NewJob{Entrypoint: "v"}
+				}
+				if _, err := q.EnqueueBatch(ctx, jobs); err != nil {
+					t.Fatal(err)
+				}
+				vacuums := func() int64 {
+					return scalar[int64](t, db, "SELECT vacuum_count FROM pg_stat_user_tables WHERE relid = $1::regclass", c.table)
+				}
+				before := vacuums()
+				var ran atomic.Int64
+				qm := pgq.NewQueueManager(db, append(mopts, pgq.WithListenDSN(dsn))...)
+				if err := qm.Entrypoint("v", func(ctx context.Context, j *pgq.Job) error {
+					// Slow enough that the drain spans several upkeep ticks.
+					if ran.Add(1)%1000 == 0 {
+						time.Sleep(50 * time.Millisecond)
+					}
+					return nil
+				}); err != nil {
+					t.Fatal(err)
+				}
+				drain(t, ctx, qm, pgq.WithBatchSize(500), pgq.WithMaxConcurrentTasks(500), pgq.WithVacuum(c.vacuum))
+				if got := ran.Load(); got != n {
+					t.Fatalf("ran %d jobs, want %d", got, n)
+				}
+				after := vacuums()
+				if c.vacuum && after <= before {
+					t.Errorf("vacuum_count of %s stayed %d over a drain of %d jobs", c.table, after, n)
+				}
+				if !c.vacuum && after != before {
+					t.Errorf("WithVacuum(false): vacuum_count of %s went from %d to %d", c.table, before, after)
+				}
+				t.Logf("%s: manual vacuums %d → %d", c.table, before, after)
+			})
+		})
+	}
+}
+
+// TestStaleJobReleasedAndLogged: a job left picked by a worker that stopped
+// heartbeating is put back in the queue by another worker (logged queued,
+// attempts unchanged), then run by it: its log reads queued, picked, queued,
+// picked, successful.
+func TestStaleJobReleasedAndLogged(t *testing.T) {
+	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
+		ctx := testCtx(t)
+		q := pgq.NewQueries(db)
+		id, err := q.Enqueue(ctx, "s", []byte("x"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A dead worker's claim: picked, heartbeat long ago.
+		if _, err := db.ExecContext(ctx, `WITH c AS (
+			UPDATE pgqueuer SET status = 'picked', queue_manager_id = gen_random_uuid(),
+			    heartbeat = now() - interval '1 hour' WHERE id = $1 RETURNING id, priority, entrypoint)
+			INSERT INTO pgqueuer_log (job_id, status, priority, entrypoint) SELECT id, 'picked', priority, entrypoint FROM c`, id); err != nil {
+			t.Fatal(err)
+		}
+		var got []byte
+		qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
+		if err := qm.Entrypoint("s", func(ctx context.Context, j *pgq.Job) error {
+			got = j.Payload
+			if j.Attempts != 0 {
+				return fmt.Errorf("attempts %d, want 0", j.Attempts)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		drain(t, ctx, qm, pgq.WithHeartbeatTimeout(time.Second))
+		if string(got) != "x" {
+			t.Fatalf("handler saw payload %q", got)
+		}
+		var log string
+		if err := db.QueryRowContext(ctx, `SELECT string_agg(status::text, ',' ORDER BY id) FROM pgqueuer_log WHERE job_id = $1`, id).Scan(&log); err != nil {
+			t.Fatal(err)
+		}
+		if want := "queued,picked,queued,picked,successful"; log != want {
+			t.Fatalf("log of job %d: %s, want %s", id, log, want)
+		}
+	})
+}
