@@ -78,7 +78,11 @@ func WithDebounce(d time.Duration) WatcherOption {
 // without waiting for a notification; these look-ups are coalesced the same
 // way, on a window of their own, and folded into a refresh when one is
 // due. So the watcher runs at most two status queries per debounce window,
-// whatever the number of waits and completions.
+// whatever the number of waits and completions. A query that ends the last
+// pending wait closes both windows, so the next wait's look-up and first
+// refresh run at once: a caller that waits for one job after another is
+// answered within about a millisecond each time, its own pace bounding the
+// queries.
 type CompletionWatcher struct {
 	rdb       sqlname.DBTX
 	cfg       watcherConfig
@@ -222,6 +226,12 @@ type schedule struct {
 	backoff                 time.Duration
 }
 
+// quiet records that a query ended the last pending wait: the next wait
+// starts afresh, its look-up and its first refresh run at once.
+func (s *schedule) quiet() {
+	s.lastRefresh, s.lastLookup = time.Time{}, time.Time{}
+}
+
 // due returns the query to run at now.
 func (s *schedule) due(now time.Time) queryKind {
 	switch {
@@ -305,6 +315,11 @@ func (w *CompletionWatcher) loop(ctx context.Context) {
 				w.cfg.logger.Warn("pgq: watcher status query failed; retrying", "err", err)
 			}
 			s.ran(k, now, queried, err)
+			if err == nil && queried && w.idle() {
+				// Every wait is over: one caller waiting for one job after
+				// another is answered at once each time.
+				s.quiet()
+			}
 		}
 		if at, ok := s.next(); ok {
 			timer.Reset(time.Until(at))
@@ -312,6 +327,13 @@ func (w *CompletionWatcher) loop(ctx context.Context) {
 			timer.Stop()
 		}
 	}
+}
+
+// idle reports whether no job is waited for.
+func (w *CompletionWatcher) idle() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.waiting) == 0
 }
 
 // query reads the latest status of the waited ids (all of them, or those

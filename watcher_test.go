@@ -618,9 +618,13 @@ func TestWatcherLeadingEdge(t *testing.T) {
 		listenerPID(t, e, 0)
 		time.Sleep(100 * time.Millisecond)
 		ids := e.enqueue(t, "held", 3)
-		first := waitAsync(t, e.ctx, w, ids[0])
+		// A wait that stays pending throughout, so that the windows stay
+		// open (they close when no wait is left).
+		kept := waitAsync(t, e.ctx, w, ids[2])
 		waitsPending(t, w, 1)
-		eventually(t, "the look-up of the first wait", func() bool { return w.Refreshes() == 1 })
+		eventually(t, "the look-up of the kept wait", func() bool { return w.Refreshes() == 1 })
+		first := waitAsync(t, e.ctx, w, ids[0])
+		waitsPending(t, w, 2)
 		e.deleteJobs(t, ids[0])
 		if r := receive(t, first, 20*time.Second, "first completion"); r.err != nil || r.status != pgq.StatusDeleted {
 			t.Fatalf("WaitFor = %q, %v", r.status, r.err)
@@ -632,16 +636,62 @@ func TestWatcherLeadingEdge(t *testing.T) {
 		// Both windows are open now: a new wait is not looked up and a
 		// completion is not refreshed for an hour.
 		second := waitAsync(t, e.ctx, w, ids[1])
-		waitsPending(t, w, 1)
+		waitsPending(t, w, 2)
 		e.deleteJobs(t, ids[1])
 		notWithin(t, second, 300*time.Millisecond, "second completion within the debounce window")
 		if got := w.Refreshes(); got != 2 {
 			t.Fatalf("%d status queries, want still 2", got)
 		}
+		notWithin(t, kept, 0, "the kept wait")
 		if err := w.Close(); err != nil {
 			t.Fatal(err)
 		}
-		if r := receive(t, second, 10*time.Second, "wait after Close"); !errors.Is(r.err, pgq.ErrClosed) {
+		for _, ch := range []<-chan waitResult{second, kept} {
+			if r := receive(t, ch, 10*time.Second, "wait after Close"); !errors.Is(r.err, pgq.ErrClosed) {
+				t.Fatalf("WaitFor after Close = %q, %v; want ErrClosed", r.status, r.err)
+			}
+		}
+	})
+}
+
+// TestWatcherQuietWindow: a caller that waits for one job after another is
+// answered at once each time, even with a debounce window of an hour: when
+// a query ends the last wait the windows close, so the next wait's look-up
+// and first refresh run at once. A second refresh within one wait's window
+// is held back.
+func TestWatcherQuietWindow(t *testing.T) {
+	watchDrivers(t, func(t *testing.T, e *watchEnv) {
+		w := e.watcher(t, pgq.WithDebounce(time.Hour), pgq.WithRefreshInterval(time.Hour))
+		listenerPID(t, e, 0)
+		time.Sleep(100 * time.Millisecond)
+		ids := e.enqueue(t, "seq", 5)
+		for i, id := range ids[:3] {
+			before := w.Refreshes()
+			res := waitAsync(t, e.ctx, w, id)
+			waitsPending(t, w, 1)
+			eventually(t, "the look-up", func() bool { return w.Refreshes() == before+1 })
+			e.deleteJobs(t, id)
+			if r := receive(t, res, 10*time.Second, fmt.Sprintf("wait %d", i)); r.err != nil || r.status != pgq.StatusDeleted {
+				t.Fatalf("wait %d: WaitFor = %q, %v", i, r.status, r.err)
+			}
+			if got := w.Refreshes() - before; got != 2 {
+				t.Fatalf("wait %d: %d status queries, want 2 (look-up and refresh)", i, got)
+			}
+		}
+		// Within one wait, the refresh after another job's end opens the
+		// window, and the waited job's end waits for it.
+		before := w.Refreshes()
+		res := waitAsync(t, e.ctx, w, ids[4])
+		waitsPending(t, w, 1)
+		eventually(t, "the look-up", func() bool { return w.Refreshes() == before+1 })
+		e.deleteJobs(t, ids[3])
+		eventually(t, "the leading refresh", func() bool { return w.Refreshes() == before+2 })
+		e.deleteJobs(t, ids[4])
+		notWithin(t, res, 300*time.Millisecond, "a second refresh within the window")
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if r := receive(t, res, 10*time.Second, "wait after Close"); !errors.Is(r.err, pgq.ErrClosed) {
 			t.Fatalf("WaitFor after Close = %q, %v; want ErrClosed", r.status, r.err)
 		}
 	})
