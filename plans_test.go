@@ -1,0 +1,145 @@
+package pgq_test
+
+import (
+	"database/sql"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/google/uuid"
+	"github.com/lib/pq"
+
+	"github.com/pgq-dev/pgq"
+)
+
+// namedQuery returns the statement called name in db/queries/file with its
+// sqlc parameters (@name) numbered $1, $2, ... in order of first use, and
+// their names in that order.
+func namedQuery(t *testing.T, file, name string) (string, []string) {
+	t.Helper()
+	src, err := os.ReadFile("db/queries/" + file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?s)-- name: ` + name + ` :\w+\n(.*?);\n`).FindSubmatch(src)
+	if m == nil {
+		t.Fatalf("%s not found in db/queries/%s", name, file)
+	}
+	var params []string
+	query := regexp.MustCompile(`@\w+`).ReplaceAllStringFunc(string(m[1]), func(p string) string {
+		for i, q := range params {
+			if q == p {
+				return "$" + strconv.Itoa(i+1)
+			}
+		}
+		params = append(params, p)
+		return "$" + strconv.Itoa(len(params))
+	})
+	return query, params
+}
+
+// explain returns the plan of query with args, one line per node.
+func explain(t *testing.T, db *sql.DB, query string, args ...any) string {
+	t.Helper()
+	rows, err := db.Query("EXPLAIN "+query, args...)
+	if err != nil {
+		t.Fatalf("EXPLAIN: %v\n%s", err, query)
+	}
+	defer rows.Close()
+	var plan []string
+	for rows.Next() {
+		var line string
+		if err := rows.Scan(&line); err != nil {
+			t.Fatal(err)
+		}
+		plan = append(plan, line)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return strings.Join(plan, "\n")
+}
+
+// TestHotStatementPlans checks the indexes the worker's statements use on
+// a table whose statistics were taken while every job was queued (as after
+// a bulk enqueue), with 20,000 queued jobs and 2,000 running: the claim
+// reads the queue index only; outcomes and heartbeats find their rows by
+// primary key, never by scanning a partial index of running jobs (with a
+// per-row search of the id array: quadratic in the batch); the release of
+// stale jobs reads the heartbeat index.
+func TestHotStatementPlans(t *testing.T) {
+	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
+		ctx := testCtx(t)
+		jobs := make([]pgq.NewJob, 22_000)
+		for i := range jobs {
+			jobs[i] = pgq.NewJob{Entrypoint: "plan"}
+		}
+		ids, err := pgq.NewQueries(db).EnqueueBatch(ctx, jobs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.ExecContext(ctx, "ANALYZE pgqueuer"); err != nil {
+			t.Fatal(err)
+		}
+		holder := uuid.New()
+		if _, err := db.ExecContext(ctx, `UPDATE pgqueuer SET status = 'picked', queue_manager_id = $1
+			WHERE id IN (SELECT id FROM pgqueuer ORDER BY id LIMIT 2000)`, holder.String()); err != nil {
+			t.Fatal(err)
+		}
+		running := make([]int64, 1000)
+		for i := range running {
+			running[i] = int64(ids[i])
+		}
+		fill := func(v string) []string {
+			s := make([]string, len(running))
+			for i := range s {
+				s[i] = v
+			}
+			return s
+		}
+		delays := make([]int64, len(running))
+		partials := []string{"pgqueuer_heartbeat_id_id1_idx", "pgqueuer_updated_id_id1_idx", "pgqueuer_queue_manager_id_idx"}
+		pkey := regexp.MustCompile(`Index Scan using pgqueuer_pkey on pgqueuer`)
+
+		for _, c := range []struct {
+			name string
+			args map[string]any
+			uses *regexp.Regexp
+			not  []string
+		}{
+			{"JobsFinish", map[string]any{
+				"@ids": pq.Array(running), "@actions": pq.Array(fill("finish")), "@statuses": pq.Array(fill("successful")),
+				"@tracebacks": pq.Array(fill("")), "@delays_us": pq.Array(delays), "@queue_manager_id": holder.String(),
+			}, pkey, partials},
+			{"JobsHeartbeat", map[string]any{"@ids": pq.Array(running), "@queue_manager_id": holder.String()}, pkey, partials},
+			{"JobsClaim", map[string]any{
+				"@entrypoints": pq.Array([]string{"plan"}), "@caps": pq.Array([]int32{1000}), "@batch_size": 1000,
+				"@queue_manager_id": uuid.NewString(),
+			}, regexp.MustCompile(`Index Scan using pgqueuer_ep_prio_id_idx on pgqueuer`), partials},
+			{"JobsReleaseStale", map[string]any{
+				"@entrypoints": pq.Array([]string{"plan"}), "@stale_after_us": int64(30_000_000), "@max_jobs": 1000,
+			}, regexp.MustCompile(`Index Scan using pgqueuer_heartbeat_id_id1_idx on pgqueuer`), []string{"Seq Scan on pgqueuer "}},
+		} {
+			query, params := namedQuery(t, "jobs.sql", c.name)
+			args := make([]any, len(params))
+			for i, p := range params {
+				v, ok := c.args[p]
+				if !ok {
+					t.Fatalf("%s: no value for %s", c.name, p)
+				}
+				args[i] = v
+			}
+			plan := explain(t, db, query, args...)
+			if !c.uses.MatchString(plan) {
+				t.Errorf("%s does not use %v:\n%s", c.name, c.uses, plan)
+			}
+			for _, n := range c.not {
+				if strings.Contains(plan, n) {
+					t.Errorf("%s uses %s:\n%s", c.name, n, plan)
+				}
+			}
+		}
+	})
+}
