@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"os"
 	"regexp"
 	"strings"
 	"sync"
@@ -911,25 +910,11 @@ func TestWatcherOptions(t *testing.T) {
 // TestWatcherStatusQueryUsesIndex checks that the status query (read from
 // db/queries/log.sql) is served by pgqueuer_log_job_id_status.
 func TestWatcherStatusQueryUsesIndex(t *testing.T) {
-	src, err := os.ReadFile("db/queries/log.sql")
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := regexp.MustCompile(`(?s)-- name: LogLatestStatus :many\n(.*?);`).FindSubmatch(src)
-	if m == nil {
-		t.Fatal("LogLatestStatus not found in db/queries/log.sql")
-	}
-	var lines []string
-	for _, l := range strings.Split(string(m[1]), "\n") {
-		if !strings.HasPrefix(strings.TrimSpace(l), "--") {
-			lines = append(lines, l)
-		}
-	}
-	query := strings.Replace(strings.Join(lines, "\n"), "@ids::bigint[]", "$1::bigint[]", 1)
+	query, params := namedQuery(t, "log.sql", "LogLatestStatus")
 	// An index scan, index-only scan or bitmap index scan of the index.
 	usesIndex := regexp.MustCompile(`Index (Only )?Scan (using|on) pgqueuer_log_job_id_status\b`)
-	if !strings.Contains(query, "$1") {
-		t.Fatalf("LogLatestStatus no longer takes @ids::bigint[]:\n%s", query)
+	if len(params) != 1 || params[0] != "@ids" {
+		t.Fatalf("LogLatestStatus takes %v, not just @ids:\n%s", params, query)
 	}
 	watchDrivers(t, func(t *testing.T, e *watchEnv) {
 		// 20,000 jobs with 3 log rows each, as a busy log looks.
@@ -950,22 +935,7 @@ func TestWatcherStatusQueryUsesIndex(t *testing.T) {
 			for i := range ids {
 				ids[i] = int64(1 + i*7)
 			}
-			rows, err := e.db.QueryContext(e.ctx, "EXPLAIN "+query, pq.Array(ids))
-			if err != nil {
-				t.Fatal(err)
-			}
-			var plan []string
-			for rows.Next() {
-				var line string
-				if err := rows.Scan(&line); err != nil {
-					t.Fatal(err)
-				}
-				plan = append(plan, line)
-			}
-			if err := rows.Err(); err != nil {
-				t.Fatal(err)
-			}
-			text := strings.Join(plan, "\n")
+			text := explain(t, e.db, query, pq.Array(ids))
 			if !usesIndex.MatchString(text) || strings.Contains(text, "Seq Scan") {
 				t.Errorf("status query over %d ids does not use pgqueuer_log_job_id_status:\n%s", n, text)
 			}
