@@ -1,6 +1,12 @@
 package pgq
 
-import "time"
+import (
+	"context"
+	"time"
+
+	"github.com/pgq-dev/pgq/dbgen"
+	"github.com/pgq-dev/pgq/internal/sqlname"
+)
 
 // SetHealthCheck shortens the listener health check for a test and returns
 // a function that restores it.
@@ -16,4 +22,13 @@ func SetUpkeepInterval(d time.Duration) (restore func()) {
 	old := upkeepInterval
 	upkeepInterval = d
 	return func() { upkeepInterval = old }
+}
+
+// JobTableNeeds runs the worker's upkeep check of the default job table on
+// db: whether it wants ANALYZE and VACUUM.
+func JobTableNeeds(ctx context.Context, db dbgen.DBTX) (analyze, vacuum bool, err error) {
+	r, err := dbgen.New().JobsTableUpkeep(ctx, db, dbgen.JobsTableUpkeepParams{
+		MinDead: vacuumMinDead, TableName: sqlname.Names{}.Qualified(sqlname.JobTable),
+	})
+	return r.NeedsAnalyze, r.NeedsVacuum, err
 }

@@ -245,9 +245,10 @@ func WithLogRetention(d time.Duration) RunOption {
 // worker checks pg_stat_user_tables and runs VACUUM (SKIP_LOCKED) on the job
 // table when it holds over 10,000 dead rows and over a tenth of its size
 // (a second or so on a table of a million rows; a vacuum already running,
-// such as another worker's, is skipped). It needs to own the table, as
-// VACUUM does; otherwise PostgreSQL skips it with a warning. Pass false to
-// leave vacuuming to autovacuum alone.
+// such as another worker's, is skipped). Like VACUUM it needs the
+// privileges of the table's owner: a worker whose role lacks them leaves
+// the table to autovacuum. Pass false to leave vacuuming to autovacuum
+// alone.
 func WithVacuum(on bool) RunOption {
 	return func(c *runConfig) { c.vacuum = on }
 }

@@ -126,3 +126,61 @@ func TestStaleJobReleasedAndLogged(t *testing.T) {
 		}
 	})
 }
+
+// TestVacuumNeedsOwner: the upkeep check asks for VACUUM when dead rows
+// pile up, but only of a role with the privileges of the job table's owner
+// (a worker of another role would have PostgreSQL skip it with a warning
+// every 10 s).
+func TestVacuumNeedsOwner(t *testing.T) {
+	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
+		ctx := testCtx(t)
+		// 30,000 jobs inserted and deleted: 30,000 dead rows.
+		if _, err := db.ExecContext(ctx, `INSERT INTO pgqueuer (priority, entrypoint, status)
+			SELECT 0, 'dead', 'queued' FROM generate_series(1, 30000)`); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.ExecContext(ctx, `DELETE FROM pgqueuer WHERE entrypoint = 'dead'`); err != nil {
+			t.Fatal(err)
+		}
+		conn, err := db.Conn(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		defer conn.ExecContext(context.Background(), "RESET ROLE") // before it goes back to the pool
+		// The statistics of this backend's own changes are flushed at the
+		// latest a second after them, or when forced.
+		if _, err := conn.ExecContext(ctx, "SELECT pg_stat_force_next_flush()"); err != nil {
+			t.Fatal(err)
+		}
+		var owner bool
+		waitFor(t, 10*time.Second, "the dead rows to show in pg_stat_user_tables", func() bool {
+			_, owner, err = pgq.JobTableNeeds(ctx, conn)
+			return err == nil && owner
+		})
+		role := fmt.Sprintf("pgq_worker_%d", time.Now().UnixNano())
+		for _, q := range []string{
+			"CREATE ROLE " + role,
+			"GRANT ALL ON ALL TABLES IN SCHEMA public TO " + role,
+			"SET ROLE " + role,
+		} {
+			if _, err := conn.ExecContext(ctx, q); err != nil {
+				t.Fatalf("%s: %v", q, err)
+			}
+		}
+		t.Cleanup(func() {
+			for _, q := range []string{"DROP OWNED BY " + role, "DROP ROLE " + role} {
+				if _, err := db.Exec(q); err != nil {
+					t.Errorf("%s: %v", q, err)
+				}
+			}
+		})
+		_, other, err := pgq.JobTableNeeds(ctx, conn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if other {
+			t.Errorf("a role that is not the owner is asked to VACUUM the job table")
+		}
+	})
+}
