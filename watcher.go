@@ -98,6 +98,7 @@ type CompletionWatcher struct {
 	closed  bool
 	waiting map[JobID]map[*waiter]struct{} // by id: the waits still wanting it
 	fresh   map[JobID]struct{}             // waited ids not looked up since their wait began
+	drained bool                           // a query ended the last pending wait (see takeDrained)
 }
 
 // waiter is one WaitFor, WaitForAll or WaitForFirst call.
@@ -315,9 +316,9 @@ func (w *CompletionWatcher) loop(ctx context.Context) {
 				w.cfg.logger.Warn("pgq: watcher status query failed; retrying", "err", err)
 			}
 			s.ran(k, now, queried, err)
-			if err == nil && queried && w.idle() {
-				// Every wait is over: one caller waiting for one job after
-				// another is answered at once each time.
+			if err == nil && w.takeDrained() {
+				// The query ended the last wait: one caller waiting for one
+				// job after another is answered at once each time.
 				s.quiet()
 			}
 		}
@@ -329,11 +330,15 @@ func (w *CompletionWatcher) loop(ctx context.Context) {
 	}
 }
 
-// idle reports whether no job is waited for.
-func (w *CompletionWatcher) idle() bool {
+// takeDrained reports whether a query ended the last pending wait since
+// the previous call. (Decided when the waits end, not when the loop looks:
+// by then the caller may have begun its next wait.)
+func (w *CompletionWatcher) takeDrained() bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return len(w.waiting) == 0
+	d := w.drained
+	w.drained = false
+	return d
 }
 
 // query reads the latest status of the waited ids (all of them, or those
@@ -376,8 +381,10 @@ func (w *CompletionWatcher) query(ctx context.Context, k queryKind) (bool, error
 func (w *CompletionWatcher) lookUp(ctx context.Context, ids []int64) error {
 	ctx, cancel := context.WithTimeout(ctx, watcherQueryTimeout)
 	defer cancel()
-	w.refreshes.Add(1)
 	rows, err := w.q.LogLatestStatus(ctx, w.rdb, ids)
+	// Counted once the statement has returned (its snapshot taken), before
+	// any wait it ends is released.
+	w.refreshes.Add(1)
 	if err != nil {
 		return interpretError(err)
 	}
@@ -418,6 +425,7 @@ func (w *CompletionWatcher) lookUp(ctx context.Context, ids []int64) error {
 
 // deliverLocked gives id's outcome to every wait on it. w.mu is held.
 func (w *CompletionWatcher) deliverLocked(id JobID, st Status, err error) {
+	defer func() { w.drained = w.drained || len(w.waiting) == 0 }()
 	set := w.waiting[id]
 	delete(w.waiting, id)
 	delete(w.fresh, id)
