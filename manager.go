@@ -97,7 +97,7 @@ func NewQueueManager(db *sql.DB, opts ...ManagerOption) *QueueManager {
 	}
 	return &QueueManager{
 		db:  db,
-		rdb: sqlname.NewRewriter(cfg.names).Wrap(db),
+		rdb: wrapDB(cfg.names, db),
 		cfg: cfg,
 		q:   dbgen.New(),
 		id:  uuid.New(),
@@ -676,7 +676,7 @@ func (w *run) claimLimited(ctx context.Context, p dbgen.JobsClaimParams) (rows [
 		return nil, 0, err
 	}
 	defer tx.Rollback()
-	db, q := sqlname.NewRewriter(w.qm.cfg.names).Wrap(tx), w.qm.q
+	db, q := wrapDB(w.qm.cfg.names, tx), w.qm.q
 	if err := q.JobsLockEntrypoints(ctx, db, dbgen.JobsLockEntrypointsParams{
 		LockNamespace: w.qm.cfg.names.Qualified(sqlname.JobTable) + ":",
 		Entrypoints:   w.limited,

@@ -32,7 +32,7 @@ func NewQueries(db DBTX, opts ...Option) *Queries {
 		}
 	}
 	return &Queries{
-		db:    sqlname.NewRewriter(c.names).Wrap(db),
+		db:    wrapDB(c.names, db),
 		cfg:   c,
 		q:     dbgen.New(),
 		names: c.names,

@@ -265,7 +265,7 @@ func NewSchedulerManager(db *sql.DB, opts ...ManagerOption) *SchedulerManager {
 	}
 	return &SchedulerManager{
 		db:  db,
-		rdb: sqlname.NewRewriter(cfg.names).Wrap(db),
+		rdb: wrapDB(cfg.names, db),
 		cfg: cfg,
 		q:   dbgen.New(),
 	}
@@ -606,7 +606,7 @@ func (r *schedRun) enqueueTick(e *scheduleEntry, t claimedTick, tick time.Time) 
 		if _, err := q.Enqueue(ctx, e.entrypoint, nil, opts...); err != nil {
 			return err
 		}
-		rdb := sqlname.NewRewriter(names).Wrap(tx)
+		rdb := wrapDB(names, tx)
 		n, err := r.sm.q.SchedulesFinish(ctx, rdb, r.finishParams(e, t, tick, true))
 		if err != nil {
 			return err

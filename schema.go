@@ -17,6 +17,7 @@ import (
 
 	"github.com/pgq-dev/pgq/dbgen"
 	"github.com/pgq-dev/pgq/internal/sqlname"
+	"github.com/pgq-dev/pgq/internal/textargs"
 )
 
 //go:embed db/migrations/*.sql
@@ -191,7 +192,7 @@ func setDurability(ctx context.Context, db *sql.DB, c common) error {
 	if c.durability == 0 {
 		return nil
 	}
-	q, rdb := dbgen.New(), sqlname.NewRewriter(c.names).Wrap(db)
+	q, rdb := dbgen.New(), wrapDB(c.names, db)
 	jobLogged, logLogged := q.DurabilityJobTableLogged, q.DurabilityLogTableLogged
 	if c.durability == Volatile {
 		jobLogged = q.DurabilityJobTableUnlogged
@@ -463,4 +464,11 @@ func checkSchema(ctx context.Context, db DBTX, c common) error {
 		return err
 	}
 	return interpretError(err)
+}
+
+// wrapDB returns db as every query of pgq's runs on it: names rewritten for
+// the deployment's prefix and schema, array parameters handed over as
+// literals (see internal/textargs).
+func wrapDB(names sqlname.Names, db sqlname.DBTX) sqlname.DBTX {
+	return sqlname.NewRewriter(names).Wrap(textargs.Wrap(db))
 }

@@ -138,7 +138,7 @@ func NewCompletionWatcher(ctx context.Context, db *sql.DB, opts ...WatcherOption
 	}
 	lctx, stop := context.WithCancel(ctx)
 	w := &CompletionWatcher{
-		rdb:     sqlname.NewRewriter(cfg.names).Wrap(db),
+		rdb:     wrapDB(cfg.names, db),
 		cfg:     cfg,
 		q:       dbgen.New(),
 		changed: make(chan struct{}, 1),
