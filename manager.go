@@ -917,8 +917,8 @@ func (w *run) finish(batch []outcome) {
 }
 
 // heartbeat refreshes the heartbeat of the running jobs, all in one
-// statement, three times per heartbeat timeout, and each time puts jobs
-// abandoned by dead workers back in the queue.
+// statement, three times per heartbeat timeout, and each time then puts
+// jobs abandoned by dead workers back in the queue.
 func (w *run) heartbeat(ctx context.Context) {
 	t := time.NewTicker(max(w.rc.heartbeatTimeout/3, 10*time.Millisecond))
 	defer t.Stop()
@@ -928,37 +928,47 @@ func (w *run) heartbeat(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+		w.beat(ctx)
 		w.releaseStale(ctx)
-		w.mu.Lock()
-		ids := make([]int64, 0, len(w.running))
-		for id := range w.running {
-			ids = append(ids, int64(id))
+	}
+}
+
+// beat refreshes the heartbeat of the running jobs and stops the handlers
+// of those no longer held.
+func (w *run) beat(ctx context.Context) {
+	w.mu.Lock()
+	ids := make([]int64, 0, len(w.running))
+	for id := range w.running {
+		ids = append(ids, int64(id))
+	}
+	w.mu.Unlock()
+	if len(ids) == 0 {
+		return
+	}
+	held, err := w.qm.q.JobsHeartbeat(ctx, w.qm.rdb, dbgen.JobsHeartbeatParams{
+		Ids: ids, QueueManagerID: uuid.NullUUID{UUID: w.qm.id, Valid: true},
+	})
+	if err != nil {
+		if ctx.Err() == nil {
+			w.logger.Warn("pgq: heartbeat failed", "jobs", len(ids), "err", err)
 		}
-		w.mu.Unlock()
-		if len(ids) == 0 {
-			continue
-		}
-		held, err := w.qm.q.JobsHeartbeat(ctx, w.qm.rdb, dbgen.JobsHeartbeatParams{
-			Ids: ids, QueueManagerID: uuid.NullUUID{UUID: w.qm.id, Valid: true},
-		})
-		if err != nil {
-			if ctx.Err() == nil {
-				w.logger.Warn("pgq: heartbeat failed", "jobs", len(ids), "err", err)
+		return
+	}
+	// A running job whose row is gone or held by another worker was
+	// canceled (its notification lost) or given up: stop its handler.
+	still := make(map[int64]bool, len(held))
+	for _, id := range held {
+		still[id] = true
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, id := range ids {
+		if !still[id] {
+			if cancel, ok := w.running[JobID(id)]; ok {
+				w.logger.Info("pgq: running job no longer held; canceling its handler", "job_id", id)
+				cancel(errJobCanceled)
 			}
-			continue
 		}
-		// A running job whose row is gone or held by another worker was
-		// canceled (its notification lost) or given up: stop its handler.
-		w.mu.Lock()
-		for _, id := range ids {
-			if !slices.Contains(held, id) {
-				if cancel, ok := w.running[JobID(id)]; ok {
-					w.logger.Info("pgq: running job no longer held; canceling its handler", "job_id", id)
-					cancel(errJobCanceled)
-				}
-			}
-		}
-		w.mu.Unlock()
 	}
 }
 

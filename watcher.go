@@ -54,7 +54,8 @@ func WithRefreshInterval(d time.Duration) WatcherOption {
 // WithDebounce sets the coalescing window of a CompletionWatcher (default
 // DefaultDebounce). The first notification after a quiet window is served
 // at once; the notifications that follow within the window are folded into
-// one status query at its end. Zero turns coalescing off.
+// one status query at its end. A query that ends the last pending wait
+// closes the window. Zero turns coalescing off.
 func WithDebounce(d time.Duration) WatcherOption {
 	return watcherOption(func(c *watcherConfig) {
 		if d < 0 {

@@ -16,15 +16,12 @@ import (
 	"slices"
 
 	"github.com/lib/pq"
+
+	"github.com/pgq-dev/pgq/internal/sqlname"
 )
 
 // DBTX is the subset of *sql.DB, *sql.Conn and *sql.Tx that queries use.
-type DBTX interface {
-	ExecContext(context.Context, string, ...any) (sql.Result, error)
-	PrepareContext(context.Context, string) (*sql.Stmt, error)
-	QueryContext(context.Context, string, ...any) (*sql.Rows, error)
-	QueryRowContext(context.Context, string, ...any) *sql.Row
-}
+type DBTX = sqlname.DBTX
 
 // Wrap returns db with the pq arrays among every query's arguments
 // replaced by their literals.
