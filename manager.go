@@ -920,16 +920,31 @@ func (w *run) finish(batch []outcome) {
 // statement, three times per heartbeat timeout, and each time then puts
 // jobs abandoned by dead workers back in the queue.
 func (w *run) heartbeat(ctx context.Context) {
-	t := time.NewTicker(max(w.rc.heartbeatTimeout/3, 10*time.Millisecond))
+	every(ctx, max(w.rc.heartbeatTimeout/3, 10*time.Millisecond), func() {
+		w.beat(ctx)
+		w.releaseStale(ctx)
+	})
+}
+
+// every calls f every d until ctx ends.
+func every(ctx context.Context, d time.Duration, f func()) {
+	t := time.NewTicker(d)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			f()
 		}
-		w.beat(ctx)
-		w.releaseStale(ctx)
+	}
+}
+
+// warn logs a failed maintenance step, unless it failed because ctx ended
+// (the worker is stopping).
+func (w *run) warn(ctx context.Context, msg string, err error, args ...any) {
+	if err != nil && ctx.Err() == nil {
+		w.logger.Warn(msg, append(args, "err", err)...)
 	}
 }
 
@@ -949,9 +964,7 @@ func (w *run) beat(ctx context.Context) {
 		Ids: ids, QueueManagerID: uuid.NullUUID{UUID: w.qm.id, Valid: true},
 	})
 	if err != nil {
-		if ctx.Err() == nil {
-			w.logger.Warn("pgq: heartbeat failed", "jobs", len(ids), "err", err)
-		}
+		w.warn(ctx, "pgq: heartbeat failed", err, "jobs", len(ids))
 		return
 	}
 	// A running job whose row is gone or held by another worker was
@@ -986,9 +999,7 @@ func (w *run) releaseStale(ctx context.Context) {
 			MaxJobs:      releaseBatch,
 		})
 		if err != nil {
-			if ctx.Err() == nil {
-				w.logger.Warn("pgq: releasing stale jobs failed", "err", err)
-			}
+			w.warn(ctx, "pgq: releasing stale jobs failed", err)
 			return
 		}
 		if len(ids) == 0 {
@@ -1018,16 +1029,7 @@ const vacuumMinDead = 10_000
 // every claimed and finished job leaves two, and a claim steps over the
 // dead entries at the head of the queue index.
 func (w *run) tendJobTable(ctx context.Context) {
-	t := time.NewTicker(upkeepInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			w.upkeep(ctx, w.rc.vacuum)
-		}
-	}
+	every(ctx, upkeepInterval, func() { w.upkeep(ctx, w.rc.vacuum) })
 }
 
 // upkeep analyses the job table if its statistics are stale and, when
@@ -1041,18 +1043,14 @@ func (w *run) upkeep(ctx context.Context, vacuum bool) {
 	}
 	if vacuum && need.NeedsVacuum {
 		begin := time.Now()
-		if err := w.qm.q.JobsVacuum(ctx, w.qm.rdb); err != nil {
-			if ctx.Err() == nil {
-				w.logger.Warn("pgq: vacuuming the job table failed", "err", err)
-			}
-		} else {
+		err := w.qm.q.JobsVacuum(ctx, w.qm.rdb)
+		w.warn(ctx, "pgq: vacuuming the job table failed", err)
+		if err == nil {
 			w.logger.Debug("pgq: vacuumed the job table", "took", time.Since(begin))
 		}
 	}
 	if need.NeedsAnalyze {
-		if err := w.qm.q.JobsAnalyze(ctx, w.qm.rdb); err != nil && ctx.Err() == nil {
-			w.logger.Warn("pgq: analysing the job table failed", "err", err)
-		}
+		w.warn(ctx, "pgq: analysing the job table failed", w.qm.q.JobsAnalyze(ctx, w.qm.rdb))
 	}
 }
 
@@ -1064,18 +1062,9 @@ const (
 
 // maintain folds the log into the statistics and prunes old log rows.
 func (w *run) maintain(ctx context.Context) {
-	t := time.NewTicker(w.rc.statsInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		if err := w.foldAndPrune(ctx); err != nil && ctx.Err() == nil {
-			w.logger.Warn("pgq: log maintenance failed", "err", err)
-		}
-	}
+	every(ctx, w.rc.statsInterval, func() {
+		w.warn(ctx, "pgq: log maintenance failed", w.foldAndPrune(ctx))
+	})
 }
 
 func (w *run) foldAndPrune(ctx context.Context) error {
