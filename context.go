@@ -3,35 +3,54 @@ package pgq
 import (
 	"context"
 	"log/slog"
+	"sync"
 )
 
-type (
-	jobKey       struct{}
-	loggerKey    struct{}
-	resourcesKey struct{}
-)
+// scopeKey keys the one value a handler's ctx carries: its jobScope.
+type scopeKey struct{}
+
+// jobScope is what a handler's ctx knows about its job. The job's logger
+// is built on first use: most handlers never log.
+type jobScope struct {
+	job       *Job
+	resources any
+	base      *slog.Logger
+	once      sync.Once
+	logger    *slog.Logger
+}
+
+func scopeFrom(ctx context.Context) *jobScope {
+	s, _ := ctx.Value(scopeKey{}).(*jobScope)
+	return s
+}
 
 // JobFromContext returns the job a handler's ctx belongs to, or nil
 // outside a handler.
 func JobFromContext(ctx context.Context) *Job {
-	j, _ := ctx.Value(jobKey{}).(*Job)
-	return j
+	if s := scopeFrom(ctx); s != nil {
+		return s.job
+	}
+	return nil
 }
 
 // LoggerFromContext returns the worker's logger (see WithLogger) with the
 // job's id and entrypoint attached, or a logger that discards everything
 // outside a handler.
 func LoggerFromContext(ctx context.Context) *slog.Logger {
-	if l, ok := ctx.Value(loggerKey{}).(*slog.Logger); ok {
-		return l
+	s := scopeFrom(ctx)
+	if s == nil {
+		return slog.New(slog.DiscardHandler)
 	}
-	return slog.New(slog.DiscardHandler)
+	s.once.Do(func() { s.logger = s.base.With("job_id", s.job.ID, "entrypoint", s.job.Entrypoint) })
+	return s.logger
 }
 
 // Resources returns the value given to WithResources, as a T, in a
 // handler's ctx; ok is false when there is none or it is not a T.
 func Resources[T any](ctx context.Context) (v T, ok bool) {
-	v, ok = ctx.Value(resourcesKey{}).(T)
+	if s := scopeFrom(ctx); s != nil {
+		v, ok = s.resources.(T)
+	}
 	return v, ok
 }
 

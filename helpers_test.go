@@ -1,8 +1,10 @@
 package pgq_test
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
+	"sync"
 	"testing"
 	"time"
 
@@ -44,4 +46,23 @@ func scalar[T any](t *testing.T, db *sql.DB, query string, args ...any) T {
 		t.Fatalf("%s: %v", query, err)
 	}
 	return v
+}
+
+// syncBuffer is a bytes.Buffer that goroutines may write at once (a log
+// destination for tests).
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

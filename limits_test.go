@@ -4,6 +4,9 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -295,23 +298,47 @@ func TestHandlerContext(t *testing.T) {
 		ctx := testCtx(t)
 		type deps struct{ name string }
 		id, _ := pgq.NewQueries(db).Enqueue(ctx, "c", nil)
-		qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn), pgq.WithResources(&deps{"mailer"}))
+		var logs syncBuffer
+		logger := slog.New(slog.NewTextHandler(&logs, nil))
+		qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn), pgq.WithResources(&deps{"mailer"}), pgq.WithLogger(logger))
 		var gotID pgq.JobID
 		var gotRes string
+		var wrongType, sameLogger bool
 		_ = qm.Entrypoint("c", func(ctx context.Context, j *pgq.Job) error {
 			gotID = pgq.JobFromContext(ctx).ID
 			d, ok := pgq.Resources[*deps](ctx)
 			if ok {
 				gotRes = d.name
 			}
-			pgq.LoggerFromContext(ctx).Info("working")
+			_, wrongType = pgq.Resources[string](ctx)
+			l := pgq.LoggerFromContext(ctx)
+			sameLogger = l == pgq.LoggerFromContext(ctx)
+			l.Info("working")
 			return nil
 		})
 		drain(t, ctx, qm)
 		if gotID != id || gotRes != "mailer" {
 			t.Fatalf("job %d resources %q", gotID, gotRes)
 		}
+		if wrongType || !sameLogger {
+			t.Fatalf("Resources[string] ok = %v; LoggerFromContext same logger twice = %v", wrongType, sameLogger)
+		}
+		want := fmt.Sprintf("msg=working queue_manager_id=%s job_id=%d entrypoint=c", qm.ID(), id)
+		if !strings.Contains(logs.String(), want) {
+			t.Fatalf("log lacks %q:\n%s", want, logs.String())
+		}
 	})
+	// Outside a handler: no job, no resources, a logger that discards.
+	bg := context.Background()
+	if pgq.JobFromContext(bg) != nil {
+		t.Fatal("JobFromContext outside a handler is not nil")
+	}
+	if _, ok := pgq.Resources[any](bg); ok {
+		t.Fatal("Resources outside a handler: ok")
+	}
+	if pgq.LoggerFromContext(bg).Enabled(bg, slog.LevelError) {
+		t.Fatal("LoggerFromContext outside a handler logs")
+	}
 }
 
 // TestServerRestartMidRun restarts PostgreSQL (its own cluster) while a

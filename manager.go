@@ -731,11 +731,7 @@ func (w *run) claimLimited(ctx context.Context, p dbgen.JobsClaimParams) (rows [
 // execute runs one job's handler and hands its outcome to the completer.
 func (w *run) execute(ctx context.Context, job *Job) {
 	ep := w.eps[job.Entrypoint]
-	ctx = context.WithValue(ctx, jobKey{}, job)
-	ctx = context.WithValue(ctx, loggerKey{}, w.logger.With("job_id", job.ID, "entrypoint", job.Entrypoint))
-	if r := w.qm.cfg.resources; r != nil {
-		ctx = context.WithValue(ctx, resourcesKey{}, r)
-	}
+	ctx = context.WithValue(ctx, scopeKey{}, &jobScope{job: job, resources: w.qm.cfg.resources, base: w.logger})
 	err := w.callHandler(ctx, ep, job)
 	out := w.decide(ctx, ep, job, err)
 
