@@ -162,6 +162,70 @@ func TestConcurrentWorkersRunEachJobOnce(t *testing.T) {
 		if bad != 0 {
 			t.Fatalf("%d jobs with a wrong set of log rows", bad)
 		}
+		// ... in that order, by time (the order the watcher reads) and by id.
+		disorder := scalar[int](t, db, `SELECT count(*) FROM (
+			SELECT job_id FROM pgqueuer_log GROUP BY job_id
+			HAVING string_agg(status::text, ',' ORDER BY created, id) <> 'queued,picked,successful'
+			    OR string_agg(status::text, ',' ORDER BY id) <> 'queued,picked,successful') x`)
+		if disorder != 0 {
+			t.Fatalf("%d jobs with log rows out of order", disorder)
+		}
+	})
+}
+
+// TestPickedLoggedWhileRunning: while a job runs, its 'picked' log row is
+// there, dated when it was claimed (the job row's updated), and JobStatus
+// reports it picked; once it ends the watcher sees it successful and the
+// log reads queued, picked, successful.
+func TestPickedLoggedWhileRunning(t *testing.T) {
+	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
+		ctx := testCtx(t)
+		q := pgq.NewQueries(db)
+		id, err := q.Enqueue(ctx, "slow", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		started, release := make(chan struct{}), make(chan struct{})
+		qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
+		_ = qm.Entrypoint("slow", func(ctx context.Context, j *pgq.Job) error {
+			close(started)
+			<-release
+			return nil
+		})
+		runCtx, stop := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- qm.Run(runCtx) }()
+		<-started
+		deadline := time.Now().Add(5 * time.Second)
+		for scalar[int](t, db, "SELECT count(*) FROM pgqueuer_log WHERE job_id = $1 AND status = 'picked'", int64(id)) == 0 {
+			if time.Now().After(deadline) {
+				t.Fatal("no picked log row 5 s into the job")
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		if same := scalar[bool](t, db, `SELECT l.created = j.updated FROM pgqueuer_log AS l JOIN pgqueuer AS j ON j.id = l.job_id
+			WHERE l.job_id = $1 AND l.status = 'picked'`, int64(id)); !same {
+			t.Fatal("picked row not dated when the job was claimed")
+		}
+		if st, err := q.JobStatus(ctx, []pgq.JobID{id}); err != nil || st[id] != pgq.StatusPicked {
+			t.Fatalf("status while running: %v, %v", st, err)
+		}
+		close(release)
+		w, err := pgq.NewCompletionWatcher(ctx, db, pgq.WithListenDSN(dsn))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer w.Close()
+		if st, err := w.WaitFor(ctx, id); err != nil || st != pgq.StatusSuccessful {
+			t.Fatalf("WaitFor: %v, %v", st, err)
+		}
+		stop()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		if log := scalar[string](t, db, "SELECT string_agg(status::text, ',' ORDER BY id) FROM pgqueuer_log WHERE job_id = $1", int64(id)); log != "queued,picked,successful" {
+			t.Fatalf("log %s", log)
+		}
 	})
 }
 
