@@ -633,7 +633,7 @@ func (w *run) claim(ctx context.Context, n int) (jobs []*Job, again time.Duratio
 		BatchSize:      int32(n),
 		QueueManagerID: uuid.NullUUID{UUID: w.qm.id, Valid: true},
 	}
-	var rows []dbgen.JobsClaimRow
+	var rows []*dbgen.JobsClaimRow
 	if len(w.limited) == 0 {
 		rows, err = w.qm.q.JobsClaim(ctx, w.qm.rdb, params)
 	} else {
@@ -670,7 +670,7 @@ func (w *run) claim(ctx context.Context, n int) (jobs []*Job, again time.Duratio
 // claimLimited claims in a transaction that first takes the fleet-wide
 // locks of the limited entrypoints, then counts their running jobs and
 // recent starts, and lowers their caps accordingly.
-func (w *run) claimLimited(ctx context.Context, p dbgen.JobsClaimParams) (rows []dbgen.JobsClaimRow, again time.Duration, err error) {
+func (w *run) claimLimited(ctx context.Context, p dbgen.JobsClaimParams) (rows []*dbgen.JobsClaimRow, again time.Duration, err error) {
 	tx, err := w.qm.db.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, 0, err

@@ -179,13 +179,13 @@ func (q *Queries) enqueue(ctx context.Context, jobs []NewJob, skipDuplicates boo
 			p.Headers[i] = string(h)
 		}
 	}
-	var rows []dbgen.JobsEnqueueRow
+	var rows []*dbgen.JobsEnqueueRow
 	var err error
 	if skipDuplicates {
-		var srows []dbgen.JobsEnqueueSkipDuplicatesRow
+		var srows []*dbgen.JobsEnqueueSkipDuplicatesRow
 		srows, err = q.q.JobsEnqueueSkipDuplicates(ctx, q.db, dbgen.JobsEnqueueSkipDuplicatesParams(p))
 		for _, r := range srows {
-			rows = append(rows, dbgen.JobsEnqueueRow(r))
+			rows = append(rows, (*dbgen.JobsEnqueueRow)(r))
 		}
 	} else {
 		rows, err = q.q.JobsEnqueue(ctx, q.db, p)
@@ -200,7 +200,7 @@ func (q *Queries) enqueue(ctx context.Context, jobs []NewJob, skipDuplicates boo
 // input order. Without skipped rows that is position for position; with
 // skipped duplicates, a job gets an id only if its dedupe key (or, without a
 // key, its turn) matches the next inserted row.
-func matchIDs(jobs []NewJob, rows []dbgen.JobsEnqueueRow, skipped bool) ([]JobID, error) {
+func matchIDs(jobs []NewJob, rows []*dbgen.JobsEnqueueRow, skipped bool) ([]JobID, error) {
 	ids := make([]JobID, len(jobs))
 	if !skipped && len(rows) != len(jobs) {
 		return nil, fmt.Errorf("pgq: enqueue: %d jobs given, %d inserted", len(jobs), len(rows))

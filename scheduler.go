@@ -516,7 +516,7 @@ func (r *schedRun) poll(ctx, fnCtx context.Context, wg *sync.WaitGroup, running 
 
 // claimedTick is a claimed schedule row.
 type claimedTick struct {
-	row       dbgen.SchedulesClaimRow
+	row       *dbgen.SchedulesClaimRow
 	claimedAt time.Time // local clock when the claim returned
 }
 

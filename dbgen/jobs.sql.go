@@ -138,7 +138,7 @@ type JobsClaimRow struct {
 // that are due, in the order of pgqueuer_ep_prio_id_idx, skipping rows other
 // workers hold. (Jobs abandoned by a dead worker are put back in the queue
 // by JobsReleaseStale, which keeps this statement on one index.)
-func (q *Queries) JobsClaim(ctx context.Context, db DBTX, arg JobsClaimParams) ([]JobsClaimRow, error) {
+func (q *Queries) JobsClaim(ctx context.Context, db DBTX, arg JobsClaimParams) ([]*JobsClaimRow, error) {
 	rows, err := db.QueryContext(ctx, jobsClaim,
 		pq.Array(arg.Entrypoints),
 		pq.Array(arg.Caps),
@@ -149,7 +149,7 @@ func (q *Queries) JobsClaim(ctx context.Context, db DBTX, arg JobsClaimParams) (
 		return nil, err
 	}
 	defer rows.Close()
-	var items []JobsClaimRow
+	var items []*JobsClaimRow
 	for rows.Next() {
 		var i JobsClaimRow
 		if err := rows.Scan(
@@ -165,7 +165,7 @@ func (q *Queries) JobsClaim(ctx context.Context, db DBTX, arg JobsClaimParams) (
 		); err != nil {
 			return nil, err
 		}
-		items = append(items, i)
+		items = append(items, &i)
 	}
 	if err := rows.Close(); err != nil {
 		return nil, err
@@ -191,13 +191,13 @@ type JobsCountByStatusRow struct {
 }
 
 // Queue depth by entrypoint, priority and status.
-func (q *Queries) JobsCountByStatus(ctx context.Context, db DBTX) ([]JobsCountByStatusRow, error) {
+func (q *Queries) JobsCountByStatus(ctx context.Context, db DBTX) ([]*JobsCountByStatusRow, error) {
 	rows, err := db.QueryContext(ctx, jobsCountByStatus)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var items []JobsCountByStatusRow
+	var items []*JobsCountByStatusRow
 	for rows.Next() {
 		var i JobsCountByStatusRow
 		if err := rows.Scan(
@@ -208,7 +208,7 @@ func (q *Queries) JobsCountByStatus(ctx context.Context, db DBTX) ([]JobsCountBy
 		); err != nil {
 			return nil, err
 		}
-		items = append(items, i)
+		items = append(items, &i)
 	}
 	if err := rows.Close(); err != nil {
 		return nil, err
@@ -268,7 +268,7 @@ type JobsEnqueueRow struct {
 // Inserts a batch of jobs (one array element per job, all arrays the same
 // length) and their 'queued' log rows in one statement. Rows are inserted in
 // array order, so ascending ids follow the input order.
-func (q *Queries) JobsEnqueue(ctx context.Context, db DBTX, arg JobsEnqueueParams) ([]JobsEnqueueRow, error) {
+func (q *Queries) JobsEnqueue(ctx context.Context, db DBTX, arg JobsEnqueueParams) ([]*JobsEnqueueRow, error) {
 	rows, err := db.QueryContext(ctx, jobsEnqueue,
 		pq.Array(arg.Priorities),
 		pq.Array(arg.Entrypoints),
@@ -282,13 +282,13 @@ func (q *Queries) JobsEnqueue(ctx context.Context, db DBTX, arg JobsEnqueueParam
 		return nil, err
 	}
 	defer rows.Close()
-	var items []JobsEnqueueRow
+	var items []*JobsEnqueueRow
 	for rows.Next() {
 		var i JobsEnqueueRow
 		if err := rows.Scan(&i.ID, &i.DedupeKey); err != nil {
 			return nil, err
 		}
-		items = append(items, i)
+		items = append(items, &i)
 	}
 	if err := rows.Close(); err != nil {
 		return nil, err
@@ -349,7 +349,7 @@ type JobsEnqueueSkipDuplicatesRow struct {
 
 // Like JobsEnqueue, but a job whose dedupe key is already held by a queued or
 // picked job (or by an earlier job of the same batch) is skipped, not an error.
-func (q *Queries) JobsEnqueueSkipDuplicates(ctx context.Context, db DBTX, arg JobsEnqueueSkipDuplicatesParams) ([]JobsEnqueueSkipDuplicatesRow, error) {
+func (q *Queries) JobsEnqueueSkipDuplicates(ctx context.Context, db DBTX, arg JobsEnqueueSkipDuplicatesParams) ([]*JobsEnqueueSkipDuplicatesRow, error) {
 	rows, err := db.QueryContext(ctx, jobsEnqueueSkipDuplicates,
 		pq.Array(arg.Priorities),
 		pq.Array(arg.Entrypoints),
@@ -363,13 +363,13 @@ func (q *Queries) JobsEnqueueSkipDuplicates(ctx context.Context, db DBTX, arg Jo
 		return nil, err
 	}
 	defer rows.Close()
-	var items []JobsEnqueueSkipDuplicatesRow
+	var items []*JobsEnqueueSkipDuplicatesRow
 	for rows.Next() {
 		var i JobsEnqueueSkipDuplicatesRow
 		if err := rows.Scan(&i.ID, &i.DedupeKey); err != nil {
 			return nil, err
 		}
-		items = append(items, i)
+		items = append(items, &i)
 	}
 	if err := rows.Close(); err != nil {
 		return nil, err
@@ -570,13 +570,13 @@ type JobsListFailedRow struct {
 }
 
 // Held (failed) jobs, newest first, with the error of their last attempt.
-func (q *Queries) JobsListFailed(ctx context.Context, db DBTX, maxRows int32) ([]JobsListFailedRow, error) {
+func (q *Queries) JobsListFailed(ctx context.Context, db DBTX, maxRows int32) ([]*JobsListFailedRow, error) {
 	rows, err := db.QueryContext(ctx, jobsListFailed, maxRows)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var items []JobsListFailedRow
+	var items []*JobsListFailedRow
 	for rows.Next() {
 		var i JobsListFailedRow
 		if err := rows.Scan(
@@ -592,7 +592,7 @@ func (q *Queries) JobsListFailed(ctx context.Context, db DBTX, maxRows int32) ([
 		); err != nil {
 			return nil, err
 		}
-		items = append(items, i)
+		items = append(items, &i)
 	}
 	if err := rows.Close(); err != nil {
 		return nil, err
@@ -765,19 +765,19 @@ type JobsRunningByEntrypointRow struct {
 }
 
 // Running (picked, heartbeat fresh) jobs per entrypoint, fleet-wide.
-func (q *Queries) JobsRunningByEntrypoint(ctx context.Context, db DBTX, arg JobsRunningByEntrypointParams) ([]JobsRunningByEntrypointRow, error) {
+func (q *Queries) JobsRunningByEntrypoint(ctx context.Context, db DBTX, arg JobsRunningByEntrypointParams) ([]*JobsRunningByEntrypointRow, error) {
 	rows, err := db.QueryContext(ctx, jobsRunningByEntrypoint, pq.Array(arg.Entrypoints), arg.StaleAfterUs)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var items []JobsRunningByEntrypointRow
+	var items []*JobsRunningByEntrypointRow
 	for rows.Next() {
 		var i JobsRunningByEntrypointRow
 		if err := rows.Scan(&i.Entrypoint, &i.Running); err != nil {
 			return nil, err
 		}
-		items = append(items, i)
+		items = append(items, &i)
 	}
 	if err := rows.Close(); err != nil {
 		return nil, err
@@ -815,11 +815,11 @@ type JobsTableUpkeepRow struct {
 // which autovacuum, waking once a minute, lets pile up under load; only
 // when the current user may vacuum it (has the privileges of its owner, as
 // VACUUM requires; else PostgreSQL would skip it with a warning each time).
-func (q *Queries) JobsTableUpkeep(ctx context.Context, db DBTX, arg JobsTableUpkeepParams) (JobsTableUpkeepRow, error) {
+func (q *Queries) JobsTableUpkeep(ctx context.Context, db DBTX, arg JobsTableUpkeepParams) (*JobsTableUpkeepRow, error) {
 	row := db.QueryRowContext(ctx, jobsTableUpkeep, arg.MinDead, arg.TableName)
 	var i JobsTableUpkeepRow
 	err := row.Scan(&i.NeedsAnalyze, &i.NeedsVacuum)
-	return i, err
+	return &i, err
 }
 
 const jobsVacuum = `-- name: JobsVacuum :exec
@@ -854,19 +854,19 @@ type LogStartedByEntrypointRow struct {
 
 // Jobs started (picked) per entrypoint within the last window_us, fleet-wide,
 // from the log: what a rate limit counts.
-func (q *Queries) LogStartedByEntrypoint(ctx context.Context, db DBTX, arg LogStartedByEntrypointParams) ([]LogStartedByEntrypointRow, error) {
+func (q *Queries) LogStartedByEntrypoint(ctx context.Context, db DBTX, arg LogStartedByEntrypointParams) ([]*LogStartedByEntrypointRow, error) {
 	rows, err := db.QueryContext(ctx, logStartedByEntrypoint, pq.Array(arg.Entrypoints), arg.WindowUs)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var items []LogStartedByEntrypointRow
+	var items []*LogStartedByEntrypointRow
 	for rows.Next() {
 		var i LogStartedByEntrypointRow
 		if err := rows.Scan(&i.Entrypoint, &i.Started); err != nil {
 			return nil, err
 		}
-		items = append(items, i)
+		items = append(items, &i)
 	}
 	if err := rows.Close(); err != nil {
 		return nil, err

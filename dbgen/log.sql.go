@@ -69,19 +69,19 @@ type LogLatestStatusRow struct {
 // (created, id). One index-only probe of pgqueuer_log_job_id_status per id
 // (LIMIT 1), however long a job's log and however many ids. Ids without a
 // log row are absent.
-func (q *Queries) LogLatestStatus(ctx context.Context, db DBTX, ids []int64) ([]LogLatestStatusRow, error) {
+func (q *Queries) LogLatestStatus(ctx context.Context, db DBTX, ids []int64) ([]*LogLatestStatusRow, error) {
 	rows, err := db.QueryContext(ctx, logLatestStatus, pq.Array(ids))
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var items []LogLatestStatusRow
+	var items []*LogLatestStatusRow
 	for rows.Next() {
 		var i LogLatestStatusRow
 		if err := rows.Scan(&i.JobID, &i.Status); err != nil {
 			return nil, err
 		}
-		items = append(items, i)
+		items = append(items, &i)
 	}
 	if err := rows.Close(); err != nil {
 		return nil, err

@@ -53,13 +53,13 @@ type SchedulesClaimRow struct {
 // come and that are queued, or picked by a scheduler whose heartbeat is
 // older than stale_after_us (it died). Rows other schedulers are claiming
 // are skipped. Returns the claimed rows with the database's clock.
-func (q *Queries) SchedulesClaim(ctx context.Context, db DBTX, arg SchedulesClaimParams) ([]SchedulesClaimRow, error) {
+func (q *Queries) SchedulesClaim(ctx context.Context, db DBTX, arg SchedulesClaimParams) ([]*SchedulesClaimRow, error) {
 	rows, err := db.QueryContext(ctx, schedulesClaim, arg.StaleAfterUs, pq.Array(arg.Entrypoints), pq.Array(arg.Expressions))
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var items []SchedulesClaimRow
+	var items []*SchedulesClaimRow
 	for rows.Next() {
 		var i SchedulesClaimRow
 		if err := rows.Scan(
@@ -73,7 +73,7 @@ func (q *Queries) SchedulesClaim(ctx context.Context, db DBTX, arg SchedulesClai
 		); err != nil {
 			return nil, err
 		}
-		items = append(items, i)
+		items = append(items, &i)
 	}
 	if err := rows.Close(); err != nil {
 		return nil, err
@@ -188,13 +188,13 @@ ORDER BY s.entrypoint, s.expression, s.id
 `
 
 // Every schedule, by entrypoint and expression.
-func (q *Queries) SchedulesList(ctx context.Context, db DBTX) ([]PgqueuerSchedule, error) {
+func (q *Queries) SchedulesList(ctx context.Context, db DBTX) ([]*PgqueuerSchedule, error) {
 	rows, err := db.QueryContext(ctx, schedulesList)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var items []PgqueuerSchedule
+	var items []*PgqueuerSchedule
 	for rows.Next() {
 		var i PgqueuerSchedule
 		if err := rows.Scan(
@@ -210,7 +210,7 @@ func (q *Queries) SchedulesList(ctx context.Context, db DBTX) ([]PgqueuerSchedul
 		); err != nil {
 			return nil, err
 		}
-		items = append(items, i)
+		items = append(items, &i)
 	}
 	if err := rows.Close(); err != nil {
 		return nil, err
@@ -244,9 +244,9 @@ type SchedulesNextWaitRow struct {
 // How many of the given (entrypoint, expression) pairs are queued, and how
 // long, in microseconds by the database's clock, until the earliest next_run
 // among them (0 when none is queued; negative when one is overdue).
-func (q *Queries) SchedulesNextWait(ctx context.Context, db DBTX, arg SchedulesNextWaitParams) (SchedulesNextWaitRow, error) {
+func (q *Queries) SchedulesNextWait(ctx context.Context, db DBTX, arg SchedulesNextWaitParams) (*SchedulesNextWaitRow, error) {
 	row := db.QueryRowContext(ctx, schedulesNextWait, pq.Array(arg.Entrypoints), pq.Array(arg.Expressions))
 	var i SchedulesNextWaitRow
 	err := row.Scan(&i.Queued, &i.WaitUs)
-	return i, err
+	return &i, err
 }

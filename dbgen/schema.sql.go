@@ -34,19 +34,19 @@ type SchemaColumnsRow struct {
 }
 
 // Columns of the tables among table_names in schema.
-func (q *Queries) SchemaColumns(ctx context.Context, db DBTX, arg SchemaColumnsParams) ([]SchemaColumnsRow, error) {
+func (q *Queries) SchemaColumns(ctx context.Context, db DBTX, arg SchemaColumnsParams) ([]*SchemaColumnsRow, error) {
 	rows, err := db.QueryContext(ctx, schemaColumns, arg.SchemaName, pq.Array(arg.TableNames))
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var items []SchemaColumnsRow
+	var items []*SchemaColumnsRow
 	for rows.Next() {
 		var i SchemaColumnsRow
 		if err := rows.Scan(&i.TableRef, &i.TableName, &i.ColumnName); err != nil {
 			return nil, err
 		}
-		items = append(items, i)
+		items = append(items, &i)
 	}
 	if err := rows.Close(); err != nil {
 		return nil, err
@@ -148,19 +148,19 @@ type SchemaRelationsRow struct {
 
 // Tables and indexes among names in schema, with their kind ('r' table,
 // 'i' index, 'p' partitioned table).
-func (q *Queries) SchemaRelations(ctx context.Context, db DBTX, arg SchemaRelationsParams) ([]SchemaRelationsRow, error) {
+func (q *Queries) SchemaRelations(ctx context.Context, db DBTX, arg SchemaRelationsParams) ([]*SchemaRelationsRow, error) {
 	rows, err := db.QueryContext(ctx, schemaRelations, arg.SchemaName, pq.Array(arg.Names))
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var items []SchemaRelationsRow
+	var items []*SchemaRelationsRow
 	for rows.Next() {
 		var i SchemaRelationsRow
 		if err := rows.Scan(&i.Name, &i.Kind); err != nil {
 			return nil, err
 		}
-		items = append(items, i)
+		items = append(items, &i)
 	}
 	if err := rows.Close(); err != nil {
 		return nil, err

@@ -24,11 +24,11 @@ type StatsClockRow struct {
 // the start of the second window_s seconds ago. The window starts on a whole
 // second so that it takes the same log rows whether they are counted from
 // the log or from the per-second statistics they were folded into.
-func (q *Queries) StatsClock(ctx context.Context, db DBTX, windowS float64) (StatsClockRow, error) {
+func (q *Queries) StatsClock(ctx context.Context, db DBTX, windowS float64) (*StatsClockRow, error) {
 	row := db.QueryRowContext(ctx, statsClock, windowS)
 	var i StatsClockRow
 	err := row.Scan(&i.Now, &i.Since)
-	return i, err
+	return &i, err
 }
 
 const statsQueueDepth = `-- name: StatsQueueDepth :many
@@ -52,13 +52,13 @@ type StatsQueueDepthRow struct {
 // queued ones, how long the one that has been due longest has waited
 // (seconds since its execute_after; 0 when none is due). One pass over the
 // job table, which holds only live jobs.
-func (q *Queries) StatsQueueDepth(ctx context.Context, db DBTX) ([]StatsQueueDepthRow, error) {
+func (q *Queries) StatsQueueDepth(ctx context.Context, db DBTX) ([]*StatsQueueDepthRow, error) {
 	rows, err := db.QueryContext(ctx, statsQueueDepth)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var items []StatsQueueDepthRow
+	var items []*StatsQueueDepthRow
 	for rows.Next() {
 		var i StatsQueueDepthRow
 		if err := rows.Scan(
@@ -70,7 +70,7 @@ func (q *Queries) StatsQueueDepth(ctx context.Context, db DBTX) ([]StatsQueueDep
 		); err != nil {
 			return nil, err
 		}
-		items = append(items, i)
+		items = append(items, &i)
 	}
 	if err := rows.Close(); err != nil {
 		return nil, err
@@ -127,19 +127,19 @@ type StatsRecentRow struct {
 // priority's recent seconds from that index (on a million statistics rows:
 // ~130 buffers and 3 ms instead of a 270 ms sequential scan). Log rows come
 // from pgqueuer_log_created or pgqueuer_log_not_aggregated.
-func (q *Queries) StatsRecent(ctx context.Context, db DBTX, since time.Time) ([]StatsRecentRow, error) {
+func (q *Queries) StatsRecent(ctx context.Context, db DBTX, since time.Time) ([]*StatsRecentRow, error) {
 	rows, err := db.QueryContext(ctx, statsRecent, since)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var items []StatsRecentRow
+	var items []*StatsRecentRow
 	for rows.Next() {
 		var i StatsRecentRow
 		if err := rows.Scan(&i.Entrypoint, &i.Status, &i.Count); err != nil {
 			return nil, err
 		}
-		items = append(items, i)
+		items = append(items, &i)
 	}
 	if err := rows.Close(); err != nil {
 		return nil, err
@@ -204,13 +204,13 @@ type StatsRecentErrorsRow struct {
 // is waiting for (or running) a retry: its latest 'queued' log row with a
 // traceback, found through pgqueuer_log_job_id_status. ('queued' rows are a
 // third of the log; retries still waiting are few.)
-func (q *Queries) StatsRecentErrors(ctx context.Context, db DBTX, maxRows int32) ([]StatsRecentErrorsRow, error) {
+func (q *Queries) StatsRecentErrors(ctx context.Context, db DBTX, maxRows int32) ([]*StatsRecentErrorsRow, error) {
 	rows, err := db.QueryContext(ctx, statsRecentErrors, maxRows)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var items []StatsRecentErrorsRow
+	var items []*StatsRecentErrorsRow
 	for rows.Next() {
 		var i StatsRecentErrorsRow
 		if err := rows.Scan(
@@ -223,7 +223,7 @@ func (q *Queries) StatsRecentErrors(ctx context.Context, db DBTX, maxRows int32)
 		); err != nil {
 			return nil, err
 		}
-		items = append(items, i)
+		items = append(items, &i)
 	}
 	if err := rows.Close(); err != nil {
 		return nil, err
