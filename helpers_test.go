@@ -1,10 +1,8 @@
 package pgq_test
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
-	"sync"
 	"testing"
 	"time"
 
@@ -39,6 +37,21 @@ func drain(t *testing.T, ctx context.Context, qm *pgq.QueueManager, opts ...pgq.
 	}
 }
 
+// runWorker runs qm until the test ends; the cleanup stops it and fails
+// the test if Run returned an error.
+func runWorker(t testing.TB, ctx context.Context, qm *pgq.QueueManager, opts ...pgq.RunOption) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- qm.Run(ctx, opts...) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+}
+
 func scalar[T any](t *testing.T, db *sql.DB, query string, args ...any) T {
 	t.Helper()
 	var v T
@@ -46,23 +59,4 @@ func scalar[T any](t *testing.T, db *sql.DB, query string, args ...any) T {
 		t.Fatalf("%s: %v", query, err)
 	}
 	return v
-}
-
-// syncBuffer is a bytes.Buffer that goroutines may write at once (a log
-// destination for tests).
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/pgq-dev/pgq"
 	"github.com/pgq-dev/pgq/internal/pgcluster"
+	"github.com/pgq-dev/pgq/internal/syncbuf"
 )
 
 func TestConcurrencyLimitFleetWide(t *testing.T) {
@@ -298,7 +299,7 @@ func TestHandlerContext(t *testing.T) {
 		ctx := testCtx(t)
 		type deps struct{ name string }
 		id, _ := pgq.NewQueries(db).Enqueue(ctx, "c", nil)
-		var logs syncBuffer
+		var logs syncbuf.Buffer
 		logger := slog.New(slog.NewTextHandler(&logs, nil))
 		qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn), pgq.WithResources(&deps{"mailer"}), pgq.WithLogger(logger))
 		var gotID pgq.JobID

@@ -1035,6 +1035,7 @@ func (w *run) upkeep(ctx context.Context, vacuum bool) {
 		MinDead: vacuumMinDead, TableName: w.qm.cfg.names.Qualified(sqlname.JobTable),
 	})
 	if err != nil {
+		w.warn(ctx, "pgq: reading the job table's statistics failed", err)
 		return
 	}
 	if vacuum && need.NeedsVacuum {

@@ -189,13 +189,18 @@ func TestPickedLoggedWhileRunning(t *testing.T) {
 		qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
 		_ = qm.Entrypoint("slow", func(ctx context.Context, j *pgq.Job) error {
 			close(started)
-			<-release
+			select {
+			case <-release:
+			case <-ctx.Done():
+			}
 			return nil
 		})
-		runCtx, stop := context.WithCancel(ctx)
-		done := make(chan error, 1)
-		go func() { done <- qm.Run(runCtx) }()
-		<-started
+		runWorker(t, ctx, qm)
+		select {
+		case <-started:
+		case <-ctx.Done():
+			t.Fatal("the job did not start")
+		}
 		deadline := time.Now().Add(5 * time.Second)
 		for scalar[int](t, db, "SELECT count(*) FROM pgqueuer_log WHERE job_id = $1 AND status = 'picked'", int64(id)) == 0 {
 			if time.Now().After(deadline) {
@@ -218,10 +223,6 @@ func TestPickedLoggedWhileRunning(t *testing.T) {
 		defer w.Close()
 		if st, err := w.WaitFor(ctx, id); err != nil || st != pgq.StatusSuccessful {
 			t.Fatalf("WaitFor: %v, %v", st, err)
-		}
-		stop()
-		if err := <-done; err != nil {
-			t.Fatal(err)
 		}
 		if log := scalar[string](t, db, "SELECT string_agg(status::text, ',' ORDER BY id) FROM pgqueuer_log WHERE job_id = $1", int64(id)); log != "queued,picked,successful" {
 			t.Fatalf("log %s", log)

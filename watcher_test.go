@@ -115,15 +115,7 @@ func (e *watchEnv) startWorker(t testing.TB, handlers map[string]pgq.Handler, op
 			t.Fatal(err)
 		}
 	}
-	ctx, cancel := context.WithCancel(e.ctx)
-	done := make(chan error, 1)
-	go func() { done <- qm.Run(ctx, opts...) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
+	runWorker(t, e.ctx, qm, opts...)
 }
 
 // waitResult is the outcome of one WaitFor.

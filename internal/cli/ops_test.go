@@ -1,7 +1,6 @@
 package cli_test
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"fmt"
@@ -13,35 +12,17 @@ import (
 
 	pgqueue "github.com/pgq-dev/pgq"
 	"github.com/pgq-dev/pgq/internal/cli"
+	"github.com/pgq-dev/pgq/internal/syncbuf"
 	"github.com/pgq-dev/pgq/pgqtest"
 )
 
-// syncBuffer is a bytes.Buffer that a running command writes to while the
-// test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // background runs a long-running command until stop is called, which
 // cancels its ctx and returns its result.
-func background(t *testing.T, args ...string) (out *syncBuffer, stop func() result) {
+func background(t *testing.T, args ...string) (out *syncbuf.Buffer, stop func() result) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	out = &syncBuffer{}
-	var errb syncBuffer
+	out = &syncbuf.Buffer{}
+	var errb syncbuf.Buffer
 	done := make(chan int, 1)
 	go func() { done <- cli.Main(ctx, args, strings.NewReader(""), out, &errb) }()
 	var once sync.Once

@@ -2,7 +2,6 @@ package pgcluster_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"database/sql"
 	"errors"
@@ -12,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,25 +20,8 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/pgq-dev/pgq/internal/pgcluster"
+	"github.com/pgq-dev/pgq/internal/syncbuf"
 )
-
-// syncBuffer is a bytes.Buffer safe for concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func queryOne(t *testing.T, driver, dsn, query string) string {
 	t.Helper()
@@ -62,7 +43,7 @@ func TestCluster(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 
-	var log syncBuffer
+	var log syncbuf.Buffer
 	begin := time.Now()
 	c, err := pgcluster.Start(ctx, pgcluster.Options{
 		Settings: map[string]string{"fsync": "off", "application_name": "it's a test"},
