@@ -419,6 +419,23 @@ func (w *run) loop(ctx context.Context) error {
 		w.complete()
 	}()
 
+	// Claimed jobs are started by a dispatcher, in claim order, so that
+	// the next claim does not wait for a batch's handlers to be started.
+	// (It never waits for anything but a mutex, so a send to it is never
+	// held for long.) It stops after the loop's last send, before bg.Wait.
+	dispatch := make(chan []*Job, 16)
+	dispatched := make(chan struct{})
+	go func() {
+		defer close(dispatched)
+		for jobs := range dispatch {
+			w.start(jobsCtx, jobs, &bg)
+		}
+	}()
+	defer func() {
+		close(dispatch)
+		<-dispatched
+	}()
+
 	inFlight := 0
 	want := true // look for jobs now
 	threshold := max(1, min(w.rc.batchSize, w.rc.maxConcurrent)/4)
@@ -461,13 +478,12 @@ func (w *run) loop(ctx context.Context) error {
 				lookIn(errWait)
 			default:
 				errWait = 0
-				for _, j := range jobs {
-					inFlight++
-					jctx, cancel := context.WithCancelCause(jobsCtx)
-					w.mu.Lock()
-					w.running[j.ID] = cancel
-					w.mu.Unlock()
-					bg.Go(func() { w.execute(jctx, j) })
+				// The jobs count against the limit from now on; the
+				// dispatcher starts them while this loop may already
+				// claim the next batch.
+				inFlight += len(jobs)
+				if len(jobs) > 0 {
+					dispatch <- jobs
 				}
 				if len(jobs) == n {
 					want = true // probably more waiting
@@ -505,6 +521,24 @@ func (w *run) loop(ctx context.Context) error {
 	}
 	stopAux()
 	return w.shutdown(ctx, inFlight, cancelJobs, completerDone)
+}
+
+// start registers the claimed jobs as running (so that cancellations and
+// heartbeats find them) and runs each one's handler in its own goroutine.
+func (w *run) start(jobsCtx context.Context, jobs []*Job, bg *sync.WaitGroup) {
+	ctxs := make([]context.Context, len(jobs))
+	cancels := make([]context.CancelCauseFunc, len(jobs))
+	for i := range jobs {
+		ctxs[i], cancels[i] = context.WithCancelCause(jobsCtx)
+	}
+	w.mu.Lock()
+	for i, j := range jobs {
+		w.running[j.ID] = cancels[i]
+	}
+	w.mu.Unlock()
+	for i, j := range jobs {
+		bg.Go(func() { w.execute(ctxs[i], j) })
+	}
 }
 
 // shutdown lets running handlers finish within the grace period, then

@@ -480,3 +480,53 @@ func TestDeafListenerFallsBackToPolling(t *testing.T) {
 		t.Fatal("job not run: the worker neither heard nor polled")
 	}
 }
+
+// TestMaxConcurrentTasksHolds checks that no more handlers run at once than
+// WithMaxConcurrentTasks allows, whether the batch is larger than the limit
+// (claims are cut to the free slots) or smaller (claims follow each other
+// while earlier jobs still run), and that every job runs once.
+func TestMaxConcurrentTasksHolds(t *testing.T) {
+	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
+		for _, c := range []struct{ batch, limit int }{{8, 5}, {5, 12}} {
+			ctx := testCtx(t)
+			q := pgq.NewQueries(db)
+			const n = 200
+			jobs := make([]pgq.NewJob, n)
+			for i := range jobs {
+				jobs[i].Entrypoint = "cap"
+			}
+			ids, err := q.EnqueueBatch(ctx, jobs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var mu sync.Mutex
+			running, peak := 0, 0
+			ran := map[pgq.JobID]int{}
+			qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
+			_ = qm.Entrypoint("cap", func(ctx context.Context, j *pgq.Job) error {
+				mu.Lock()
+				running++
+				peak = max(peak, running)
+				ran[j.ID]++
+				mu.Unlock()
+				time.Sleep(3 * time.Millisecond)
+				mu.Lock()
+				running--
+				mu.Unlock()
+				return nil
+			})
+			drain(t, ctx, qm, pgq.WithBatchSize(c.batch), pgq.WithMaxConcurrentTasks(c.limit))
+			if peak > c.limit || peak < 2 {
+				t.Errorf("batch %d, limit %d: at most %d handlers ran at once; want 2..%d", c.batch, c.limit, peak, c.limit)
+			}
+			for _, id := range ids {
+				if ran[id] != 1 {
+					t.Errorf("batch %d, limit %d: job %d ran %d times", c.batch, c.limit, id, ran[id])
+				}
+			}
+			if len(ran) != n {
+				t.Errorf("batch %d, limit %d: %d distinct jobs ran, want %d", c.batch, c.limit, len(ran), n)
+			}
+		}
+	})
+}
