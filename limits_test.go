@@ -343,7 +343,9 @@ func TestHandlerContext(t *testing.T) {
 }
 
 // TestServerRestartMidRun restarts PostgreSQL (its own cluster) while a
-// worker drains 5,000 jobs: every job completes.
+// worker drains 5,000 jobs, cleanly (pg_ctl restart -m fast) and as a
+// crash (-m immediate, which loses claims whose commit was not yet flushed:
+// their jobs run again): every job completes.
 func TestServerRestartMidRun(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts its own PostgreSQL")
@@ -354,8 +356,12 @@ func TestServerRestartMidRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cl.Stop()
-	for _, driver := range []string{"pgx", "postgres"} {
-		t.Run(driver, func(t *testing.T) {
+	for _, c := range []struct {
+		driver, mode string
+		restart      func(context.Context) error
+	}{{"pgx", "fast", cl.Restart}, {"postgres", "fast", cl.Restart}, {"pgx", "crash", cl.Crash}, {"postgres", "crash", cl.Crash}} {
+		driver := c.driver
+		t.Run(driver+"/"+c.mode, func(t *testing.T) {
 			dsn := cl.DSN("postgres")
 			db, err := sql.Open(driver, dsn)
 			if err != nil {
@@ -381,7 +387,7 @@ func TestServerRestartMidRun(t *testing.T) {
 			_ = qm.Entrypoint("r", func(ctx context.Context, j *pgq.Job) error {
 				if ran.Add(1) == n/4 {
 					go func() {
-						if err := cl.Restart(context.Background()); err != nil {
+						if err := c.restart(context.Background()); err != nil {
 							t.Error(err)
 						}
 						close(restarted)

@@ -152,6 +152,7 @@ type runConfig struct {
 	statsInterval    time.Duration
 	logRetention     time.Duration
 	vacuum           bool
+	syncClaims       bool
 	mode             Mode
 	err              error
 }
@@ -251,6 +252,21 @@ func WithLogRetention(d time.Duration) RunOption {
 // alone.
 func WithVacuum(on bool) RunOption {
 	return func(c *runConfig) { c.vacuum = on }
+}
+
+// WithSynchronousClaims says whether a claim waits for its commit to reach
+// disk (default false). By default the transaction that claims jobs commits
+// with synchronous_commit off, for that transaction only, which takes the
+// wait for a WAL flush off the worker's critical path: a claim lost when
+// the server crashes within a fraction of a second after it (before the
+// WAL writer flushes it) leaves its jobs queued, so they run again, as
+// after a worker crash; the at-least-once guarantee is the same. Enqueues
+// and outcomes always wait for the flush, and an outcome's flush also
+// makes every claim before it durable. Pass true to have claims wait too
+// (the server's synchronous_commit setting then applies), so that a server
+// crash never makes a claimed job run twice.
+func WithSynchronousClaims(on bool) RunOption {
+	return func(c *runConfig) { c.syncClaims = on }
 }
 
 // WithMode sets when Run returns: ModeContinuous (default) or ModeDrain.
@@ -662,10 +678,11 @@ func (w *run) claim(ctx context.Context, n int) (jobs []*Job, again time.Duratio
 		caps[i] = int32(n)
 	}
 	params := dbgen.JobsClaimParams{
-		Entrypoints:    w.names,
-		Caps:           caps,
-		BatchSize:      int32(n),
-		QueueManagerID: uuid.NullUUID{UUID: w.qm.id, Valid: true},
+		Entrypoints:      w.names,
+		Caps:             caps,
+		BatchSize:        int32(n),
+		QueueManagerID:   uuid.NullUUID{UUID: w.qm.id, Valid: true},
+		SynchronousClaim: w.rc.syncClaims,
 	}
 	var rows []*dbgen.JobsClaimRow
 	if len(w.limited) == 0 {

@@ -1,6 +1,7 @@
 package pgq_test
 
 import (
+	"context"
 	"database/sql"
 	"os"
 	"regexp"
@@ -116,7 +117,7 @@ func TestHotStatementPlans(t *testing.T) {
 			{"JobsHeartbeat", map[string]any{"@ids": pq.Array(running), "@queue_manager_id": holder.String()}, pkey, partials},
 			{"JobsClaim", map[string]any{
 				"@entrypoints": pq.Array([]string{"plan"}), "@caps": pq.Array([]int32{1000}), "@batch_size": 1000,
-				"@queue_manager_id": uuid.NewString(),
+				"@queue_manager_id": uuid.NewString(), "@synchronous_claim": false,
 			}, regexp.MustCompile(`Index Scan using pgqueuer_ep_prio_id_idx on pgqueuer`), partials},
 			{"JobsReleaseStale", map[string]any{
 				"@entrypoints": pq.Array([]string{"plan"}), "@stale_after_us": int64(30_000_000), "@max_jobs": 1000,
@@ -139,6 +140,80 @@ func TestHotStatementPlans(t *testing.T) {
 				if strings.Contains(plan, n) {
 					t.Errorf("%s uses %s:\n%s", c.name, n, plan)
 				}
+			}
+		}
+	})
+}
+
+// TestClaimCommitMode checks that the claim statement turns
+// synchronous_commit off for its own transaction only, unless asked to
+// keep the session's setting, and that it claims either way.
+func TestClaimCommitMode(t *testing.T) {
+	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
+		ctx := testCtx(t)
+		if _, err := pgq.NewQueries(db).EnqueueBatch(ctx, []pgq.NewJob{{Entrypoint: "m"}, {Entrypoint: "m"}}); err != nil {
+			t.Fatal(err)
+		}
+		query, params := namedQuery(t, "jobs.sql", "JobsClaim")
+		conn, err := db.Conn(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		// The test server may run with synchronous_commit off.
+		if _, err := conn.ExecContext(ctx, "SET synchronous_commit = on"); err != nil {
+			t.Fatal(err)
+		}
+		setting := func(q interface {
+			QueryRowContext(context.Context, string, ...any) *sql.Row
+		}) string {
+			var v string
+			if err := q.QueryRowContext(ctx, "SELECT current_setting('synchronous_commit')").Scan(&v); err != nil {
+				t.Fatal(err)
+			}
+			return v
+		}
+		for _, c := range []struct {
+			sync bool
+			want string
+		}{{false, "off"}, {true, "on"}} {
+			values := map[string]any{"@entrypoints": pq.Array([]string{"m"}), "@caps": pq.Array([]int32{1}),
+				"@batch_size": 1, "@queue_manager_id": uuid.NewString(), "@synchronous_claim": c.sync}
+			args := make([]any, len(params))
+			for i, p := range params {
+				v, ok := values[p]
+				if !ok {
+					t.Fatalf("no value for %s", p)
+				}
+				args[i] = v
+			}
+			tx, err := conn.BeginTx(ctx, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rows, err := tx.QueryContext(ctx, query, args...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n := 0
+			for rows.Next() {
+				n++
+			}
+			if err := rows.Err(); err != nil {
+				t.Fatal(err)
+			}
+			rows.Close()
+			if n != 1 {
+				t.Errorf("synchronous_claim %v: claimed %d jobs, want 1", c.sync, n)
+			}
+			if got := setting(tx); got != c.want {
+				t.Errorf("synchronous_claim %v: synchronous_commit in the claim's transaction = %q, want %q", c.sync, got, c.want)
+			}
+			if err := tx.Commit(); err != nil {
+				t.Fatal(err)
+			}
+			if got := setting(conn); got != "on" {
+				t.Errorf("synchronous_claim %v: synchronous_commit after the claim's transaction = %q, want on", c.sync, got)
 			}
 		}
 	})

@@ -64,9 +64,17 @@ func (q *Queries) JobsCancel(ctx context.Context, db DBTX, ids []int64) ([]int64
 }
 
 const jobsClaim = `-- name: JobsClaim :many
-WITH caps AS (
-    SELECT unnest($1::text[]) AS entrypoint,
-           unnest($2::int[]) AS cap
+WITH commit_mode AS (
+    SELECT set_config('synchronous_commit',
+                      CASE WHEN $1::boolean
+                           THEN current_setting('synchronous_commit')
+                           ELSE 'off' END,
+                      true) AS mode
+),
+caps AS (
+    SELECT unnest($2::text[]) AS entrypoint,
+           unnest($3::int[]) AS cap
+    FROM commit_mode
 ),
 due AS (
     SELECT q.id, q.priority
@@ -86,14 +94,14 @@ due AS (
 candidates AS (
     SELECT due.id FROM due
     ORDER BY due.priority DESC, due.id ASC
-    LIMIT $3::int
+    LIMIT $4::int
 ),
 claimed AS (
     UPDATE pgqueuer AS j
     SET status = 'picked',
         updated = now(),
         heartbeat = now(),
-        queue_manager_id = $4
+        queue_manager_id = $5
     -- An array, not a join: the planner cannot size the candidates and,
     -- joining, may hash the whole table; = ANY(array) probes the primary key.
     WHERE j.id = ANY(ARRAY(SELECT candidates.id FROM candidates))
@@ -112,10 +120,11 @@ ORDER BY claimed.priority DESC, claimed.id ASC
 `
 
 type JobsClaimParams struct {
-	Entrypoints    []string
-	Caps           []int32
-	BatchSize      int32
-	QueueManagerID uuid.NullUUID
+	SynchronousClaim bool
+	Entrypoints      []string
+	Caps             []int32
+	BatchSize        int32
+	QueueManagerID   uuid.NullUUID
 }
 
 type JobsClaimRow struct {
@@ -138,8 +147,16 @@ type JobsClaimRow struct {
 // that are due, in the order of pgqueuer_ep_prio_id_idx, skipping rows other
 // workers hold. (Jobs abandoned by a dead worker are put back in the queue
 // by JobsReleaseStale, which keeps this statement on one index.)
+//
+// Unless synchronous_claim is set, the claim's transaction commits without
+// waiting for its WAL to reach disk (synchronous_commit off for this
+// transaction only): a claim lost in a server crash puts its jobs back in
+// the queue, as a worker crash does, and they run again. Enqueues and
+// outcomes always wait; a later outcome's commit also makes the claims
+// before it durable.
 func (q *Queries) JobsClaim(ctx context.Context, db DBTX, arg JobsClaimParams) ([]*JobsClaimRow, error) {
 	rows, err := db.QueryContext(ctx, jobsClaim,
+		arg.SynchronousClaim,
 		pq.Array(arg.Entrypoints),
 		pq.Array(arg.Caps),
 		arg.BatchSize,

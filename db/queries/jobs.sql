@@ -74,9 +74,24 @@ SELECT inserted.id, inserted.dedupe_key FROM inserted ORDER BY inserted.id;
 -- that are due, in the order of pgqueuer_ep_prio_id_idx, skipping rows other
 -- workers hold. (Jobs abandoned by a dead worker are put back in the queue
 -- by JobsReleaseStale, which keeps this statement on one index.)
-WITH caps AS (
+--
+-- Unless synchronous_claim is set, the claim's transaction commits without
+-- waiting for its WAL to reach disk (synchronous_commit off for this
+-- transaction only): a claim lost in a server crash puts its jobs back in
+-- the queue, as a worker crash does, and they run again. Enqueues and
+-- outcomes always wait; a later outcome's commit also makes the claims
+-- before it durable.
+WITH commit_mode AS (
+    SELECT set_config('synchronous_commit',
+                      CASE WHEN @synchronous_claim::boolean
+                           THEN current_setting('synchronous_commit')
+                           ELSE 'off' END,
+                      true) AS mode
+),
+caps AS (
     SELECT unnest(@entrypoints::text[]) AS entrypoint,
            unnest(@caps::int[]) AS cap
+    FROM commit_mode
 ),
 due AS (
     SELECT q.id, q.priority

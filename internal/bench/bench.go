@@ -46,7 +46,7 @@ type options struct {
 	jobs, enqueueBatch, workers, producers, batchSize, concurrency int
 	samples, lookupIDs, repeats, consume                           int
 	logRows                                                        int64
-	analyze, vacuum                                                bool
+	analyze, vacuum, syncClaims                                    bool
 	duration, interval                                             time.Duration
 }
 
@@ -76,7 +76,7 @@ var benchmarks = []benchmark{
 		run: func(ctx context.Context, e *env, o *options) (any, error) {
 			return ptr(Drain(ctx, e.db, DrainConfig{Jobs: o.jobs, EnqueueBatch: o.enqueueBatch, Workers: o.workers,
 				BatchSize: o.batchSize, Concurrency: o.concurrency, ListenDSN: e.listenDSN, Logger: e.logger,
-				Analyze: o.analyze, Vacuum: o.vacuum}))
+				Analyze: o.analyze, Vacuum: o.vacuum, SyncClaims: o.syncClaims}))
 		},
 	},
 	{
@@ -98,7 +98,7 @@ var benchmarks = []benchmark{
 		run: func(ctx context.Context, e *env, o *options) (any, error) {
 			return ptr(Throughput(ctx, e.db, ThroughputConfig{Duration: o.duration, Producers: o.producers,
 				EnqueueBatch: o.enqueueBatch, Workers: o.workers, BatchSize: o.batchSize,
-				Concurrency: o.concurrency, ListenDSN: e.listenDSN, Logger: e.logger}))
+				Concurrency: o.concurrency, SyncClaims: o.syncClaims, ListenDSN: e.listenDSN, Logger: e.logger}))
 		},
 	},
 	{
@@ -107,6 +107,7 @@ var benchmarks = []benchmark{
 		flags: func(fs *flag.FlagSet, o *options) {
 			fs.IntVar(&o.samples, "samples", DefaultSamples, "jobs to time")
 			fs.DurationVar(&o.interval, "interval", 0, "pause between samples (0: back to back)")
+			syncClaimsFlag(fs, o)
 		},
 		check: func(o *options) error {
 			if o.interval < 0 {
@@ -115,7 +116,8 @@ var benchmarks = []benchmark{
 			return positives(map[string]int{"--samples": o.samples})
 		},
 		run: func(ctx context.Context, e *env, o *options) (any, error) {
-			return ptr(Latency(ctx, e.db, LatencyConfig{Samples: o.samples, Interval: o.interval, ListenDSN: e.listenDSN, Logger: e.logger}))
+			return ptr(Latency(ctx, e.db, LatencyConfig{Samples: o.samples, Interval: o.interval, SyncClaims: o.syncClaims,
+				ListenDSN: e.listenDSN, Logger: e.logger}))
 		},
 	},
 	{
@@ -161,6 +163,11 @@ func workerFlags(fs *flag.FlagSet, o *options) {
 	fs.IntVar(&o.workers, "workers", DefaultWorkers, "QueueManagers")
 	fs.IntVar(&o.batchSize, "batch-size", pgq.DefaultBatchSize, "jobs per claim (WithBatchSize)")
 	fs.IntVar(&o.concurrency, "concurrency", pgq.DefaultMaxConcurrentTasks, "jobs run at once per worker (WithMaxConcurrentTasks)")
+	syncClaimsFlag(fs, o)
+}
+
+func syncClaimsFlag(fs *flag.FlagSet, o *options) {
+	fs.BoolVar(&o.syncClaims, "sync-claims", false, "claims wait for their commit to reach disk (WithSynchronousClaims)")
 }
 
 func commonFlags(fs *flag.FlagSet, o *options) {

@@ -48,6 +48,9 @@ type DrainConfig struct {
 	// do not slow this one; River's own benchmark likewise starts with
 	// TRUNCATE and VACUUM FULL of its job table.
 	Vacuum bool
+	// SyncClaims makes claims wait for their commit to reach disk
+	// (pgq.WithSynchronousClaims).
+	SyncClaims bool
 }
 
 func (c *DrainConfig) defaults() error {
@@ -115,7 +118,7 @@ func Drain(ctx context.Context, db *sql.DB, cfg DrainConfig) (DrainResult, error
 	}
 	settings.Jobs, settings.EnqueueBatch, settings.Workers = cfg.Jobs, cfg.EnqueueBatch, cfg.Workers
 	settings.BatchSize, settings.Concurrency = cfg.BatchSize, cfg.Concurrency
-	settings.Analyze, settings.Vacuum = cfg.Analyze, cfg.Vacuum
+	settings.Analyze, settings.Vacuum, settings.SyncClaims = cfg.Analyze, cfg.Vacuum, cfg.SyncClaims
 	res := DrainResult{Jobs: cfg.Jobs, Settings: settings}
 
 	if err := purge(ctx, db); err != nil {
@@ -149,7 +152,8 @@ func Drain(ctx context.Context, db *sql.DB, cfg DrainConfig) (DrainResult, error
 	marks := newDeciles(cfg.Jobs)
 	handler := func(context.Context, *pgq.Job) error { marks.mark(ran.Add(1)); return nil }
 	if err := runWorkers(ctx, db, cfg.Workers, workerOptions(cfg.ListenDSN, cfg.Logger), handler,
-		pgq.WithMode(pgq.ModeDrain), pgq.WithBatchSize(cfg.BatchSize), pgq.WithMaxConcurrentTasks(cfg.Concurrency)); err != nil {
+		pgq.WithMode(pgq.ModeDrain), pgq.WithBatchSize(cfg.BatchSize), pgq.WithMaxConcurrentTasks(cfg.Concurrency),
+		pgq.WithSynchronousClaims(cfg.SyncClaims)); err != nil {
 		return res, err
 	}
 	s2, t2 := meter.sample(), time.Now()

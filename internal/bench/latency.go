@@ -35,6 +35,9 @@ type LatencyConfig struct {
 	// pgq.WithListenDSN; a lib/pq pool needs it to listen.
 	ListenDSN string
 	Logger    *slog.Logger // the worker's and watcher's logger (pgq.WithLogger); nil: quiet
+	// SyncClaims makes claims wait for their commit to reach disk
+	// (pgq.WithSynchronousClaims).
+	SyncClaims bool
 }
 
 // LatencyResult holds the percentiles of each leg of a job's trip through
@@ -86,6 +89,7 @@ func Latency(ctx context.Context, db *sql.DB, cfg LatencyConfig) (LatencyResult,
 		settings.Interval = cfg.Interval.String()
 	}
 	settings.BatchSize, settings.Concurrency = pgq.DefaultBatchSize, pgq.DefaultMaxConcurrentTasks
+	settings.SyncClaims = cfg.SyncClaims
 	res := LatencyResult{Samples: cfg.Samples, Settings: settings}
 	if err := purge(ctx, db); err != nil {
 		return res, err
@@ -113,7 +117,7 @@ func Latency(ctx context.Context, db *sql.DB, cfg LatencyConfig) (LatencyResult,
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	var runErr error
-	wg.Go(func() { runErr = qm.Run(runCtx) })
+	wg.Go(func() { runErr = qm.Run(runCtx, pgq.WithSynchronousClaims(cfg.SyncClaims)) })
 	watcher, err := pgq.NewCompletionWatcher(runCtx, db, wopts...)
 	if err != nil {
 		return res, err

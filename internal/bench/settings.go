@@ -30,6 +30,7 @@ type Settings struct {
 	Repeats      int    `json:"repeats,omitempty"`
 	Analyze      bool   `json:"analyze,omitempty"` // ANALYZE of the job table before processing
 	Vacuum       bool   `json:"vacuum,omitempty"`  // VACUUM of the job table before enqueuing
+	SyncClaims   bool   `json:"sync_claims"`       // claims wait for their commit to reach disk
 
 	Driver   string `json:"driver"`   // "pgx" or "postgres" (lib/pq)
 	Listener string `json:"listener"` // "pool" (a borrowed pgx connection), "dsn" or "none" (polling)

@@ -27,6 +27,7 @@ type ThroughputConfig struct {
 	Workers      int           // QueueManagers (default DefaultWorkers)
 	BatchSize    int           // pgq.WithBatchSize (default pgq.DefaultBatchSize)
 	Concurrency  int           // pgq.WithMaxConcurrentTasks (default pgq.DefaultMaxConcurrentTasks)
+	SyncClaims   bool          // pgq.WithSynchronousClaims
 	ListenDSN    string        // pgq.WithListenDSN for the workers
 	Logger       *slog.Logger  // the workers' logger (pgq.WithLogger); nil: quiet
 }
@@ -78,6 +79,7 @@ func Throughput(ctx context.Context, db *sql.DB, cfg ThroughputConfig) (Throughp
 	}
 	settings.Producers, settings.EnqueueBatch, settings.Workers = cfg.Producers, cfg.EnqueueBatch, cfg.Workers
 	settings.BatchSize, settings.Concurrency, settings.Duration = cfg.BatchSize, cfg.Concurrency, cfg.Duration.String()
+	settings.SyncClaims = cfg.SyncClaims
 	res := ThroughputResult{Settings: settings}
 	if err := purge(ctx, db); err != nil {
 		return res, err
@@ -101,7 +103,8 @@ func Throughput(ctx context.Context, db *sql.DB, cfg ThroughputConfig) (Throughp
 	var workErr error
 	wg.Go(func() {
 		workErr = runWorkers(runCtx, db, cfg.Workers, workerOptions(cfg.ListenDSN, cfg.Logger), handler,
-			pgq.WithBatchSize(cfg.BatchSize), pgq.WithMaxConcurrentTasks(cfg.Concurrency))
+			pgq.WithBatchSize(cfg.BatchSize), pgq.WithMaxConcurrentTasks(cfg.Concurrency),
+			pgq.WithSynchronousClaims(cfg.SyncClaims))
 	})
 	prodErrs := make([]error, cfg.Producers)
 	for i := range cfg.Producers {

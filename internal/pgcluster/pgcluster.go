@@ -150,16 +150,25 @@ func (c *Cluster) DataDir() string { return c.dataDir }
 // and with the same settings, and waits until it accepts connections. It
 // also starts a server that has died (for instance after its postmaster was
 // killed by a crash test).
-func (c *Cluster) Restart(ctx context.Context) error {
+func (c *Cluster) Restart(ctx context.Context) error { return c.restart(ctx, "fast") }
+
+// Crash restarts the server as Restart does, but stops it with "pg_ctl
+// restart -m immediate": the server exits without a checkpoint and without
+// writing the WAL still in its buffers (commits made with synchronous_commit
+// off within the last fraction of a second are lost), and recovers from
+// the WAL on disk when it starts again, as after a crash.
+func (c *Cluster) Crash(ctx context.Context) error { return c.restart(ctx, "immediate") }
+
+func (c *Cluster) restart(ctx context.Context, mode string) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.stopped {
 		return errors.New("pgcluster: Restart called after Stop")
 	}
-	args := []string{"restart", "-w", "-m", "fast", "-t", timeoutSeconds(ctx, pgctlTimeout),
+	args := []string{"restart", "-w", "-m", mode, "-t", timeoutSeconds(ctx, pgctlTimeout),
 		"-D", c.dataDir, "-l", c.logFile, "-o", c.serverOptions()}
 	if _, err := c.run(ctx, pgctlTimeout, c.bin.pgctl, args...); err != nil {
-		return c.withLogTail(fmt.Errorf("pgcluster: restart: %w", err), 0)
+		return c.withLogTail(fmt.Errorf("pgcluster: restart -m %s: %w", mode, err), 0)
 	}
 	if err := c.waitReady(ctx); err != nil {
 		return c.withLogTail(err, 0)

@@ -89,6 +89,24 @@ func TestCluster(t *testing.T) {
 		}
 	}
 
+	// After Crash the server has recovered: a synchronous commit survives.
+	{
+		db, err := sql.Open("pgx", dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.ExecContext(ctx, "CREATE TABLE crash_kept (v int); INSERT INTO crash_kept VALUES (1)"); err != nil {
+			t.Fatal(err)
+		}
+		db.Close()
+	}
+	if err := c.Crash(ctx); err != nil {
+		t.Fatalf("Crash: %v", err)
+	}
+	if got := queryOne(t, "pgx", dsn, "SELECT count(*)::text FROM crash_kept"); got != "1" {
+		t.Errorf("after Crash, the committed row count = %q, want 1", got)
+	}
+
 	pidFile := filepath.Join(c.DataDir(), "postmaster.pid")
 	if _, err := os.Stat(pidFile); err != nil {
 		t.Fatalf("postmaster.pid: %v", err)
