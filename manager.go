@@ -175,7 +175,10 @@ func WithBatchSize(n int) RunOption {
 }
 
 // WithMaxConcurrentTasks bounds how many jobs this worker runs at once
-// (default DefaultMaxConcurrentTasks).
+// (default DefaultMaxConcurrentTasks). Claimed jobs count against it until
+// their handler returns, and a claim takes at most the free slots; with a
+// limit of twice the batch size the worker claims the next full batch while
+// the last one runs, which keeps a busy queue moving fastest.
 func WithMaxConcurrentTasks(n int) RunOption {
 	return func(c *runConfig) {
 		if n < 1 {
