@@ -108,7 +108,7 @@ func Throughput(ctx context.Context, db *sql.DB, cfg ThroughputConfig) (Throughp
 	})
 	prodErrs := make([]error, cfg.Producers)
 	for i := range cfg.Producers {
-		wg.Go(func() { prodErrs[i] = produce(runCtx, pgq.NewQueries(db), cfg.EnqueueBatch, deadline, &enqueued) })
+		wg.Go(func() { prodErrs[i] = produce(ctx, runCtx, pgq.NewQueries(db), cfg.EnqueueBatch, deadline, &enqueued) })
 	}
 	wg.Wait()
 	s1 := meter.sample()
@@ -138,14 +138,16 @@ func Throughput(ctx context.Context, db *sql.DB, cfg ThroughputConfig) (Throughp
 	return res, purge(ctx, db)
 }
 
-// produce enqueues batches of no-op jobs until ctx ends, counting the jobs
-// of the batches committed before deadline.
-func produce(ctx context.Context, q *pgq.Queries, batch int, deadline time.Time, enqueued *atomic.Int64) error {
+// produce enqueues batches of no-op jobs until run ends, counting the jobs
+// of the batches committed before deadline. Each batch is enqueued with ctx,
+// not run: a statement canceled as run ends may still commit on the server
+// after the call returned, and so escape the clean-up that follows.
+func produce(ctx, run context.Context, q *pgq.Queries, batch int, deadline time.Time, enqueued *atomic.Int64) error {
 	jobs := make([]pgq.NewJob, batch)
 	for i := range jobs {
 		jobs[i] = pgq.NewJob{Entrypoint: Entrypoint}
 	}
-	for ctx.Err() == nil {
+	for run.Err() == nil {
 		_, err := q.EnqueueBatch(ctx, jobs)
 		if err != nil {
 			if ctx.Err() != nil {
