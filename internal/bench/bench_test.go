@@ -50,7 +50,7 @@ func TestDrain(t *testing.T) {
 			ctx := testContext(t)
 			res, err := bench.Drain(ctx, db, bench.DrainConfig{
 				Jobs: 2000, EnqueueBatch: 300, Workers: 2, BatchSize: 50, Concurrency: 200,
-				ListenDSN: listenDSN(driver, dsn),
+				ListenDSN: listenDSN(driver, dsn), SyncClaims: driver == "postgres",
 			})
 			if err != nil {
 				t.Fatalf("Drain: %v", err)
@@ -63,7 +63,7 @@ func TestDrain(t *testing.T) {
 			}
 			s := res.Settings
 			if s.Driver != driver || s.Workers != 2 || s.BatchSize != 50 || s.Concurrency != 200 || s.EnqueueBatch != 300 ||
-				s.Durability != "durable" || s.ServerVersion == "" || s.Fsync == "" {
+				s.Durability != "durable" || s.ServerVersion == "" || s.Fsync == "" || s.SyncClaims != (driver == "postgres") {
 				t.Errorf("settings = %+v", s)
 			}
 			if want := map[string]string{"pgx": "pool", "postgres": "dsn"}[driver]; s.Listener != want {
