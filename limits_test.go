@@ -360,10 +360,9 @@ func TestServerRestartMidRun(t *testing.T) {
 		driver, mode string
 		restart      func(context.Context) error
 	}{{"pgx", "fast", cl.Restart}, {"postgres", "fast", cl.Restart}, {"pgx", "crash", cl.Crash}, {"postgres", "crash", cl.Crash}} {
-		driver := c.driver
-		t.Run(driver+"/"+c.mode, func(t *testing.T) {
+		t.Run(c.driver+"/"+c.mode, func(t *testing.T) {
 			dsn := cl.DSN("postgres")
-			db, err := sql.Open(driver, dsn)
+			db, err := sql.Open(c.driver, dsn)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -41,6 +41,22 @@ func namedQuery(t *testing.T, file, name string) (string, []string) {
 	return query, params
 }
 
+// boundQuery returns namedQuery's statement with its arguments taken from
+// values by parameter name ("@ids"); it fails the test when one is missing.
+func boundQuery(t *testing.T, file, name string, values map[string]any) (string, []any) {
+	t.Helper()
+	query, params := namedQuery(t, file, name)
+	args := make([]any, len(params))
+	for i, p := range params {
+		v, ok := values[p]
+		if !ok {
+			t.Fatalf("%s: no value for %s", name, p)
+		}
+		args[i] = v
+	}
+	return query, args
+}
+
 // explain returns the plan of query with args, one line per node.
 func explain(t *testing.T, db *sql.DB, query string, args ...any) string {
 	t.Helper()
@@ -123,15 +139,7 @@ func TestHotStatementPlans(t *testing.T) {
 				"@entrypoints": pq.Array([]string{"plan"}), "@stale_after_us": int64(30_000_000), "@max_jobs": 1000,
 			}, regexp.MustCompile(`Index Scan using pgqueuer_heartbeat_id_id1_idx on pgqueuer`), []string{"Seq Scan on pgqueuer "}},
 		} {
-			query, params := namedQuery(t, "jobs.sql", c.name)
-			args := make([]any, len(params))
-			for i, p := range params {
-				v, ok := c.args[p]
-				if !ok {
-					t.Fatalf("%s: no value for %s", c.name, p)
-				}
-				args[i] = v
-			}
+			query, args := boundQuery(t, "jobs.sql", c.name, c.args)
 			plan := explain(t, db, query, args...)
 			if !c.uses.MatchString(plan) {
 				t.Errorf("%s does not use %v:\n%s", c.name, c.uses, plan)
@@ -154,7 +162,6 @@ func TestClaimCommitMode(t *testing.T) {
 		if _, err := pgq.NewQueries(db).EnqueueBatch(ctx, []pgq.NewJob{{Entrypoint: "m"}, {Entrypoint: "m"}}); err != nil {
 			t.Fatal(err)
 		}
-		query, params := namedQuery(t, "jobs.sql", "JobsClaim")
 		conn, err := db.Conn(ctx)
 		if err != nil {
 			t.Fatal(err)
@@ -177,16 +184,9 @@ func TestClaimCommitMode(t *testing.T) {
 			sync bool
 			want string
 		}{{false, "off"}, {true, "on"}} {
-			values := map[string]any{"@entrypoints": pq.Array([]string{"m"}), "@caps": pq.Array([]int32{1}),
-				"@batch_size": 1, "@queue_manager_id": uuid.NewString(), "@synchronous_claim": c.sync}
-			args := make([]any, len(params))
-			for i, p := range params {
-				v, ok := values[p]
-				if !ok {
-					t.Fatalf("no value for %s", p)
-				}
-				args[i] = v
-			}
+			query, args := boundQuery(t, "jobs.sql", "JobsClaim", map[string]any{
+				"@entrypoints": pq.Array([]string{"m"}), "@caps": pq.Array([]int32{1}), "@batch_size": 1,
+				"@queue_manager_id": uuid.NewString(), "@synchronous_claim": c.sync})
 			tx, err := conn.BeginTx(ctx, nil)
 			if err != nil {
 				t.Fatal(err)
@@ -214,6 +214,51 @@ func TestClaimCommitMode(t *testing.T) {
 			}
 			if got := setting(conn); got != "on" {
 				t.Errorf("synchronous_claim %v: synchronous_commit after the claim's transaction = %q, want on", c.sync, got)
+			}
+		}
+	})
+}
+
+// TestSynchronousClaimsOption checks what a worker's claims commit with, as
+// seen from inside the claiming transaction (a trigger on the queued →
+// picked update records synchronous_commit): off by default, the session's
+// setting with WithSynchronousClaims(true).
+func TestSynchronousClaimsOption(t *testing.T) {
+	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
+		ctx := testCtx(t)
+		for _, stmt := range []string{
+			`CREATE TABLE claim_commit_mode (job_id bigint, mode text)`,
+			`CREATE FUNCTION record_claim_commit_mode() RETURNS trigger LANGUAGE plpgsql AS $$
+			BEGIN
+				INSERT INTO claim_commit_mode VALUES (NEW.id, current_setting('synchronous_commit'));
+				RETURN NULL;
+			END $$`,
+			`CREATE TRIGGER record_claim_commit_mode AFTER UPDATE ON pgqueuer FOR EACH ROW
+				WHEN (OLD.status = 'queued' AND NEW.status = 'picked') EXECUTE FUNCTION record_claim_commit_mode()`,
+			// The test server runs with synchronous_commit off; sessions
+			// opened from now on start with it on.
+			`DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET synchronous_commit = on', current_database()); END $$`,
+		} {
+			if _, err := db.ExecContext(ctx, stmt); err != nil {
+				t.Fatalf("%s: %v", stmt, err)
+			}
+		}
+		db.SetMaxIdleConns(0) // drop the sessions opened before the ALTER
+		db.SetMaxIdleConns(2)
+		q := pgq.NewQueries(db)
+		for _, c := range []struct {
+			opts []pgq.RunOption
+			want string
+		}{{nil, "off"}, {[]pgq.RunOption{pgq.WithSynchronousClaims(false)}, "off"}, {[]pgq.RunOption{pgq.WithSynchronousClaims(true)}, "on"}} {
+			id, err := q.Enqueue(ctx, "mode", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
+			_ = qm.Entrypoint("mode", func(context.Context, *pgq.Job) error { return nil })
+			drain(t, ctx, qm, c.opts...)
+			if got := scalar[string](t, db, `SELECT string_agg(mode, ',') FROM claim_commit_mode WHERE job_id = $1`, int64(id)); got != c.want {
+				t.Errorf("%d options: job %d claimed with synchronous_commit %q, want %q", len(c.opts), id, got, c.want)
 			}
 		}
 	})
