@@ -9,11 +9,9 @@ import (
 	"io/fs"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"testing/fstest"
-
-	"github.com/pressly/goose/v3"
-	"github.com/pressly/goose/v3/lock"
 
 	"github.com/pgq-dev/pgq/dbgen"
 	"github.com/pgq-dev/pgq/internal/sqlname"
@@ -23,14 +21,21 @@ import (
 //go:embed db/migrations/*.sql
 var migrationFiles embed.FS
 
-// Migrations returns pgq's goose migrations, with PGQueuer's default object
-// names, for running with goose in your own pipeline:
+// Migrations returns pgq's goose migrations, which must be run with pgq's
+// own version table, MigrationsTable, as GooseProvider does: pgq's versions
+// are numbered from 00001 like your app's, so in goose's default
+// goose_db_version one set would count as applied and goose would skip it
+// without an error.
 //
-//	provider, err := goose.NewProvider(goose.DialectPostgres, db, pgq.Migrations())
+//	provider, err := pgq.GooseProvider(db) // pgq.Migrations() in pgqueuer_pgq_version
+//	if err != nil { ... }
+//	_, err = provider.Up(ctx)
 //
-// Every migration is idempotent, so it also adopts a schema that PGQueuer
-// created. For a prefix or schema use Install or Upgrade, or print the SQL
-// with InstallSQL.
+// For the goose command line, `pgq migrations export DIR` writes these
+// files and prints the goose command with its -table flag. The migrations
+// use PGQueuer's default object names (GooseProviderFor and the export
+// rewrite them for a prefix or schema). Every migration is idempotent, so
+// it also adopts a schema that PGQueuer created.
 func Migrations() fs.FS {
 	sub, err := fs.Sub(migrationFiles, "db/migrations")
 	if err != nil {
@@ -77,30 +82,12 @@ func migrationsFor(c common) (fs.FS, error) {
 	return out, err
 }
 
-func provider(db *sql.DB, c common) (*goose.Provider, error) {
-	fsys, err := migrationsFor(c)
-	if err != nil {
-		return nil, err
-	}
-	locker, err := lock.NewPostgresSessionLocker()
-	if err != nil {
-		return nil, err
-	}
-	table := c.names.Name(sqlname.VersionTable)
-	if c.names.Schema != "" {
-		table = c.names.Schema + "." + table
-	}
-	return goose.NewProvider(goose.DialectPostgres, db, fsys,
-		goose.WithTableName(table),
-		goose.WithSessionLocker(locker),
-		goose.WithDisableGlobalRegistry(true),
-	)
-}
-
 // createSchema creates the schema WithSchema names. It is DDL that belongs
 // to the installation (goose needs the schema to exist before it can put its
 // version table there), so it is built here rather than in db/queries.
-func createSchema(ctx context.Context, db *sql.DB, c common) error {
+func createSchema(ctx context.Context, db interface {
+	ExecContext(context.Context, string, ...any) (sql.Result, error)
+}, c common) error {
 	if c.names.Schema == "" {
 		return nil
 	}
@@ -280,11 +267,55 @@ var (
 type SchemaError struct {
 	Schema  string
 	Missing []string // e.g. "index pgqueuer_log_job_id_status"
+	// GooseDefaultVersions, when pgq's job table is missing, are the versions
+	// of pgq's migrations that goose's default version table,
+	// goose_db_version, records as applied: an app's own goose pipeline has
+	// likely recorded pgq's migrations there (goose then skipped them as
+	// applied). Hint says what to do about it.
+	GooseDefaultVersions []int64
+	// Hint is the fix for GooseDefaultVersions, empty without them.
+	Hint string
 }
 
 func (e *SchemaError) Error() string {
+	if len(e.GooseDefaultVersions) > 0 {
+		return fmt.Sprintf("pgq: schema %s is incomplete, missing %s; %s",
+			e.Schema, strings.Join(e.Missing, ", "), e.Hint)
+	}
 	return fmt.Sprintf("pgq: schema %s is incomplete, missing %s: run `pgq upgrade` (or pgq.Upgrade)",
 		e.Schema, strings.Join(e.Missing, ", "))
+}
+
+// gooseTrap fills se's GooseDefaultVersions and Hint when pgq's job table is
+// missing while goose_db_version records versions that pgq's migrations
+// use.
+func gooseTrap(ctx context.Context, db DBTX, c common, se *SchemaError) error {
+	if !slices.Contains(se.Missing, "table "+c.names.Name(sqlname.JobTable)) {
+		return nil
+	}
+	q := dbgen.New()
+	ok, err := q.GooseDefaultTableExists(ctx, db)
+	if err != nil || !ok {
+		return err
+	}
+	versions, err := migrationVersions(Migrations())
+	if err != nil {
+		return err
+	}
+	found, err := q.GooseDefaultAppliedVersions(ctx, wrapDB(c.names, db), versions)
+	if err != nil || len(found) == 0 {
+		return err
+	}
+	var list []string
+	for _, v := range found {
+		list = append(list, strconv.FormatInt(v, 10))
+	}
+	se.GooseDefaultVersions = found
+	se.Hint = fmt.Sprintf("pgq's migrations may have been recorded in %s by an app's own pipeline "+
+		"(it lists versions %s, which pgq's migrations use too): use pgq.GooseProvider / the %s table "+
+		"(`pgq migrations export` for the goose CLI), or run `pgq upgrade` (pgq.Upgrade)",
+		gooseDefaultTable, strings.Join(list, ", "), versionTable(c.names))
+	return nil
 }
 
 // Is makes errors.Is(err, ErrSchemaMissing) true.
@@ -385,7 +416,11 @@ func verify(ctx context.Context, db DBTX, c common) error {
 		missing = append(missing, "trigger "+n(sqlname.Trigger))
 	}
 	if len(missing) > 0 {
-		return &SchemaError{Schema: schema, Missing: missing}
+		se := &SchemaError{Schema: schema, Missing: missing}
+		// Best effort: a goose_db_version that cannot be read leaves the
+		// error without the hint.
+		_ = gooseTrap(ctx, db, c, se)
+		return se
 	}
 	return nil
 }

@@ -217,10 +217,10 @@ func TestMigrationsForGoose(t *testing.T) {
 	if err != nil || len(entries) == 0 {
 		t.Fatalf("Migrations: %v %v", entries, err)
 	}
-	// A user's pipeline runs them with goose directly.
+	// A user's pipeline runs them with goose directly, in pgq's table.
 	ctx := testCtx(t)
 	db, _ := pgqtest.NewDB(t, "pgx", pgqtest.Bare())
-	p, err := goose.NewProvider(goose.DialectPostgres, db, pgq.Migrations())
+	p, err := goose.NewProvider(goose.DialectPostgres, db, pgq.Migrations(), goose.WithTableName(pgq.MigrationsTable))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -86,6 +86,13 @@ func AllPgqueuerStatusValues() []PgqueuerStatus {
 	}
 }
 
+type GooseDbVersion struct {
+	ID        int32
+	VersionID int64
+	IsApplied bool
+	Tstamp    sql.NullTime
+}
+
 type Pgqueuer struct {
 	ID             int64
 	Priority       int32

@@ -159,6 +159,10 @@ func (c *verifyCmd) run(ctx context.Context, e *env) error {
 		for _, m := range se.Missing {
 			fmt.Fprintln(e.stdout, "missing "+m)
 		}
+		if se.Hint != "" {
+			return fmt.Errorf("schema %s is incomplete (%d missing%s); %s",
+				se.Schema, len(se.Missing), c.conn.describe(), se.Hint)
+		}
 		fix := "pgq upgrade"
 		if slices.Contains(se.Missing, "table "+c.conn.Prefix+sqlname.JobTable) {
 			fix = "pgq install" // nothing of pgq is there
