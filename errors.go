@@ -41,6 +41,12 @@ func interpretError(err error) error {
 	case "42P01", "42704", "42883": // undefined_table, undefined_object, undefined_function
 		return fmt.Errorf("%w (%s): run `pgq install` or `pgq upgrade` (or pgq.Install/pgq.Upgrade) first",
 			ErrSchemaMissing, pe.Message)
+	case "2200H": // sequence_generator_limit_exceeded: an int4 id sequence ran out
+		return fmt.Errorf("%w: the id sequence is int4 and at its maximum; widen the ids to bigint with `pgq upgrade` (pgq.Upgrade)", err)
+	case "22003": // numeric_value_out_of_range
+		if strings.Contains(pe.Message, "integer out of range") {
+			return fmt.Errorf("%w: if an id column is still int4 (pgq.NarrowIDs lists them), widen it to bigint with `pgq upgrade` (pgq.Upgrade)", err)
+		}
 	case "23505": // unique_violation
 		if strings.HasSuffix(pe.Constraint, "unique_dedupe_key") {
 			return &DuplicateJobError{DedupeKey: dedupeKeyFromDetail(pe.Detail)}

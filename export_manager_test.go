@@ -32,3 +32,7 @@ func JobTableNeeds(ctx context.Context, db dbgen.DBTX) (analyze, vacuum bool, er
 	})
 	return r.NeedsAnalyze, r.NeedsVacuum, err
 }
+
+// QueryDB returns db as pgq's own queries run on it (default names), for
+// tests that call dbgen directly.
+func QueryDB(db dbgen.DBTX) dbgen.DBTX { return wrapDB(sqlname.Names{}, db) }

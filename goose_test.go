@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"io/fs"
 	"strings"
 	"testing"
 	"testing/fstest"
@@ -64,6 +65,11 @@ func checkApp(t *testing.T, db *sql.DB, schema string) {
 	}
 }
 
+// pgqVersions are pgq's migrations today.
+var pgqVersions = []int64{1, 2, 3}
+
+const pgqVersionsText = "1,2,3"
+
 func sameVersions(got []int64, want ...int64) bool {
 	if len(got) != len(want) {
 		return false
@@ -93,13 +99,14 @@ func TestGooseProviderWithAppMigrations(t *testing.T) {
 				steps := []struct {
 					what string
 					p    *goose.Provider
-				}{{"app", appProvider(t, db)}, {"pgq", pgqP}}
+					want []int64
+				}{{"app", appProvider(t, db), []int64{1, 2}}, {"pgq", pgqP, pgqVersions}}
 				if order == "pgq first" {
 					steps[0], steps[1] = steps[1], steps[0]
 				}
 				for _, s := range steps {
-					if got := up(t, ctx, s.what, s.p); !sameVersions(got, 1, 2) {
-						t.Fatalf("%s up applied %v, want [1 2]", s.what, got)
+					if got := up(t, ctx, s.what, s.p); !sameVersions(got, s.want...) {
+						t.Fatalf("%s up applied %v, want %v", s.what, got, s.want)
 					}
 				}
 				if err := pgq.Verify(ctx, db); err != nil {
@@ -109,8 +116,8 @@ func TestGooseProviderWithAppMigrations(t *testing.T) {
 				if got := recorded(t, db, "goose_db_version"); got != "1,2" {
 					t.Errorf("goose_db_version records %q, want the app's 1,2", got)
 				}
-				if got := recorded(t, db, pgq.MigrationsTable); got != "1,2" {
-					t.Errorf("%s records %q, want pgq's 1,2", pgq.MigrationsTable, got)
+				if got := recorded(t, db, pgq.MigrationsTable); got != pgqVersionsText {
+					t.Errorf("%s records %q, want pgq's %s", pgq.MigrationsTable, got, pgqVersionsText)
 				}
 				// The next deploy runs both again: nothing to do.
 				for _, s := range steps {
@@ -141,14 +148,14 @@ func TestGooseProviderForNaming(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := up(t, ctx, "pgq", p); !sameVersions(got, 1, 2) {
-				t.Fatalf("pgq up applied %v, want [1 2]", got)
+			if got := up(t, ctx, "pgq", p); !sameVersions(got, pgqVersions...) {
+				t.Fatalf("pgq up applied %v, want %v", got, pgqVersions)
 			}
 			if err := pgq.Verify(ctx, db, naming[0], naming[1]); err != nil {
 				t.Fatalf("Verify: %v", err)
 			}
 			checkApp(t, db, "")
-			if got := recorded(t, db, table); got != "1,2" {
+			if got := recorded(t, db, table); got != pgqVersionsText {
 				t.Errorf("%s records %q", table, got)
 			}
 			// Install's and Upgrade's records are the provider's.
@@ -169,10 +176,19 @@ func TestGooseProviderForNaming(t *testing.T) {
 }
 
 // oldPgqProvider is how earlier pgq documented its migrations: goose's
-// default version table, shared with the app's.
+// default version table, shared with the app's. Earlier pgq had migrations
+// 1 and 2 only.
 func oldPgqProvider(t *testing.T, db *sql.DB) *goose.Provider {
 	t.Helper()
-	p, err := goose.NewProvider(goose.DialectPostgres, db, pgq.Migrations())
+	old := fstest.MapFS{}
+	for _, name := range []string{"00001_pgqueuer_schema.sql", "00002_autovacuum.sql"} {
+		b, err := fs.ReadFile(pgq.Migrations(), name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		old[name] = &fstest.MapFile{Data: b}
+	}
+	p, err := goose.NewProvider(goose.DialectPostgres, db, old)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,8 +240,8 @@ func TestVerifyNamesGooseTrap(t *testing.T) {
 					if err != nil {
 						t.Fatal(err)
 					}
-					if got := up(t, ctx, "pgq", p); !sameVersions(got, 1, 2) {
-						t.Fatalf("pgq up applied %v, want [1 2]", got)
+					if got := up(t, ctx, "pgq", p); !sameVersions(got, pgqVersions...) {
+						t.Fatalf("pgq up applied %v, want %v", got, pgqVersions)
 					}
 				} else if err := pgq.Upgrade(ctx, db); err != nil {
 					t.Fatalf("Upgrade: %v", err)
@@ -242,7 +258,7 @@ func TestVerifyNamesGooseTrap(t *testing.T) {
 					t.Errorf("app up after the fix applied %v", got)
 				}
 				checkApp(t, db, "")
-				if got := recorded(t, db, pgq.MigrationsTable); got != "1,2" {
+				if got := recorded(t, db, pgq.MigrationsTable); got != pgqVersionsText {
 					t.Errorf("%s records %q", pgq.MigrationsTable, got)
 				}
 			})
@@ -277,14 +293,14 @@ func TestMoveFromGooseDefaultTable(t *testing.T) {
 					if err != nil {
 						t.Fatal(err)
 					}
-					if got := up(t, ctx, "pgq", p); len(got) != 0 {
-						t.Errorf("pgq up ran %v again; want its records moved", got)
+					if got := up(t, ctx, "pgq", p); !sameVersions(got, 3) {
+						t.Errorf("pgq up ran %v; want its records moved and only 3 (newer than old pgq) run", got)
 					}
 				} else if err := pgq.Upgrade(ctx, db); err != nil {
 					t.Fatalf("Upgrade: %v", err)
 				}
-				if got := recorded(t, db, pgq.MigrationsTable); got != "1,2" {
-					t.Errorf("%s records %q, want 1,2", pgq.MigrationsTable, got)
+				if got := recorded(t, db, pgq.MigrationsTable); got != pgqVersionsText {
+					t.Errorf("%s records %q, want %s", pgq.MigrationsTable, got, pgqVersionsText)
 				}
 				if got := recorded(t, db, "goose_db_version"); got != "" {
 					t.Errorf("goose_db_version still records %q", got)

@@ -14,6 +14,7 @@ import (
 type common struct {
 	names      sqlname.Names
 	durability Durability
+	noWidenID  bool
 	listenDSN  string
 	logger     *slog.Logger
 	err        error // the first invalid option, reported by the constructor
@@ -86,11 +87,12 @@ type Durability int
 const (
 	// Durable: every table is logged; nothing is lost in a server crash.
 	Durable Durability = iota + 1
-	// Balanced: the job table is logged, the log table is UNLOGGED (faster;
-	// a server crash empties the log, never the queue).
+	// Balanced: the job and schedules tables are logged, the log and
+	// statistics tables UNLOGGED (faster; a server crash empties the log and
+	// the statistics, never the queue).
 	Balanced
-	// Volatile: the job and log tables are UNLOGGED (fastest; a server crash
-	// empties both).
+	// Volatile: all four tables are UNLOGGED (fastest; a server crash
+	// empties them all).
 	Volatile
 )
 
@@ -133,6 +135,16 @@ func (o durabilityOption) applySchema(c *common) {
 // Without it Upgrade leaves an installed schema's durability unchanged and
 // Install creates durable tables.
 func WithDurability(d Durability) SchemaOption { return durabilityOption(d) }
+
+type noWidenIDOption struct{}
+
+func (noWidenIDOption) applySchema(c *common) { c.noWidenID = true }
+
+// WithoutIDWidening makes Upgrade leave int4 id columns and sequences as
+// they are (PGQueuer's `upgrade --no-widen-id`): widening rewrites each such
+// table under an ACCESS EXCLUSIVE lock. NarrowIDs lists what is left narrow;
+// widen it later with an Upgrade without this option, in a quiet moment.
+func WithoutIDWidening() SchemaOption { return noWidenIDOption{} }
 
 // ListenOption is WithListenDSN; both QueueManager and CompletionWatcher take it.
 type ListenOption struct{ dsn string }

@@ -117,7 +117,7 @@ func TestHotStatementPlans(t *testing.T) {
 			return s
 		}
 		delays := make([]int64, len(running))
-		partials := []string{"pgqueuer_heartbeat_id_id1_idx", "pgqueuer_updated_id_id1_idx", "pgqueuer_queue_manager_id_idx"}
+		partials := []string{"pgqueuer_picked_heartbeat_idx", "pgqueuer_updated_id_id1_idx", "pgqueuer_queue_manager_id_idx"}
 		pkey := regexp.MustCompile(`Index Scan using pgqueuer_pkey on pgqueuer`)
 
 		for _, c := range []struct {
@@ -137,7 +137,7 @@ func TestHotStatementPlans(t *testing.T) {
 			}, regexp.MustCompile(`Index Scan using pgqueuer_ep_prio_id_idx on pgqueuer`), partials},
 			{"JobsReleaseStale", map[string]any{
 				"@entrypoints": pq.Array([]string{"plan"}), "@stale_after_us": int64(30_000_000), "@max_jobs": 1000,
-			}, regexp.MustCompile(`Index Scan using pgqueuer_heartbeat_id_id1_idx on pgqueuer`), []string{"Seq Scan on pgqueuer "}},
+			}, regexp.MustCompile(`Index Scan using pgqueuer_picked_heartbeat_idx on pgqueuer`), []string{"Seq Scan on pgqueuer "}},
 		} {
 			query, args := boundQuery(t, "jobs.sql", c.name, c.args)
 			plan := explain(t, db, query, args...)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"embed"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -11,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing/fstest"
 
 	"github.com/pgq-dev/pgq/dbgen"
@@ -139,7 +141,14 @@ func Install(ctx context.Context, db *sql.DB, opts ...SchemaOption) error {
 
 // Upgrade brings the schema up to date, creating whatever is missing. It is
 // idempotent, and it adopts a schema that PGQueuer created (any v0.x/v1.x:
-// missing columns, indexes and enum values are added, rows are kept).
+// missing columns, indexes and enum values are added, rows are kept), leaving
+// it as PGQueuer 1.6 declares it.
+//
+// An adopted schema whose job, statistics or schedules table still has an
+// int4 id (PGQueuer before 1.1.1) gets a bigint id and id sequence, as
+// PGQueuer's own upgrade does. Widening a column rewrites its table under an
+// ACCESS EXCLUSIVE lock, which blocks every worker for a time that grows with
+// the table; WithoutIDWidening skips it (PGQueuer's --no-widen-id).
 func Upgrade(ctx context.Context, db *sql.DB, opts ...SchemaOption) error {
 	c, err := schemaConfig(opts)
 	if err != nil {
@@ -169,10 +178,31 @@ func migrate(ctx context.Context, db *sql.DB, c common, verb string) error {
 	} else if err != nil {
 		return fmt.Errorf("pgq: %s: %w", verb, err)
 	}
+	if !c.noWidenID {
+		if err := dbgen.New().SchemaWidenIDs(ctx, wrapDB(c.names, db)); err != nil {
+			return fmt.Errorf("pgq: %s: widening int4 ids to bigint: %w", verb, err)
+		}
+	}
 	if err := setDurability(ctx, db, c); err != nil {
 		return fmt.Errorf("pgq: %s: setting durability %s: %w", verb, c.durability, err)
 	}
 	return nil
+}
+
+// NarrowIDs returns the tables whose id column or id sequence is still int4
+// (a schema PGQueuer created before 1.1.1, adopted with WithoutIDWidening),
+// with their schema-qualified names. Upgrade without WithoutIDWidening
+// widens them; so does `pgq upgrade`.
+func NarrowIDs(ctx context.Context, db *sql.DB, opts ...SchemaOption) ([]string, error) {
+	c, err := schemaConfig(opts)
+	if err != nil {
+		return nil, err
+	}
+	tables, err := dbgen.New().SchemaNarrowIDs(ctx, wrapDB(c.names, db))
+	if err != nil {
+		return nil, fmt.Errorf("pgq: reading id types: %w", err)
+	}
+	return tables, nil
 }
 
 func setDurability(ctx context.Context, db *sql.DB, c common) error {
@@ -180,17 +210,22 @@ func setDurability(ctx context.Context, db *sql.DB, c common) error {
 		return nil
 	}
 	q, rdb := dbgen.New(), wrapDB(c.names, db)
+	// As PGQueuer's modes: balanced makes the log and statistics tables
+	// UNLOGGED, volatile all four.
 	jobLogged, logLogged := q.DurabilityJobTableLogged, q.DurabilityLogTableLogged
+	statsLogged, schedLogged := q.DurabilityStatisticsTableLogged, q.DurabilitySchedulesTableLogged
 	if c.durability == Volatile {
-		jobLogged = q.DurabilityJobTableUnlogged
+		jobLogged, schedLogged = q.DurabilityJobTableUnlogged, q.DurabilitySchedulesTableUnlogged
 	}
 	if c.durability != Durable {
-		logLogged = q.DurabilityLogTableUnlogged
+		logLogged, statsLogged = q.DurabilityLogTableUnlogged, q.DurabilityStatisticsTableUnlogged
 	}
-	if err := jobLogged(ctx, rdb); err != nil {
-		return err
+	for _, set := range []func(context.Context, dbgen.DBTX) error{jobLogged, logLogged, statsLogged, schedLogged} {
+		if err := set(ctx, rdb); err != nil {
+			return err
+		}
 	}
-	return logLogged(ctx, rdb)
+	return nil
 }
 
 // reapply runs the up sections of every migration again, in one
@@ -247,17 +282,25 @@ func Uninstall(ctx context.Context, db *sql.DB, opts ...SchemaOption) error {
 var (
 	requiredColumns = map[string][]string{
 		sqlname.JobTable: {"id", "priority", "queue_manager_id", "created", "updated", "heartbeat",
-			"execute_after", "status", "entrypoint", "dedupe_key", "payload", "headers", "attempts"},
+			"execute_after", "status", "entrypoint", "dedupe_key", "payload", "headers", "attempts", "slot"},
 		sqlname.LogTable:        {"id", "created", "job_id", "status", "priority", "entrypoint", "traceback", "aggregated"},
 		sqlname.StatisticsTable: {"id", "created", "count", "priority", "status", "entrypoint"},
 		sqlname.SchedulesTable: {"id", "expression", "entrypoint", "heartbeat", "created", "updated",
 			"next_run", "last_run", "status"},
 	}
 	requiredIndexes = []string{
-		"pgqueuer_priority_id_id1_idx", "pgqueuer_updated_id_id1_idx", "pgqueuer_heartbeat_id_id1_idx",
+		"pgqueuer_priority_id_id1_idx", "pgqueuer_updated_id_id1_idx", "pgqueuer_picked_heartbeat_idx",
 		"pgqueuer_queue_manager_id_idx", "pgqueuer_ep_prio_id_idx", "pgqueuer_ep_ea_idx",
-		"pgqueuer_unique_dedupe_key", "pgqueuer_log_not_aggregated", "pgqueuer_log_created",
-		"pgqueuer_log_status", "pgqueuer_log_job_id_status", "pgqueuer_statistics_unique_count",
+		"pgqueuer_unique_dedupe_key", "pgqueuer_picked_slot_idx", "pgqueuer_log_not_aggregated",
+		"pgqueuer_log_created", "pgqueuer_log_status", "pgqueuer_log_job_id_status",
+		"pgqueuer_statistics_unique_count",
+	}
+	// indexStandIns are indexes that serve as well as a required one, so
+	// that a schema PGQueuer 1.0-1.4 left behind passes: before 1.5 stale
+	// picked jobs were found by pgqueuer_heartbeat_id_id1_idx, which 1.5
+	// retired (and its upgrade drops).
+	indexStandIns = map[string]string{
+		"pgqueuer_picked_heartbeat_idx": "pgqueuer_heartbeat_id_id1_idx",
 	}
 	statusValues = []string{"queued", "picked", "successful", "exception", "canceled", "deleted", "failed"}
 )
@@ -351,6 +394,9 @@ func verify(ctx context.Context, db DBTX, c common) error {
 	for _, ix := range requiredIndexes {
 		names = append(names, n(ix))
 	}
+	for _, ix := range indexStandIns {
+		names = append(names, n(ix))
+	}
 	rels, err := q.SchemaRelations(ctx, db, dbgen.SchemaRelationsParams{SchemaName: schema, Names: names})
 	if err != nil {
 		return fmt.Errorf("pgq: verify: %w", err)
@@ -365,6 +411,9 @@ func verify(ctx context.Context, db DBTX, c common) error {
 		}
 	}
 	for _, ix := range requiredIndexes {
+		if alt, ok := indexStandIns[ix]; ok && found[n(alt)] {
+			continue
+		}
 		if !found[n(ix)] {
 			missing = append(missing, "index "+n(ix))
 		}
@@ -491,14 +540,75 @@ func section(text string, up bool) string {
 	return b.String()
 }
 
-// checkSchema runs Verify for the worker and watcher.
+// checkSchema runs Verify for the worker and watcher, and warns (once per
+// *sql.DB and revision) when the schema carries a PGQueuer schema revision
+// newer than pgq knows.
 func checkSchema(ctx context.Context, db DBTX, c common) error {
 	err := verify(ctx, db, c)
 	var se *SchemaError
 	if errors.As(err, &se) {
 		return err
 	}
-	return interpretError(err)
+	if err != nil {
+		return interpretError(err)
+	}
+	if rev, table, err := newestRevision(ctx, wrapDB(c.names, db)); err == nil && rev > knownSchemaRevision {
+		if _, seen := warnedRevisions.LoadOrStore(revisionWarning{db, rev}, true); !seen {
+			c.logger.Warn("pgq: the schema is marked by a newer PGQueuer than pgq knows; continuing with the objects pgq needs, all present",
+				"schema_revision", rev, "table", table, "known_revision", knownSchemaRevision)
+		}
+	}
+	return nil
+}
+
+// knownSchemaRevision is the newest PGQueuer schema revision pgq knows (the
+// revision mark PGQueuer writes into object comments).
+const knownSchemaRevision = 1
+
+// warnedRevisions holds the revisionWarnings given.
+var warnedRevisions sync.Map
+
+type revisionWarning struct {
+	db  DBTX
+	rev int64
+}
+
+// newestRevision returns the highest schema_revision mark on the four tables
+// and the table carrying it; 0 when none is marked. A comment that is not
+// such a mark counts as no mark.
+func newestRevision(ctx context.Context, db DBTX) (int64, string, error) {
+	rows, err := dbgen.New().SchemaComments(ctx, db)
+	if err != nil {
+		return 0, "", err
+	}
+	var best int64
+	var table string
+	for _, r := range rows {
+		if rev, ok := parseRevisionMark(r.Comment); ok && rev > best {
+			best, table = rev, r.TableName
+		}
+	}
+	return best, table, nil
+}
+
+// parseRevisionMark reads '{"pgqueuer":{"schema_revision":N}}'; anything
+// else (no comment, other JSON, a non-integer) is no mark.
+func parseRevisionMark(comment string) (int64, bool) {
+	var doc struct {
+		PGQueuer *struct {
+			SchemaRevision *json.Number `json:"schema_revision"`
+		} `json:"pgqueuer"`
+	}
+	dec := json.NewDecoder(strings.NewReader(comment))
+	dec.UseNumber()
+	if err := dec.Decode(&doc); err != nil || doc.PGQueuer == nil || doc.PGQueuer.SchemaRevision == nil {
+		return 0, false
+	}
+	n, err := doc.PGQueuer.SchemaRevision.Int64()
+	if err != nil || n < 0 {
+		return 0, false
+	}
+	return n, true
 }
 
 // wrapDB returns db as every query of pgq's runs on it: names rewritten for

@@ -44,3 +44,39 @@ func (q *Queries) DurabilityLogTableUnlogged(ctx context.Context, db DBTX) error
 	_, err := db.ExecContext(ctx, durabilityLogTableUnlogged)
 	return err
 }
+
+const durabilitySchedulesTableLogged = `-- name: DurabilitySchedulesTableLogged :exec
+ALTER TABLE pgqueuer_schedules SET LOGGED
+`
+
+func (q *Queries) DurabilitySchedulesTableLogged(ctx context.Context, db DBTX) error {
+	_, err := db.ExecContext(ctx, durabilitySchedulesTableLogged)
+	return err
+}
+
+const durabilitySchedulesTableUnlogged = `-- name: DurabilitySchedulesTableUnlogged :exec
+ALTER TABLE pgqueuer_schedules SET UNLOGGED
+`
+
+func (q *Queries) DurabilitySchedulesTableUnlogged(ctx context.Context, db DBTX) error {
+	_, err := db.ExecContext(ctx, durabilitySchedulesTableUnlogged)
+	return err
+}
+
+const durabilityStatisticsTableLogged = `-- name: DurabilityStatisticsTableLogged :exec
+ALTER TABLE pgqueuer_statistics SET LOGGED
+`
+
+func (q *Queries) DurabilityStatisticsTableLogged(ctx context.Context, db DBTX) error {
+	_, err := db.ExecContext(ctx, durabilityStatisticsTableLogged)
+	return err
+}
+
+const durabilityStatisticsTableUnlogged = `-- name: DurabilityStatisticsTableUnlogged :exec
+ALTER TABLE pgqueuer_statistics SET UNLOGGED
+`
+
+func (q *Queries) DurabilityStatisticsTableUnlogged(ctx context.Context, db DBTX) error {
+	_, err := db.ExecContext(ctx, durabilityStatisticsTableUnlogged)
+	return err
+}

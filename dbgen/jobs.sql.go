@@ -101,7 +101,10 @@ claimed AS (
     SET status = 'picked',
         updated = now(),
         heartbeat = now(),
-        queue_manager_id = $5
+        queue_manager_id = $5,
+        -- pgq takes no capacity slot (PGQueuer 1.4+): a slot left on the
+        -- row by an earlier holder could collide on pgqueuer_picked_slot_idx.
+        slot = NULL
     -- An array, not a join: the planner cannot size the candidates and,
     -- joining, may hash the whole table; = ANY(array) probes the primary key.
     WHERE j.id = ANY(ARRAY(SELECT candidates.id FROM candidates))
@@ -445,6 +448,7 @@ requeued AS (
     UPDATE pgqueuer AS j
     SET status = 'queued',
         queue_manager_id = NULL,
+        slot = NULL,
         updated = now(),
         execute_after = now() + outcome.delay_us * interval '1 microsecond',
         attempts = j.attempts + CASE WHEN outcome.action = 'retry' THEN 1 ELSE 0 END
@@ -459,6 +463,7 @@ held AS (
     UPDATE pgqueuer AS j
     SET status = 'failed',
         queue_manager_id = NULL,
+        slot = NULL,
         updated = now(),
         attempts = j.attempts + 1
     WHERE j.id = ANY(ARRAY(SELECT o.id FROM outcome AS o WHERE o.action = 'hold'))
@@ -675,6 +680,7 @@ released AS (
     UPDATE pgqueuer AS j
     SET status = 'queued',
         queue_manager_id = NULL,
+        slot = NULL,
         updated = now(),
         execute_after = LEAST(j.execute_after, now())
     WHERE j.id = ANY(ARRAY(SELECT stale.id FROM stale))
@@ -696,7 +702,7 @@ type JobsReleaseStaleParams struct {
 // Puts running jobs whose heartbeat is older than stale_after_us (their
 // worker died or lost its connection) back in the queue, due at once with
 // attempts unchanged, and logs them 'queued'; at most max_jobs, oldest
-// heartbeat first (pgqueuer_heartbeat_id_id1_idx), skipping rows others
+// heartbeat first (pgqueuer_picked_heartbeat_idx), skipping rows others
 // hold. Returns the ids released.
 func (q *Queries) JobsReleaseStale(ctx context.Context, db DBTX, arg JobsReleaseStaleParams) ([]int64, error) {
 	rows, err := db.QueryContext(ctx, jobsReleaseStale, pq.Array(arg.Entrypoints), arg.StaleAfterUs, arg.MaxJobs)
@@ -724,7 +730,7 @@ func (q *Queries) JobsReleaseStale(ctx context.Context, db DBTX, arg JobsRelease
 const jobsRequeue = `-- name: JobsRequeue :many
 WITH requeued AS (
     UPDATE pgqueuer AS j
-    SET status = 'queued', execute_after = now(), updated = now(), queue_manager_id = NULL, attempts = 0
+    SET status = 'queued', execute_after = now(), updated = now(), queue_manager_id = NULL, slot = NULL, attempts = 0
     WHERE j.id = ANY($1::bigint[])
       AND j.status = 'failed'
     RETURNING j.id, j.priority, j.entrypoint

@@ -107,6 +107,7 @@ type Pgqueuer struct {
 	Payload        []byte
 	Headers        []byte
 	Attempts       int32
+	Slot           sql.NullInt64
 }
 
 type PgqueuerLog struct {

@@ -57,6 +57,44 @@ func (q *Queries) SchemaColumns(ctx context.Context, db DBTX, arg SchemaColumnsP
 	return items, nil
 }
 
+const schemaComments = `-- name: SchemaComments :many
+SELECT c.relname::text AS table_name, COALESCE(pg_catalog.obj_description(c.oid, 'pg_class'), '')::text AS comment
+FROM unnest(ARRAY[to_regclass('pgqueuer'), to_regclass('pgqueuer_log'),
+                  to_regclass('pgqueuer_statistics'), to_regclass('pgqueuer_schedules')]) AS t (rel)
+JOIN pg_catalog.pg_class AS c ON c.oid = t.rel
+`
+
+type SchemaCommentsRow struct {
+	TableName string
+	Comment   string
+}
+
+// The comments of the four tables (empty when none). Newer PGQueuer releases
+// mark each object they create with '{"pgqueuer":{"schema_revision":N}}';
+// pgq reads the mark in Go, where a malformed comment is simply no mark.
+func (q *Queries) SchemaComments(ctx context.Context, db DBTX) ([]*SchemaCommentsRow, error) {
+	rows, err := db.QueryContext(ctx, schemaComments)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []*SchemaCommentsRow
+	for rows.Next() {
+		var i SchemaCommentsRow
+		if err := rows.Scan(&i.TableName, &i.Comment); err != nil {
+			return nil, err
+		}
+		items = append(items, &i)
+	}
+	if err := rows.Close(); err != nil {
+		return nil, err
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const schemaCurrent = `-- name: SchemaCurrent :one
 SELECT current_schema()::text AS name
 `
@@ -128,6 +166,42 @@ func (q *Queries) SchemaFunctionExists(ctx context.Context, db DBTX, arg SchemaF
 	return found, err
 }
 
+const schemaNarrowIDs = `-- name: SchemaNarrowIDs :many
+SELECT t.rel::text AS table_name
+FROM unnest(ARRAY[to_regclass('pgqueuer'), to_regclass('pgqueuer_statistics'),
+                  to_regclass('pgqueuer_schedules')]) AS t (rel)
+WHERE t.rel IS NOT NULL
+  AND ((SELECT a.atttypid FROM pg_catalog.pg_attribute AS a
+        WHERE a.attrelid = t.rel AND a.attname = 'id' AND NOT a.attisdropped) = 'int4'::regtype
+       OR (SELECT s.seqtypid FROM pg_catalog.pg_sequence AS s
+           WHERE s.seqrelid = to_regclass(pg_get_serial_sequence(t.rel::text, 'id'))) = 'int4'::regtype)
+`
+
+// The tables among the job, statistics and schedules tables whose id column
+// or id sequence is still int4 (created before PGQueuer 1.1.1).
+func (q *Queries) SchemaNarrowIDs(ctx context.Context, db DBTX) ([]string, error) {
+	rows, err := db.QueryContext(ctx, schemaNarrowIDs)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []string
+	for rows.Next() {
+		var table_name string
+		if err := rows.Scan(&table_name); err != nil {
+			return nil, err
+		}
+		items = append(items, table_name)
+	}
+	if err := rows.Close(); err != nil {
+		return nil, err
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const schemaRelations = `-- name: SchemaRelations :many
 SELECT c.relname::text AS name, c.relkind::text AS kind
 FROM pg_catalog.pg_class AS c
@@ -194,4 +268,35 @@ func (q *Queries) SchemaTriggerExists(ctx context.Context, db DBTX, arg SchemaTr
 	var found bool
 	err := row.Scan(&found)
 	return found, err
+}
+
+const schemaWidenIDs = `-- name: SchemaWidenIDs :exec
+DO $$
+DECLARE
+    t regclass;
+    seq text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY[to_regclass('pgqueuer'), to_regclass('pgqueuer_statistics'),
+                             to_regclass('pgqueuer_schedules')] LOOP
+        CONTINUE WHEN t IS NULL;
+        IF (SELECT a.atttypid FROM pg_catalog.pg_attribute AS a
+            WHERE a.attrelid = t AND a.attname = 'id' AND NOT a.attisdropped) = 'int4'::regtype THEN
+            EXECUTE format('ALTER TABLE %s ALTER COLUMN id TYPE bigint', t);
+        END IF;
+        seq := pg_get_serial_sequence(t::text, 'id');
+        IF seq IS NOT NULL AND (SELECT s.seqtypid FROM pg_catalog.pg_sequence AS s
+                                WHERE s.seqrelid = to_regclass(seq)) = 'int4'::regtype THEN
+            EXECUTE format('ALTER SEQUENCE %s AS bigint', seq);
+        END IF;
+    END LOOP;
+END
+$$
+`
+
+// Widens the int4 id columns and id sequences of the job, statistics and
+// schedules tables to bigint, as PGQueuer 1.1.1's upgrade does. Each
+// ALTER COLUMN rewrites its table under an ACCESS EXCLUSIVE lock.
+func (q *Queries) SchemaWidenIDs(ctx context.Context, db DBTX) error {
+	_, err := db.ExecContext(ctx, schemaWidenIDs)
+	return err
 }

@@ -9,3 +9,15 @@ ALTER TABLE pgqueuer_log SET LOGGED;
 
 -- name: DurabilityLogTableUnlogged :exec
 ALTER TABLE pgqueuer_log SET UNLOGGED;
+
+-- name: DurabilityStatisticsTableLogged :exec
+ALTER TABLE pgqueuer_statistics SET LOGGED;
+
+-- name: DurabilityStatisticsTableUnlogged :exec
+ALTER TABLE pgqueuer_statistics SET UNLOGGED;
+
+-- name: DurabilitySchedulesTableLogged :exec
+ALTER TABLE pgqueuer_schedules SET LOGGED;
+
+-- name: DurabilitySchedulesTableUnlogged :exec
+ALTER TABLE pgqueuer_schedules SET UNLOGGED;

@@ -118,7 +118,10 @@ claimed AS (
     SET status = 'picked',
         updated = now(),
         heartbeat = now(),
-        queue_manager_id = @queue_manager_id
+        queue_manager_id = @queue_manager_id,
+        -- pgq takes no capacity slot (PGQueuer 1.4+): a slot left on the
+        -- row by an earlier holder could collide on pgqueuer_picked_slot_idx.
+        slot = NULL
     -- An array, not a join: the planner cannot size the candidates and,
     -- joining, may hash the whole table; = ANY(array) probes the primary key.
     WHERE j.id = ANY(ARRAY(SELECT candidates.id FROM candidates))
@@ -139,7 +142,7 @@ ORDER BY claimed.priority DESC, claimed.id ASC;
 -- Puts running jobs whose heartbeat is older than stale_after_us (their
 -- worker died or lost its connection) back in the queue, due at once with
 -- attempts unchanged, and logs them 'queued'; at most max_jobs, oldest
--- heartbeat first (pgqueuer_heartbeat_id_id1_idx), skipping rows others
+-- heartbeat first (pgqueuer_picked_heartbeat_idx), skipping rows others
 -- hold. Returns the ids released.
 WITH stale AS (
     SELECT s.id
@@ -155,6 +158,7 @@ released AS (
     UPDATE pgqueuer AS j
     SET status = 'queued',
         queue_manager_id = NULL,
+        slot = NULL,
         updated = now(),
         execute_after = LEAST(j.execute_after, now())
     WHERE j.id = ANY(ARRAY(SELECT stale.id FROM stale))
@@ -230,6 +234,7 @@ requeued AS (
     UPDATE pgqueuer AS j
     SET status = 'queued',
         queue_manager_id = NULL,
+        slot = NULL,
         updated = now(),
         execute_after = now() + outcome.delay_us * interval '1 microsecond',
         attempts = j.attempts + CASE WHEN outcome.action = 'retry' THEN 1 ELSE 0 END
@@ -244,6 +249,7 @@ held AS (
     UPDATE pgqueuer AS j
     SET status = 'failed',
         queue_manager_id = NULL,
+        slot = NULL,
         updated = now(),
         attempts = j.attempts + 1
     WHERE j.id = ANY(ARRAY(SELECT o.id FROM outcome AS o WHERE o.action = 'hold'))
@@ -282,7 +288,7 @@ RETURNING j.id;
 -- ids requeued.
 WITH requeued AS (
     UPDATE pgqueuer AS j
-    SET status = 'queued', execute_after = now(), updated = now(), queue_manager_id = NULL, attempts = 0
+    SET status = 'queued', execute_after = now(), updated = now(), queue_manager_id = NULL, slot = NULL, attempts = 0
     WHERE j.id = ANY(@ids::bigint[])
       AND j.status = 'failed'
     RETURNING j.id, j.priority, j.entrypoint

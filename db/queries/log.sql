@@ -17,11 +17,19 @@ ORDER BY i.job_id;
 -- name: LogFoldStatistics :execrows
 -- Folds up to batch_size log rows that are not aggregated yet into the
 -- per-second statistics, and marks them aggregated. Rows another worker is
--- folding are skipped.
-WITH batch AS (
+-- folding are skipped. It folds only while holding, for its transaction,
+-- the advisory lock PGQueuer (1.3+) folds under,
+-- pg_try_advisory_xact_lock(hashtext('<statistics table>')) with the
+-- table's name schema-qualified when a schema is configured (the rewriter
+-- qualifies the literal the same way); when a PGQueuer worker holds it,
+-- this folds nothing (0 rows).
+WITH guard AS (
+    SELECT pg_try_advisory_xact_lock(hashtext('pgqueuer_statistics')) AS proceed
+),
+batch AS (
     SELECT l.id
-    FROM pgqueuer_log AS l
-    WHERE NOT l.aggregated
+    FROM pgqueuer_log AS l, guard
+    WHERE guard.proceed AND NOT l.aggregated
     ORDER BY l.id
     LIMIT @batch_size::int
     FOR UPDATE SKIP LOCKED

@@ -49,3 +49,49 @@ SELECT EXISTS (
       AND c.relname = @table_name::text
       AND t.tgname = @trigger_name::text
 )::boolean AS found;
+
+-- name: SchemaNarrowIDs :many
+-- The tables among the job, statistics and schedules tables whose id column
+-- or id sequence is still int4 (created before PGQueuer 1.1.1).
+SELECT t.rel::text AS table_name
+FROM unnest(ARRAY[to_regclass('pgqueuer'), to_regclass('pgqueuer_statistics'),
+                  to_regclass('pgqueuer_schedules')]) AS t (rel)
+WHERE t.rel IS NOT NULL
+  AND ((SELECT a.atttypid FROM pg_catalog.pg_attribute AS a
+        WHERE a.attrelid = t.rel AND a.attname = 'id' AND NOT a.attisdropped) = 'int4'::regtype
+       OR (SELECT s.seqtypid FROM pg_catalog.pg_sequence AS s
+           WHERE s.seqrelid = to_regclass(pg_get_serial_sequence(t.rel::text, 'id'))) = 'int4'::regtype);
+
+-- name: SchemaWidenIDs :exec
+-- Widens the int4 id columns and id sequences of the job, statistics and
+-- schedules tables to bigint, as PGQueuer 1.1.1's upgrade does. Each
+-- ALTER COLUMN rewrites its table under an ACCESS EXCLUSIVE lock.
+DO $$
+DECLARE
+    t regclass;
+    seq text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY[to_regclass('pgqueuer'), to_regclass('pgqueuer_statistics'),
+                             to_regclass('pgqueuer_schedules')] LOOP
+        CONTINUE WHEN t IS NULL;
+        IF (SELECT a.atttypid FROM pg_catalog.pg_attribute AS a
+            WHERE a.attrelid = t AND a.attname = 'id' AND NOT a.attisdropped) = 'int4'::regtype THEN
+            EXECUTE format('ALTER TABLE %s ALTER COLUMN id TYPE bigint', t);
+        END IF;
+        seq := pg_get_serial_sequence(t::text, 'id');
+        IF seq IS NOT NULL AND (SELECT s.seqtypid FROM pg_catalog.pg_sequence AS s
+                                WHERE s.seqrelid = to_regclass(seq)) = 'int4'::regtype THEN
+            EXECUTE format('ALTER SEQUENCE %s AS bigint', seq);
+        END IF;
+    END LOOP;
+END
+$$;
+
+-- name: SchemaComments :many
+-- The comments of the four tables (empty when none). Newer PGQueuer releases
+-- mark each object they create with '{"pgqueuer":{"schema_revision":N}}';
+-- pgq reads the mark in Go, where a malformed comment is simply no mark.
+SELECT c.relname::text AS table_name, COALESCE(pg_catalog.obj_description(c.oid, 'pg_class'), '')::text AS comment
+FROM unnest(ARRAY[to_regclass('pgqueuer'), to_regclass('pgqueuer_log'),
+                  to_regclass('pgqueuer_statistics'), to_regclass('pgqueuer_schedules')]) AS t (rel)
+JOIN pg_catalog.pg_class AS c ON c.oid = t.rel;
