@@ -30,7 +30,8 @@ const (
 	DefaultHeartbeatTimeout   = 30 * time.Second
 	DefaultShutdownTimeout    = 30 * time.Second
 	// DefaultPollInterval is how often a worker without a listener (a lib/pq
-	// pool without WithListenDSN) looks for jobs.
+	// pool from sql.Open without WithListenDSN) or whose listener is down
+	// looks for jobs.
 	DefaultPollInterval = 250 * time.Millisecond
 	// maxFinishBatch bounds the outcomes written by one statement.
 	maxFinishBatch = 1000
@@ -67,6 +68,7 @@ type QueueManager struct {
 	q   *dbgen.Queries
 	id  uuid.UUID
 	eps registry[string, *entrypoint]
+	cur atomic.Pointer[run] // the running Run, for Listening
 }
 
 type entrypoint struct {
@@ -106,6 +108,18 @@ func NewQueueManager(db *sql.DB, opts ...ManagerOption) *QueueManager {
 
 // ID returns the worker's id, the queue_manager_id of the jobs it holds.
 func (qm *QueueManager) ID() uuid.UUID { return qm.id }
+
+// Listening reports whether the worker wakes on notifications now: Run is
+// running, its LISTEN is in place and the listener answered its last
+// health check. It is false before Run and after it returns, while the
+// listener connects or reconnects, and always for a pool that cannot
+// listen (lib/pq opened with sql.Open, without WithListenDSN: use Open);
+// meanwhile the worker polls every poll interval (WithPollInterval) and
+// says why in its log.
+func (qm *QueueManager) Listening() bool {
+	w := qm.cur.Load()
+	return w != nil && w.connected.Load() && !w.deaf.Load()
+}
 
 // Entrypoint registers h as the handler of the jobs enqueued for name. The
 // worker only ever claims jobs of registered entrypoints.
@@ -381,6 +395,7 @@ type run struct {
 	results chan outcome       // outcomes for the completer
 
 	unwritten atomic.Int64 // outcomes handed to the completer and not yet written
+	connected atomic.Bool  // the listener's LISTEN is in place
 	deaf      atomic.Bool  // the listener failed its last health check: poll often
 	healthID  uuid.UUID    // id of this run's health_check_events
 	heard     atomic.Int64 // when this run last received its own health check (UnixNano)
@@ -401,15 +416,18 @@ func (w *run) loop(ctx context.Context) error {
 	// The listener, heartbeat and maintenance stop when ctx ends.
 	auxCtx, stopAux := context.WithCancel(ctx)
 	defer stopAux()
+	w.qm.cur.Store(w)
+	defer w.qm.cur.CompareAndSwap(w, nil)
 	poll := w.rc.dequeueTimeout
-	if l := notifier.New(w.qm.db, w.qm.cfg.listenDSN, w.qm.cfg.names.Channel(), w.logger); l != nil {
+	if l := notifier.New(w.qm.db, w.qm.cfg.listenDSNFor(w.qm.db), w.qm.cfg.names.Channel(), w.logger); l != nil {
 		listening := make(chan struct{})
 		var once sync.Once
 		bg.Go(func() {
 			_ = l.Run(auxCtx, notifier.Callbacks{Notify: w.onNotify, Connected: func() {
+				w.connected.Store(true)
 				once.Do(func() { close(listening) })
 				w.signal()
-			}})
+			}, Disconnected: func() { w.connected.Store(false) }})
 		})
 		// Claim only once LISTEN is in place, so that no cancellation of a
 		// job this worker runs can be missed; without a listener after a
@@ -422,6 +440,7 @@ func (w *run) loop(ctx context.Context) error {
 		}
 		bg.Go(func() { w.checkListener(auxCtx) })
 	} else {
+		warnNoListener(w.logger, w.qm.db, "the worker", w.rc.pollInterval)
 		poll = min(poll, w.rc.pollInterval)
 	}
 	w.upkeep(ctx, false) // statistics before the first claim
@@ -631,9 +650,10 @@ var (
 )
 
 // pollEvery is the fallback poll: poll while the listener answers its
-// health checks, the no-listener poll interval while it does not.
+// health checks, the no-listener poll interval while it does not or is not
+// connected.
 func (w *run) pollEvery(poll time.Duration) time.Duration {
-	if w.deaf.Load() {
+	if w.deaf.Load() || !w.connected.Load() {
 		return min(poll, w.rc.pollInterval)
 	}
 	return poll

@@ -155,8 +155,10 @@ func (o ListenOption) applyWatcher(c *watcherConfig) { c.listenDSN = o.dsn }
 // WithListenDSN gives the LISTEN connection its own data source name, for
 // when the *sql.DB goes through a transaction-mode pooler (where LISTEN does
 // not work) or uses lib/pq (whose pooled connections cannot wait for
-// notifications). Without it, a pgx *sql.DB lends one of its connections to
-// the listener, and a lib/pq *sql.DB is served by polling alone.
+// notifications). Without it, a *sql.DB made by Open listens on its own
+// DSN, a pgx *sql.DB lends one of its connections to the listener, and a
+// lib/pq *sql.DB made by sql.Open is served by polling alone (the worker
+// and the watcher log a warning saying so).
 func WithListenDSN(dsn string) ListenOption { return ListenOption{dsn} }
 
 // LoggerOption is WithLogger; QueueManager and CompletionWatcher take it.

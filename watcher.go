@@ -25,6 +25,10 @@ const (
 	DefaultDebounce = 50 * time.Millisecond
 )
 
+// listenerStartWait bounds how long NewCompletionWatcher waits for its
+// listener's first LISTEN.
+const listenerStartWait = 5 * time.Second
+
 // watcherQueryTimeout bounds one status query, so that a hung connection
 // delays the watcher rather than stopping it.
 const watcherQueryTimeout = 30 * time.Second
@@ -94,6 +98,7 @@ type CompletionWatcher struct {
 	done      chan struct{} // closed when the goroutines have ended
 	closeOnce sync.Once
 	refreshes atomic.Uint64
+	listening atomic.Bool // the listener's LISTEN is in place
 
 	mu      sync.Mutex
 	closed  bool
@@ -111,16 +116,19 @@ type waiter struct {
 	ready   chan struct{} // closed when need reaches 0 or err is set
 }
 
-// NewCompletionWatcher starts a watcher on db. It stops when ctx ends or
+// NewCompletionWatcher starts a watcher on db. It returns once its LISTEN
+// is in place (or after at most 5 s or the refresh interval, the listener
+// then connecting in the background). The watcher stops when ctx ends or
 // Close is called; either way every pending wait then returns ErrClosed.
 //
 // The watcher listens on the queue's channel with its own connection: a
-// dedicated one on WithListenDSN's DSN when given, otherwise one borrowed
-// from a pgx (github.com/jackc/pgx/v5/stdlib) pool for the watcher's
-// lifetime (so the pool needs room for it and for the status queries). A
-// lib/pq pool without WithListenDSN cannot listen: the watcher then polls
-// every refresh interval, so pass WithListenDSN with lib/pq, or a shorter
-// WithRefreshInterval.
+// dedicated one on WithListenDSN's DSN when given, or on the DSN of a pool
+// made by Open, otherwise one borrowed from a pgx
+// (github.com/jackc/pgx/v5/stdlib) pool for the watcher's lifetime (so the
+// pool needs room for it and for the status queries). A lib/pq pool opened
+// with sql.Open, without WithListenDSN, cannot listen: the watcher then
+// only polls, every refresh interval, and logs a warning saying so; open
+// the pool with Open instead (see Listening).
 func NewCompletionWatcher(ctx context.Context, db *sql.DB, opts ...WatcherOption) (*CompletionWatcher, error) {
 	cfg := watcherConfig{common: newCommon(), refresh: DefaultRefreshInterval, debounce: DefaultDebounce}
 	for _, o := range opts {
@@ -150,21 +158,57 @@ func NewCompletionWatcher(ctx context.Context, db *sql.DB, opts ...WatcherOption
 		fresh:   map[JobID]struct{}{},
 	}
 	var wg sync.WaitGroup
-	if l := notifier.New(db, cfg.listenDSN, cfg.names.Channel(), cfg.logger); l != nil {
+	wg.Go(func() { w.loop(lctx) })
+	if l := notifier.New(db, cfg.listenDSNFor(db), cfg.names.Channel(), cfg.logger); l != nil {
+		up := make(chan struct{})
+		var once sync.Once
 		wg.Go(func() {
 			_ = l.Run(lctx, notifier.Callbacks{
-				Notify:    w.onNotify,
-				Connected: func() { signal(w.changed) },
+				Notify: w.onNotify,
+				Connected: func() {
+					w.listening.Store(true)
+					once.Do(func() { close(up) })
+					signal(w.changed)
+				},
+				Disconnected: func() { w.listening.Store(false) },
 			})
 		})
+		// Return once LISTEN is in place, so that the first waits are
+		// served in real time too; a listener that takes longer keeps
+		// trying in the background.
+		t := time.NewTimer(min(cfg.refresh, listenerStartWait))
+		select {
+		case <-up:
+		case <-lctx.Done():
+		case <-t.C:
+			cfg.logger.Warn("pgq: completion watcher's listener not connected yet; waits end at the next refresh until it is",
+				"refresh", cfg.refresh)
+		}
+		t.Stop()
+	} else {
+		warnNoListener(cfg.logger, db, "the completion watcher", cfg.refresh)
 	}
-	wg.Go(func() { w.loop(lctx) })
 	go func() {
 		wg.Wait()
 		w.failAll(ErrClosed)
 		close(w.done)
 	}()
 	return w, nil
+}
+
+// Listening reports whether the watcher's LISTEN is in place, so that
+// completions end waits within milliseconds. It is false until the
+// listener has connected, while it reconnects, after Close, and always for
+// a pool that cannot listen (lib/pq opened with sql.Open, without
+// WithListenDSN: use Open); then waits end at the next refresh (every
+// refresh interval).
+func (w *CompletionWatcher) Listening() bool {
+	select {
+	case <-w.done:
+		return false
+	default:
+	}
+	return w.listening.Load()
 }
 
 // Refreshes returns how many status queries the watcher has run so far,

@@ -11,6 +11,7 @@ package notifier
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -22,10 +23,23 @@ import (
 )
 
 // Callbacks receive what the listener sees. They run on the listener's
-// goroutine and must not block for long.
+// goroutines and must not block for long. Nil ones are skipped.
 type Callbacks struct {
-	Notify    func(payload string) // one notification on the channel
-	Connected func()               // LISTEN is in place (first time or after a reconnect)
+	Notify       func(payload string) // one notification on the channel
+	Connected    func()               // LISTEN is in place (first time or after a reconnect)
+	Disconnected func()               // the LISTEN connection was lost; reconnecting
+}
+
+func (cb Callbacks) connected() {
+	if cb.Connected != nil {
+		cb.Connected()
+	}
+}
+
+func (cb Callbacks) disconnected() {
+	if cb.Disconnected != nil {
+		cb.Disconnected()
+	}
 }
 
 // Listener listens on one channel until its Run's ctx ends.
@@ -42,13 +56,27 @@ const (
 	pingInterval = 30 * time.Second
 )
 
+// Driver returns db's driver, unwrapped from wrappers that have an Unwrap
+// method (such as pgq.Open's).
+func Driver(db *sql.DB) driver.Driver {
+	d := db.Driver()
+	for {
+		u, ok := d.(interface{ Unwrap() driver.Driver })
+		if !ok {
+			return d
+		}
+		d = u.Unwrap()
+	}
+}
+
 // New picks the listener for db: a dedicated connection on dsn when one is
 // given (lib/pq's Listener for a lib/pq pool, pgx otherwise), or a
 // connection borrowed from a pgx pool. It returns nil when neither is
 // possible (a lib/pq pool without a DSN): then the caller relies on polling.
 func New(db *sql.DB, dsn, channel string, logger *slog.Logger) Listener {
-	_, isPQ := db.Driver().(*pq.Driver)
-	_, isPgx := db.Driver().(*stdlib.Driver)
+	drv := Driver(db)
+	_, isPQ := drv.(*pq.Driver)
+	_, isPgx := drv.(*stdlib.Driver)
 	switch {
 	case dsn != "" && isPQ:
 		return &pqListener{dsn: dsn, channel: channel, logger: logger}
@@ -117,18 +145,55 @@ type pgxListener struct {
 	connect func(ctx context.Context) (*pgx.Conn, func(), error)
 }
 
+// PoolerHint is the advice logged when LISTEN itself fails: the usual
+// cause is a transaction-mode pooler between pgq and the server.
+const PoolerHint = "behind a transaction-mode pooler LISTEN cannot work: " +
+	"pass pgq.WithListenDSN with a DSN that reaches the server directly or through a session-mode pooler"
+
+// failures logs a listener's failures to connect or to LISTEN: the first
+// of a run at WARN, the ones that follow at DEBUG, so that a listener that
+// cannot work says so once rather than at every retry.
+type failures struct {
+	logger  *slog.Logger
+	channel string
+	n       int // failures since LISTEN last worked
+}
+
+func (f *failures) fail(msg string, err error, wait time.Duration, hint string) {
+	f.n++
+	args := []any{"channel", f.channel, "err", err, "in", wait}
+	if f.n > 1 {
+		f.logger.Debug(msg, append(args, "failures", f.n)...)
+		return
+	}
+	if hint != "" {
+		args = append(args, "hint", hint)
+	}
+	f.logger.Warn(msg+"; polling meanwhile", args...)
+}
+
+func (f *failures) ok() { f.n = 0 }
+
 func (l *pgxListener) Run(ctx context.Context, cb Callbacks) error {
 	wait := minReconnect
+	fails := failures{logger: l.logger, channel: l.channel}
 	for ctx.Err() == nil {
-		listened, err := l.session(ctx, cb)
+		listened, listenErr, err := l.session(ctx, cb)
 		if ctx.Err() != nil {
 			break
 		}
-		if listened {
+		switch {
+		case listened:
 			// The connection worked: reconnect quickly after a drop.
 			wait = minReconnect
+			fails.ok()
+			cb.disconnected()
+			l.logger.Warn("pgq: listener connection lost; reconnecting", "channel", l.channel, "err", err, "in", wait)
+		case listenErr:
+			fails.fail("pgq: LISTEN failed; retrying", err, wait, PoolerHint)
+		default:
+			fails.fail("pgq: listener cannot connect; retrying", err, wait, "")
 		}
-		l.logger.Warn("pgq: listener connection lost; reconnecting", "channel", l.channel, "err", err, "in", wait)
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
@@ -141,23 +206,23 @@ func (l *pgxListener) Run(ctx context.Context, cb Callbacks) error {
 }
 
 // session runs one connection until it fails or ctx ends. listened reports
-// whether LISTEN succeeded on it.
-func (l *pgxListener) session(ctx context.Context, cb Callbacks) (listened bool, err error) {
+// whether LISTEN succeeded on it, listenErr that LISTEN itself failed.
+func (l *pgxListener) session(ctx context.Context, cb Callbacks) (listened, listenErr bool, err error) {
 	conn, release, err := l.connect(ctx)
 	if err != nil {
-		return false, err
+		return false, false, err
 	}
 	defer release()
 	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{l.channel}.Sanitize()); err != nil {
-		return false, err
+		return false, !conn.IsClosed(), err
 	}
-	cb.Connected()
+	cb.connected()
 	for {
 		n, err := conn.WaitForNotification(ctx)
 		if err != nil {
-			return true, err
+			return true, false, err
 		}
-		if n.Channel == l.channel {
+		if n.Channel == l.channel && cb.Notify != nil {
 			cb.Notify(n.Payload)
 		}
 	}
@@ -170,9 +235,17 @@ type pqListener struct {
 }
 
 func (l *pqListener) Run(ctx context.Context, cb Callbacks) error {
+	// pq calls back on its own goroutine, one event at a time.
+	connFails := failures{logger: l.logger, channel: l.channel}
 	pl := pq.NewListener(l.dsn, minReconnect, maxReconnect, func(ev pq.ListenerEventType, err error) {
-		if err != nil {
-			l.logger.Warn("pgq: listener event", "channel", l.channel, "event", ev, "err", err)
+		switch ev {
+		case pq.ListenerEventConnected, pq.ListenerEventReconnected:
+			connFails.ok()
+		case pq.ListenerEventDisconnected:
+			cb.disconnected()
+			l.logger.Warn("pgq: listener connection lost; reconnecting", "channel", l.channel, "err", err)
+		case pq.ListenerEventConnectionAttemptFailed:
+			connFails.fail("pgq: listener cannot connect; retrying", err, 0, "")
 		}
 	})
 	// Closing the listener when ctx ends also unblocks a Listen that waits
@@ -197,6 +270,7 @@ func (l *pqListener) Run(ctx context.Context, cb Callbacks) error {
 	// Listen returns once LISTEN is in place (it waits for the first
 	// connection); it fails only on a server error, so keep trying.
 	wait := minReconnect
+	listenFails := failures{logger: l.logger, channel: l.channel}
 	for {
 		err := pl.Listen(l.channel)
 		if err == nil || errors.Is(err, pq.ErrChannelAlreadyOpen) {
@@ -205,7 +279,7 @@ func (l *pqListener) Run(ctx context.Context, cb Callbacks) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		l.logger.Warn("pgq: LISTEN failed; retrying", "channel", l.channel, "err", err, "in", wait)
+		listenFails.fail("pgq: LISTEN failed; retrying", err, wait, PoolerHint)
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
@@ -214,7 +288,7 @@ func (l *pqListener) Run(ctx context.Context, cb Callbacks) error {
 		t.Stop()
 		wait = min(wait*2, maxReconnect)
 	}
-	cb.Connected()
+	cb.connected()
 	ping := time.NewTicker(pingInterval)
 	defer ping.Stop()
 	for {
@@ -228,10 +302,10 @@ func (l *pqListener) Run(ctx context.Context, cb Callbacks) error {
 			if n == nil {
 				// pq.Listener reconnected and listens again: notifications
 				// may have been missed meanwhile.
-				cb.Connected()
+				cb.connected()
 				continue
 			}
-			if n.Channel == l.channel {
+			if n.Channel == l.channel && cb.Notify != nil {
 				cb.Notify(n.Extra)
 			}
 		case <-ping.C:
