@@ -351,7 +351,7 @@ func setServer(result any, server string) {
 // env is the database a benchmark runs on.
 type env struct {
 	db        *sql.DB
-	listenDSN string // for lib/pq, which cannot listen on a pooled connection
+	listenDSN string // pgq.WithListenDSN for workers and watchers; "" (Main): none
 	server    string // "throwaway" or "dsn"
 	logger    *slog.Logger
 	cluster   *pgcluster.Cluster
@@ -384,7 +384,14 @@ func openEnv(ctx context.Context, o *options, stderr io.Writer) (e *env, err err
 		}
 		dsn, e.server = e.cluster.DSN("postgres"), "throwaway"
 	}
-	if e.db, err = sql.Open(o.driver, dsn); err != nil {
+	// As the README's quick start: pgq.Open for lib/pq, whose pooled
+	// connections cannot listen (pgq then listens on the DSN), sql.Open
+	// for pgx (pgq borrows a pool connection to listen).
+	open := sql.Open
+	if o.driver == "postgres" {
+		open = pgq.Open
+	}
+	if e.db, err = open(o.driver, dsn); err != nil {
 		return e, fmt.Errorf("open %s: %w", o.driver, err)
 	}
 	if o.maxIdleConns > 0 {
@@ -392,9 +399,6 @@ func openEnv(ctx context.Context, o *options, stderr io.Writer) (e *env, err err
 	}
 	if err := e.db.PingContext(ctx); err != nil {
 		return e, fmt.Errorf("connect with %s: %w", o.driver, err)
-	}
-	if o.driver == "postgres" {
-		e.listenDSN = dsn
 	}
 	var sopts []pgq.SchemaOption
 	if o.durability != "" {

@@ -119,15 +119,34 @@ func TestThroughput(t *testing.T) {
 	}
 }
 
+// TestLatency runs the latency benchmark on pools opened as the README's
+// quick start opens them (pgq.Open for lib/pq, sql.Open for pgx), without
+// a listen DSN: completions reach WaitFor in real time, well under the
+// watcher's 5 s safety poll.
 func TestLatency(t *testing.T) {
 	t.Parallel()
 	for _, driver := range pgqtest.Drivers() {
 		t.Run(driver, func(t *testing.T) {
 			t.Parallel()
-			db, dsn := pgqtest.NewDB(t, driver)
-			res, err := bench.Latency(testContext(t), db, bench.LatencyConfig{Samples: 50, ListenDSN: listenDSN(driver, dsn)})
+			_, dsn := pgqtest.NewDB(t, driver)
+			open := sql.Open
+			if driver == "postgres" {
+				open = pgq.Open
+			}
+			db, err := open(driver, dsn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			res, err := bench.Latency(testContext(t), db, bench.LatencyConfig{Samples: 50})
 			if err != nil {
 				t.Fatalf("Latency: %v", err)
+			}
+			if want := map[string]string{"pgx": "pool", "postgres": "open"}[driver]; res.Settings.Listener != want {
+				t.Errorf("listener = %q, want %q", res.Settings.Listener, want)
+			}
+			if res.EndToWait.P50 > 100 {
+				t.Errorf("end to wait p50 = %v ms, want real time (under 100 ms)", res.EndToWait.P50)
 			}
 			if res.Samples != 50 {
 				t.Errorf("samples = %d, want 50", res.Samples)
@@ -267,7 +286,7 @@ func TestMainDrainJSON(t *testing.T) {
 		"settings.batch_size", "settings.concurrency"}, settingsKeys...)...)
 	s, _ := m["settings"].(map[string]any)
 	if m["jobs"] != 500.0 || s["durability"] != "balanced" || s["driver"] != "postgres" || s["server"] != "dsn" ||
-		s["listener"] != "dsn" {
+		s["listener"] != "open" {
 		t.Errorf("jobs %v, settings %v", m["jobs"], s)
 	}
 }

@@ -35,7 +35,7 @@ type DrainConfig struct {
 	BatchSize    int // pgq.WithBatchSize (default pgq.DefaultBatchSize)
 	Concurrency  int // pgq.WithMaxConcurrentTasks (default pgq.DefaultMaxConcurrentTasks)
 	// ListenDSN is given to the workers with pgq.WithListenDSN; a lib/pq
-	// pool needs it to listen.
+	// pool from sql.Open needs it to listen (one from pgq.Open does not).
 	ListenDSN string
 	Logger    *slog.Logger // the workers' logger (pgq.WithLogger); nil: quiet
 	// Analyze runs ANALYZE on the job table between enqueuing and

@@ -32,7 +32,8 @@ type LatencyConfig struct {
 	// back to back, each completion waits for the window.
 	Interval time.Duration
 	// ListenDSN is given to the worker and the watcher with
-	// pgq.WithListenDSN; a lib/pq pool needs it to listen.
+	// pgq.WithListenDSN; a lib/pq pool from sql.Open needs it to listen
+	// (one from pgq.Open does not).
 	ListenDSN string
 	Logger    *slog.Logger // the worker's and watcher's logger (pgq.WithLogger); nil: quiet
 	// SyncClaims makes claims wait for their commit to reach disk

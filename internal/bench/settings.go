@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"fmt"
 	"os"
 	"runtime"
@@ -10,6 +11,8 @@ import (
 
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/lib/pq"
+
+	"github.com/pgq-dev/pgq/internal/notifier"
 )
 
 // Settings are the conditions a result was measured under: the workload
@@ -33,7 +36,11 @@ type Settings struct {
 	SyncClaims   bool   `json:"sync_claims"`       // claims wait for their commit to reach disk
 
 	Driver   string `json:"driver"`   // "pgx" or "postgres" (lib/pq)
-	Listener string `json:"listener"` // "pool" (a borrowed pgx connection), "dsn" or "none" (polling)
+	// Listener is how workers and watchers get notifications: "open" (a
+	// connection of their own to the DSN of a pool made by pgq.Open, as the
+	// quick start does with lib/pq), "pool" (a borrowed pgx connection),
+	// "dsn" (pgq.WithListenDSN) or "none" (polling).
+	Listener string `json:"listener"`
 
 	Durability        string `json:"durability"` // of the job and log tables, as found
 	ServerVersion     string `json:"server_version"`
@@ -51,21 +58,24 @@ type Settings struct {
 
 // driverName names db's driver as sql.Open does.
 func driverName(db *sql.DB) string {
-	switch db.Driver().(type) {
+	switch notifier.Driver(db).(type) {
 	case *pq.Driver:
 		return "postgres"
 	case *stdlib.Driver:
 		return "pgx"
 	}
-	return fmt.Sprintf("%T", db.Driver())
+	return fmt.Sprintf("%T", notifier.Driver(db))
 }
 
 // listenerKind says how a QueueManager or CompletionWatcher on db with
 // listenDSN gets notifications (see pgq.WithListenDSN).
 func listenerKind(db *sql.DB, listenDSN string) string {
+	_, opened := db.Driver().(interface{ Unwrap() driver.Driver })
 	switch {
 	case listenDSN != "":
 		return "dsn"
+	case opened:
+		return "open"
 	case driverName(db) == "pgx":
 		return "pool"
 	}
