@@ -35,7 +35,7 @@ type Settings struct {
 	Vacuum       bool   `json:"vacuum,omitempty"`  // VACUUM of the job table before enqueuing
 	SyncClaims   bool   `json:"sync_claims"`       // claims wait for their commit to reach disk
 
-	Driver   string `json:"driver"`   // "pgx" or "postgres" (lib/pq)
+	Driver string `json:"driver"` // "pgx" or "postgres" (lib/pq)
 	// Listener is how workers and watchers get notifications: "open" (a
 	// connection of their own to the DSN of a pool made by pgq.Open, as the
 	// quick start does with lib/pq), "pool" (a borrowed pgx connection),
