@@ -401,7 +401,13 @@ func TestServerRestartMidRun(t *testing.T) {
 			go func() {
 				done <- qm.Run(runCtx, pgq.WithHeartbeatTimeout(2*time.Second), pgq.WithDequeueTimeout(100*time.Millisecond), pgq.WithBatchSize(50))
 			}()
-			<-restarted
+			select {
+			case <-restarted:
+			case err := <-done:
+				// Run ended before a quarter of the jobs ran: report why
+				// instead of waiting for a restart that never comes.
+				t.Fatalf("Run returned before the restart: %v", err)
+			}
 			for runCtx.Err() == nil {
 				var left int
 				if err := db.QueryRow("SELECT count(*) FROM pgqueuer").Scan(&left); err == nil && left == 0 {
