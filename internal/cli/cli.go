@@ -111,8 +111,9 @@ func commands() []spec {
 			new: func() command { return &failedCmd{} }},
 		{name: "requeue", args: "IDS...", group: groupJobs,
 			summary: "put held (failed) jobs back in the queue",
-			details: "Puts the held jobs with these ids back in the queue, due now, keeping their\n" +
-				"attempt count, and prints each id requeued. Ids may also be given as 1,2,3.\n" +
+			details: "Puts the held jobs with these ids back in the queue, due now, with their\n" +
+				"attempt count reset to 0 (a fresh set of retries, as PGQueuer does), and prints\n" +
+				"each id requeued. Ids may also be given as 1,2,3.\n" +
 				"Exits with code 1, naming them, when some ids are not held jobs.",
 			new: func() command { return &requeueCmd{} }},
 		{name: "cancel", args: "IDS...", group: groupJobs,

@@ -333,6 +333,16 @@ func TestFailedRequeueCancel(t *testing.T) {
 			if st, _ := q.JobStatus(ctx, []pgqueue.JobID{a}); st[a] != pgqueue.StatusQueued {
 				t.Errorf("after requeue, job %d is %q", a, st[a])
 			}
+			// What the help says about attempts is what requeue does.
+			var attempts int
+			if err := db.QueryRowContext(ctx, `SELECT attempts FROM pgqueuer WHERE id = $1`, int64(a)).Scan(&attempts); err != nil {
+				t.Fatal(err)
+			}
+			hr := pgq(t, "requeue", "-h").ok(t)
+			help := hr.stdout + hr.stderr
+			if attempts != 0 || !strings.Contains(strings.Join(strings.Fields(help), " "), "attempt count reset to 0") {
+				t.Errorf("after requeue, job %d has %d attempts; help says:\n%s", a, attempts, help)
+			}
 			if r := run("requeue", fmt.Sprint(b)).ok(t); r.stdout != fmt.Sprintf("requeued %d\n", b) || r.stderr != "" {
 				t.Errorf("requeue %d: %q %q", b, r.stdout, r.stderr)
 			}
