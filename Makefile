@@ -20,8 +20,23 @@ demo: ## Run the demo (a throwaway PostgreSQL unless PGQ_DSN is set)
 test: verify gotest ## Check generated code and formatting, then run every test on a throwaway PostgreSQL
 
 .PHONY: gotest
-gotest: ## Run go test -race ./... on a throwaway PostgreSQL (or PGQ_TEST_DSN)
-	$(WITHPG) sh -c '$(GO) test -race -count=1 -timeout 15m $(TESTFLAGS) ./... && cd pgqprom && $(GO) test -race -count=1 -timeout 5m ./...'
+gotest: pgqueuer-env ## Run go test -race ./... on a throwaway PostgreSQL (or PGQ_TEST_DSN)
+	PGQUEUER_ENV=$$(cat $(PGQUEUER_DIR)/.envpath 2>/dev/null) $(WITHPG) sh -c '$(GO) test -race -count=1 -timeout 15m $(TESTFLAGS) ./... && cd pgqprom && $(GO) test -race -count=1 -timeout 5m ./...'
+
+# PGQueuer itself (Python) for the tests that run it: set up from
+# ../shared/pgqueuer when that exists and python3 is there; otherwise those
+# tests skip, saying so in one line.
+PGQUEUER_SHARED := ../shared/pgqueuer
+PGQUEUER_DIR    ?= /tmp/pgqueuer-env
+
+.PHONY: pgqueuer-env
+pgqueuer-env: ## Set up PGQueuer (Python) for the interop tests, when ../shared/pgqueuer exists
+	@rm -f $(PGQUEUER_DIR)/.envpath
+	@if [ -x $(PGQUEUER_SHARED)/setup.sh ] && command -v python3 >/dev/null 2>&1; then \
+		$(PGQUEUER_SHARED)/setup.sh $(PGQUEUER_DIR) >$(PGQUEUER_DIR).log 2>&1 \
+			&& echo $(PGQUEUER_DIR)/env.sh > $(PGQUEUER_DIR)/.envpath \
+			|| echo "PGQueuer setup failed (see $(PGQUEUER_DIR).log); its interop tests will skip"; \
+	fi
 
 .PHONY: generate
 generate: ## Regenerate dbgen/ from db/queries and db/migrations with sqlc
