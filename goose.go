@@ -40,6 +40,20 @@ func MigrationsTableFor(opts ...NamingOption) (string, error) {
 	return versionTable(c.names), nil
 }
 
+// MigrationsFor returns pgq's goose migrations rewritten for the naming
+// options, as Install runs them: the prefix applied to every object name
+// and, with WithSchema, search_path set to the schema in each migration's
+// transaction. Run them with the version table MigrationsTableFor(opts...)
+// (GooseProviderFor does both); the schema must exist before goose creates
+// its version table there.
+func MigrationsFor(opts ...NamingOption) (fs.FS, error) {
+	c, err := namingConfig(opts)
+	if err != nil {
+		return nil, err
+	}
+	return migrationsFor(c)
+}
+
 func versionTable(n sqlname.Names) string {
 	table := n.Name(sqlname.VersionTable)
 	if n.Schema != "" {

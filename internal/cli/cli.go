@@ -1,5 +1,5 @@
 // Package cli implements the pgq command: schema management (install,
-// upgrade, uninstall, verify, sql), jobs (queue, failed, requeue, cancel,
+// upgrade, uninstall, verify, sql, migrations export), jobs (queue, failed, requeue, cancel,
 // schedules), watching a queue (dashboard, listen), a demo and the
 // benchmarks.
 //
@@ -97,6 +97,15 @@ func commands() []spec {
 				"your own migration tool. upgrade prints the install SQL: every statement is\n" +
 				"idempotent.",
 			new: func() command { return &sqlCmd{} }},
+		{name: "migrations", args: "export DIR", group: groupSchema,
+			summary: "write pgq's goose migrations to DIR, for the goose command line",
+			details: "Writes pgq's goose migration files to DIR (created if missing), rewritten for\n" +
+				"--prefix and --schema, and prints the goose command that runs them. Run them\n" +
+				"with pgq's own version table (the -table it prints), not goose's default\n" +
+				"goose_db_version: pgq's migrations are numbered from 00001 like your app's, so\n" +
+				"in a shared table goose would skip one set as applied. DIR must not hold other\n" +
+				"migrations. From Go, use pgq.GooseProvider instead.",
+			new: func() command { return &migrationsCmd{} }},
 		{name: "queue", args: "ENTRYPOINT [PAYLOAD]", group: groupJobs,
 			summary: "enqueue a job and print its id",
 			details: "Enqueues a job for ENTRYPOINT with PAYLOAD as its bytes (\"-\" reads the payload\n" +
