@@ -419,7 +419,8 @@ func (w *run) loop(ctx context.Context) error {
 	w.qm.cur.Store(w)
 	defer w.qm.cur.CompareAndSwap(w, nil)
 	poll := w.rc.dequeueTimeout
-	if l := notifier.New(w.qm.db, w.qm.cfg.listenDSNFor(w.qm.db), w.qm.cfg.names.Channel(), w.logger); l != nil {
+	if l := notifier.New(w.qm.db, w.qm.cfg.listenDSNFor(w.qm.db), w.qm.cfg.names.Channel(),
+		workerAppName(w.qm.id, w.qm.cfg.names.Channel()), w.logger); l != nil {
 		listening := make(chan struct{})
 		var once sync.Once
 		bg.Go(func() {

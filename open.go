@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/pgq-dev/pgq/internal/notifier"
 )
 
@@ -111,4 +113,29 @@ func warnNoListener(logger *slog.Logger, db *sql.DB, who string, every time.Dura
 	logger.Warn("pgq: "+who+" cannot LISTEN on this *sql.DB and polls instead of waking on notifications",
 		"driver", fmt.Sprintf("%T", notifier.Driver(db)), "every", every,
 		"fix", `open the pool with pgq.Open("postgres", dsn) or pass pgq.WithListenDSN(dsn)`)
+}
+
+// maxAppName is the longest application_name PostgreSQL keeps
+// (NAMEDATALEN - 1 bytes).
+const maxAppName = 63
+
+// workerAppName is the application_name of a worker's listener connection:
+// `pgq dashboard` (Stats.Workers) finds listening workers by it. The
+// channel keeps the queues of different prefixes apart. StatsWorkers in
+// db/queries/stats.sql builds the same text.
+func workerAppName(id uuid.UUID, channel string) string {
+	return truncate("pgq worker "+id.String()+" "+channel, maxAppName)
+}
+
+// watcherAppName is the application_name of a CompletionWatcher's listener
+// connection.
+func watcherAppName(channel string) string {
+	return truncate("pgq watcher "+channel, maxAppName)
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n] // ASCII: channel names are lower-case identifiers
+	}
+	return s
 }

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"database/sql/driver"
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -37,14 +38,18 @@ func quickStartDB(t *testing.T, driver, dsn string) *sql.DB {
 
 // TestQuickStartRealTime builds a worker and a watcher as the README's
 // quick start does, with each driver and default options, and checks that
-// WaitFor returns within 100 ms of the handler's end, for jobs enqueued one
+// WaitFor returns within 100 ms of the handler's end for jobs enqueued one
 // after another: the watcher is woken by notifications, not by its 5 s
 // safety poll. (With lib/pq opened by sql.Open, as before pgq.Open, waits
-// took up to 5 s and this test fails.)
+// took 4.9 s and this test fails.) On a loaded machine with -race a single
+// sample can exceed 100 ms (a new pool connection, a slow fsync), so the
+// median of five must be within 100 ms and each within 1 s, both far
+// below the poll; one job first warms the pool's connections up.
 func TestQuickStartRealTime(t *testing.T) {
 	const (
-		jobs  = 3
+		jobs  = 5
 		bound = 100 * time.Millisecond
+		worst = time.Second
 	)
 	eachDriver(t, func(t *testing.T, _ *sql.DB, dsn string) {
 		ctx := testCtx(t)
@@ -52,7 +57,7 @@ func TestQuickStartRealTime(t *testing.T) {
 		var log syncbuf.Buffer
 		logger := slog.New(slog.NewTextHandler(&log, &slog.HandlerOptions{Level: slog.LevelWarn}))
 
-		ends := make(chan time.Time, jobs)
+		ends := make(chan time.Time, jobs+1)
 		qm := pgq.NewQueueManager(db, pgq.WithLogger(logger))
 		if err := qm.Entrypoint("quick", func(context.Context, *pgq.Job) error {
 			ends <- time.Now()
@@ -67,7 +72,8 @@ func TestQuickStartRealTime(t *testing.T) {
 		}
 		defer w.Close()
 		q := pgq.NewQueries(db)
-		for i := range jobs {
+		var lags []time.Duration
+		for i := range jobs + 1 {
 			id, err := q.Enqueue(ctx, "quick", nil)
 			if err != nil {
 				t.Fatal(err)
@@ -77,12 +83,18 @@ func TestQuickStartRealTime(t *testing.T) {
 			if err != nil || st != pgq.StatusSuccessful {
 				t.Fatalf("WaitFor(%d) = %q, %v", id, st, err)
 			}
-			ended := <-ends
-			if d := returned.Sub(ended); d > bound {
-				t.Errorf("job %d of %d: WaitFor returned %v after the handler's end, want within %v", i+1, jobs, d, bound)
-			} else {
-				t.Logf("job %d: WaitFor returned %v after the handler's end", i+1, d)
+			lag := returned.Sub(<-ends)
+			t.Logf("job %d: WaitFor returned %v after the handler's end", i, lag)
+			if i > 0 { // job 0 warms up
+				lags = append(lags, lag)
 			}
+		}
+		slices.Sort(lags)
+		if med := lags[len(lags)/2]; med > bound {
+			t.Errorf("median: WaitFor returned %v after the handler's end, want within %v", med, bound)
+		}
+		if lags[len(lags)-1] > worst {
+			t.Errorf("slowest: WaitFor returned %v after the handler's end, want within %v", lags[len(lags)-1], worst)
 		}
 		if !qm.Listening() || !w.Listening() {
 			t.Errorf("Listening: worker %v, watcher %v; want both true", qm.Listening(), w.Listening())
@@ -225,4 +237,79 @@ func TestListenerDownWarnsOnce(t *testing.T) {
 			t.Errorf("%q logged %d times, want once; log:\n%s", "listener cannot connect", n, log.String())
 		}
 	})
+}
+
+// TestStatsWorkers: Stats lists each worker holding jobs with whether it
+// listens (its listener connection is named in pg_stat_activity), and
+// counts the listening watchers. A lib/pq pool from sql.Open polls: its
+// worker shows as not listening. A borrowed pgx connection gets its
+// application_name back when the worker stops.
+func TestStatsWorkers(t *testing.T) {
+	cases := []struct {
+		name, driver string
+		quickStart   bool // pgq.Open for lib/pq, as the README does
+		listening    bool
+	}{
+		{"pgx", "pgx", true, true},
+		{"postgres", "postgres", true, true},
+		{"postgres/sql.Open", "postgres", false, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			base, dsn := pgqtest.NewDB(t, c.driver)
+			db := base
+			if c.quickStart {
+				db = quickStartDB(t, c.driver, dsn)
+			}
+			ctx := testCtx(t)
+			release := make(chan struct{})
+			started := make(chan struct{}, 1)
+			qm := pgq.NewQueueManager(db)
+			if err := qm.Entrypoint("hold", func(ctx context.Context, _ *pgq.Job) error {
+				started <- struct{}{}
+				<-release
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			runCtx, stop := context.WithCancel(ctx)
+			done := make(chan error, 1)
+			go func() { done <- qm.Run(runCtx, pgq.WithPollInterval(20*time.Millisecond)) }()
+			w, err := pgq.NewCompletionWatcher(ctx, db)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := pgq.NewQueries(db).Enqueue(ctx, "hold", nil); err != nil {
+				t.Fatal(err)
+			}
+			<-started
+			s, err := pgq.NewQueries(base).Stats(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := []pgq.WorkerState{{ID: qm.ID(), Running: 1, Listening: c.listening}}
+			if len(s.Workers) != 1 || s.Workers[0] != want[0] {
+				t.Errorf("Workers = %+v, want %+v", s.Workers, want)
+			}
+			if wantW := map[bool]int64{true: 1, false: 0}[c.listening]; s.Watchers != wantW {
+				t.Errorf("Watchers = %d, want %d", s.Watchers, wantW)
+			}
+			close(release)
+			stop()
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			w.Close()
+			// Listener connections are gone, or back in the pool under
+			// their own name.
+			eventually(t, "no connection named by pgq", func() bool {
+				return scalar[int](t, base, `SELECT count(*) FROM pg_stat_activity
+					WHERE datname = current_database() AND application_name LIKE 'pgq %'`) == 0
+			})
+			if s, err := pgq.NewQueries(base).Stats(ctx); err != nil || len(s.Workers) != 0 || s.Watchers != 0 {
+				t.Errorf("after the stop: Workers %+v, Watchers %d, err %v", s.Workers, s.Watchers, err)
+			}
+		})
+	}
 }

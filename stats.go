@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math"
 	"time"
+
+	"github.com/google/uuid"
 )
 
 // Defaults of Stats.
@@ -48,6 +50,23 @@ type Stats struct {
 	JobsPerSecond float64
 	// Errors are the latest errors, newest first (see WithStatsErrors).
 	Errors []JobError
+	// Workers are the workers seen on the queue, by id: those holding jobs
+	// and those whose listener connection is open (pgq names it in
+	// pg_stat_activity's application_name). A pgq worker that holds jobs
+	// without listening polls (see QueueManager.Listening); PGQueuer's
+	// workers show as not listening, since pgq cannot tell their listeners
+	// apart. A worker that polls and holds no job leaves no trace.
+	Workers []WorkerState
+	// Watchers is how many CompletionWatchers listen on the queue's
+	// channel.
+	Watchers int64
+}
+
+// WorkerState is a row of Stats.Workers.
+type WorkerState struct {
+	ID        uuid.UUID // the worker's id (QueueManager.ID), the queue_manager_id of its jobs
+	Running   int64     // jobs it holds (picked)
+	Listening bool      // its listener connection is open
 }
 
 // QueueDepth is a row of Stats.Queue.
@@ -167,6 +186,18 @@ func (q *Queries) Stats(ctx context.Context, opts ...StatsOption) (Stats, error)
 	}
 	if span := s.At.Sub(s.Since).Seconds(); span > 0 {
 		s.JobsPerSecond = float64(s.Finished) / span
+	}
+
+	workers, err := q.q.StatsWorkers(ctx, q.db, q.cfg.names.Channel())
+	if err != nil {
+		return fail(err)
+	}
+	s.Workers = make([]WorkerState, len(workers))
+	for i, r := range workers {
+		s.Workers[i] = WorkerState{ID: r.ID, Running: r.Running, Listening: r.Listening}
+	}
+	if s.Watchers, err = q.q.StatsWatchers(ctx, q.db, q.cfg.names.Channel()); err != nil {
+		return fail(err)
 	}
 
 	if c.errors > 0 {

@@ -159,7 +159,7 @@ func NewCompletionWatcher(ctx context.Context, db *sql.DB, opts ...WatcherOption
 	}
 	var wg sync.WaitGroup
 	wg.Go(func() { w.loop(lctx) })
-	if l := notifier.New(db, cfg.listenDSNFor(db), cfg.names.Channel(), cfg.logger); l != nil {
+	if l := notifier.New(db, cfg.listenDSNFor(db), cfg.names.Channel(), watcherAppName(cfg.names.Channel()), cfg.logger); l != nil {
 		up := make(chan struct{})
 		var once sync.Once
 		wg.Go(func() {

@@ -8,6 +8,8 @@ package dbgen
 import (
 	"context"
 	"time"
+
+	"github.com/google/uuid"
 )
 
 const statsClock = `-- name: StatsClock :one
@@ -221,6 +223,79 @@ func (q *Queries) StatsRecentErrors(ctx context.Context, db DBTX, maxRows int32)
 			&i.Created,
 			&i.Message,
 		); err != nil {
+			return nil, err
+		}
+		items = append(items, &i)
+	}
+	if err := rows.Close(); err != nil {
+		return nil, err
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const statsWatchers = `-- name: StatsWatchers :one
+SELECT count(*)::bigint AS watchers
+FROM pg_catalog.pg_stat_activity AS a
+WHERE a.datname = current_database()
+  AND a.application_name = left('pgq watcher ' || $1::text, 63)
+`
+
+// How many CompletionWatchers listen on the queue's channel: pgq names
+// their listener connections 'pgq watcher <channel>'.
+func (q *Queries) StatsWatchers(ctx context.Context, db DBTX, channel string) (int64, error) {
+	row := db.QueryRowContext(ctx, statsWatchers, channel)
+	var watchers int64
+	err := row.Scan(&watchers)
+	return watchers, err
+}
+
+const statsWorkers = `-- name: StatsWorkers :many
+WITH held AS (
+    SELECT j.queue_manager_id AS id, count(*)::bigint AS running
+    FROM pgqueuer AS j
+    WHERE j.status = 'picked' AND j.queue_manager_id IS NOT NULL
+    GROUP BY j.queue_manager_id
+),
+listening AS (
+    SELECT DISTINCT substr(a.application_name, 12, 36)::uuid AS id
+    FROM pg_catalog.pg_stat_activity AS a
+    WHERE a.datname = current_database()
+      AND a.application_name ~ '^pgq worker [0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12} '
+      AND a.application_name = left('pgq worker ' || substr(a.application_name, 12, 36) || ' ' || $1::text, 63)
+)
+SELECT COALESCE(h.id, l.id)::uuid AS id, COALESCE(h.running, 0)::bigint AS running,
+       (l.id IS NOT NULL)::bool AS listening
+FROM held AS h
+FULL JOIN listening AS l ON l.id = h.id
+ORDER BY 1
+`
+
+type StatsWorkersRow struct {
+	ID        uuid.UUID
+	Running   int64
+	Listening bool
+}
+
+// The workers seen on the queue: those holding jobs (queue_manager_id of
+// its picked rows) and those whose listener connection is open, which pgq
+// names 'pgq worker <id> <channel>' (cut to 63 bytes, as PostgreSQL keeps
+// application_name); with how many jobs each holds and whether it listens.
+// A worker holding jobs without a listener connection polls (or is
+// PGQueuer's, whose connections pgq does not name); an idle one that polls
+// leaves no trace here.
+func (q *Queries) StatsWorkers(ctx context.Context, db DBTX, channel string) ([]*StatsWorkersRow, error) {
+	rows, err := db.QueryContext(ctx, statsWorkers, channel)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []*StatsWorkersRow
+	for rows.Next() {
+		var i StatsWorkersRow
+		if err := rows.Scan(&i.ID, &i.Running, &i.Listening); err != nil {
 			return nil, err
 		}
 		items = append(items, &i)

@@ -100,3 +100,38 @@ FROM (
 ) AS e
 ORDER BY e.created DESC, e.id DESC
 LIMIT @max_rows::int;
+
+-- name: StatsWorkers :many
+-- The workers seen on the queue: those holding jobs (queue_manager_id of
+-- its picked rows) and those whose listener connection is open, which pgq
+-- names 'pgq worker <id> <channel>' (cut to 63 bytes, as PostgreSQL keeps
+-- application_name); with how many jobs each holds and whether it listens.
+-- A worker holding jobs without a listener connection polls (or is
+-- PGQueuer's, whose connections pgq does not name); an idle one that polls
+-- leaves no trace here.
+WITH held AS (
+    SELECT j.queue_manager_id AS id, count(*)::bigint AS running
+    FROM pgqueuer AS j
+    WHERE j.status = 'picked' AND j.queue_manager_id IS NOT NULL
+    GROUP BY j.queue_manager_id
+),
+listening AS (
+    SELECT DISTINCT substr(a.application_name, 12, 36)::uuid AS id
+    FROM pg_catalog.pg_stat_activity AS a
+    WHERE a.datname = current_database()
+      AND a.application_name ~ '^pgq worker [0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12} '
+      AND a.application_name = left('pgq worker ' || substr(a.application_name, 12, 36) || ' ' || @channel::text, 63)
+)
+SELECT COALESCE(h.id, l.id)::uuid AS id, COALESCE(h.running, 0)::bigint AS running,
+       (l.id IS NOT NULL)::bool AS listening
+FROM held AS h
+FULL JOIN listening AS l ON l.id = h.id
+ORDER BY 1;
+
+-- name: StatsWatchers :one
+-- How many CompletionWatchers listen on the queue's channel: pgq names
+-- their listener connections 'pgq watcher <channel>'.
+SELECT count(*)::bigint AS watchers
+FROM pg_catalog.pg_stat_activity AS a
+WHERE a.datname = current_database()
+  AND a.application_name = left('pgq watcher ' || @channel::text, 63);

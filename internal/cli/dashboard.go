@@ -163,6 +163,8 @@ func renderStats(w io.Writer, title string, s pgq.Stats, errors int) {
 		tw.Flush()
 	}
 
+	renderWorkers(w, s)
+
 	if errors == 0 {
 		return
 	}
@@ -175,6 +177,37 @@ func renderStats(w io.Writer, title string, s pgq.Stats, errors int) {
 		}
 		tw.Flush()
 	}
+}
+
+// renderWorkers writes the workers seen on the queue and whether each
+// listens: one that holds jobs without listening polls (a pgq worker on a
+// lib/pq pool from sql.Open without WithListenDSN says so in its log), or
+// is a PGQueuer worker.
+func renderWorkers(w io.Writer, s pgq.Stats) {
+	deaf := 0
+	for _, x := range s.Workers {
+		if !x.Listening {
+			deaf++
+		}
+	}
+	fmt.Fprintf(w, "\nWORKERS: %d seen", len(s.Workers))
+	if deaf > 0 {
+		fmt.Fprintf(w, ", %d not listening (polling, or PGQueuer's)", deaf)
+	}
+	fmt.Fprintf(w, "; %d %s listening\n", s.Watchers, plural(s.Watchers, "watcher", "watchers"))
+	if len(s.Workers) == 0 {
+		return
+	}
+	tw := newTable(w)
+	fmt.Fprintln(tw, "WORKER\tRUNNING\tLISTENING")
+	for _, x := range s.Workers {
+		listening := "yes"
+		if !x.Listening {
+			listening = "no"
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\n", x.ID, x.Running, listening)
+	}
+	tw.Flush()
 }
 
 func plural[N int | int64](n N, one, many string) string {

@@ -471,3 +471,62 @@ func TestOpsHelp(t *testing.T) {
 		}
 	}
 }
+
+// TestDashboardWorkers: the dashboard lists the workers holding jobs and
+// says which do not listen. Two workers each hold a job: one on a lib/pq
+// pool from pgq.Open (listening), one on a lib/pq pool from sql.Open
+// (polling); a watcher listens.
+func TestDashboardWorkers(t *testing.T) {
+	t.Parallel()
+	polled, dsn := pgqtest.NewDB(t, "postgres")
+	opened, err := pgqueue.Open("postgres", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer opened.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	release := make(chan struct{})
+	started := make(chan struct{}, 2)
+	var wg sync.WaitGroup
+	defer func() {
+		close(release)
+		cancel()
+		wg.Wait()
+	}()
+	var ids []string
+	for _, db := range []*sql.DB{opened, polled} {
+		qm := pgqueue.NewQueueManager(db)
+		if err := qm.Entrypoint("hold", func(context.Context, *pgqueue.Job) error {
+			started <- struct{}{}
+			<-release
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, qm.ID().String())
+		wg.Go(func() { _ = qm.Run(ctx, pgqueue.WithBatchSize(1), pgqueue.WithMaxConcurrentTasks(1)) })
+	}
+	w, err := pgqueue.NewCompletionWatcher(ctx, opened)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	for range 2 {
+		if _, err := pgqueue.NewQueries(polled).Enqueue(ctx, "hold", nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	<-started
+	<-started
+	out := pgq(t, "dashboard", "--once", "--dsn", dsn).ok(t).stdout
+	if !strings.Contains(out, "\nWORKERS: 2 seen, 1 not listening (polling, or PGQueuer's); 1 watcher listening\n") {
+		t.Errorf("workers summary:\n%s", out)
+	}
+	rows := table(t, out, "WORKER  RUNNING  LISTENING")
+	want := [][]string{fields(ids[0], "1", "yes"), fields(ids[1], "1", "no")}
+	if ids[0] > ids[1] {
+		want[0], want[1] = want[1], want[0]
+	}
+	sameRows(t, "workers", rows, want...)
+}

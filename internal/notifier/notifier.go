@@ -15,6 +15,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -73,16 +75,26 @@ func Driver(db *sql.DB) driver.Driver {
 // given (lib/pq's Listener for a lib/pq pool, pgx otherwise), or a
 // connection borrowed from a pgx pool. It returns nil when neither is
 // possible (a lib/pq pool without a DSN): then the caller relies on polling.
-func New(db *sql.DB, dsn, channel string, logger *slog.Logger) Listener {
+// The listener's connection carries appName as its application_name (a
+// borrowed one only while it is borrowed), so that pg_stat_activity shows
+// who listens.
+func New(db *sql.DB, dsn, channel, appName string, logger *slog.Logger) Listener {
 	drv := Driver(db)
 	_, isPQ := drv.(*pq.Driver)
 	_, isPgx := drv.(*stdlib.Driver)
 	switch {
 	case dsn != "" && isPQ:
-		return &pqListener{dsn: dsn, channel: channel, logger: logger}
+		return &pqListener{dsn: withAppName(dsn, appName), channel: channel, logger: logger}
 	case dsn != "":
 		return &pgxListener{channel: channel, logger: logger, connect: func(ctx context.Context) (*pgx.Conn, func(), error) {
-			c, err := pgx.Connect(ctx, dsn)
+			cfg, err := pgx.ParseConfig(dsn)
+			if err != nil {
+				return nil, nil, err
+			}
+			if appName != "" {
+				cfg.RuntimeParams["application_name"] = appName
+			}
+			c, err := pgx.ConnectConfig(ctx, cfg)
 			if err != nil {
 				return nil, nil, err
 			}
@@ -93,14 +105,35 @@ func New(db *sql.DB, dsn, channel string, logger *slog.Logger) Listener {
 			}, nil
 		}}
 	case isPgx:
-		return &pgxListener{channel: channel, logger: logger, connect: borrow(db)}
+		return &pgxListener{channel: channel, logger: logger, connect: borrow(db, appName)}
 	}
 	return nil
 }
 
+// withAppName sets application_name in a DSN for lib/pq: a URL gets the
+// query parameter; a keyword/value string gets the keyword appended (lib/pq
+// takes the last value of a repeated keyword).
+func withAppName(dsn, appName string) string {
+	if appName == "" {
+		return dsn
+	}
+	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
+		u, err := url.Parse(dsn)
+		if err != nil {
+			return dsn // lib/pq reports the bad DSN when it connects
+		}
+		q := u.Query()
+		q.Set("application_name", appName)
+		u.RawQuery = q.Encode()
+		return u.String()
+	}
+	quoted := "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(appName) + "'"
+	return strings.TrimSpace(dsn + " application_name=" + quoted)
+}
+
 // borrow takes a connection from a pgx database/sql pool for as long as the
 // listener needs it.
-func borrow(db *sql.DB) func(ctx context.Context) (*pgx.Conn, func(), error) {
+func borrow(db *sql.DB, appName string) func(ctx context.Context) (*pgx.Conn, func(), error) {
 	return func(ctx context.Context) (*pgx.Conn, func(), error) {
 		conn, err := db.Conn(ctx)
 		if err != nil {
@@ -119,10 +152,16 @@ func borrow(db *sql.DB) func(ctx context.Context) (*pgx.Conn, func(), error) {
 			conn.Close()
 			return nil, nil, err
 		}
+		if appName != "" {
+			if _, err := pc.Exec(ctx, "SELECT set_config('application_name', $1, false)", appName); err != nil {
+				conn.Close()
+				return nil, nil, err
+			}
+		}
 		release := func() {
 			if !pc.IsClosed() {
 				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-				_, uerr := pc.Exec(ctx, "UNLISTEN *")
+				_, uerr := pc.Exec(ctx, "UNLISTEN *; RESET application_name")
 				cancel()
 				if uerr != nil {
 					// A connection in an unknown state must not go back to
