@@ -347,3 +347,24 @@ func TestMigrationsTableName(t *testing.T) {
 		}
 	}
 }
+
+// TestGooseProviderOptions: goose's options are added to pgq's; the ones
+// that would move pgq's records elsewhere are refused.
+func TestGooseProviderOptions(t *testing.T) {
+	db, err := sql.Open("pgx", "host=/nonexistent")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := pgq.GooseProvider(db, goose.WithVerbose(true), goose.WithAllowOutofOrder(true)); err != nil {
+		t.Errorf("GooseProvider with WithVerbose, WithAllowOutofOrder: %v", err)
+	}
+	for name, o := range map[string]goose.ProviderOption{
+		"WithTableName": goose.WithTableName(goose.DefaultTablename),
+		"WithStore":     goose.WithStore(nil),
+	} {
+		if _, err := pgq.GooseProvider(db, o); err == nil || !strings.HasPrefix(err.Error(), "pgq: goose provider: ") {
+			t.Errorf("GooseProvider with %s = %v, want an error", name, err)
+		}
+	}
+}

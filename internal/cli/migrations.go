@@ -90,9 +90,9 @@ func (c *migrationsCmd) run(_ context.Context, e *env) error {
 			sqlname.QuoteIdent(c.naming.Schema))
 	}
 	fmt.Fprintf(e.stdout, "  %s\n", gooseCommand(c.dir, table))
-	fmt.Fprintf(e.stdout, "If an earlier pipeline ran pgq's migrations with goose_db_version, run `pgq upgrade%s`\n"+
-		"once first: it moves their records to %s, so that your own migrations with the same\n"+
-		"numbers run.\n", flagsFor(&c.naming), table)
+	fmt.Fprintf(e.stdout, "If an earlier pipeline ran pgq's migrations with goose_db_version, run\n"+
+		"`pgq upgrade%s` once first: it moves their records to %s,\n"+
+		"so that your own migrations with the same numbers run.\n", flagsFor(&c.naming), table)
 	return nil
 }
 
