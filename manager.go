@@ -306,6 +306,7 @@ const (
 
 // outcome is a finished attempt on its way to the database.
 type outcome struct {
+	att       *attempt
 	id        JobID
 	action    string
 	status    Status
@@ -317,7 +318,26 @@ type outcome struct {
 var (
 	errJobCanceled = errors.New("pgq: job canceled by MarkJobAsCancelled")
 	errShutdown    = errors.New("pgq: worker shutting down")
+	// errJobLost ends the handler of a job this worker no longer holds:
+	// its heartbeat went stale and it was put back in the queue (and maybe
+	// claimed again, by another worker or by this one), or it was canceled
+	// and the notification missed. Its outcome is dropped: the job belongs
+	// to whoever holds it now.
+	errJobLost = errors.New("pgq: job no longer held by this worker (its heartbeat went stale, or it was canceled)")
 )
+
+// attempt is one claim of a job by one run, from the claim until its
+// outcome is written. A job released (its heartbeat stale) and claimed
+// again is a new attempt, with its own token, context and outcome.
+type attempt struct {
+	job    *Job
+	token  int64 // the claim's claim_token (see JobsClaim)
+	cancel context.CancelCauseFunc
+
+	// Guarded by run.mu.
+	returned bool // the handler returned; its outcome is on its way
+	lost     bool // the claim was lost: the outcome is dropped
+}
 
 // Run claims and runs jobs until ctx ends (or, in ModeDrain, until the
 // queue has nothing it can run). It wakes on the job table's notifications
@@ -370,7 +390,7 @@ func (qm *QueueManager) Run(ctx context.Context, opts ...RunOption) error {
 		wakeIn:   make(chan time.Duration, 1),
 		done:     make(chan JobID, rc.maxConcurrent),
 		results:  make(chan outcome, rc.maxConcurrent),
-		running:  map[JobID]context.CancelCauseFunc{},
+		running:  map[JobID]*attempt{},
 		healthID: uuid.New(),
 	}
 	for _, name := range w.names {
@@ -400,8 +420,12 @@ type run struct {
 	healthID  uuid.UUID    // id of this run's health_check_events
 	heard     atomic.Int64 // when this run last received its own health check (UnixNano)
 
-	mu      sync.Mutex
-	running map[JobID]context.CancelCauseFunc // jobs whose handler runs
+	mu sync.Mutex
+	// running holds this run's current attempt of each job it holds, from
+	// the claim until the outcome is written: heartbeats keep them all
+	// held, and cancellations reach the running ones.
+	running map[JobID]*attempt
+	lost    atomic.Int64 // attempts whose claim was lost (outcome dropped)
 }
 
 func (w *run) loop(ctx context.Context) error {
@@ -446,7 +470,12 @@ func (w *run) loop(ctx context.Context) error {
 	}
 	w.upkeep(ctx, false) // statistics before the first claim
 	w.releaseStale(ctx)
-	bg.Go(func() { w.heartbeat(auxCtx) })
+	// Heartbeats go on until every outcome is written, through the
+	// shutdown grace period: a job whose heartbeat went stale there would
+	// run again elsewhere while its handler here still runs.
+	hbCtx, stopHB := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopHB()
+	bg.Go(func() { w.heartbeat(hbCtx) })
 	bg.Go(func() { w.tendJobTable(auxCtx) })
 	if w.rc.statsInterval > 0 {
 		bg.Go(func() { w.maintain(auxCtx) })
@@ -462,7 +491,7 @@ func (w *run) loop(ctx context.Context) error {
 	// the next claim does not wait for a batch's handlers to be started.
 	// (It never waits for anything but a mutex, so a send to it is never
 	// held for long.) It stops after the loop's last send, before bg.Wait.
-	dispatch := make(chan []*Job, 16)
+	dispatch := make(chan []*attempt, 16)
 	dispatched := make(chan struct{})
 	go func() {
 		defer close(dispatched)
@@ -564,20 +593,41 @@ func (w *run) loop(ctx context.Context) error {
 
 // start registers the claimed jobs as running (so that cancellations and
 // heartbeats find them) and runs each one's handler in its own goroutine.
-func (w *run) start(jobsCtx context.Context, jobs []*Job, bg *sync.WaitGroup) {
-	ctxs := make([]context.Context, len(jobs))
-	cancels := make([]context.CancelCauseFunc, len(jobs))
-	for i := range jobs {
-		ctxs[i], cancels[i] = context.WithCancelCause(jobsCtx)
+// A job this run still has an attempt of was released and claimed again:
+// the earlier attempt lost its claim.
+func (w *run) start(jobsCtx context.Context, atts []*attempt, bg *sync.WaitGroup) {
+	ctxs := make([]context.Context, len(atts))
+	for i, a := range atts {
+		ctxs[i], a.cancel = context.WithCancelCause(jobsCtx)
 	}
 	w.mu.Lock()
-	for i, j := range jobs {
-		w.running[j.ID] = cancels[i]
+	for _, a := range atts {
+		if old := w.running[a.job.ID]; old != nil {
+			w.loseLocked(old, "claimed again")
+		}
+		w.running[a.job.ID] = a
 	}
 	w.mu.Unlock()
-	for i, j := range jobs {
-		bg.Go(func() { w.execute(ctxs[i], j) })
+	for i, a := range atts {
+		bg.Go(func() { w.execute(ctxs[i], a) })
 	}
+}
+
+// loseLocked marks an attempt whose claim was lost (why says how it was
+// found out): its handler's context ends with errJobLost, and its outcome
+// is dropped. w.mu must be held.
+func (w *run) loseLocked(a *attempt, why string) {
+	if a.lost {
+		return
+	}
+	a.lost = true
+	a.cancel(errJobLost)
+	if w.running[a.job.ID] == a {
+		delete(w.running, a.job.ID)
+	}
+	w.logger.Warn("pgq: lost a job's claim; its outcome will not be written",
+		"job_id", a.job.ID, "entrypoint", a.job.Entrypoint, "found", why,
+		"handler_returned", a.returned, "lost_total", w.lost.Add(1))
 }
 
 // shutdown lets running handlers finish within the grace period, then
@@ -635,8 +685,8 @@ func (w *run) onNotify(payload string) {
 	case EventCancellation:
 		w.mu.Lock()
 		for _, id := range ev.IDs {
-			if cancel, ok := w.running[id]; ok {
-				cancel(errJobCanceled)
+			if a, ok := w.running[id]; ok {
+				a.cancel(errJobCanceled)
 			}
 		}
 		w.mu.Unlock()
@@ -696,7 +746,7 @@ func (w *run) checkListener(ctx context.Context) {
 
 // claim takes up to n jobs. again, when positive, says a rate limit held
 // jobs back and when to look again.
-func (w *run) claim(ctx context.Context, n int) (jobs []*Job, again time.Duration, err error) {
+func (w *run) claim(ctx context.Context, n int) (jobs []*attempt, again time.Duration, err error) {
 	caps := make([]int32, len(w.names))
 	for i := range caps {
 		caps[i] = int32(n)
@@ -717,9 +767,9 @@ func (w *run) claim(ctx context.Context, n int) (jobs []*Job, again time.Duratio
 	if err != nil {
 		return nil, 0, interpretError(err)
 	}
-	jobs = make([]*Job, len(rows))
+	jobs = make([]*attempt, len(rows))
 	for i, r := range rows {
-		jobs[i] = &Job{
+		jobs[i] = &attempt{token: r.ClaimToken, job: &Job{
 			ID:           JobID(r.ID),
 			Priority:     r.Priority,
 			Entrypoint:   r.Entrypoint,
@@ -729,7 +779,7 @@ func (w *run) claim(ctx context.Context, n int) (jobs []*Job, again time.Duratio
 			DedupeKey:    r.DedupeKey.String,
 			Created:      r.Created,
 			ExecuteAfter: r.ExecuteAfter,
-		}
+		}}
 	}
 	if len(jobs) < n && again == 0 {
 		// The queue has nothing more that is due: sleep until the next
@@ -803,21 +853,25 @@ func (w *run) claimLimited(ctx context.Context, p dbgen.JobsClaimParams) (rows [
 	return rows, again, tx.Commit()
 }
 
-// execute runs one job's handler and hands its outcome to the completer.
-func (w *run) execute(ctx context.Context, job *Job) {
+// execute runs one job's handler and hands its outcome to the completer,
+// unless the attempt lost its claim meanwhile.
+func (w *run) execute(ctx context.Context, a *attempt) {
+	job := a.job
 	ep := w.eps[job.Entrypoint]
 	ctx = context.WithValue(ctx, scopeKey{}, &jobScope{job: job, resources: w.qm.cfg.resources, base: w.logger})
 	err := w.callHandler(ctx, ep, job)
 	out := w.decide(ctx, ep, job, err)
+	out.att = a
 
 	w.mu.Lock()
-	if cancel, ok := w.running[job.ID]; ok {
-		cancel(nil)
-		delete(w.running, job.ID)
-	}
+	a.returned = true
+	a.cancel(nil)
+	lost := a.lost
 	w.mu.Unlock()
-	w.unwritten.Add(1)
-	w.results <- out
+	if !lost {
+		w.unwritten.Add(1)
+		w.results <- out
+	}
 	w.done <- job.ID
 }
 
@@ -911,15 +965,25 @@ func tracebackJSON(job *Job, qmID uuid.UUID, err error) string {
 
 // complete writes outcomes to the database. It writes at once when idle and,
 // while a write is in progress, gathers what arrives meanwhile into the next
-// write: one statement per batch under load, no timer on an idle queue.
+// write: one statement per batch under load, no timer on an idle queue. A
+// batch holds one outcome per job: a second one (of a later attempt) starts
+// the next batch.
 func (w *run) complete() {
 	batch := make([]outcome, 0, maxFinishBatch)
+	in := make(map[JobID]bool, maxFinishBatch)
+	var next *outcome
 	for {
-		o, ok := <-w.results
-		if !ok {
-			return
+		if next != nil {
+			batch, next = append(batch[:0], *next), nil
+		} else {
+			o, ok := <-w.results
+			if !ok {
+				return
+			}
+			batch = append(batch[:0], o)
 		}
-		batch = append(batch[:0], o)
+		clear(in)
+		in[batch[0].id] = true
 	gather:
 		for len(batch) < maxFinishBatch {
 			select {
@@ -927,6 +991,11 @@ func (w *run) complete() {
 				if !ok {
 					break gather
 				}
+				if in[o.id] {
+					next = &o
+					break gather
+				}
+				in[o.id] = true
 				batch = append(batch, o)
 			default:
 				break gather
@@ -938,41 +1007,81 @@ func (w *run) complete() {
 
 // finish writes one batch of outcomes, retrying while the database is
 // unreachable (for up to two minutes; after that the jobs stay picked and
-// are claimed again once their heartbeat is stale).
+// are claimed again once their heartbeat is stale). Outcomes of attempts
+// that lost their claim are dropped; the statement itself changes only
+// jobs still held by the claim that ran them.
 func (w *run) finish(batch []outcome) {
+	w.mu.Lock()
+	kept := batch[:0]
+	for _, o := range batch {
+		if !o.att.lost {
+			kept = append(kept, o)
+		}
+	}
+	w.mu.Unlock()
+	if dropped := len(batch) - len(kept); dropped > 0 {
+		w.unwritten.Add(-int64(dropped))
+	}
+	batch = kept
+	if len(batch) == 0 {
+		return
+	}
 	p := dbgen.JobsFinishParams{
 		Ids:            make([]int64, len(batch)),
 		Actions:        make([]string, len(batch)),
 		Statuses:       make([]string, len(batch)),
 		Tracebacks:     make([]string, len(batch)),
 		DelaysUs:       make([]int64, len(batch)),
+		ClaimTokens:    make([]int64, len(batch)),
 		QueueManagerID: uuid.NullUUID{UUID: w.qm.id, Valid: true},
 	}
 	soonest := time.Duration(-1)
 	for i, o := range batch {
 		p.Ids[i], p.Actions[i], p.Statuses[i] = int64(o.id), o.action, string(o.status)
-		p.Tracebacks[i], p.DelaysUs[i] = o.traceback, o.delay.Microseconds()
+		p.Tracebacks[i], p.DelaysUs[i], p.ClaimTokens[i] = o.traceback, o.delay.Microseconds(), o.att.token
 		if o.action == actionRetry && (soonest < 0 || o.delay < soonest) {
 			soonest = o.delay
 		}
 	}
 	wait := 50 * time.Millisecond
 	deadline := time.Now().Add(2 * time.Minute)
+	var changed []int64
+	written := false
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		_, err := w.qm.q.JobsFinish(ctx, w.qm.rdb, p)
+		var err error
+		changed, err = w.qm.q.JobsFinish(ctx, w.qm.rdb, p)
 		cancel()
 		if err == nil {
+			written = true
 			break
 		}
 		if time.Now().After(deadline) {
 			w.logger.Error("pgq: writing job outcomes failed; giving up", "jobs", len(batch), "err", err)
-			return
+			break
 		}
 		w.logger.Warn("pgq: writing job outcomes failed; retrying", "jobs", len(batch), "err", err, "in", wait)
 		time.Sleep(wait)
 		wait = min(2*wait, 2*time.Second)
 	}
+	// The attempts are over: stop heartbeating them. An outcome that
+	// changed nothing belonged to a job no longer held (canceled, or
+	// released after a stale heartbeat and now someone else's).
+	done := make(map[int64]bool, len(changed))
+	for _, id := range changed {
+		done[id] = true
+	}
+	w.mu.Lock()
+	for _, o := range batch {
+		if w.running[o.id] == o.att {
+			delete(w.running, o.id)
+		}
+		if !done[int64(o.id)] && !o.att.lost && o.status != StatusCanceled && written {
+			w.logger.Warn("pgq: outcome of a job no longer held not written",
+				"job_id", o.id, "entrypoint", o.att.job.Entrypoint, "status", o.status, "lost_total", w.lost.Add(1))
+		}
+	}
+	w.mu.Unlock()
 	w.unwritten.Add(-int64(len(batch)))
 	if soonest >= 0 {
 		select {
@@ -1019,12 +1128,16 @@ func (w *run) warn(ctx context.Context, msg string, err error, args ...any) {
 	}
 }
 
-// beat refreshes the heartbeat of the running jobs and stops the handlers
-// of those no longer held.
+// beat refreshes the heartbeat of the jobs this run holds (running, or
+// with their outcome on its way) and gives up the attempts whose claim was
+// lost: their handlers' contexts end with errJobLost and their outcomes are
+// dropped.
 func (w *run) beat(ctx context.Context) {
 	w.mu.Lock()
+	atts := make([]*attempt, 0, len(w.running))
 	ids := make([]int64, 0, len(w.running))
-	for id := range w.running {
+	for id, a := range w.running {
+		atts = append(atts, a)
 		ids = append(ids, int64(id))
 	}
 	w.mu.Unlock()
@@ -1038,20 +1151,23 @@ func (w *run) beat(ctx context.Context) {
 		w.warn(ctx, "pgq: heartbeat failed", err, "jobs", len(ids))
 		return
 	}
-	// A running job whose row is gone or held by another worker was
-	// canceled (its notification lost) or given up: stop its handler.
-	still := make(map[int64]bool, len(held))
-	for _, id := range held {
-		still[id] = true
+	// A running attempt whose job is gone, or held by another worker or by
+	// a later claim, lost its claim: the job was canceled (its notification
+	// missed), or released after a stale heartbeat. (An attempt whose
+	// outcome is being written is left to the write, which changes nothing
+	// when the job is not held.)
+	token := make(map[int64]int64, len(held))
+	for _, h := range held {
+		token[h.ID] = h.ClaimToken
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	for _, id := range ids {
-		if !still[id] {
-			if cancel, ok := w.running[JobID(id)]; ok {
-				w.logger.Info("pgq: running job no longer held; canceling its handler", "job_id", id)
-				cancel(errJobCanceled)
-			}
+	for _, a := range atts {
+		if t, ok := token[int64(a.job.ID)]; ok && t == a.token {
+			continue
+		}
+		if w.running[a.job.ID] == a && !a.returned {
+			w.loseLocked(a, "by the heartbeat")
 		}
 	}
 }

@@ -128,7 +128,8 @@ func TestHotStatementPlans(t *testing.T) {
 		}{
 			{"JobsFinish", map[string]any{
 				"@ids": pq.Array(running), "@actions": pq.Array(fill("finish")), "@statuses": pq.Array(fill("successful")),
-				"@tracebacks": pq.Array(fill("")), "@delays_us": pq.Array(delays), "@queue_manager_id": holder.String(),
+				"@tracebacks": pq.Array(fill("")), "@delays_us": pq.Array(delays), "@claim_tokens": pq.Array(delays),
+				"@queue_manager_id": holder.String(),
 			}, pkey, partials},
 			{"JobsHeartbeat", map[string]any{"@ids": pq.Array(running), "@queue_manager_id": holder.String()}, pkey, partials},
 			{"JobsClaim", map[string]any{

@@ -63,9 +63,11 @@ func TestSlotClearedOnRowsPgqTouches(t *testing.T) {
 			if action == "hold" {
 				status = "failed"
 			}
-			if _, err := q.JobsFinish(ctx, rdb, dbgen.JobsFinishParams{Ids: []int64{id}, Actions: []string{action},
-				Statuses: []string{status}, Tracebacks: []string{""}, DelaysUs: []int64{0}, QueueManagerID: holder}); err != nil {
-				t.Fatal(err)
+			token := scalar[int64](t, db, "SELECT (extract(epoch FROM updated) * 1000000)::bigint FROM pgqueuer WHERE id = $1", id)
+			if n, err := q.JobsFinish(ctx, rdb, dbgen.JobsFinishParams{Ids: []int64{id}, Actions: []string{action},
+				Statuses: []string{status}, Tracebacks: []string{""}, DelaysUs: []int64{0}, ClaimTokens: []int64{token},
+				QueueManagerID: holder}); err != nil || len(n) != 1 {
+				t.Fatalf("%s: %v, %v", action, n, err)
 			}
 			if s := slotOf(id); s.Valid {
 				t.Fatalf("%s keeps slot %d", action, s.Int64)

@@ -109,7 +109,8 @@ claimed AS (
     -- joining, may hash the whole table; = ANY(array) probes the primary key.
     WHERE j.id = ANY(ARRAY(SELECT candidates.id FROM candidates))
     RETURNING j.id, j.priority, j.created, j.execute_after, j.entrypoint,
-              j.payload, j.headers, j.attempts, j.dedupe_key
+              j.payload, j.headers, j.attempts, j.dedupe_key,
+              (extract(epoch FROM j.updated) * 1000000)::bigint AS claim_token
 ),
 logged AS (
     INSERT INTO pgqueuer_log (job_id, status, priority, entrypoint)
@@ -117,7 +118,7 @@ logged AS (
 )
 SELECT claimed.id, claimed.priority, claimed.created, claimed.execute_after,
        claimed.entrypoint, claimed.payload, claimed.headers, claimed.attempts,
-       claimed.dedupe_key
+       claimed.dedupe_key, claimed.claim_token
 FROM claimed
 ORDER BY claimed.priority DESC, claimed.id ASC
 `
@@ -140,6 +141,7 @@ type JobsClaimRow struct {
 	Headers      []byte
 	Attempts     int32
 	DedupeKey    sql.NullString
+	ClaimToken   int64
 }
 
 // Claims up to batch_size jobs, highest priority first then oldest, marks
@@ -150,6 +152,12 @@ type JobsClaimRow struct {
 // that are due, in the order of pgqueuer_ep_prio_id_idx, skipping rows other
 // workers hold. (Jobs abandoned by a dead worker are put back in the queue
 // by JobsReleaseStale, which keeps this statement on one index.)
+//
+// Each row also gets claim_token, which names this claim: the row's updated
+// time in microseconds, which only a claim sets while a job is picked. The
+// outcome and the heartbeat of the claim pass it back, so that a worker that
+// lost a job and claimed it again never applies its first claim's outcome
+// to the second.
 //
 // Unless synchronous_claim is set, the claim's transaction commits without
 // waiting for its WAL to reach disk (synchronous_commit off for this
@@ -182,6 +190,7 @@ func (q *Queries) JobsClaim(ctx context.Context, db DBTX, arg JobsClaimParams) (
 			&i.Headers,
 			&i.Attempts,
 			&i.DedupeKey,
+			&i.ClaimToken,
 		); err != nil {
 			return nil, err
 		}
@@ -428,20 +437,26 @@ func (q *Queries) JobsExisting(ctx context.Context, db DBTX, ids []int64) ([]int
 	return items, nil
 }
 
-const jobsFinish = `-- name: JobsFinish :execrows
+const jobsFinish = `-- name: JobsFinish :many
 WITH outcome AS (
     SELECT
-        unnest($1::bigint[])        AS id,
-        unnest($2::text[])      AS action,
-        unnest($3::text[])     AS status,
-        unnest($4::text[])   AS traceback,
-        unnest($5::bigint[])  AS delay_us
+        unnest($1::bigint[])          AS id,
+        unnest($2::text[])        AS action,
+        unnest($3::text[])       AS status,
+        unnest($4::text[])     AS traceback,
+        unnest($5::bigint[])    AS delay_us,
+        unnest($6::bigint[]) AS claim_token
+),
+tokens AS (
+    SELECT jsonb_object_agg(o.id::text, o.claim_token) AS by_id FROM outcome AS o
 ),
 finished AS (
     DELETE FROM pgqueuer AS j
     WHERE j.id = ANY(ARRAY(SELECT o.id FROM outcome AS o WHERE o.action = 'finish'))
+      AND (extract(epoch FROM j.updated) * 1000000)::bigint
+          = ((SELECT tokens.by_id FROM tokens) ->> j.id::text)::bigint
       AND j.status IS NOT DISTINCT FROM 'picked'
-      AND j.queue_manager_id IS NOT DISTINCT FROM $6
+      AND j.queue_manager_id IS NOT DISTINCT FROM $7
     RETURNING j.id, j.priority, j.entrypoint
 ),
 requeued AS (
@@ -455,8 +470,9 @@ requeued AS (
     FROM outcome
     WHERE j.id = ANY(ARRAY(SELECT o.id FROM outcome AS o WHERE o.action IN ('retry', 'release')))
       AND j.id = outcome.id
+      AND (extract(epoch FROM j.updated) * 1000000)::bigint = outcome.claim_token
       AND j.status IS NOT DISTINCT FROM 'picked'
-      AND j.queue_manager_id IS NOT DISTINCT FROM $6
+      AND j.queue_manager_id IS NOT DISTINCT FROM $7
     RETURNING j.id, j.priority, j.entrypoint
 ),
 held AS (
@@ -467,8 +483,10 @@ held AS (
         updated = now(),
         attempts = j.attempts + 1
     WHERE j.id = ANY(ARRAY(SELECT o.id FROM outcome AS o WHERE o.action = 'hold'))
+      AND (extract(epoch FROM j.updated) * 1000000)::bigint
+          = ((SELECT tokens.by_id FROM tokens) ->> j.id::text)::bigint
       AND j.status IS NOT DISTINCT FROM 'picked'
-      AND j.queue_manager_id IS NOT DISTINCT FROM $6
+      AND j.queue_manager_id IS NOT DISTINCT FROM $7
     RETURNING j.id, j.priority, j.entrypoint
 ),
 changed AS (
@@ -483,6 +501,7 @@ SELECT changed.id, outcome.status::pgqueuer_status, changed.priority, changed.en
        NULLIF(outcome.traceback, '')::jsonb
 FROM changed
 JOIN outcome ON outcome.id = changed.id
+RETURNING pgqueuer_log.job_id
 `
 
 type JobsFinishParams struct {
@@ -491,36 +510,62 @@ type JobsFinishParams struct {
 	Statuses       []string
 	Tracebacks     []string
 	DelaysUs       []int64
+	ClaimTokens    []int64
 	QueueManagerID uuid.NullUUID
 }
 
 // Records a batch of outcomes of jobs this queue manager holds, in one
-// statement. action says what happens to the row: 'finish' deletes it (the
-// log gets status: successful, exception or canceled); 'retry' puts it back
-// in the queue after delay_us with attempts + 1 (log: queued, with the
-// error); 'hold' keeps it as failed (log: failed, with the error); 'release'
-// puts it back at once, attempts unchanged (log: queued). traceback is JSON
-// text or ”.
+// statement, and returns the ids of the jobs changed. action says what
+// happens to the row: 'finish' deletes it (the log gets status: successful,
+// exception or canceled); 'retry' puts it back in the queue after delay_us
+// with attempts + 1 (log: queued, with the error); 'hold' keeps it as failed
+// (log: failed, with the error); 'release' puts it back at once, attempts
+// unchanged (log: queued). traceback is JSON text or ”. An outcome changes
+// its job only while the job is still held by the claim that ran it (this
+// queue manager and claim_token, see JobsClaim): the outcome of a claim lost
+// meanwhile (the job released as stale, then claimed again, by this worker
+// or another) changes nothing. ids must not repeat within a batch.
+// The claim token of each outcome's job, keyed by id: a jsonb object, built
+// once, whose keys are looked up in log time per row. (A join with outcome
+// is planned as a nested loop that probes the id array for each row:
+// quadratic in the batch.)
 // Rows are found with = ANY(ARRAY(...)), which probes the primary key; a
-// join with outcome may be planned as a hash of the whole table. The checks
-// of status and holder are written IS NOT DISTINCT FROM, which no index
-// serves: with '=' the planner may instead scan a partial index of picked
-// rows (which statistics taken while all jobs were queued call nearly
-// empty) and search the id array linearly for each row, quadratic in the
-// batch.
-func (q *Queries) JobsFinish(ctx context.Context, db DBTX, arg JobsFinishParams) (int64, error) {
-	result, err := db.ExecContext(ctx, jobsFinish,
+// join with outcome alone may be planned as a hash of the whole table. The
+// checks of status and holder are written IS NOT DISTINCT FROM, which no
+// index serves: with '=' the planner may instead scan a partial index of
+// picked rows (which statistics taken while all jobs were queued call
+// nearly empty) and search the id array linearly for each row, quadratic in
+// the batch. The claim token is compared as an expression for the same
+// reason (an index on updated exists).
+func (q *Queries) JobsFinish(ctx context.Context, db DBTX, arg JobsFinishParams) ([]int64, error) {
+	rows, err := db.QueryContext(ctx, jobsFinish,
 		pq.Array(arg.Ids),
 		pq.Array(arg.Actions),
 		pq.Array(arg.Statuses),
 		pq.Array(arg.Tracebacks),
 		pq.Array(arg.DelaysUs),
+		pq.Array(arg.ClaimTokens),
 		arg.QueueManagerID,
 	)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	return result.RowsAffected()
+	defer rows.Close()
+	var items []int64
+	for rows.Next() {
+		var job_id int64
+		if err := rows.Scan(&job_id); err != nil {
+			return nil, err
+		}
+		items = append(items, job_id)
+	}
+	if err := rows.Close(); err != nil {
+		return nil, err
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
 }
 
 const jobsHeartbeat = `-- name: JobsHeartbeat :many
@@ -529,7 +574,7 @@ SET heartbeat = now()
 WHERE j.id = ANY($1::bigint[])
   AND j.status IS NOT DISTINCT FROM 'picked'
   AND j.queue_manager_id IS NOT DISTINCT FROM $2
-RETURNING j.id
+RETURNING j.id, (extract(epoch FROM j.updated) * 1000000)::bigint AS claim_token
 `
 
 type JobsHeartbeatParams struct {
@@ -537,23 +582,30 @@ type JobsHeartbeatParams struct {
 	QueueManagerID uuid.NullUUID
 }
 
+type JobsHeartbeatRow struct {
+	ID         int64
+	ClaimToken int64
+}
+
 // Refreshes the heartbeat of the running jobs this queue manager holds and
-// returns their ids; a job missing from the result is no longer held (it
-// was canceled, or claimed again after a stale heartbeat). IS NOT DISTINCT
-// FROM keeps the look-up on the primary key (see JobsFinish).
-func (q *Queries) JobsHeartbeat(ctx context.Context, db DBTX, arg JobsHeartbeatParams) ([]int64, error) {
+// returns their ids with the token of the claim that holds each (see
+// JobsClaim); a job missing from the result, or held under another token,
+// is no longer held by the claim the caller ran (it was canceled, or
+// released after a stale heartbeat and maybe claimed again). IS NOT
+// DISTINCT FROM keeps the look-up on the primary key (see JobsFinish).
+func (q *Queries) JobsHeartbeat(ctx context.Context, db DBTX, arg JobsHeartbeatParams) ([]*JobsHeartbeatRow, error) {
 	rows, err := db.QueryContext(ctx, jobsHeartbeat, pq.Array(arg.Ids), arg.QueueManagerID)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var items []int64
+	var items []*JobsHeartbeatRow
 	for rows.Next() {
-		var id int64
-		if err := rows.Scan(&id); err != nil {
+		var i JobsHeartbeatRow
+		if err := rows.Scan(&i.ID, &i.ClaimToken); err != nil {
 			return nil, err
 		}
-		items = append(items, id)
+		items = append(items, &i)
 	}
 	if err := rows.Close(); err != nil {
 		return nil, err

@@ -75,6 +75,12 @@ SELECT inserted.id, inserted.dedupe_key FROM inserted ORDER BY inserted.id;
 -- workers hold. (Jobs abandoned by a dead worker are put back in the queue
 -- by JobsReleaseStale, which keeps this statement on one index.)
 --
+-- Each row also gets claim_token, which names this claim: the row's updated
+-- time in microseconds, which only a claim sets while a job is picked. The
+-- outcome and the heartbeat of the claim pass it back, so that a worker that
+-- lost a job and claimed it again never applies its first claim's outcome
+-- to the second.
+--
 -- Unless synchronous_claim is set, the claim's transaction commits without
 -- waiting for its WAL to reach disk (synchronous_commit off for this
 -- transaction only): a claim lost in a server crash puts its jobs back in
@@ -126,7 +132,8 @@ claimed AS (
     -- joining, may hash the whole table; = ANY(array) probes the primary key.
     WHERE j.id = ANY(ARRAY(SELECT candidates.id FROM candidates))
     RETURNING j.id, j.priority, j.created, j.execute_after, j.entrypoint,
-              j.payload, j.headers, j.attempts, j.dedupe_key
+              j.payload, j.headers, j.attempts, j.dedupe_key,
+              (extract(epoch FROM j.updated) * 1000000)::bigint AS claim_token
 ),
 logged AS (
     INSERT INTO pgqueuer_log (job_id, status, priority, entrypoint)
@@ -134,7 +141,7 @@ logged AS (
 )
 SELECT claimed.id, claimed.priority, claimed.created, claimed.execute_after,
        claimed.entrypoint, claimed.payload, claimed.headers, claimed.attempts,
-       claimed.dedupe_key
+       claimed.dedupe_key, claimed.claim_token
 FROM claimed
 ORDER BY claimed.priority DESC, claimed.id ASC;
 
@@ -200,32 +207,47 @@ WHERE l.status = 'picked'
   AND l.created > now() - (@window_us::bigint) * interval '1 microsecond'
 GROUP BY l.entrypoint;
 
--- name: JobsFinish :execrows
+-- name: JobsFinish :many
 -- Records a batch of outcomes of jobs this queue manager holds, in one
--- statement. action says what happens to the row: 'finish' deletes it (the
--- log gets status: successful, exception or canceled); 'retry' puts it back
--- in the queue after delay_us with attempts + 1 (log: queued, with the
--- error); 'hold' keeps it as failed (log: failed, with the error); 'release'
--- puts it back at once, attempts unchanged (log: queued). traceback is JSON
--- text or ''.
+-- statement, and returns the ids of the jobs changed. action says what
+-- happens to the row: 'finish' deletes it (the log gets status: successful,
+-- exception or canceled); 'retry' puts it back in the queue after delay_us
+-- with attempts + 1 (log: queued, with the error); 'hold' keeps it as failed
+-- (log: failed, with the error); 'release' puts it back at once, attempts
+-- unchanged (log: queued). traceback is JSON text or ''. An outcome changes
+-- its job only while the job is still held by the claim that ran it (this
+-- queue manager and claim_token, see JobsClaim): the outcome of a claim lost
+-- meanwhile (the job released as stale, then claimed again, by this worker
+-- or another) changes nothing. ids must not repeat within a batch.
 WITH outcome AS (
     SELECT
-        unnest(@ids::bigint[])        AS id,
-        unnest(@actions::text[])      AS action,
-        unnest(@statuses::text[])     AS status,
-        unnest(@tracebacks::text[])   AS traceback,
-        unnest(@delays_us::bigint[])  AS delay_us
+        unnest(@ids::bigint[])          AS id,
+        unnest(@actions::text[])        AS action,
+        unnest(@statuses::text[])       AS status,
+        unnest(@tracebacks::text[])     AS traceback,
+        unnest(@delays_us::bigint[])    AS delay_us,
+        unnest(@claim_tokens::bigint[]) AS claim_token
+),
+-- The claim token of each outcome's job, keyed by id: a jsonb object, built
+-- once, whose keys are looked up in log time per row. (A join with outcome
+-- is planned as a nested loop that probes the id array for each row:
+-- quadratic in the batch.)
+tokens AS (
+    SELECT jsonb_object_agg(o.id::text, o.claim_token) AS by_id FROM outcome AS o
 ),
 -- Rows are found with = ANY(ARRAY(...)), which probes the primary key; a
--- join with outcome may be planned as a hash of the whole table. The checks
--- of status and holder are written IS NOT DISTINCT FROM, which no index
--- serves: with '=' the planner may instead scan a partial index of picked
--- rows (which statistics taken while all jobs were queued call nearly
--- empty) and search the id array linearly for each row, quadratic in the
--- batch.
+-- join with outcome alone may be planned as a hash of the whole table. The
+-- checks of status and holder are written IS NOT DISTINCT FROM, which no
+-- index serves: with '=' the planner may instead scan a partial index of
+-- picked rows (which statistics taken while all jobs were queued call
+-- nearly empty) and search the id array linearly for each row, quadratic in
+-- the batch. The claim token is compared as an expression for the same
+-- reason (an index on updated exists).
 finished AS (
     DELETE FROM pgqueuer AS j
     WHERE j.id = ANY(ARRAY(SELECT o.id FROM outcome AS o WHERE o.action = 'finish'))
+      AND (extract(epoch FROM j.updated) * 1000000)::bigint
+          = ((SELECT tokens.by_id FROM tokens) ->> j.id::text)::bigint
       AND j.status IS NOT DISTINCT FROM 'picked'
       AND j.queue_manager_id IS NOT DISTINCT FROM @queue_manager_id
     RETURNING j.id, j.priority, j.entrypoint
@@ -241,6 +263,7 @@ requeued AS (
     FROM outcome
     WHERE j.id = ANY(ARRAY(SELECT o.id FROM outcome AS o WHERE o.action IN ('retry', 'release')))
       AND j.id = outcome.id
+      AND (extract(epoch FROM j.updated) * 1000000)::bigint = outcome.claim_token
       AND j.status IS NOT DISTINCT FROM 'picked'
       AND j.queue_manager_id IS NOT DISTINCT FROM @queue_manager_id
     RETURNING j.id, j.priority, j.entrypoint
@@ -253,6 +276,8 @@ held AS (
         updated = now(),
         attempts = j.attempts + 1
     WHERE j.id = ANY(ARRAY(SELECT o.id FROM outcome AS o WHERE o.action = 'hold'))
+      AND (extract(epoch FROM j.updated) * 1000000)::bigint
+          = ((SELECT tokens.by_id FROM tokens) ->> j.id::text)::bigint
       AND j.status IS NOT DISTINCT FROM 'picked'
       AND j.queue_manager_id IS NOT DISTINCT FROM @queue_manager_id
     RETURNING j.id, j.priority, j.entrypoint
@@ -268,19 +293,22 @@ INSERT INTO pgqueuer_log (job_id, status, priority, entrypoint, traceback)
 SELECT changed.id, outcome.status::pgqueuer_status, changed.priority, changed.entrypoint,
        NULLIF(outcome.traceback, '')::jsonb
 FROM changed
-JOIN outcome ON outcome.id = changed.id;
+JOIN outcome ON outcome.id = changed.id
+RETURNING pgqueuer_log.job_id;
 
 -- name: JobsHeartbeat :many
 -- Refreshes the heartbeat of the running jobs this queue manager holds and
--- returns their ids; a job missing from the result is no longer held (it
--- was canceled, or claimed again after a stale heartbeat). IS NOT DISTINCT
--- FROM keeps the look-up on the primary key (see JobsFinish).
+-- returns their ids with the token of the claim that holds each (see
+-- JobsClaim); a job missing from the result, or held under another token,
+-- is no longer held by the claim the caller ran (it was canceled, or
+-- released after a stale heartbeat and maybe claimed again). IS NOT
+-- DISTINCT FROM keeps the look-up on the primary key (see JobsFinish).
 UPDATE pgqueuer AS j
 SET heartbeat = now()
 WHERE j.id = ANY(@ids::bigint[])
   AND j.status IS NOT DISTINCT FROM 'picked'
   AND j.queue_manager_id IS NOT DISTINCT FROM @queue_manager_id
-RETURNING j.id;
+RETURNING j.id, (extract(epoch FROM j.updated) * 1000000)::bigint AS claim_token;
 
 -- name: JobsRequeue :many
 -- Puts held (failed) jobs back in the queue, due now, with a fresh set of
