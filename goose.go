@@ -89,8 +89,10 @@ func namingConfig(opts []NamingOption) (common, error) {
 // goose.NewProvider(goose.DialectPostgres, db, pgq.Migrations()) of earlier
 // pgq versions put them: a record moves only when it was written by the
 // same transaction that created or changed pgq's tables, enum, function or
-// trigger, so your app's own records stay, and your app's migrations with
-// the same version numbers, which goose skipped, run on its next up.
+// trigger, and only when two or more of pgq's migrations are found so, each
+// in its own transaction (one is an app's migration that ran pgq's SQL).
+// Your app's own records stay, and your app's migrations with the same
+// version numbers, which goose skipped, run on its next up.
 //
 // Use GooseProviderFor for a prefix or schema.
 func GooseProvider(db *sql.DB, opts ...goose.ProviderOption) (*goose.Provider, error) {
@@ -227,7 +229,14 @@ func adoptGooseRecords(ctx context.Context, conn *sql.Conn, c common, versions [
 	if err != nil {
 		return fmt.Errorf("pgq: reading %s: %w", gooseDefaultTable, err)
 	}
-	if len(rows) == 0 {
+	// pgq's goose migrations run one transaction each. One transaction
+	// alone is an app's migration that ran pgq's SQL (the output of `pgq
+	// sql install` pasted into it): that record is the app's.
+	txids := map[string]bool{}
+	for _, r := range rows {
+		txids[r.Txid] = true
+	}
+	if len(txids) < 2 {
 		return nil
 	}
 	store, err := database.NewStore(goose.DialectPostgres, versionTable(c.names))

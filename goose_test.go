@@ -368,3 +368,46 @@ func TestGooseProviderOptions(t *testing.T) {
 		}
 	}
 }
+
+// TestAppMigrationWithPgqSQL: an app pasted `pgq sql install` into its
+// own migration 00001 (as the README once suggested for a prefix). That
+// record is the app's: GooseProvider leaves it, so 00001 never runs again.
+func TestAppMigrationWithPgqSQL(t *testing.T) {
+	for _, d := range pgqtest.Drivers() {
+		t.Run(d, func(t *testing.T) {
+			t.Parallel()
+			ctx := testCtx(t)
+			db, _ := pgqtest.NewDB(t, d, pgqtest.Bare())
+			install, err := pgq.InstallSQL(pgq.WithPrefix("app_"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			app := fstest.MapFS{
+				"00001_users_and_queue.sql": {Data: []byte("-- +goose Up\n-- +goose StatementBegin\n" +
+					"CREATE TABLE users (id bigint PRIMARY KEY);\n" + install + "\n-- +goose StatementEnd\n")},
+				"00002_orders.sql": appMigrations["00002_orders.sql"],
+			}
+			appP, err := goose.NewProvider(goose.DialectPostgres, db, app)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := up(t, ctx, "app", appP); !sameVersions(got, 1, 2) {
+				t.Fatalf("app up applied %v", got)
+			}
+			p, err := pgq.GooseProviderFor(db, []pgq.NamingOption{pgq.WithPrefix("app_")})
+			if err != nil {
+				t.Fatal(err)
+			}
+			up(t, ctx, "pgq", p)
+			if got := recorded(t, db, "goose_db_version"); got != "1,2" {
+				t.Errorf("goose_db_version records %q, want the app's 1,2", got)
+			}
+			if got := up(t, ctx, "app", appP); len(got) != 0 {
+				t.Errorf("app up applied %v again", got)
+			}
+			if err := pgq.Verify(ctx, db, pgq.WithPrefix("app_")); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}

@@ -53,7 +53,7 @@ func (q *Queries) GooseDefaultDelete(ctx context.Context, db DBTX, ids []int64) 
 }
 
 const gooseDefaultPgqRecords = `-- name: GooseDefaultPgqRecords :many
-SELECT v.id, v.version_id
+SELECT v.id, v.version_id, v.xmin::text AS txid
 FROM goose_db_version AS v
 WHERE v.is_applied
   AND v.version_id = ANY($1::bigint[])
@@ -106,6 +106,7 @@ type GooseDefaultPgqRecordsParams struct {
 type GooseDefaultPgqRecordsRow struct {
 	ID        int32
 	VersionID int64
+	Txid      string
 }
 
 // The rows of goose_db_version among versions that were written by a
@@ -113,7 +114,7 @@ type GooseDefaultPgqRecordsRow struct {
 // schema_name (its tables and indexes, enum type and values, function,
 // trigger): pgq's migrations, recorded there by an app's goose pipeline.
 // goose inserts a migration's version row in the migration's transaction,
-// so the two share their xmin.
+// so the two share their xmin (returned as txid).
 func (q *Queries) GooseDefaultPgqRecords(ctx context.Context, db DBTX, arg GooseDefaultPgqRecordsParams) ([]*GooseDefaultPgqRecordsRow, error) {
 	rows, err := db.QueryContext(ctx, gooseDefaultPgqRecords,
 		pq.Array(arg.Versions),
@@ -130,7 +131,7 @@ func (q *Queries) GooseDefaultPgqRecords(ctx context.Context, db DBTX, arg Goose
 	var items []*GooseDefaultPgqRecordsRow
 	for rows.Next() {
 		var i GooseDefaultPgqRecordsRow
-		if err := rows.Scan(&i.ID, &i.VersionID); err != nil {
+		if err := rows.Scan(&i.ID, &i.VersionID, &i.Txid); err != nil {
 			return nil, err
 		}
 		items = append(items, &i)

@@ -15,8 +15,8 @@ ORDER BY version_id;
 -- schema_name (its tables and indexes, enum type and values, function,
 -- trigger): pgq's migrations, recorded there by an app's goose pipeline.
 -- goose inserts a migration's version row in the migration's transaction,
--- so the two share their xmin.
-SELECT v.id, v.version_id
+-- so the two share their xmin (returned as txid).
+SELECT v.id, v.version_id, v.xmin::text AS txid
 FROM goose_db_version AS v
 WHERE v.is_applied
   AND v.version_id = ANY(@versions::bigint[])
