@@ -48,6 +48,8 @@ type options struct {
 	logRows                                                        int64
 	analyze, vacuum, syncClaims                                    bool
 	duration, interval                                             time.Duration
+	handler                                                        string
+	handlerTime                                                    time.Duration
 }
 
 // benchmark is one subcommand.
@@ -76,7 +78,8 @@ var benchmarks = []benchmark{
 		run: func(ctx context.Context, e *env, o *options) (any, error) {
 			return ptr(Drain(ctx, e.db, DrainConfig{Jobs: o.jobs, EnqueueBatch: o.enqueueBatch, Workers: o.workers,
 				BatchSize: o.batchSize, Concurrency: o.concurrency, ListenDSN: e.listenDSN, Logger: e.logger,
-				Analyze: o.analyze, Vacuum: o.vacuum, SyncClaims: o.syncClaims}))
+				Analyze: o.analyze, Vacuum: o.vacuum, SyncClaims: o.syncClaims,
+				Handler: HandlerConfig{Kind: o.handler, Time: o.handlerTime}}))
 		},
 	},
 	{
@@ -98,7 +101,8 @@ var benchmarks = []benchmark{
 		run: func(ctx context.Context, e *env, o *options) (any, error) {
 			return ptr(Throughput(ctx, e.db, ThroughputConfig{Duration: o.duration, Producers: o.producers,
 				EnqueueBatch: o.enqueueBatch, Workers: o.workers, BatchSize: o.batchSize,
-				Concurrency: o.concurrency, SyncClaims: o.syncClaims, ListenDSN: e.listenDSN, Logger: e.logger}))
+				Concurrency: o.concurrency, SyncClaims: o.syncClaims, ListenDSN: e.listenDSN, Logger: e.logger,
+				Handler: HandlerConfig{Kind: o.handler, Time: o.handlerTime}}))
 		},
 	},
 	{
@@ -163,6 +167,8 @@ func workerFlags(fs *flag.FlagSet, o *options) {
 	fs.IntVar(&o.workers, "workers", DefaultWorkers, "QueueManagers")
 	fs.IntVar(&o.batchSize, "batch-size", pgq.DefaultBatchSize, "jobs per claim (WithBatchSize)")
 	fs.IntVar(&o.concurrency, "concurrency", pgq.DefaultMaxConcurrentTasks, "jobs run at once per worker (WithMaxConcurrentTasks)")
+	fs.StringVar(&o.handler, "handler", HandlerNoop, "what each job's handler does: noop, or sql (one INSERT through the workers' own *sql.DB)")
+	fs.DurationVar(&o.handlerTime, "handler-time", 0, "how long each handler sleeps (after its INSERT with --handler sql)")
 	syncClaimsFlag(fs, o)
 }
 
@@ -282,7 +288,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", b.name, err)
 	}
-	setServer(result, e.server)
+	setServer(result, e.server, o.maxIdleConns)
 	if o.json {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -307,6 +313,10 @@ func checkCommon(o *options) error {
 	}
 	if o.maxIdleConns < 0 {
 		return fmt.Errorf("--max-idle-conns must not be negative, got %d", o.maxIdleConns)
+	}
+	h := HandlerConfig{Kind: o.handler, Time: o.handlerTime}
+	if err := h.check(); err != nil {
+		return fmt.Errorf("--handler: %w", err)
 	}
 	return nil
 }
@@ -341,10 +351,14 @@ func profiled(o *options, f func() (any, error)) (any, error) {
 }
 
 // setServer records in a result's settings whether the server was
-// throwaway.
-func setServer(result any, server string) {
+// throwaway, and the pool's idle connections (--max-idle-conns).
+func setServer(result any, server string, maxIdle int) {
 	if s := settingsOf(result); s != nil {
 		s.Server = server
+		s.MaxIdleConns = maxIdle
+		if maxIdle == 0 {
+			s.MaxIdleConns = 2 // database/sql's default
+		}
 	}
 }
 

@@ -51,6 +51,8 @@ type DrainConfig struct {
 	// SyncClaims makes claims wait for their commit to reach disk
 	// (pgq.WithSynchronousClaims).
 	SyncClaims bool
+	// Handler says what each job's handler does (default: nothing).
+	Handler HandlerConfig
 }
 
 func (c *DrainConfig) defaults() error {
@@ -59,6 +61,9 @@ func (c *DrainConfig) defaults() error {
 	c.Workers = orDefault(c.Workers, DefaultWorkers)
 	c.BatchSize = orDefault(c.BatchSize, pgq.DefaultBatchSize)
 	c.Concurrency = orDefault(c.Concurrency, pgq.DefaultMaxConcurrentTasks)
+	if err := c.Handler.check(); err != nil {
+		return err
+	}
 	return positives(map[string]int{"jobs": c.Jobs, "enqueue batch": c.EnqueueBatch, "workers": c.Workers,
 		"batch size": c.BatchSize, "concurrency": c.Concurrency})
 }
@@ -119,7 +124,11 @@ func Drain(ctx context.Context, db *sql.DB, cfg DrainConfig) (DrainResult, error
 	settings.Jobs, settings.EnqueueBatch, settings.Workers = cfg.Jobs, cfg.EnqueueBatch, cfg.Workers
 	settings.BatchSize, settings.Concurrency = cfg.BatchSize, cfg.Concurrency
 	settings.Analyze, settings.Vacuum, settings.SyncClaims = cfg.Analyze, cfg.Vacuum, cfg.SyncClaims
+	settings.setHandler(cfg.Handler)
 	res := DrainResult{Jobs: cfg.Jobs, Settings: settings}
+	if err := cfg.Handler.prepare(ctx, db); err != nil {
+		return res, err
+	}
 
 	if err := purge(ctx, db); err != nil {
 		return res, err
@@ -150,7 +159,7 @@ func Drain(ctx context.Context, db *sql.DB, cfg DrainConfig) (DrainResult, error
 	}
 	var ran atomic.Int64
 	marks := newDeciles(cfg.Jobs)
-	handler := func(context.Context, *pgq.Job) error { marks.mark(ran.Add(1)); return nil }
+	handler := cfg.Handler.handler(db, newRuns(), func() { marks.mark(ran.Add(1)) })
 	if err := runWorkers(ctx, db, cfg.Workers, workerOptions(cfg.ListenDSN, cfg.Logger), handler,
 		pgq.WithMode(pgq.ModeDrain), pgq.WithBatchSize(cfg.BatchSize), pgq.WithMaxConcurrentTasks(cfg.Concurrency),
 		pgq.WithSynchronousClaims(cfg.SyncClaims)); err != nil {

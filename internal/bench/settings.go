@@ -34,6 +34,11 @@ type Settings struct {
 	Analyze      bool   `json:"analyze,omitempty"` // ANALYZE of the job table before processing
 	Vacuum       bool   `json:"vacuum,omitempty"`  // VACUUM of the job table before enqueuing
 	SyncClaims   bool   `json:"sync_claims"`       // claims wait for their commit to reach disk
+	Handler      string `json:"handler,omitempty"` // what each job's handler does: "noop" or "sql"
+	HandlerTime  string `json:"handler_time,omitempty"`
+	// MaxIdleConns is the pool's SetMaxIdleConns (database/sql's default
+	// is 2); set by Main.
+	MaxIdleConns int `json:"max_idle_conns,omitempty"`
 
 	Driver string `json:"driver"` // "pgx" or "postgres" (lib/pq)
 	// Listener is how workers and watchers get notifications: "open" (a
@@ -54,6 +59,13 @@ type Settings struct {
 	GoVersion  string `json:"go_version"`
 	GOMAXPROCS int    `json:"gomaxprocs"`
 	NumCPU     int    `json:"num_cpu"`
+}
+
+func (s *Settings) setHandler(h HandlerConfig) {
+	s.Handler = h.Kind
+	if h.Time > 0 {
+		s.HandlerTime = h.Time.String()
+	}
 }
 
 // driverName names db's driver as sql.Open does.

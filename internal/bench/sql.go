@@ -102,6 +102,27 @@ FROM pg_stat_user_tables WHERE relid = to_regclass('pgqueuer')`
 	// sqlNoRow returns no row.
 	sqlNoRow = `SELECT 1 WHERE false`
 
+	// sqlCreateSink creates the table the sql handler inserts into: an
+	// ordinary logged table, as a user's would be.
+	sqlCreateSink = `CREATE TABLE IF NOT EXISTS pgq_bench_sink (
+    id bigserial PRIMARY KEY,
+    job_id bigint NOT NULL,
+    created timestamptz NOT NULL DEFAULT now()
+)`
+
+	// sqlTruncateSink empties it before a run.
+	sqlTruncateSink = `TRUNCATE pgq_bench_sink`
+
+	// sqlInsertSink is the sql handler's one statement.
+	sqlInsertSink = `INSERT INTO pgq_bench_sink (job_id) VALUES ($1)`
+
+	// sqlPickedTwice counts the jobs of entrypoint $1 with ids from $2 on
+	// that the log shows picked more than once.
+	sqlPickedTwice = `SELECT count(*) FROM (
+    SELECT job_id FROM pgqueuer_log
+    WHERE entrypoint = $1 AND job_id >= $2 AND status = 'picked'
+    GROUP BY job_id HAVING count(*) > 1) AS t`
+
 	// explainPrefix is put in front of a captured library query.
 	explainPrefix = `EXPLAIN (ANALYZE, BUFFERS, VERBOSE OFF) `
 )

@@ -30,6 +30,7 @@ type ThroughputConfig struct {
 	SyncClaims   bool          // pgq.WithSynchronousClaims
 	ListenDSN    string        // pgq.WithListenDSN for the workers
 	Logger       *slog.Logger  // the workers' logger (pgq.WithLogger); nil: quiet
+	Handler      HandlerConfig // what each job's handler does (default: nothing)
 }
 
 func (c *ThroughputConfig) defaults() error {
@@ -44,6 +45,9 @@ func (c *ThroughputConfig) defaults() error {
 	c.Workers = orDefault(c.Workers, DefaultWorkers)
 	c.BatchSize = orDefault(c.BatchSize, pgq.DefaultBatchSize)
 	c.Concurrency = orDefault(c.Concurrency, pgq.DefaultMaxConcurrentTasks)
+	if err := c.Handler.check(); err != nil {
+		return err
+	}
 	return positives(map[string]int{"producers": c.Producers, "enqueue batch": c.EnqueueBatch,
 		"workers": c.Workers, "batch size": c.BatchSize, "concurrency": c.Concurrency})
 }
@@ -52,18 +56,26 @@ func (c *ThroughputConfig) defaults() error {
 // (nearly) empty at the end was bound by the producers, not the workers:
 // Bound says which.
 type ThroughputResult struct {
-	Seconds            float64  `json:"seconds"`
-	Enqueued           int64    `json:"enqueued"`
-	Worked             int64    `json:"worked"`
-	EnqueuedJobsPerSec float64  `json:"enqueued_jobs_per_sec"`
-	WorkedJobsPerSec   float64  `json:"worked_jobs_per_sec"`
-	QueueDepthEnd      int64    `json:"queue_depth_end"`
-	Bound              string   `json:"bound"` // "producers" or "workers"
-	ClientCPUSeconds   float64  `json:"client_cpu_seconds"`
-	ServerCPUSeconds   float64  `json:"server_cpu_seconds"`
-	ServerCPUReadable  bool     `json:"server_cpu_readable"`
-	PeakRSSBytes       int64    `json:"peak_rss_bytes"`
-	Settings           Settings `json:"settings"`
+	Seconds            float64 `json:"seconds"`
+	Enqueued           int64   `json:"enqueued"`
+	Worked             int64   `json:"worked"`
+	EnqueuedJobsPerSec float64 `json:"enqueued_jobs_per_sec"`
+	WorkedJobsPerSec   float64 `json:"worked_jobs_per_sec"`
+	QueueDepthEnd      int64   `json:"queue_depth_end"`
+	Bound              string  `json:"bound"` // "producers" or "workers"
+	// RanTwice counts the jobs whose handler ran more than once,
+	// PickedTwice those the log shows picked more than once, and
+	// StaleRescues the jobs the workers' log says were put back in the
+	// queue because their heartbeat was too old. Without faults all three
+	// should be 0.
+	RanTwice          int64    `json:"ran_twice"`
+	PickedTwice       int64    `json:"picked_twice"`
+	StaleRescues      int64    `json:"stale_rescues"`
+	ClientCPUSeconds  float64  `json:"client_cpu_seconds"`
+	ServerCPUSeconds  float64  `json:"server_cpu_seconds"`
+	ServerCPUReadable bool     `json:"server_cpu_readable"`
+	PeakRSSBytes      int64    `json:"peak_rss_bytes"`
+	Settings          Settings `json:"settings"`
 }
 
 // Throughput runs cfg.Producers producers and cfg.Workers workers together
@@ -80,8 +92,12 @@ func Throughput(ctx context.Context, db *sql.DB, cfg ThroughputConfig) (Throughp
 	settings.Producers, settings.EnqueueBatch, settings.Workers = cfg.Producers, cfg.EnqueueBatch, cfg.Workers
 	settings.BatchSize, settings.Concurrency, settings.Duration = cfg.BatchSize, cfg.Concurrency, cfg.Duration.String()
 	settings.SyncClaims = cfg.SyncClaims
+	settings.setHandler(cfg.Handler)
 	res := ThroughputResult{Settings: settings}
 	if err := purge(ctx, db); err != nil {
+		return res, err
+	}
+	if err := cfg.Handler.prepare(ctx, db); err != nil {
 		return res, err
 	}
 	meter := newCPUMeter(ctx, db)
@@ -92,23 +108,26 @@ func Throughput(ctx context.Context, db *sql.DB, cfg ThroughputConfig) (Throughp
 	runCtx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 
-	var worked, enqueued atomic.Int64
-	handler := func(context.Context, *pgq.Job) error {
+	var worked, enqueued, firstID atomic.Int64
+	ran := newRuns()
+	handler := cfg.Handler.handler(db, ran, func() {
 		if time.Now().Before(deadline) {
 			worked.Add(1)
 		}
-		return nil
-	}
+	})
+	logger, stale := newLogCounter(cfg.Logger)
 	var wg sync.WaitGroup
 	var workErr error
 	wg.Go(func() {
-		workErr = runWorkers(runCtx, db, cfg.Workers, workerOptions(cfg.ListenDSN, cfg.Logger), handler,
+		workErr = runWorkers(runCtx, db, cfg.Workers, workerOptions(cfg.ListenDSN, logger), handler,
 			pgq.WithBatchSize(cfg.BatchSize), pgq.WithMaxConcurrentTasks(cfg.Concurrency),
 			pgq.WithSynchronousClaims(cfg.SyncClaims))
 	})
 	prodErrs := make([]error, cfg.Producers)
 	for i := range cfg.Producers {
-		wg.Go(func() { prodErrs[i] = produce(ctx, runCtx, pgq.NewQueries(db), cfg.EnqueueBatch, deadline, &enqueued) })
+		wg.Go(func() {
+			prodErrs[i] = produce(ctx, runCtx, pgq.NewQueries(db), cfg.EnqueueBatch, deadline, &enqueued, &firstID)
+		})
 	}
 	wg.Wait()
 	s1 := meter.sample()
@@ -135,6 +154,12 @@ func Throughput(ctx context.Context, db *sql.DB, cfg ThroughputConfig) (Throughp
 	}
 	res.ClientCPUSeconds, res.ServerCPUSeconds = seconds(used.client), seconds(used.server)
 	res.PeakRSSBytes = peakRSS()
+	res.RanTwice, res.StaleRescues = ran.twice.Load(), stale.Load()
+	if first := firstID.Load(); first > 0 {
+		if err := db.QueryRowContext(ctx, sqlPickedTwice, Entrypoint, first).Scan(&res.PickedTwice); err != nil {
+			return res, fmt.Errorf("counting jobs picked twice: %w", err)
+		}
+	}
 	return res, purge(ctx, db)
 }
 
@@ -142,18 +167,25 @@ func Throughput(ctx context.Context, db *sql.DB, cfg ThroughputConfig) (Throughp
 // of the batches committed before deadline. Each batch is enqueued with ctx,
 // not run: a statement canceled as run ends may still commit on the server
 // after the call returned, and so escape the clean-up that follows.
-func produce(ctx, run context.Context, q *pgq.Queries, batch int, deadline time.Time, enqueued *atomic.Int64) error {
+// firstID is lowered to the smallest job id enqueued.
+func produce(ctx, run context.Context, q *pgq.Queries, batch int, deadline time.Time, enqueued, firstID *atomic.Int64) error {
 	jobs := make([]pgq.NewJob, batch)
 	for i := range jobs {
 		jobs[i] = pgq.NewJob{Entrypoint: Entrypoint}
 	}
 	for run.Err() == nil {
-		_, err := q.EnqueueBatch(ctx, jobs)
+		ids, err := q.EnqueueBatch(ctx, jobs)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
 			return fmt.Errorf("enqueue: %w", err)
+		}
+		for id := int64(ids[0]); ; {
+			old := firstID.Load()
+			if (old != 0 && old <= id) || firstID.CompareAndSwap(old, id) {
+				break
+			}
 		}
 		if time.Now().Before(deadline) {
 			enqueued.Add(int64(batch))

@@ -1,0 +1,155 @@
+package bench
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pgq-dev/pgq"
+)
+
+// Handler kinds of the drain and throughput benchmarks.
+const (
+	// HandlerNoop returns at once (after HandlerTime): the cost measured
+	// is the queue's own.
+	HandlerNoop = "noop"
+	// HandlerSQL runs one INSERT through the same *sql.DB the workers use,
+	// as most real handlers do something in the database.
+	HandlerSQL = "sql"
+)
+
+// HandlerConfig says what each job's handler does.
+type HandlerConfig struct {
+	Kind string        // HandlerNoop (default) or HandlerSQL
+	Time time.Duration // how long the handler sleeps (after its INSERT)
+}
+
+func (h *HandlerConfig) check() error {
+	switch h.Kind {
+	case "":
+		h.Kind = HandlerNoop
+	case HandlerNoop, HandlerSQL:
+	default:
+		return fmt.Errorf("unknown handler %q: want %s or %s", h.Kind, HandlerNoop, HandlerSQL)
+	}
+	if h.Time < 0 {
+		return fmt.Errorf("handler time must not be negative, got %v", h.Time)
+	}
+	return nil
+}
+
+// prepare creates the table the sql handler writes to, empty.
+func (h *HandlerConfig) prepare(ctx context.Context, db *sql.DB) error {
+	if h.Kind != HandlerSQL {
+		return nil
+	}
+	for _, q := range []string{sqlCreateSink, sqlTruncateSink} {
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			return fmt.Errorf("preparing the sql handler's table: %w", err)
+		}
+	}
+	return nil
+}
+
+// runs counts the runs of each job, so that a job run twice is seen
+// whatever the log says.
+type runs struct {
+	mu    sync.Mutex
+	seen  map[pgq.JobID]struct{}
+	twice atomic.Int64
+}
+
+func newRuns() *runs { return &runs{seen: map[pgq.JobID]struct{}{}} }
+
+func (r *runs) add(id pgq.JobID) {
+	r.mu.Lock()
+	_, again := r.seen[id]
+	r.seen[id] = struct{}{}
+	r.mu.Unlock()
+	if again {
+		r.twice.Add(1)
+	}
+}
+
+// handler returns the job handler h describes, on db; done is called
+// after the job's work, before the handler returns.
+func (h *HandlerConfig) handler(db *sql.DB, r *runs, done func()) pgq.Handler {
+	return func(ctx context.Context, job *pgq.Job) error {
+		r.add(job.ID)
+		if h.Kind == HandlerSQL {
+			if _, err := db.ExecContext(ctx, sqlInsertSink, int64(job.ID)); err != nil {
+				return err
+			}
+		}
+		if h.Time > 0 {
+			t := time.NewTimer(h.Time)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return ctx.Err()
+			case <-t.C:
+			}
+		}
+		done()
+		return nil
+	}
+}
+
+// staleMessage starts the log message of a worker that put jobs whose
+// heartbeat was too old back in the queue.
+const staleMessage = "pgq: released jobs whose worker stopped heartbeating"
+
+// logCounter is a slog.Handler that counts the jobs released as stale
+// (from the workers' log) and passes every record on to next, if any.
+type logCounter struct {
+	next  slog.Handler
+	stale *atomic.Int64
+}
+
+func newLogCounter(next *slog.Logger) (*slog.Logger, *atomic.Int64) {
+	c := &logCounter{stale: new(atomic.Int64)}
+	if next != nil {
+		c.next = next.Handler()
+	}
+	return slog.New(c), c.stale
+}
+
+func (c *logCounter) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= slog.LevelInfo || (c.next != nil && c.next.Enabled(ctx, l))
+}
+
+func (c *logCounter) Handle(ctx context.Context, r slog.Record) error {
+	if strings.HasPrefix(r.Message, staleMessage) {
+		r.Attrs(func(a slog.Attr) bool {
+			if a.Key == "jobs" {
+				c.stale.Add(a.Value.Int64())
+			}
+			return true
+		})
+	}
+	if c.next != nil && c.next.Enabled(ctx, r.Level) {
+		return c.next.Handle(ctx, r)
+	}
+	return nil
+}
+
+func (c *logCounter) WithAttrs(as []slog.Attr) slog.Handler {
+	d := *c
+	if c.next != nil {
+		d.next = c.next.WithAttrs(as)
+	}
+	return &d
+}
+
+func (c *logCounter) WithGroup(name string) slog.Handler {
+	d := *c
+	if c.next != nil {
+		d.next = c.next.WithGroup(name)
+	}
+	return &d
+}
