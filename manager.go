@@ -167,6 +167,7 @@ type runConfig struct {
 	logRetention     time.Duration
 	vacuum           bool
 	syncClaims       bool
+	poolTuning       bool
 	mode             Mode
 	err              error
 }
@@ -286,6 +287,24 @@ func WithSynchronousClaims(on bool) RunOption {
 	return func(c *runConfig) { c.syncClaims = on }
 }
 
+// WithPoolTuning says whether Run may raise the idle limit of the pool it
+// was given (default true). Handlers that use the database through the
+// same *sql.DB need about as many connections as run at once; a pool that
+// keeps fewer idle (database/sql keeps 2 unless told otherwise) closes a
+// connection after nearly every statement and opens a new one for the
+// next, a new server process each time, which costs more than the
+// statement and can cut the worker's throughput tenfold. When Run sees
+// that happen (db.Stats: more than 20 connections a second closed over
+// the idle limit, three seconds in a row) it calls db.SetMaxIdleConns
+// with the sum of the MaxConcurrentTasks of the workers running on the
+// pool, plus 2 each, and logs that at WARN. With false it only logs what
+// to do. Either way, calling db.SetMaxIdleConns yourself next to
+// WithMaxConcurrentTasks is best. A pool that makes callers wait (at its
+// SetMaxOpenConns) is logged too, and left alone.
+func WithPoolTuning(on bool) RunOption {
+	return func(c *runConfig) { c.poolTuning = on }
+}
+
 // WithMode sets when Run returns: ModeContinuous (default) or ModeDrain.
 func WithMode(m Mode) RunOption {
 	return func(c *runConfig) {
@@ -356,6 +375,7 @@ func (qm *QueueManager) Run(ctx context.Context, opts ...RunOption) error {
 		shutdownTimeout:  DefaultShutdownTimeout,
 		pollInterval:     DefaultPollInterval,
 		vacuum:           true,
+		poolTuning:       true,
 	}
 	for _, o := range opts {
 		if o != nil {
@@ -393,6 +413,15 @@ func (qm *QueueManager) Run(ctx context.Context, opts ...RunOption) error {
 		running:  map[JobID]*attempt{},
 		healthID: uuid.New(),
 	}
+	// The claim, the outcome writes and the heartbeat each hold a
+	// connection; the listener may borrow a fourth.
+	pin := canPin(qm.db, workerConns+1, "the worker", w.logger)
+	w.claims = newLane(qm.db, qm.cfg.names, pin)
+	w.outcomes = newLane(qm.db, qm.cfg.names, pin)
+	w.beats = newLane(qm.db, qm.cfg.names, pin)
+	ps, leave := enterPool(qm.db, rc.maxConcurrent+2)
+	defer leave()
+	w.pool = &poolCheck{db: qm.db, state: ps, raise: rc.poolTuning, logger: w.logger}
 	for _, name := range w.names {
 		if eps[name].limited() {
 			w.limited = append(w.limited, name)
@@ -426,9 +455,26 @@ type run struct {
 	// held, and cancellations reach the running ones.
 	running map[JobID]*attempt
 	lost    atomic.Int64 // attempts whose claim was lost (outcome dropped)
+
+	// The worker's own connections (see lane): claims, outcome writes,
+	// and heartbeats with the release of stale jobs and the listener's
+	// health checks.
+	claims, outcomes, beats *lane
+	pool                    *poolCheck
 }
 
+// workerConns is how many connections of its pool a running worker holds
+// for its own statements, besides the listener's.
+const workerConns = 3
+
 func (w *run) loop(ctx context.Context) error {
+	// Deferred first, so run last: after every goroutine that uses the
+	// lanes has ended.
+	defer func() {
+		w.claims.close()
+		w.outcomes.close()
+		w.beats.close()
+	}()
 	var bg sync.WaitGroup
 	defer bg.Wait()
 
@@ -476,6 +522,7 @@ func (w *run) loop(ctx context.Context) error {
 	hbCtx, stopHB := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopHB()
 	bg.Go(func() { w.heartbeat(hbCtx) })
+	bg.Go(func() { w.pool.run(auxCtx) })
 	bg.Go(func() { w.tendJobTable(auxCtx) })
 	if w.rc.statsInterval > 0 {
 		bg.Go(func() { w.maintain(auxCtx) })
@@ -719,7 +766,9 @@ func (w *run) checkListener(ctx context.Context) {
 	defer t.Stop()
 	for {
 		sent := time.Now()
-		err := w.qm.q.Notify(ctx, w.qm.rdb, dbgen.NotifyParams{Channel: w.qm.cfg.names.Channel(), Payload: string(payload)})
+		err := w.beats.do(ctx, func(s session) error {
+			return w.qm.q.Notify(ctx, s.db, dbgen.NotifyParams{Channel: w.qm.cfg.names.Channel(), Payload: string(payload)})
+		})
 		if err == nil {
 			select {
 			case <-ctx.Done():
@@ -759,11 +808,23 @@ func (w *run) claim(ctx context.Context, n int) (jobs []*attempt, again time.Dur
 		SynchronousClaim: w.rc.syncClaims,
 	}
 	var rows []*dbgen.JobsClaimRow
-	if len(w.limited) == 0 {
-		rows, err = w.qm.q.JobsClaim(ctx, w.qm.rdb, params)
-	} else {
-		rows, again, err = w.claimLimited(ctx, params)
-	}
+	var secs float64 = -1
+	err = w.claims.do(ctx, func(s session) (err error) {
+		if len(w.limited) == 0 {
+			rows, err = w.qm.q.JobsClaim(ctx, s.db, params)
+		} else {
+			rows, again, err = w.claimLimited(ctx, s, params)
+		}
+		if err != nil || len(rows) >= n || again != 0 {
+			return err
+		}
+		// The queue has nothing more that is due: sleep until the next
+		// delayed job is, if that is sooner than the poll.
+		if next, err := w.qm.q.JobsNextDue(ctx, s.db, w.names); err == nil {
+			secs = next
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, 0, interpretError(err)
 	}
@@ -781,13 +842,8 @@ func (w *run) claim(ctx context.Context, n int) (jobs []*attempt, again time.Dur
 			ExecuteAfter: r.ExecuteAfter,
 		}}
 	}
-	if len(jobs) < n && again == 0 {
-		// The queue has nothing more that is due: sleep until the next
-		// delayed job is, if that is sooner than the poll.
-		secs, err := w.qm.q.JobsNextDue(ctx, w.qm.rdb, w.names)
-		if err == nil && secs >= 0 {
-			again = max(time.Duration(secs*float64(time.Second)), time.Millisecond)
-		}
+	if secs >= 0 {
+		again = max(time.Duration(secs*float64(time.Second)), time.Millisecond)
 	}
 	return jobs, again, nil
 }
@@ -795,8 +851,8 @@ func (w *run) claim(ctx context.Context, n int) (jobs []*attempt, again time.Dur
 // claimLimited claims in a transaction that first takes the fleet-wide
 // locks of the limited entrypoints, then counts their running jobs and
 // recent starts, and lowers their caps accordingly.
-func (w *run) claimLimited(ctx context.Context, p dbgen.JobsClaimParams) (rows []*dbgen.JobsClaimRow, again time.Duration, err error) {
-	tx, err := w.qm.db.BeginTx(ctx, nil)
+func (w *run) claimLimited(ctx context.Context, s session, p dbgen.JobsClaimParams) (rows []*dbgen.JobsClaimRow, again time.Duration, err error) {
+	tx, err := s.begin(ctx, nil)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -1049,8 +1105,10 @@ func (w *run) finish(batch []outcome) {
 	written := false
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		var err error
-		changed, err = w.qm.q.JobsFinish(ctx, w.qm.rdb, p)
+		err := w.outcomes.do(ctx, func(s session) (err error) {
+			changed, err = w.qm.q.JobsFinish(ctx, s.db, p)
+			return err
+		})
 		cancel()
 		if err == nil {
 			written = true
@@ -1144,8 +1202,12 @@ func (w *run) beat(ctx context.Context) {
 	if len(ids) == 0 {
 		return
 	}
-	held, err := w.qm.q.JobsHeartbeat(ctx, w.qm.rdb, dbgen.JobsHeartbeatParams{
-		Ids: ids, QueueManagerID: uuid.NullUUID{UUID: w.qm.id, Valid: true},
+	var held []*dbgen.JobsHeartbeatRow
+	err := w.beats.do(ctx, func(s session) (err error) {
+		held, err = w.qm.q.JobsHeartbeat(ctx, s.db, dbgen.JobsHeartbeatParams{
+			Ids: ids, QueueManagerID: uuid.NullUUID{UUID: w.qm.id, Valid: true},
+		})
+		return err
 	})
 	if err != nil {
 		w.warn(ctx, "pgq: heartbeat failed", err, "jobs", len(ids))
@@ -1180,10 +1242,14 @@ const releaseBatch = 1000
 // and wakes the claim loop when there were any.
 func (w *run) releaseStale(ctx context.Context) {
 	for ctx.Err() == nil {
-		ids, err := w.qm.q.JobsReleaseStale(ctx, w.qm.rdb, dbgen.JobsReleaseStaleParams{
-			Entrypoints:  w.names,
-			StaleAfterUs: w.rc.heartbeatTimeout.Microseconds(),
-			MaxJobs:      releaseBatch,
+		var ids []int64
+		err := w.beats.do(ctx, func(s session) (err error) {
+			ids, err = w.qm.q.JobsReleaseStale(ctx, s.db, dbgen.JobsReleaseStaleParams{
+				Entrypoints:  w.names,
+				StaleAfterUs: w.rc.heartbeatTimeout.Microseconds(),
+				MaxJobs:      releaseBatch,
+			})
+			return err
 		})
 		if err != nil {
 			w.warn(ctx, "pgq: releasing stale jobs failed", err)

@@ -16,7 +16,6 @@ import (
 	"github.com/robfig/cron/v3"
 
 	"github.com/pgq-dev/pgq/dbgen"
-	"github.com/pgq-dev/pgq/internal/sqlname"
 )
 
 // DefaultSchedulePollInterval is the longest a SchedulerManager sleeps
@@ -247,7 +246,6 @@ type scheduleKey struct{ entrypoint, expression string }
 // is taken over by another. Cron times are in UTC.
 type SchedulerManager struct {
 	db      *sql.DB
-	rdb     sqlname.DBTX // db with object names rewritten
 	cfg     managerConfig
 	q       *dbgen.Queries
 	entries registry[scheduleKey, *scheduleEntry]
@@ -265,7 +263,6 @@ func NewSchedulerManager(db *sql.DB, opts ...ManagerOption) *SchedulerManager {
 	}
 	return &SchedulerManager{
 		db:  db,
-		rdb: wrapDB(cfg.names, db),
 		cfg: cfg,
 		q:   dbgen.New(),
 	}
@@ -365,6 +362,8 @@ func (sm *SchedulerManager) Run(ctx context.Context, opts ...RunOption) error {
 		logger:  sm.cfg.logger.With("component", "scheduler"),
 		done:    make(chan ScheduleID),
 	}
+	r.conn = newLane(sm.db, sm.cfg.names, canPin(sm.db, 1, "the scheduler", r.logger))
+	defer r.conn.close()
 	keys := slices.SortedFunc(maps.Keys(entries), func(a, b scheduleKey) int {
 		return strings.Compare(a.entrypoint+"\x00"+a.expression, b.entrypoint+"\x00"+b.expression)
 	})
@@ -387,6 +386,9 @@ type schedRun struct {
 	exprs   []string
 	logger  *slog.Logger
 	done    chan ScheduleID // a tick's run and its bookkeeping are over
+	// conn is the scheduler's own connection: claims, heartbeats and the
+	// writes that end ticks.
+	conn *lane
 }
 
 // register adds the missing schedule rows, each with its next tick.
@@ -396,7 +398,7 @@ func (r *schedRun) register(ctx context.Context) error {
 	for i := range r.eps {
 		p.NextRunUs[i] = r.entries[scheduleKey{r.eps[i], r.exprs[i]}].cron.Next(now).UnixMicro()
 	}
-	if err := r.sm.q.SchedulesInsert(ctx, r.sm.rdb, p); err != nil {
+	if err := r.conn.do(ctx, func(s session) error { return r.sm.q.SchedulesInsert(ctx, s.db, p) }); err != nil {
 		return fmt.Errorf("pgq: registering schedules: %w", interpretError(err))
 	}
 	return nil
@@ -470,10 +472,14 @@ func (r *schedRun) loop(ctx context.Context) error {
 // poll claims the due schedules, starts their runs, and returns how long to
 // sleep before looking again.
 func (r *schedRun) poll(ctx, fnCtx context.Context, wg *sync.WaitGroup, running map[ScheduleID]bool) (time.Duration, error) {
-	rows, err := r.sm.q.SchedulesClaim(ctx, r.sm.rdb, dbgen.SchedulesClaimParams{
-		StaleAfterUs: r.rc.heartbeatTimeout.Microseconds(),
-		Entrypoints:  r.eps,
-		Expressions:  r.exprs,
+	var rows []*dbgen.SchedulesClaimRow
+	err := r.conn.do(ctx, func(s session) (err error) {
+		rows, err = r.sm.q.SchedulesClaim(ctx, s.db, dbgen.SchedulesClaimParams{
+			StaleAfterUs: r.rc.heartbeatTimeout.Microseconds(),
+			Entrypoints:  r.eps,
+			Expressions:  r.exprs,
+		})
+		return err
 	})
 	if err != nil {
 		return 0, interpretError(err)
@@ -496,9 +502,13 @@ func (r *schedRun) poll(ctx, fnCtx context.Context, wg *sync.WaitGroup, running 
 			r.done <- id
 		})
 	}
-	next, err := r.sm.q.SchedulesNextWait(ctx, r.sm.rdb, dbgen.SchedulesNextWaitParams{
-		Entrypoints: r.eps,
-		Expressions: r.exprs,
+	var next *dbgen.SchedulesNextWaitRow
+	err = r.conn.do(ctx, func(s session) (err error) {
+		next, err = r.sm.q.SchedulesNextWait(ctx, s.db, dbgen.SchedulesNextWaitParams{
+			Entrypoints: r.eps,
+			Expressions: r.exprs,
+		})
+		return err
 	})
 	if err != nil {
 		return 0, interpretError(err)
@@ -559,8 +569,10 @@ func (r *schedRun) runTick(ctx context.Context, e *scheduleEntry, t claimedTick)
 		}
 	}
 	err := r.retryWrite(func(ctx context.Context) error {
-		_, err := r.sm.q.SchedulesFinish(ctx, r.sm.rdb, r.finishParams(e, t, tick, ran))
-		return err
+		return r.conn.do(ctx, func(s session) error {
+			_, err := r.sm.q.SchedulesFinish(ctx, s.db, r.finishParams(e, t, tick, ran))
+			return err
+		})
 	})
 	if err != nil {
 		logger.Error("pgq: scheduler: recording the next run failed; the schedule is taken over "+
@@ -595,29 +607,34 @@ func (r *schedRun) call(ctx context.Context, e *scheduleEntry, s *Schedule) (err
 func (r *schedRun) enqueueTick(e *scheduleEntry, t claimedTick, tick time.Time) error {
 	key := fmt.Sprintf("schedule:%d:%d", t.row.ID, tick.Unix())
 	opts := append(slices.Clone(e.enqueueOpts), WithDedupeKey(key), WithSkipDuplicates())
-	names := r.sm.cfg.names
 	return r.retryWrite(func(ctx context.Context) error {
-		tx, err := r.sm.db.BeginTx(ctx, nil)
-		if err != nil {
-			return err
-		}
-		defer func() { _ = tx.Rollback() }()
-		q := NewQueries(tx, NamingOption{func(c *common) { c.names = names }})
-		if _, err := q.Enqueue(ctx, e.entrypoint, nil, opts...); err != nil {
-			return err
-		}
-		rdb := wrapDB(names, tx)
-		n, err := r.sm.q.SchedulesFinish(ctx, rdb, r.finishParams(e, t, tick, true))
-		if err != nil {
-			return err
-		}
-		if n == 0 {
-			r.logger.Warn("pgq: scheduler: schedule was taken over by another scheduler; not enqueuing",
-				"entrypoint", e.entrypoint, "schedule_id", t.row.ID, "tick", tick)
-			return nil // rolled back
-		}
-		return tx.Commit()
+		return r.conn.do(ctx, func(s session) error { return r.enqueueTickTx(ctx, s, e, t, tick, opts) })
 	})
+}
+
+// enqueueTickTx is one attempt of enqueueTick.
+func (r *schedRun) enqueueTickTx(ctx context.Context, s session, e *scheduleEntry, t claimedTick, tick time.Time,
+	opts []EnqueueOption) error {
+	names := r.sm.cfg.names
+	tx, err := s.begin(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback() }()
+	q := NewQueries(tx, NamingOption{func(c *common) { c.names = names }})
+	if _, err := q.Enqueue(ctx, e.entrypoint, nil, opts...); err != nil {
+		return err
+	}
+	n, err := r.sm.q.SchedulesFinish(ctx, wrapDB(names, tx), r.finishParams(e, t, tick, true))
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		r.logger.Warn("pgq: scheduler: schedule was taken over by another scheduler; not enqueuing",
+			"entrypoint", e.entrypoint, "schedule_id", t.row.ID, "tick", tick)
+		return nil // rolled back
+	}
+	return tx.Commit()
 }
 
 // retryWrite runs a write that ends a tick, retrying while the database is
@@ -659,7 +676,11 @@ func (r *schedRun) heartbeat(running map[ScheduleID]bool) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), max(r.heartbeatInterval(), time.Second))
 	defer cancel()
-	if _, err := r.sm.q.SchedulesHeartbeat(ctx, r.sm.rdb, ids); err != nil {
+	err := r.conn.do(ctx, func(s session) error {
+		_, err := r.sm.q.SchedulesHeartbeat(ctx, s.db, ids)
+		return err
+	})
+	if err != nil {
 		r.logger.Warn("pgq: scheduler: heartbeat failed", "err", interpretError(err), "schedules", len(ids))
 	}
 }

@@ -12,7 +12,6 @@ import (
 
 	"github.com/pgq-dev/pgq/dbgen"
 	"github.com/pgq-dev/pgq/internal/notifier"
-	"github.com/pgq-dev/pgq/internal/sqlname"
 )
 
 // Defaults of the WatcherOptions.
@@ -89,7 +88,7 @@ func WithDebounce(d time.Duration) WatcherOption {
 // answered within about a millisecond each time, its own pace bounding the
 // queries.
 type CompletionWatcher struct {
-	rdb       sqlname.DBTX
+	conn      *lane // its own connection for the status queries
 	cfg       watcherConfig
 	q         *dbgen.Queries
 	changed   chan struct{} // the job table changed or the listener (re)connected
@@ -147,7 +146,7 @@ func NewCompletionWatcher(ctx context.Context, db *sql.DB, opts ...WatcherOption
 	}
 	lctx, stop := context.WithCancel(ctx)
 	w := &CompletionWatcher{
-		rdb:     wrapDB(cfg.names, db),
+		conn:    newLane(db, cfg.names, canPin(db, 2, "the watcher", cfg.logger)),
 		cfg:     cfg,
 		q:       dbgen.New(),
 		changed: make(chan struct{}, 1),
@@ -333,6 +332,7 @@ func (s *schedule) ran(k queryKind, start time.Time, queried bool, err error) {
 
 // loop runs the status queries when the schedule says so.
 func (w *CompletionWatcher) loop(ctx context.Context) {
+	defer w.conn.close()
 	safety := time.NewTicker(w.cfg.refresh)
 	defer safety.Stop()
 	timer := time.NewTimer(time.Hour)
@@ -426,7 +426,11 @@ func (w *CompletionWatcher) query(ctx context.Context, k queryKind) (bool, error
 func (w *CompletionWatcher) lookUp(ctx context.Context, ids []int64) error {
 	ctx, cancel := context.WithTimeout(ctx, watcherQueryTimeout)
 	defer cancel()
-	rows, err := w.q.LogLatestStatus(ctx, w.rdb, ids)
+	var rows []*dbgen.LogLatestStatusRow
+	err := w.conn.do(ctx, func(s session) (err error) {
+		rows, err = w.q.LogLatestStatus(ctx, s.db, ids)
+		return err
+	})
 	// Counted once the statement has returned (its snapshot taken), before
 	// any wait it ends is released.
 	w.refreshes.Add(1)
@@ -453,7 +457,11 @@ func (w *CompletionWatcher) lookUp(ctx context.Context, ids []int64) error {
 	}
 	// No log row: the job exists only if its row is in the job table (a
 	// job inserted without a log row, by hand or by an old producer).
-	existing, err := w.q.JobsExisting(ctx, w.rdb, unseen)
+	var existing []int64
+	err = w.conn.do(ctx, func(s session) (err error) {
+		existing, err = w.q.JobsExisting(ctx, s.db, unseen)
+		return err
+	})
 	if err != nil {
 		return interpretError(err)
 	}

@@ -1,0 +1,132 @@
+package pgq
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"log/slog"
+	"sync"
+
+	"github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/pgq-dev/pgq/internal/sqlname"
+)
+
+// A lane is one connection of the caller's pool that one part of a worker,
+// watcher or scheduler holds for as long as it runs: its statements never
+// wait for a connection that the application's own traffic holds, and
+// never land on a connection the pool has just opened (a new server
+// process, its caches cold, its prepared statements gone), however the
+// pool is sized and however busy it is. A connection that fails is given
+// back and another taken on the next statement; a statement that failed
+// because its connection was already dead before it was sent is retried
+// once at once on a new one.
+//
+// A lane of a pool too small to spare the connection (SetMaxOpenConns)
+// runs its statements on the pool like any other caller.
+type lane struct {
+	db    *sql.DB
+	names sqlname.Names
+	pin   bool
+
+	mu   sync.Mutex // one statement (or transaction) at a time
+	conn *sql.Conn  // nil until the first statement, and after a failure
+	rdb  sqlname.DBTX
+}
+
+// session is what a lane's statements run on: db for single statements
+// (names rewritten), begin for transactions.
+type session struct {
+	db    sqlname.DBTX
+	begin func(context.Context, *sql.TxOptions) (*sql.Tx, error)
+}
+
+func newLane(db *sql.DB, names sqlname.Names, pin bool) *lane {
+	return &lane{db: db, names: names, pin: pin}
+}
+
+// do runs f on the lane's connection, taking one first if it has none.
+func (l *lane) do(ctx context.Context, f func(s session) error) error {
+	if !l.pin {
+		return f(session{db: wrapDB(l.names, l.db), begin: l.db.BeginTx})
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for attempt := 0; ; attempt++ {
+		reused := l.conn != nil
+		if !reused {
+			c, err := l.db.Conn(ctx)
+			if err != nil {
+				return err
+			}
+			l.conn, l.rdb = c, wrapDB(l.names, c)
+		}
+		err := f(session{db: l.rdb, begin: l.conn.BeginTx})
+		if err == nil {
+			return nil
+		}
+		if l.broken(err) {
+			_ = l.conn.Close()
+			l.conn, l.rdb = nil, nil
+			// A connection that died while it sat idle (a server
+			// restart, a terminated backend) fails the next statement
+			// before sending it: that one is safe to run again.
+			if reused && attempt == 0 && ctx.Err() == nil && unsent(err) {
+				continue
+			}
+		}
+		return err
+	}
+}
+
+// unsent reports whether err says the statement never reached the server.
+func unsent(err error) bool {
+	return errors.Is(err, driver.ErrBadConn) || errors.Is(err, sql.ErrConnDone)
+}
+
+// broken reports whether the lane's connection can no longer be used after
+// a statement failed with err. l.mu is held.
+func (l *lane) broken(err error) bool {
+	if unsent(err) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		// A canceled statement may leave the connection mid-protocol:
+		// take a fresh one rather than find out.
+		return true
+	}
+	valid := true
+	_ = l.conn.Raw(func(dc any) error {
+		switch c := dc.(type) {
+		case driver.Validator: // lib/pq
+			valid = c.IsValid()
+		case *stdlib.Conn:
+			valid = !c.Conn().IsClosed()
+		}
+		return nil
+	})
+	return !valid
+}
+
+// close gives the lane's connection back to the pool.
+func (l *lane) close() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.conn != nil {
+		_ = l.conn.Close()
+		l.conn, l.rdb = nil, nil
+	}
+}
+
+// canPin reports whether db may spare want connections for lanes, and
+// logs once, when it may not, why the lanes share the pool instead. A pool
+// without a limit always may; a limited one must keep at least one
+// connection for everything else.
+func canPin(db *sql.DB, want int, who string, logger *slog.Logger) bool {
+	limit := db.Stats().MaxOpenConnections
+	if limit == 0 || limit > want {
+		return true
+	}
+	logger.Warn("pgq: the pool's SetMaxOpenConns is too small for "+who+" to hold connections of its own; "+
+		"its statements queue for the pool's connections with everyone else's",
+		"max_open_conns", limit, "wanted", want+1)
+	return false
+}
