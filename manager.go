@@ -294,13 +294,14 @@ func WithSynchronousClaims(on bool) RunOption {
 // connection after nearly every statement and opens a new one for the
 // next, a new server process each time, which costs more than the
 // statement and can cut the worker's throughput tenfold. When Run sees
-// that happen (db.Stats: more than 20 connections a second closed over
-// the idle limit, three seconds in a row) it calls db.SetMaxIdleConns
-// with the sum of the MaxConcurrentTasks of the workers running on the
-// pool, plus 2 each, and logs that at WARN. With false it only logs what
-// to do. Either way, calling db.SetMaxIdleConns yourself next to
-// WithMaxConcurrentTasks is best. A pool that makes callers wait (at its
-// SetMaxOpenConns) is logged too, and left alone.
+// that happen (db.Stats: over 8 connections a second closed over the
+// idle limit, for half a second) it calls db.SetMaxIdleConns with the sum of
+// the MaxConcurrentTasks of the workers running on the pool, plus 2 each
+// (never lowering it: not if more connections were seen idle), and logs
+// that once at WARN. With false it only logs what to do. Either way,
+// calling db.SetMaxIdleConns yourself next to WithMaxConcurrentTasks is
+// best. A pool that makes callers wait (at its SetMaxOpenConns) is logged
+// once too, and left alone.
 func WithPoolTuning(on bool) RunOption {
 	return func(c *runConfig) { c.poolTuning = on }
 }
@@ -366,6 +367,20 @@ type attempt struct {
 // up to the shutdown timeout, then cancels their contexts, puts the jobs
 // that did not finish back in the queue, writes every outcome, and returns
 // nil. When it returns, every goroutine it started has ended.
+//
+// Connections: Run holds three connections of the QueueManager's pool for
+// as long as it runs, one each for claiming, for writing outcomes, and for
+// heartbeats (with the release of stale jobs and the listener's health
+// checks), so that neither the program's own traffic on the pool nor the
+// pool's settings slow them down or make heartbeats late; a connection
+// that fails is replaced. The listener takes a fourth (borrowed from a
+// pgx pool, or its own on WithListenDSN's DSN), and maintenance
+// (statistics, vacuum) borrows one now and then. Handlers that use the
+// pool need as many more as run at once (WithMaxConcurrentTasks): size
+// the server's max_connections for that, per worker, and keep as many
+// idle (db.SetMaxIdleConns; see WithPoolTuning). A pool whose
+// SetMaxOpenConns leaves fewer than five makes Run share the pool for
+// its statements instead, and say so.
 func (qm *QueueManager) Run(ctx context.Context, opts ...RunOption) error {
 	rc := runConfig{
 		batchSize:        DefaultBatchSize,

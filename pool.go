@@ -11,8 +11,8 @@ import (
 // The pool check: how often Run reads its pool's statistics, and over how
 // many readings in a row a sign must show before it counts.
 var (
-	poolCheckInterval = time.Second
-	poolCheckSpan     = 3
+	poolCheckInterval = 250 * time.Millisecond
+	poolCheckSpan     = 2
 )
 
 // Signs of a starving pool, per second, sustained over poolCheckSpan
@@ -20,8 +20,10 @@ var (
 const (
 	// poolChurnPerSec is connections closed per second because the pool
 	// already held its MaxIdleConns idle ones: each stands for a new
-	// connection (a new server process) opened soon after.
-	poolChurnPerSec = 20
+	// connection (a new server process) opened soon after. A starving
+	// pool's churn is bounded by how fast the server starts processes,
+	// which is slow on a busy server, so the bar is low.
+	poolChurnPerSec = 8
 	// poolWaitPerSec is time per second that callers waited for a
 	// connection because the pool was at its MaxOpenConns.
 	poolWaitPerSec = 100 * time.Millisecond
@@ -61,6 +63,12 @@ func enterPool(db *sql.DB, n int) (*poolState, func()) {
 	}
 }
 
+func (ps *poolState) wanted() int {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	return ps.want
+}
+
 // poolSample is one reading of a pool's statistics.
 type poolSample struct {
 	idleClosed int64
@@ -81,10 +89,14 @@ type poolCheck struct {
 
 	last            poolSample
 	churned, waited int // readings in a row showing the sign
+	// maxIdle is the most idle connections seen: the pool's idle limit is
+	// at least that, so raising it to no more would lower it.
+	maxIdle int
 }
 
 func (c *poolCheck) read() poolSample {
 	s := c.db.Stats()
+	c.maxIdle = max(c.maxIdle, s.Idle)
 	return poolSample{idleClosed: s.MaxIdleClosed, wait: s.WaitDuration}
 }
 
@@ -101,6 +113,9 @@ func (c *poolCheck) step() {
 	wait := time.Duration(float64(now.wait-c.last.wait) / secs)
 	c.last = now
 	c.churned = streak(c.churned, churn >= poolChurnPerSec)
+	if c.maxIdle >= c.state.wanted() {
+		c.churned = 0 // the idle limit is not the handlers' problem
+	}
 	c.waited = streak(c.waited, wait >= poolWaitPerSec)
 	if c.churned >= poolCheckSpan {
 		c.churned = 0
@@ -121,13 +136,15 @@ func streak(n int, sign bool) int {
 
 // onChurn raises the pool's idle limit to what the workers on it may use
 // at once, once for each higher figure, and says so; told not to raise it,
-// it says once what to do.
+// it says once what to do. It never lowers the limit: when more
+// connections than that have been seen idle, the churn is the rest of the
+// program's, and it says nothing.
 func (c *poolCheck) onChurn(perSec float64) {
 	st := c.state
 	st.mu.Lock()
 	want, act := st.want, false
 	if c.raise {
-		if act = want > st.raisedTo; act {
+		if act = want > st.raisedTo && want > c.maxIdle; act {
 			st.raisedTo = want
 			c.db.SetMaxIdleConns(want)
 		}

@@ -390,3 +390,63 @@ func BenchmarkDrain(b *testing.B) {
 	b.ReportMetric(process/float64(b.N), "process_jobs/s")
 	b.ReportMetric(float64(b.Elapsed())/float64(b.N*jobs), "ns/job")
 }
+
+// TestSQLHandlerAtPoolDefaults runs handlers that each INSERT through the
+// workers' own pool, at database/sql's defaults (2 idle connections) and
+// with SetMaxIdleConns(200), in turn: the default pool must keep at least
+// half the tuned pool's throughput (the worker holds its own connections
+// and raises a churning pool's idle limit), and no job may run twice or be
+// released as stale. Not parallel, so that the runs see the same machine.
+func TestSQLHandlerAtPoolDefaults(t *testing.T) {
+	for _, driver := range pgqtest.Drivers() {
+		t.Run(driver, func(t *testing.T) {
+			_, dsn := pgqtest.NewDB(t, driver)
+			ctx := testContext(t)
+			// A first, short run (not counted) warms the new database up;
+			// then the default pool runs before and after the tuned one, so
+			// that neither gains from its place.
+			var rate [2]float64 // default (mean), tuned
+			for i, idle := range []int{200, 0, 200, 0} {
+				db, err := sql.Open(driver, dsn)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if idle > 0 {
+					db.SetMaxIdleConns(idle)
+				}
+				d := 6 * time.Second
+				if i == 0 {
+					d = 2 * time.Second
+				}
+				res, err := bench.Throughput(ctx, db, bench.ThroughputConfig{
+					Duration: d, Producers: 1, EnqueueBatch: 100, Workers: 1,
+					ListenDSN: listenDSN(driver, dsn), Handler: bench.HandlerConfig{Kind: bench.HandlerSQL},
+				})
+				_ = db.Close()
+				if err != nil {
+					t.Fatalf("Throughput with %d idle: %v", idle, err)
+				}
+				if res.RanTwice != 0 || res.PickedTwice != 0 || res.StaleRescues != 0 {
+					t.Errorf("%d idle: ran twice %d, picked twice %d, released as stale %d; want 0",
+						idle, res.RanTwice, res.PickedTwice, res.StaleRescues)
+				}
+				if res.Settings.Handler != bench.HandlerSQL {
+					t.Errorf("settings.handler = %q", res.Settings.Handler)
+				}
+				if i == 0 {
+					continue
+				}
+				if idle == 0 {
+					rate[0] += res.WorkedJobsPerSec / 2
+				} else {
+					rate[1] = res.WorkedJobsPerSec
+				}
+				t.Logf("%d idle (0: default): %.0f jobs/s, %d connections closed over the idle limit",
+					idle, res.WorkedJobsPerSec, res.PoolIdleClosed)
+			}
+			if rate[0] < rate[1]/2 {
+				t.Fatalf("default pool: %.0f jobs/s, under half of the tuned pool's %.0f", rate[0], rate[1])
+			}
+		})
+	}
+}

@@ -123,6 +123,11 @@ FROM pg_stat_user_tables WHERE relid = to_regclass('pgqueuer')`
     WHERE entrypoint = $1 AND job_id >= $2 AND status = 'picked'
     GROUP BY job_id HAVING count(*) > 1) AS t`
 
+	// sqlHeartbeatAge reads the age of the oldest heartbeat of a running
+	// job of entrypoint $1, in milliseconds (0 when none runs).
+	sqlHeartbeatAge = `SELECT coalesce(extract(epoch FROM max(now() - heartbeat)) * 1000, 0)::float8
+FROM pgqueuer WHERE entrypoint = $1 AND status = 'picked'`
+
 	// explainPrefix is put in front of a captured library query.
 	explainPrefix = `EXPLAIN (ANALYZE, BUFFERS, VERBOSE OFF) `
 )

@@ -68,9 +68,19 @@ type ThroughputResult struct {
 	// StaleRescues the jobs the workers' log says were put back in the
 	// queue because their heartbeat was too old. Without faults all three
 	// should be 0.
-	RanTwice          int64    `json:"ran_twice"`
-	PickedTwice       int64    `json:"picked_twice"`
-	StaleRescues      int64    `json:"stale_rescues"`
+	RanTwice     int64 `json:"ran_twice"`
+	PickedTwice  int64 `json:"picked_twice"`
+	StaleRescues int64 `json:"stale_rescues"`
+	// MaxHeartbeatAgeMs is the oldest heartbeat of a running job seen
+	// during the run (sampled 5 times a second on a connection of its
+	// own): the margin to the heartbeat timeout (30 s) is what keeps
+	// running jobs from being rescued as stale.
+	MaxHeartbeatAgeMs float64 `json:"max_heartbeat_age_ms"`
+	// PoolIdleClosed and PoolWaitCount are from the pool's statistics
+	// over the run: connections closed because the pool held its
+	// SetMaxIdleConns idle ones already, and waits for a connection.
+	PoolIdleClosed    int64    `json:"pool_idle_closed"`
+	PoolWaitCount     int64    `json:"pool_wait_count"`
 	ClientCPUSeconds  float64  `json:"client_cpu_seconds"`
 	ServerCPUSeconds  float64  `json:"server_cpu_seconds"`
 	ServerCPUReadable bool     `json:"server_cpu_readable"`
@@ -103,6 +113,7 @@ func Throughput(ctx context.Context, db *sql.DB, cfg ThroughputConfig) (Throughp
 	meter := newCPUMeter(ctx, db)
 	res.ServerCPUReadable = meter.serverReadable()
 
+	p0 := db.Stats()
 	s0, start := meter.sample(), time.Now()
 	deadline := start.Add(cfg.Duration)
 	runCtx, cancel := context.WithDeadline(ctx, deadline)
@@ -117,7 +128,8 @@ func Throughput(ctx context.Context, db *sql.DB, cfg ThroughputConfig) (Throughp
 	})
 	logger, stale := newLogCounter(cfg.Logger)
 	var wg sync.WaitGroup
-	var workErr error
+	var workErr, ageErr error
+	wg.Go(func() { res.MaxHeartbeatAgeMs, ageErr = heartbeatAge(runCtx, db) })
 	wg.Go(func() {
 		workErr = runWorkers(runCtx, db, cfg.Workers, workerOptions(cfg.ListenDSN, logger), handler,
 			pgq.WithBatchSize(cfg.BatchSize), pgq.WithMaxConcurrentTasks(cfg.Concurrency),
@@ -130,14 +142,15 @@ func Throughput(ctx context.Context, db *sql.DB, cfg ThroughputConfig) (Throughp
 		})
 	}
 	wg.Wait()
-	s1 := meter.sample()
+	s1, p1 := meter.sample(), db.Stats()
+	res.PoolIdleClosed, res.PoolWaitCount = p1.MaxIdleClosed-p0.MaxIdleClosed, p1.WaitCount-p0.WaitCount
 	if err := ctx.Err(); err != nil {
 		return res, err
 	}
 	if workErr != nil && !errors.Is(workErr, context.DeadlineExceeded) {
 		return res, workErr
 	}
-	if err := errors.Join(prodErrs...); err != nil {
+	if err := errors.Join(append(prodErrs, ageErr)...); err != nil {
 		return res, err
 	}
 
@@ -192,4 +205,33 @@ func produce(ctx, run context.Context, q *pgq.Queries, batch int, deadline time.
 		}
 	}
 	return nil
+}
+
+// heartbeatAge samples the age of the oldest heartbeat of a running job of
+// Entrypoint every 200 ms until ctx ends, on a connection of its own, and
+// returns the largest in milliseconds.
+func heartbeatAge(ctx context.Context, db *sql.DB) (float64, error) {
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return 0, nil // the run is over already
+	}
+	defer conn.Close()
+	var most float64
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return most, nil
+		case <-t.C:
+		}
+		var ms float64
+		if err := conn.QueryRowContext(ctx, sqlHeartbeatAge, Entrypoint).Scan(&ms); err != nil {
+			if ctx.Err() != nil {
+				return most, nil
+			}
+			return most, fmt.Errorf("reading heartbeat age: %w", err)
+		}
+		most = max(most, ms)
+	}
 }
