@@ -55,12 +55,8 @@ func (l *lane) do(ctx context.Context, f func(s session) error) error {
 	defer l.mu.Unlock()
 	for attempt := 0; ; attempt++ {
 		reused := l.conn != nil
-		if !reused {
-			c, err := l.db.Conn(ctx)
-			if err != nil {
-				return err
-			}
-			l.conn, l.rdb = c, wrapDB(l.names, c)
+		if err := l.connectLocked(ctx); err != nil {
+			return err
 		}
 		err := f(session{db: l.rdb, begin: l.conn.BeginTx})
 		if err == nil {
@@ -78,6 +74,33 @@ func (l *lane) do(ctx context.Context, f func(s session) error) error {
 		}
 		return err
 	}
+}
+
+// take gets the lane its connection now, if it has none, so that a lane
+// used first while the program holds all of a limited pool's connections
+// does not wait for them; a failure is left for the first statement to
+// retry.
+func (l *lane) take(ctx context.Context) {
+	if !l.pin {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	_ = l.connectLocked(ctx)
+}
+
+// connectLocked takes a connection from the pool if the lane has none.
+// l.mu is held.
+func (l *lane) connectLocked(ctx context.Context) error {
+	if l.conn != nil {
+		return nil
+	}
+	c, err := l.db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	l.conn, l.rdb = c, wrapDB(l.names, c)
+	return nil
 }
 
 // unsent reports whether err says the statement never reached the server.

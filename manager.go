@@ -529,6 +529,13 @@ func (w *run) loop(ctx context.Context) error {
 		warnNoListener(w.logger, w.qm.db, "the worker", w.rc.pollInterval)
 		poll = min(poll, w.rc.pollInterval)
 	}
+	// The worker's own connections, taken at once (in parallel: each may
+	// be a new server process) rather than on first use.
+	var taking sync.WaitGroup
+	for _, l := range []*lane{w.claims, w.outcomes, w.beats} {
+		taking.Go(func() { l.take(ctx) })
+	}
+	taking.Wait()
 	w.upkeep(ctx, false) // statistics before the first claim
 	w.releaseStale(ctx)
 	// Heartbeats go on until every outcome is written, through the

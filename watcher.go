@@ -156,6 +156,7 @@ func NewCompletionWatcher(ctx context.Context, db *sql.DB, opts ...WatcherOption
 		waiting: map[JobID]map[*waiter]struct{}{},
 		fresh:   map[JobID]struct{}{},
 	}
+	w.conn.take(ctx) // now, not when the first wait begins
 	var wg sync.WaitGroup
 	wg.Go(func() { w.loop(lctx) })
 	if l := notifier.New(db, cfg.listenDSNFor(db), cfg.names.Channel(), watcherAppName(cfg.names.Channel()), cfg.logger); l != nil {
