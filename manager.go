@@ -498,6 +498,15 @@ func (w *run) loop(ctx context.Context) error {
 	jobsCtx, cancelJobs := context.WithCancelCause(context.WithoutCancel(ctx))
 	defer cancelJobs(errShutdown)
 
+	// The worker's own connections are taken now, in parallel (each may be
+	// a new server process) and while the listener connects, rather than
+	// on first use.
+	var taking sync.WaitGroup
+	for _, l := range []*lane{w.claims, w.outcomes, w.beats} {
+		taking.Go(func() { l.take(ctx) })
+	}
+	defer taking.Wait()
+
 	// The listener, heartbeat and maintenance stop when ctx ends.
 	auxCtx, stopAux := context.WithCancel(ctx)
 	defer stopAux()
@@ -528,12 +537,6 @@ func (w *run) loop(ctx context.Context) error {
 	} else {
 		warnNoListener(w.logger, w.qm.db, "the worker", w.rc.pollInterval)
 		poll = min(poll, w.rc.pollInterval)
-	}
-	// The worker's own connections, taken at once (in parallel: each may
-	// be a new server process) rather than on first use.
-	var taking sync.WaitGroup
-	for _, l := range []*lane{w.claims, w.outcomes, w.beats} {
-		taking.Go(func() { l.take(ctx) })
 	}
 	taking.Wait()
 	w.upkeep(ctx, false) // statistics before the first claim
