@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 
 	"github.com/pgq-dev/pgq"
 	"github.com/pgq-dev/pgq/internal/sqlname"
@@ -26,11 +27,12 @@ type installCmd struct {
 	conn       conn
 	durability pgq.Durability
 	dryRun     bool
+	noWidenID  bool
 }
 
 func (c *installCmd) define(fs *flag.FlagSet, e *env) {
 	c.conn.define(fs, e)
-	help := "`mode` of the tables: durable (all logged), balanced (log table unlogged) or volatile (all unlogged)"
+	help := "`mode` of the tables: durable (all logged), balanced (log and statistics tables unlogged) or volatile (all unlogged)"
 	if c.verb == "install" {
 		help += "; durable when not given"
 	} else {
@@ -39,6 +41,10 @@ func (c *installCmd) define(fs *flag.FlagSet, e *env) {
 	fs.Var(&durabilityFlag{&c.durability}, "durability", help)
 	fs.Var(&durabilityFlag{&c.durability}, "d", "PGQueuer's short form of --durability")
 	fs.BoolVar(&c.dryRun, "dry-run", false, "print the SQL instead of running it (needs no database)")
+	if c.verb == "upgrade" {
+		fs.BoolVar(&c.noWidenID, "no-widen-id", false,
+			"leave int4 id columns and sequences (PGQueuer before 1.1.1) as they are: widening them rewrites each table under an ACCESS EXCLUSIVE lock")
+	}
 }
 
 func (c *installCmd) validate(args []string, e *env) error {
@@ -53,6 +59,9 @@ func (c *installCmd) opts() []pgq.SchemaOption {
 	if c.durability != 0 {
 		o = append(o, pgq.WithDurability(c.durability))
 	}
+	if c.noWidenID {
+		o = append(o, pgq.WithoutIDWidening())
+	}
 	return o
 }
 
@@ -65,13 +74,25 @@ func (c *installCmd) run(ctx context.Context, e *env) error {
 		return err
 	}
 	defer db.Close()
+	var narrow []string
 	if c.verb == "install" {
 		err = pgq.Install(ctx, db, c.opts()...)
 	} else {
+		if narrow, err = pgq.NarrowIDs(ctx, db, c.conn.schemaOpts()...); err != nil {
+			return err
+		}
+		if len(narrow) > 0 && !c.noWidenID {
+			fmt.Fprintf(e.stdout, "widening the int4 ids of %s to bigint: each table is rewritten under an ACCESS EXCLUSIVE lock\n",
+				strings.Join(narrow, ", "))
+		}
 		err = pgq.Upgrade(ctx, db, c.opts()...)
 	}
 	if err != nil {
 		return err
+	}
+	if len(narrow) > 0 && c.noWidenID {
+		fmt.Fprintf(e.stdout, "left the int4 ids of %s as they are (--no-widen-id); run pgq upgrade without it to widen them\n",
+			strings.Join(narrow, ", "))
 	}
 	d := c.durability
 	if d == 0 && c.verb == "install" {

@@ -111,6 +111,29 @@ func TestSchemaLifecycle(t *testing.T) {
 			if p := relpersistence(t, db, "pgqueuer"); p != "p" {
 				t.Errorf("after upgrade --durability balanced, pgqueuer relpersistence = %q, want p", p)
 			}
+			// As PGQueuer's balanced mode: statistics unlogged, schedules logged.
+			if p := relpersistence(t, db, "pgqueuer_statistics"); p != "u" {
+				t.Errorf("after upgrade --durability balanced, pgqueuer_statistics relpersistence = %q, want u", p)
+			}
+			if p := relpersistence(t, db, "pgqueuer_schedules"); p != "p" {
+				t.Errorf("after upgrade --durability balanced, pgqueuer_schedules relpersistence = %q, want p", p)
+			}
+
+			// An int4 id, as PGQueuer before 1.1.1 made it: --no-widen-id
+			// leaves it and says so; a plain upgrade widens it and says so.
+			if _, err := db.Exec("ALTER TABLE pgqueuer_schedules ALTER COLUMN id TYPE int"); err != nil {
+				t.Fatal(err)
+			}
+			if r := pgq(t, cmd("upgrade", "--no-widen-id")...).ok(t); !strings.Contains(r.stdout, "left the int4 ids of pgqueuer_schedules as they are") {
+				t.Errorf("upgrade --no-widen-id printed %q", r.stdout)
+			}
+			if r := pgq(t, cmd("upgrade")...).ok(t); !strings.HasPrefix(r.stdout, "widening the int4 ids of pgqueuer_schedules to bigint") {
+				t.Errorf("upgrade of an int4 id printed %q", r.stdout)
+			}
+			var idType string
+			if err := db.QueryRow("SELECT format_type(atttypid, NULL) FROM pg_attribute WHERE attrelid = 'pgqueuer_schedules'::regclass AND attname = 'id'").Scan(&idType); err != nil || idType != "bigint" {
+				t.Errorf("schedules id after upgrade: %q, %v", idType, err)
+			}
 			if r := pgq(t, cmd("upgrade")...).ok(t); r.stdout != "pgq schema is up to date\n" {
 				t.Errorf("upgrade printed %q", r.stdout)
 			}
