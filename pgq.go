@@ -12,7 +12,10 @@
 // the package ([Migrations], [Install], [Upgrade]).
 //
 // pgq works with both github.com/lib/pq (driver "postgres") and
-// github.com/jackc/pgx/v5/stdlib (driver "pgx").
+// github.com/jackc/pgx/v5/stdlib (driver "pgx"). Open a lib/pq pool with
+// [Open] rather than sql.Open, so that workers and watchers can listen for
+// notifications ([QueueManager.Listening]); a pgx pool from sql.Open lends
+// them a connection.
 package pgq
 
 import (
