@@ -26,9 +26,10 @@ import (
 // A lane of a pool too small to spare the connection (SetMaxOpenConns)
 // runs its statements on the pool like any other caller.
 type lane struct {
-	db    *sql.DB
-	names sqlname.Names
-	pin   bool
+	db     *sql.DB
+	names  sqlname.Names
+	pin    bool
+	pooled sqlname.DBTX // db with names rewritten, for a lane that does not pin
 
 	mu   sync.Mutex // one statement (or transaction) at a time
 	conn *sql.Conn  // nil until the first statement, and after a failure
@@ -43,13 +44,13 @@ type session struct {
 }
 
 func newLane(db *sql.DB, names sqlname.Names, pin bool) *lane {
-	return &lane{db: db, names: names, pin: pin}
+	return &lane{db: db, names: names, pin: pin, pooled: wrapDB(names, db)}
 }
 
 // do runs f on the lane's connection, taking one first if it has none.
 func (l *lane) do(ctx context.Context, f func(s session) error) error {
 	if !l.pin {
-		return f(session{db: wrapDB(l.names, l.db), begin: l.db.BeginTx})
+		return f(session{db: l.pooled, begin: l.db.BeginTx})
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
