@@ -155,3 +155,69 @@ func TestPoolChurnRaisesIdleLimit(t *testing.T) {
 		})
 	}
 }
+
+// TestTerminatedConnectionsReplaced terminates every other backend of the
+// database (pg_terminate_backend) while a worker drains: the worker's own
+// connections die mid-run and must be replaced, so that every job
+// completes, and each runs once (no job had a stale heartbeat).
+func TestTerminatedConnectionsReplaced(t *testing.T) {
+	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
+		ctx := testCtx(t)
+		const n = 3000
+		jobs := make([]pgq.NewJob, n)
+		for i := range jobs {
+			jobs[i] = pgq.NewJob{Entrypoint: "t"}
+		}
+		ids, err := pgq.NewQueries(db).EnqueueBatch(ctx, jobs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		admin, err := sql.Open(map[bool]string{true: "postgres", false: "pgx"}[strings.HasSuffix(t.Name(), "/postgres")], dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer admin.Close()
+		var mu sync.Mutex
+		runs := map[pgq.JobID]int{}
+		terminated := make(chan int, 1)
+		qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
+		_ = qm.Entrypoint("t", func(_ context.Context, j *pgq.Job) error {
+			mu.Lock()
+			runs[j.ID]++
+			k := len(runs)
+			mu.Unlock()
+			if k == n/4 {
+				go func() {
+					var killed int
+					err := admin.QueryRowContext(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'`).Scan(&killed)
+					if err != nil {
+						t.Error(err)
+					}
+					terminated <- killed
+				}()
+			}
+			time.Sleep(200 * time.Microsecond)
+			return nil
+		})
+		drain(t, ctx, qm, pgq.WithHeartbeatTimeout(5*time.Second), pgq.WithBatchSize(50))
+		killed := <-terminated
+		st, err := pgq.NewQueries(admin).JobStatus(ctx, ids)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, id := range ids {
+			if st[id] != pgq.StatusSuccessful {
+				t.Fatalf("job %d is %q after the backends were terminated", id, st[id])
+			}
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		for id, k := range runs {
+			if k != 1 {
+				t.Errorf("job %d ran %d times", id, k)
+			}
+		}
+		t.Logf("terminated %d backends; %d jobs ran once each", killed, len(runs))
+	})
+}
