@@ -35,7 +35,9 @@ pgqueuer-env: ## Set up PGQueuer (Python) for the interop tests, when ../shared/
 	@if [ -x $(PGQUEUER_SHARED)/setup.sh ] && command -v python3 >/dev/null 2>&1; then \
 		$(PGQUEUER_SHARED)/setup.sh $(PGQUEUER_DIR) >$(PGQUEUER_DIR).log 2>&1 \
 			&& echo $(PGQUEUER_DIR)/env.sh > $(PGQUEUER_DIR)/.envpath \
-			|| echo "PGQueuer setup failed (see $(PGQUEUER_DIR).log); its interop tests will skip"; \
+			|| echo "PGQueuer setup failed (see $(PGQUEUER_DIR).log): the tests that run PGQueuer itself will skip"; \
+	else \
+		echo "no $(PGQUEUER_SHARED) or no python3: the tests that run PGQueuer itself will skip"; \
 	fi
 
 .PHONY: generate
