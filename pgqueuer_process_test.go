@@ -132,6 +132,14 @@ async def main():
 asyncio.run(main())
 `
 
+// processCtx bounds a test that runs PGQueuer's processes: longer than
+// testCtx, since each Python start costs a second or more on a busy machine.
+func processCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
 // noJIT turns JIT off for db's database: asyncpg's type introspection query
 // is JIT-compiled otherwise, about a second per connection.
 func noJIT(t *testing.T, db *sql.DB) {
@@ -157,10 +165,11 @@ func checkLogSequences(t *testing.T, db *sql.DB, entrypoint string, jobs int) {
 
 func TestPGQueuerInstallsPgqWorks(t *testing.T) {
 	pgqueuerPython(t)
+	t.Parallel()
 	for _, d := range pgqtest.Drivers() {
 		t.Run(d, func(t *testing.T) {
 			t.Parallel()
-			ctx := testCtx(t)
+			ctx := processCtx(t)
 			db, dsn := pgqtest.NewDB(t, d, pgqtest.Bare())
 			noJIT(t, db)
 			runPGQueuer(t, ctx, dsn, false, "-m", "pgqueuer", "install", "--durability", "durable")
@@ -222,10 +231,11 @@ func TestPGQueuerInstallsPgqWorks(t *testing.T) {
 
 func TestPgqInstallsPGQueuerWorks(t *testing.T) {
 	pgqueuerPython(t)
+	t.Parallel()
 	for _, d := range pgqtest.Drivers() {
 		t.Run(d, func(t *testing.T) {
 			t.Parallel()
-			ctx := testCtx(t)
+			ctx := processCtx(t)
 			db, dsn := pgqtest.NewDB(t, d) // installed by pgq
 			noJIT(t, db)
 			if out, _ := runPGQueuer(t, ctx, dsn, false, "-m", "pgqueuer", "verify", "--expect", "present"); !strings.Contains(out, "All required") {
@@ -304,6 +314,7 @@ type fleetRun struct {
 // one entrypoint holds across both.
 func TestMixedFleet(t *testing.T) {
 	pgqueuerPython(t)
+	t.Parallel()
 	const limit = 3
 	counts := map[string]int{"a": 8000, "b": 8000, "flaky": 3400, "lim": 600}
 	for _, d := range pgqtest.Drivers() {
@@ -569,10 +580,11 @@ asyncio.run(main())
 
 func TestCompletionWatchersCross(t *testing.T) {
 	pgqueuerPython(t)
+	t.Parallel()
 	for _, d := range pgqtest.Drivers() {
 		t.Run(d, func(t *testing.T) {
 			t.Parallel()
-			ctx := testCtx(t)
+			ctx := processCtx(t)
 			db, dsn := pgqtest.NewDB(t, d)
 			noJIT(t, db)
 			q := pgq.NewQueries(db)
@@ -637,10 +649,11 @@ func TestCompletionWatchersCross(t *testing.T) {
 
 func TestHeldJobsCross(t *testing.T) {
 	pgqueuerPython(t)
+	t.Parallel()
 	for _, d := range pgqtest.Drivers() {
 		t.Run(d, func(t *testing.T) {
 			t.Parallel()
-			ctx := testCtx(t)
+			ctx := processCtx(t)
 			db, dsn := pgqtest.NewDB(t, d)
 			noJIT(t, db)
 			q := pgq.NewQueries(db)
