@@ -17,11 +17,27 @@ demo: ## Run the demo (a throwaway PostgreSQL unless PGQ_DSN is set)
 	$(GO) run ./cmd/pgq demo
 
 .PHONY: test
-test: verify gotest ## Check generated code and formatting, then run every test on a throwaway PostgreSQL
+test: verify gotest fuzz ## Check generated code and formatting, run every test on a throwaway PostgreSQL, fuzz briefly
 
 .PHONY: gotest
 gotest: pgqueuer-env ## Run go test -race ./... on a throwaway PostgreSQL (or PGQ_TEST_DSN)
 	PGQUEUER_ENV=$$(cat $(PGQUEUER_DIR)/.envpath 2>/dev/null) $(WITHPG) sh -c '$(GO) test -race -count=1 -timeout 15m $(TESTFLAGS) ./... && cd pgqprom && $(GO) test -race -count=1 -timeout 5m ./...'
+
+# Each fuzz target runs for FUZZTIME (its seed corpus in testdata/fuzz also
+# runs with every go test). Longer: make fuzz FUZZTIME=10m.
+FUZZTIME ?= 3s
+FUZZ_TARGETS := .:FuzzParseCron .:FuzzParseEvent .:FuzzDecodeHeaders \
+	./internal/sqlname:FuzzQuoteIdent ./internal/sqlname:FuzzNames \
+	./internal/dsn:FuzzParseKeywordValue ./internal/dsn:FuzzRedact
+
+.PHONY: fuzz
+fuzz: ## Run each fuzz target for FUZZTIME (default 3s)
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t#*:}; \
+		echo "fuzz $$pkg $$name"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg >/tmp/pgq-fuzz.log 2>&1 \
+			|| { cat /tmp/pgq-fuzz.log; exit 1; }; \
+	done
 
 # PGQueuer itself (Python) for the tests that run it: set up from
 # ../shared/pgqueuer when that exists and python3 is there; otherwise those

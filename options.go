@@ -3,7 +3,6 @@ package pgq
 import (
 	"fmt"
 	"log/slog"
-	"regexp"
 	"time"
 
 	"github.com/pgq-dev/pgq/internal/sqlname"
@@ -51,16 +50,14 @@ func (o NamingOption) applyQueries(c *common)        { o.f(c) }
 func (o NamingOption) applyManager(c *managerConfig) { o.f(&c.common) }
 func (o NamingOption) applyWatcher(c *watcherConfig) { o.f(&c.common) }
 
-var identRE = regexp.MustCompile(`^[a-z_][a-z0-9_]*$`)
-
 // WithPrefix puts prefix in front of every object name (tables, enum,
 // indexes, trigger, function and the NOTIFY channel), as PGQueuer's
 // PGQUEUER_PREFIX does. It must be lower-case letters, digits and
-// underscores.
+// underscores, at most 31 bytes (so that every name fits in PostgreSQL's 63).
 func WithPrefix(prefix string) NamingOption {
 	return NamingOption{func(c *common) {
-		if prefix != "" && !identRE.MatchString(prefix) {
-			c.setErr(fmt.Errorf("pgq: invalid prefix %q: use lower-case letters, digits and underscores", prefix))
+		if err := sqlname.CheckPrefix(prefix); err != nil {
+			c.setErr(fmt.Errorf("pgq: %w", err))
 			return
 		}
 		c.names.Prefix = prefix
@@ -72,8 +69,8 @@ func WithPrefix(prefix string) NamingOption {
 // schema. Install and Upgrade create the schema when it does not exist.
 func WithSchema(name string) NamingOption {
 	return NamingOption{func(c *common) {
-		if name != "" && !identRE.MatchString(name) {
-			c.setErr(fmt.Errorf("pgq: invalid schema name %q: use lower-case letters, digits and underscores", name))
+		if err := sqlname.CheckSchema(name); err != nil {
+			c.setErr(fmt.Errorf("pgq: %w", err))
 			return
 		}
 		c.names.Schema = name

@@ -11,6 +11,8 @@
 package bench
 
 import (
+	pgdsn "github.com/pgq-dev/pgq/internal/dsn"
+
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -375,6 +377,11 @@ type env struct {
 // schema up to date (with the durability asked for).
 func openEnv(ctx context.Context, o *options, stderr io.Writer) (e *env, err error) {
 	e = &env{server: "dsn"}
+	var connString string
+	defer func() {
+		// The drivers may quote the connection string in their errors.
+		err = pgdsn.RedactError(err, connString)
+	}()
 	if o.verbose {
 		e.logger = slog.New(slog.NewTextHandler(stderr, nil))
 	}
@@ -398,6 +405,7 @@ func openEnv(ctx context.Context, o *options, stderr io.Writer) (e *env, err err
 		}
 		dsn, e.server = e.cluster.DSN("postgres"), "throwaway"
 	}
+	connString = dsn
 	// As the README's quick start: pgq.Open for lib/pq, whose pooled
 	// connections cannot listen (pgq then listens on the DSN), sql.Open
 	// for pgx (pgq borrows a pool connection to listen).

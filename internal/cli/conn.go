@@ -13,6 +13,7 @@ import (
 	_ "github.com/lib/pq"              // registers the "postgres" driver
 
 	"github.com/pgq-dev/pgq"
+	"github.com/pgq-dev/pgq/internal/dsn"
 )
 
 // Environment variables the commands read.
@@ -161,7 +162,7 @@ func (c *conn) validate(e *env) error {
 	var kv []string
 	for _, p := range pgParts {
 		if v := *c.parts[p[1]]; v != "" {
-			kv = append(kv, p[1]+"="+quoteDSNValue(v))
+			kv = append(kv, p[1]+"="+dsn.Quote(v))
 		}
 	}
 	switch {
@@ -181,21 +182,19 @@ func (c *conn) validate(e *env) error {
 	return nil
 }
 
-// quoteDSNValue quotes a value for a libpq key=value connection string.
-func quoteDSNValue(v string) string {
-	if v != "" && !strings.ContainsAny(v, " \t\n\r\v\f'\\") {
-		return v
-	}
-	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(v) + "'"
-}
-
 // open opens the database and checks the connection within pingTimeout.
 func (c *conn) open(ctx context.Context) (*sql.DB, error) {
 	return openDB(ctx, c.Driver, c.DSN, c.source)
 }
 
-func openDB(ctx context.Context, driver, dsn, source string) (*sql.DB, error) {
-	db, err := sql.Open(driver, dsn)
+func openDB(ctx context.Context, driver, connString, source string) (*sql.DB, error) {
+	db, err := openUnredacted(ctx, driver, connString, source)
+	// The drivers may quote the connection string in their errors.
+	return db, dsn.RedactError(err, connString)
+}
+
+func openUnredacted(ctx context.Context, driver, connString, source string) (*sql.DB, error) {
+	db, err := sql.Open(driver, connString)
 	if err != nil {
 		return nil, fmt.Errorf("cannot open a %s connection (DSN from %s): %w", driver, source, err)
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pgq-dev/pgq"
+	"github.com/pgq-dev/pgq/internal/dsn"
 	"github.com/pgq-dev/pgq/internal/sqlname"
 )
 
@@ -34,7 +35,7 @@ func (c *listenCmd) validate(args []string, e *env) error {
 func (c *listenCmd) run(ctx context.Context, e *env) error {
 	cfg, err := pgx.ParseConfig(c.conn.DSN)
 	if err != nil {
-		return fmt.Errorf("cannot connect to PostgreSQL (DSN from %s): %w", c.conn.source, err)
+		return dsn.RedactError(fmt.Errorf("cannot connect to PostgreSQL (DSN from %s): %w", c.conn.source, err), c.conn.DSN)
 	}
 	cctx, cancel := context.WithTimeout(ctx, pingTimeout)
 	pc, err := pgx.ConnectConfig(cctx, cfg)
@@ -43,7 +44,7 @@ func (c *listenCmd) run(ctx context.Context, e *env) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		return fmt.Errorf("cannot connect to PostgreSQL (DSN from %s): %w", c.conn.source, err)
+		return dsn.RedactError(fmt.Errorf("cannot connect to PostgreSQL (DSN from %s): %w", c.conn.source, err), c.conn.DSN)
 	}
 	defer func() {
 		cctx, cancel := context.WithTimeout(context.Background(), listenCloseTimeout)

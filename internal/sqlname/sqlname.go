@@ -7,6 +7,7 @@ package sqlname
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"regexp"
 	"strings"
 	"sync"
@@ -78,19 +79,103 @@ func (n Names) DDL(ddl string) string {
 }
 
 // QuoteIdent quotes an identifier for PostgreSQL unless it is a plain
-// lower-case name that needs no quotes.
+// lower-case name that is no keyword and needs no quotes. Any string comes
+// out as one identifier: a quote inside is doubled, never closes it.
 func QuoteIdent(s string) string {
-	plain := s != ""
-	for i, r := range s {
-		if !(r >= 'a' && r <= 'z' || r == '_' || (i > 0 && r >= '0' && r <= '9')) {
-			plain = false
-			break
-		}
-	}
-	if plain {
+	if plainIdent(s) && !keywords[s] {
 		return s
 	}
 	return `"` + strings.ReplaceAll(s, `"`, `""`) + `"`
+}
+
+// keywords are PostgreSQL's keywords that are not unreserved (reserved,
+// type or function names, column names: quote_ident quotes those), from
+// pg_get_keywords() of PostgreSQL 15 and the ones later versions added.
+var keywords = map[string]bool{}
+
+func init() {
+	for _, k := range strings.Fields(keywordList) {
+		keywords[k] = true
+	}
+}
+
+const keywordList = `
+all analyse analyze and any array as asc asymmetric authorization between bigint binary bit boolean
+both case cast char character check coalesce collate collation column concurrently constraint create
+cross current_catalog current_date current_role current_schema current_time current_timestamp
+current_user dec decimal default deferrable desc distinct do else end except exists extract false
+fetch float for foreign freeze from full grant greatest group grouping having ilike in initially
+inner inout int integer intersect interval into is isnull join lateral leading least left like limit
+localtime localtimestamp national natural nchar none normalize not notnull null nullif numeric
+offset on only or order out outer overlaps overlay placing position precision primary real
+references returning right row select session_user setof similar smallint some substring symmetric
+table tablesample then time timestamp to trailing treat trim true union unique user using values
+varchar variadic verbose when where window with xmlattributes xmlconcat xmlelement xmlexists
+xmlforest xmlnamespaces xmlparse xmlpi xmlroot xmlserialize xmltable json_array json_arrayagg
+json_exists json_object json_objectagg json_query json_scalar json_serialize json_table json_value
+merge_action system_user
+`
+
+// MaxIdentLen is the longest identifier PostgreSQL keeps (NAMEDATALEN-1
+// bytes); it truncates longer ones.
+const MaxIdentLen = 63
+
+// longestBase is the longest object name a prefix is put in front of
+// (pgqueuer_statistics_unique_count).
+const longestBase = 32
+
+// MaxPrefixLen is the longest prefix: with it, every object name still fits
+// in MaxIdentLen, so no two names are truncated into one.
+const MaxPrefixLen = MaxIdentLen - longestBase
+
+// CheckPrefix returns an error naming prefix unless it is "" or lower-case
+// letters, digits and underscores (not first) of at most MaxPrefixLen
+// bytes: such a prefix can be written into DDL as it is.
+func CheckPrefix(prefix string) error {
+	if prefix == "" {
+		return nil
+	}
+	if !plainIdent(prefix) {
+		return fmt.Errorf("invalid prefix %q: use lower-case letters, digits and underscores", prefix)
+	}
+	if len(prefix) > MaxPrefixLen {
+		return fmt.Errorf("invalid prefix %q: %d bytes, at most %d (PostgreSQL truncates longer names to %d)",
+			prefix, len(prefix), MaxPrefixLen, MaxIdentLen)
+	}
+	return nil
+}
+
+// CheckSchema returns an error naming schema unless it is "" or lower-case
+// letters, digits and underscores (not first) of at most MaxIdentLen bytes,
+// not starting with pg_ (PostgreSQL reserves those) and not a keyword that
+// would need quotes.
+func CheckSchema(schema string) error {
+	if schema == "" {
+		return nil
+	}
+	if !plainIdent(schema) {
+		return fmt.Errorf("invalid schema name %q: use lower-case letters, digits and underscores", schema)
+	}
+	if len(schema) > MaxIdentLen {
+		return fmt.Errorf("invalid schema name %q: %d bytes, at most %d", schema, len(schema), MaxIdentLen)
+	}
+	if keywords[schema] {
+		// goose writes the version table's name unquoted.
+		return fmt.Errorf("invalid schema name %q: a PostgreSQL keyword; choose another name", schema)
+	}
+	if strings.HasPrefix(schema, "pg_") {
+		return fmt.Errorf("invalid schema name %q: PostgreSQL reserves names starting with pg_", schema)
+	}
+	return nil
+}
+
+func plainIdent(s string) bool {
+	for i, r := range s {
+		if !(r >= 'a' && r <= 'z' || r == '_' || (i > 0 && r >= '0' && r <= '9')) {
+			return false
+		}
+	}
+	return s != ""
 }
 
 // DBTX is the subset of *sql.DB, *sql.Conn and *sql.Tx that queries use.
