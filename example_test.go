@@ -109,3 +109,31 @@ func ExampleQueueManager() {
 	// Output:
 	// successful after 2 tries
 }
+
+// Handlers that use the worker's own pool need about as many connections
+// as run at once: keep that many idle, next to WithMaxConcurrentTasks, and
+// the worker never has to raise the pool's idle limit itself (pass
+// WithPoolTuning(false) to forbid it; it then only logs the advice).
+func ExampleWithPoolTuning() {
+	ctx := context.Background()
+	db, naming, cleanup := exampleDB(ctx, "example_pool_tuning")
+	defer cleanup()
+
+	const concurrency = 50
+	db.SetMaxIdleConns(concurrency + 2)
+
+	qm := pgq.NewQueueManager(db, naming)
+	if err := qm.Entrypoint("record", func(ctx context.Context, job *pgq.Job) error {
+		_, err := db.ExecContext(ctx, "SELECT $1::bigint", int64(job.ID)) // the handler's own statement
+		return err
+	}); err != nil {
+		log.Fatal(err)
+	}
+	if _, err := pgq.NewQueries(db, naming).Enqueue(ctx, "record", nil); err != nil {
+		log.Fatal(err)
+	}
+	err := qm.Run(ctx, pgq.WithMode(pgq.ModeDrain),
+		pgq.WithMaxConcurrentTasks(concurrency), pgq.WithPoolTuning(false))
+	fmt.Println(err)
+	// Output: <nil>
+}
