@@ -20,7 +20,7 @@ import (
 const (
 	workerEnvDSN    = "PGQ_TEST_WORKER_DSN"
 	workerEnvDriver = "PGQ_TEST_WORKER_DRIVER"
-	workerEnvMode   = "PGQ_TEST_WORKER_MODE" // "" (QueueManager) or "scheduler"
+	workerEnvMode   = "PGQ_TEST_WORKER_MODE" // "" (QueueManager), "scheduler" or "chaos"
 )
 
 // workerProcess runs a QueueManager for entrypoint "crash" whose handler
@@ -36,8 +36,11 @@ func workerProcess() int {
 		return 1
 	}
 	defer db.Close()
-	if os.Getenv(workerEnvMode) == "scheduler" {
+	switch os.Getenv(workerEnvMode) {
+	case "scheduler":
 		return schedulerProcess(ctx, db)
+	case "chaos":
+		return chaosProcess(ctx, db, dsn)
 	}
 	qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
 	_ = qm.Entrypoint("crash", func(ctx context.Context, j *pgq.Job) error {
