@@ -476,6 +476,12 @@ type run struct {
 	// health checks.
 	claims, outcomes, beats *lane
 	pool                    *poolCheck
+
+	// heldRows serializes the two statements that lock rows this worker
+	// holds, the heartbeat and the outcome write: run at once, they lock
+	// the same rows in different orders (the heartbeat by id, the outcome
+	// write by action, then id) and can deadlock, failing the heartbeat.
+	heldRows sync.Mutex
 }
 
 // workerConns is how many connections of its pool a running worker holds
@@ -1131,6 +1137,8 @@ func (w *run) finish(batch []outcome) {
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		err := w.outcomes.do(ctx, func(s session) (err error) {
+			w.heldRows.Lock()
+			defer w.heldRows.Unlock()
 			changed, err = w.qm.q.JobsFinish(ctx, s.db, p)
 			return err
 		})
@@ -1229,6 +1237,8 @@ func (w *run) beat(ctx context.Context) {
 	}
 	var held []*dbgen.JobsHeartbeatRow
 	err := w.beats.do(ctx, func(s session) (err error) {
+		w.heldRows.Lock()
+		defer w.heldRows.Unlock()
 		held, err = w.qm.q.JobsHeartbeat(ctx, s.db, dbgen.JobsHeartbeatParams{
 			Ids: ids, QueueManagerID: uuid.NullUUID{UUID: w.qm.id, Valid: true},
 		})
