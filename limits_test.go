@@ -79,12 +79,19 @@ func TestRateLimit(t *testing.T) {
 			t.Fatal(err)
 		}
 		var ran atomic.Int32
-		runCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		// Count 5 s from the first job's start (a loaded machine can take
+		// seconds to start a worker), with a bound on the whole run.
+		runCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
+		var first sync.Once
 		var wg sync.WaitGroup
 		for range 2 {
 			qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
-			_ = qm.Entrypoint("rl", func(ctx context.Context, j *pgq.Job) error { ran.Add(1); return nil }, pgq.WithRateLimit(20))
+			_ = qm.Entrypoint("rl", func(ctx context.Context, j *pgq.Job) error {
+				first.Do(func() { time.AfterFunc(5*time.Second, cancel) })
+				ran.Add(1)
+				return nil
+			}, pgq.WithRateLimit(20))
 			wg.Go(func() { _ = qm.Run(runCtx) })
 		}
 		wg.Wait()

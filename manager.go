@@ -1277,12 +1277,22 @@ const releaseBatch = 1000
 // and wakes the claim loop when there were any.
 func (w *run) releaseStale(ctx context.Context) {
 	for ctx.Err() == nil {
+		// This worker's own jobs are never stale to it, even when its
+		// heartbeats failed: it is alive and still runs them.
+		w.mu.Lock()
+		mine := make([]int64, 0, len(w.running))
+		for id := range w.running {
+			mine = append(mine, int64(id))
+		}
+		w.mu.Unlock()
 		var ids []int64
 		err := w.beats.do(ctx, func(s session) (err error) {
 			ids, err = w.qm.q.JobsReleaseStale(ctx, s.db, dbgen.JobsReleaseStaleParams{
-				Entrypoints:  w.names,
-				StaleAfterUs: w.rc.heartbeatTimeout.Microseconds(),
-				MaxJobs:      releaseBatch,
+				Entrypoints:    w.names,
+				StaleAfterUs:   w.rc.heartbeatTimeout.Microseconds(),
+				QueueManagerID: uuid.NullUUID{UUID: w.qm.id, Valid: true},
+				HeldIds:        mine,
+				MaxJobs:        releaseBatch,
 			})
 			return err
 		})

@@ -138,6 +138,7 @@ func TestHotStatementPlans(t *testing.T) {
 			}, regexp.MustCompile(`Index Scan using pgqueuer_ep_prio_id_idx on pgqueuer`), partials},
 			{"JobsReleaseStale", map[string]any{
 				"@entrypoints": pq.Array([]string{"plan"}), "@stale_after_us": int64(30_000_000), "@max_jobs": 1000,
+				"@queue_manager_id": holder.String(), "@held_ids": pq.Array(running),
 			}, regexp.MustCompile(`Index Scan using pgqueuer_picked_heartbeat_idx on pgqueuer`), []string{"Seq Scan on pgqueuer "}},
 		} {
 			query, args := boundQuery(t, "jobs.sql", c.name, c.args)

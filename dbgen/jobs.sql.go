@@ -724,8 +724,11 @@ WITH stale AS (
     WHERE s.status = 'picked'
       AND s.entrypoint = ANY($1::text[])
       AND s.heartbeat < now() - ($2::bigint) * interval '1 microsecond'
+      AND pg_postmaster_start_time() < now() - ($2::bigint) * interval '1 microsecond'
+      AND NOT (s.queue_manager_id IS NOT DISTINCT FROM $3
+               AND s.id = ANY(COALESCE($4::bigint[], '{}'::bigint[])))
     ORDER BY s.heartbeat ASC
-    LIMIT $3::int
+    LIMIT $5::int
     FOR UPDATE SKIP LOCKED
 ),
 released AS (
@@ -746,18 +749,30 @@ SELECT released.id FROM released ORDER BY released.id
 `
 
 type JobsReleaseStaleParams struct {
-	Entrypoints  []string
-	StaleAfterUs int64
-	MaxJobs      int32
+	Entrypoints    []string
+	StaleAfterUs   int64
+	QueueManagerID uuid.NullUUID
+	HeldIds        []int64
+	MaxJobs        int32
 }
 
 // Puts running jobs whose heartbeat is older than stale_after_us (their
 // worker died or lost its connection) back in the queue, due at once with
 // attempts unchanged, and logs them 'queued'; at most max_jobs, oldest
 // heartbeat first (pgqueuer_picked_heartbeat_idx), skipping rows others
-// hold. Returns the ids released.
+// hold. Returns the ids released. Two kinds of job are never stale: the
+// caller's own (queue_manager_id, with ids in held_ids: it runs them, so
+// it is alive even when its heartbeats failed), and any job while the
+// server has been up for less than stale_after_us (after a restart no
+// worker could heartbeat while the server was down).
 func (q *Queries) JobsReleaseStale(ctx context.Context, db DBTX, arg JobsReleaseStaleParams) ([]int64, error) {
-	rows, err := db.QueryContext(ctx, jobsReleaseStale, pq.Array(arg.Entrypoints), arg.StaleAfterUs, arg.MaxJobs)
+	rows, err := db.QueryContext(ctx, jobsReleaseStale,
+		pq.Array(arg.Entrypoints),
+		arg.StaleAfterUs,
+		arg.QueueManagerID,
+		pq.Array(arg.HeldIds),
+		arg.MaxJobs,
+	)
 	if err != nil {
 		return nil, err
 	}

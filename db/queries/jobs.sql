@@ -150,13 +150,20 @@ ORDER BY claimed.priority DESC, claimed.id ASC;
 -- worker died or lost its connection) back in the queue, due at once with
 -- attempts unchanged, and logs them 'queued'; at most max_jobs, oldest
 -- heartbeat first (pgqueuer_picked_heartbeat_idx), skipping rows others
--- hold. Returns the ids released.
+-- hold. Returns the ids released. Two kinds of job are never stale: the
+-- caller's own (queue_manager_id, with ids in held_ids: it runs them, so
+-- it is alive even when its heartbeats failed), and any job while the
+-- server has been up for less than stale_after_us (after a restart no
+-- worker could heartbeat while the server was down).
 WITH stale AS (
     SELECT s.id
     FROM pgqueuer AS s
     WHERE s.status = 'picked'
       AND s.entrypoint = ANY(@entrypoints::text[])
       AND s.heartbeat < now() - (@stale_after_us::bigint) * interval '1 microsecond'
+      AND pg_postmaster_start_time() < now() - (@stale_after_us::bigint) * interval '1 microsecond'
+      AND NOT (s.queue_manager_id IS NOT DISTINCT FROM @queue_manager_id
+               AND s.id = ANY(COALESCE(@held_ids::bigint[], '{}'::bigint[])))
     ORDER BY s.heartbeat ASC
     LIMIT @max_jobs::int
     FOR UPDATE SKIP LOCKED
