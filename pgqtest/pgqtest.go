@@ -5,7 +5,10 @@
 // Tests find the server in the environment variable PGQ_TEST_DSN: a
 // key=value or URL connection string of a server where they may CREATE
 // DATABASE. When it is unset, Main (called from TestMain) starts a private
-// throwaway server for the test binary and stops it afterwards:
+// throwaway server for the test binary and stops it afterwards, using the
+// PostgreSQL it finds installed (pg_config --bindir, /usr/lib/postgresql,
+// PATH). It installs PostgreSQL with apt-get only when asked to, with
+// PGQ_TEST_INSTALL=1 (and only as root):
 //
 //	func TestMain(m *testing.M) { pgqtest.Main(m) }
 //
@@ -52,6 +55,10 @@ import (
 // EnvDSN is the environment variable that holds the DSN of the test server.
 const EnvDSN = "PGQ_TEST_DSN"
 
+// EnvInstall is the environment variable that, set to 1, lets Main install
+// PostgreSQL with apt-get when no server binaries are found.
+const EnvInstall = "PGQ_TEST_INSTALL"
+
 // adminDriver is the driver used for CREATE/DROP DATABASE and the template.
 const adminDriver = "pgx"
 
@@ -92,11 +99,16 @@ func run(m *testing.M) int {
 			log = os.Stderr
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
-		c, err := pgcluster.Start(ctx, pgcluster.Options{Settings: clusterSettings, Log: log})
+		install := os.Getenv(EnvInstall) == "1"
+		c, err := pgcluster.Start(ctx, pgcluster.Options{Settings: clusterSettings, Log: log, Install: install})
 		cancel()
 		if err != nil {
+			hint := ""
+			if !install {
+				hint = fmt.Sprintf(", or %s=1 to let it install PostgreSQL with apt-get", EnvInstall)
+			}
 			fmt.Fprintf(os.Stderr, "pgqtest: %s is unset and a private PostgreSQL server could not be started "+
-				"(set %s to the DSN of a server where tests may CREATE DATABASE): %v\n", EnvDSN, EnvDSN, err)
+				"(set %s to the DSN of a server where tests may CREATE DATABASE%s): %v\n", EnvDSN, EnvDSN, hint, err)
 			return 1
 		}
 		defer func() {

@@ -400,7 +400,7 @@ func openEnv(ctx context.Context, o *options, stderr io.Writer) (e *env, err err
 			log = stderr
 		}
 		// Stock settings: no Settings overrides (fsync on).
-		if e.cluster, err = pgcluster.Start(ctx, pgcluster.Options{Log: log}); err != nil {
+		if e.cluster, err = pgcluster.Start(ctx, pgcluster.Options{Log: log, Install: true}); err != nil {
 			return e, err
 		}
 		dsn, e.server = e.cluster.DSN("postgres"), "throwaway"

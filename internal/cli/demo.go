@@ -129,7 +129,7 @@ func (c *demoCmd) run(ctx context.Context, e *env) (err error) {
 	var cluster *pgcluster.Cluster
 	if dsn == "" {
 		fmt.Fprintln(e.stderr, "Starting a throwaway PostgreSQL server (use --dsn or PGQ_DSN for your own)...")
-		cluster, err = pgcluster.Start(ctx, pgcluster.Options{Log: e.stderr})
+		cluster, err = pgcluster.Start(ctx, pgcluster.Options{Log: e.stderr, Install: true})
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()

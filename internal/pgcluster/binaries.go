@@ -35,14 +35,14 @@ const installTimeout = 10 * time.Minute
 var errNotFound = errors.New("PostgreSQL server binaries (initdb, pg_ctl, postgres) not found")
 
 // findBinaries locates the server binaries, installing PostgreSQL with
-// apt-get when none are found and the process runs as root on a system that
-// has apt-get.
-func findBinaries(ctx context.Context, log io.Writer) (binaries, error) {
+// apt-get when none are found, install is set and the process runs as root
+// on a system that has apt-get.
+func findBinaries(ctx context.Context, log io.Writer, install bool) (binaries, error) {
 	if b, ok := locateBinaries(ctx); ok {
 		return b, nil
 	}
 	apt, err := exec.LookPath("apt-get")
-	if os.Geteuid() != 0 || err != nil {
+	if !install || os.Geteuid() != 0 || err != nil {
 		return binaries{}, fmt.Errorf("pgcluster: %w: install PostgreSQL (Debian/Ubuntu: apt-get install postgresql; "+
 			"Fedora: dnf install postgresql-server; macOS: brew install postgresql) or put its bin directory "+
 			"(see pg_config --bindir) on PATH", errNotFound)

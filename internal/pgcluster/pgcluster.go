@@ -47,6 +47,10 @@ type Options struct {
 	// Log receives progress lines (and package-manager output when
 	// PostgreSQL has to be installed); nil discards them.
 	Log io.Writer
+	// Install lets Start install PostgreSQL with apt-get when no server
+	// binaries are found and the process runs as root. Without it, Start
+	// only reports what to install.
+	Install bool
 }
 
 // Cluster is a running private PostgreSQL server. Its methods are safe for
@@ -101,7 +105,7 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	}
 	begin := time.Now()
 
-	bin, err := findBinaries(ctx, c.log)
+	bin, err := findBinaries(ctx, c.log, opts.Install)
 	if err != nil {
 		return nil, err
 	}

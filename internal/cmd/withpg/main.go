@@ -109,7 +109,8 @@ func startCluster(verbose bool, sigs <-chan os.Signal) (*pgcluster.Cluster, int)
 			"synchronous_commit": "off",
 			"full_page_writes":   "off",
 		},
-		Log: log,
+		Log:     log,
+		Install: true, // withpg is what `make test` uses to set a fresh machine up
 	})
 	close(done)
 	select {
