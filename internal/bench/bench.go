@@ -52,6 +52,7 @@ type options struct {
 	duration, interval                                             time.Duration
 	handler                                                        string
 	handlerTime                                                    time.Duration
+	statementTimes                                                 bool
 }
 
 // benchmark is one subcommand.
@@ -188,6 +189,8 @@ func commonFlags(fs *flag.FlagSet, o *options) {
 	fs.DurationVar(&o.timeout, "timeout", 0, "give up after this long (0: never)")
 	fs.IntVar(&o.maxIdleConns, "max-idle-conns", 0, "sql.DB SetMaxIdleConns (0: database/sql's default, 2)")
 	fs.BoolVar(&o.verbose, "v", false, "log progress (server start, worker messages) on stderr")
+	fs.BoolVar(&o.statementTimes, "statement-times", false,
+		"report the server's time for each of pgq's statements, from its log (throwaway server only)")
 }
 
 // usageError is a mistake on the command line: exit code 2.
@@ -274,6 +277,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := b.check(&o); err != nil {
 		return usageError{fmt.Errorf("%s: %w", b.name, err)}
 	}
+	if o.statementTimes && b.name != "drain" && b.name != "throughput" {
+		return usageError{fmt.Errorf("%s: --statement-times is reported by drain and throughput only", b.name)}
+	}
 
 	if o.timeout > 0 {
 		var cancel context.CancelFunc
@@ -286,11 +292,22 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	defer e.close(stderr)
 
+	var logOffset int64
+	if o.statementTimes {
+		logOffset = fileSize(e.cluster.LogFile())
+	}
 	result, err := profiled(&o, func() (any, error) { return b.run(ctx, e, &o) })
 	if err != nil {
 		return fmt.Errorf("%s: %w", b.name, err)
 	}
 	setServer(result, e.server, o.maxIdleConns)
+	if o.statementTimes {
+		times, err := readStatementTimes(e.cluster.LogFile(), logOffset)
+		if err != nil {
+			return fmt.Errorf("%s: --statement-times: %w", b.name, err)
+		}
+		setStatementTimes(result, times)
+	}
 	if o.json {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -315,6 +332,9 @@ func checkCommon(o *options) error {
 	}
 	if o.maxIdleConns < 0 {
 		return fmt.Errorf("--max-idle-conns must not be negative, got %d", o.maxIdleConns)
+	}
+	if o.statementTimes && (o.dsn != "" || os.Getenv(EnvDSN) != "") {
+		return fmt.Errorf("--statement-times reads the log of the throwaway server: drop --dsn and $%s", EnvDSN)
 	}
 	h := HandlerConfig{Kind: o.handler, Time: o.handlerTime}
 	if err := h.check(); err != nil {
@@ -399,8 +419,13 @@ func openEnv(ctx context.Context, o *options, stderr io.Writer) (e *env, err err
 		if o.verbose {
 			log = stderr
 		}
-		// Stock settings: no Settings overrides (fsync on).
-		if e.cluster, err = pgcluster.Start(ctx, pgcluster.Options{Log: log, Install: true}); err != nil {
+		// Stock settings: no Settings overrides (fsync on), but for the
+		// statement log --statement-times reads.
+		var settings map[string]string
+		if o.statementTimes {
+			settings = statementLogSettings
+		}
+		if e.cluster, err = pgcluster.Start(ctx, pgcluster.Options{Log: log, Install: true, Settings: settings}); err != nil {
 			return e, err
 		}
 		dsn, e.server = e.cluster.DSN("postgres"), "throwaway"

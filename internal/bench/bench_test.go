@@ -358,6 +358,8 @@ func TestMainErrors(t *testing.T) {
 		{[]string{"latency", "--interval", "-1s"}, 2, "--interval must not be negative"},
 		{[]string{"explain", "--consume", "-2"}, 2, "--consume"},
 		{[]string{"drain", "--dsn", bad, "--jobs", "10"}, 1, "drain: connect with pgx"},
+		{[]string{"throughput", "--dsn", bad, "--statement-times"}, 2, "--statement-times reads the log of the throwaway server"},
+		{[]string{"latency", "--statement-times"}, 2, "--statement-times is reported by drain and throughput only"},
 	} {
 		code, out, errOut := runMain(t, tc.args...)
 		if code != tc.code || !strings.HasPrefix(errOut, "pgq bench: ") || !strings.Contains(errOut, tc.want) ||

@@ -100,13 +100,14 @@ type DrainResult struct {
 	// Claims and FinishBatches count the claim and finish statements
 	// (from the log: one created timestamp per statement); AvgClaim and
 	// AvgFinishBatch are jobs per statement.
-	Claims               int64    `json:"claims"`
-	AvgClaim             float64  `json:"avg_claim_jobs"`
-	FinishBatches        int64    `json:"finish_batches"`
-	AvgFinishBatch       float64  `json:"avg_finish_batch_jobs"`
-	JobTableAutovacuums  int64    `json:"job_table_autovacuums"`
-	JobTableAutoanalyzes int64    `json:"job_table_autoanalyzes"`
-	Settings             Settings `json:"settings"`
+	Claims               int64   `json:"claims"`
+	AvgClaim             float64 `json:"avg_claim_jobs"`
+	FinishBatches        int64   `json:"finish_batches"`
+	AvgFinishBatch       float64 `json:"avg_finish_batch_jobs"`
+	JobTableAutovacuums  int64   `json:"job_table_autovacuums"`
+	JobTableAutoanalyzes int64   `json:"job_table_autoanalyzes"`
+	StatementTimes
+	Settings Settings `json:"settings"`
 }
 
 // Drain enqueues cfg.Jobs no-op jobs with Queries.EnqueueBatch, then runs

@@ -55,6 +55,10 @@ func printTable(w io.Writer, name string, result any) error {
 			}
 			key = prefix + key
 			switch {
+			case fv.Type() == statementsType:
+				if fv.Len() > 0 {
+					blocks = append(blocks, statementsBlock(key, fv.Interface().([]StatementTime)))
+				}
 			case fv.Kind() == reflect.Struct:
 				walk(key+".", fv)
 			case fv.Kind() == reflect.Slice && fv.Type().Elem().Kind() == reflect.Struct:

@@ -79,13 +79,14 @@ type ThroughputResult struct {
 	// PoolIdleClosed and PoolWaitCount are from the pool's statistics
 	// over the run: connections closed because the pool held its
 	// SetMaxIdleConns idle ones already, and waits for a connection.
-	PoolIdleClosed    int64    `json:"pool_idle_closed"`
-	PoolWaitCount     int64    `json:"pool_wait_count"`
-	ClientCPUSeconds  float64  `json:"client_cpu_seconds"`
-	ServerCPUSeconds  float64  `json:"server_cpu_seconds"`
-	ServerCPUReadable bool     `json:"server_cpu_readable"`
-	PeakRSSBytes      int64    `json:"peak_rss_bytes"`
-	Settings          Settings `json:"settings"`
+	PoolIdleClosed    int64   `json:"pool_idle_closed"`
+	PoolWaitCount     int64   `json:"pool_wait_count"`
+	ClientCPUSeconds  float64 `json:"client_cpu_seconds"`
+	ServerCPUSeconds  float64 `json:"server_cpu_seconds"`
+	ServerCPUReadable bool    `json:"server_cpu_readable"`
+	PeakRSSBytes      int64   `json:"peak_rss_bytes"`
+	StatementTimes
+	Settings Settings `json:"settings"`
 }
 
 // Throughput runs cfg.Producers producers and cfg.Workers workers together

@@ -147,6 +147,9 @@ func (c *Cluster) DSN(dbname string) string {
 // Port returns the server's port. It also listens on 127.0.0.1 at this port.
 func (c *Cluster) Port() int { return c.port }
 
+// LogFile returns the path of the server's log file.
+func (c *Cluster) LogFile() string { return c.logFile }
+
 // DataDir returns the server's data directory.
 func (c *Cluster) DataDir() string { return c.dataDir }
 
