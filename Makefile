@@ -17,11 +17,21 @@ demo: ## Run the demo (a throwaway PostgreSQL unless PGQ_DSN is set)
 	$(GO) run ./cmd/pgq demo
 
 .PHONY: test
-test: verify gotest fuzz ## Check generated code and formatting, run every test on a throwaway PostgreSQL, fuzz briefly
+test: verify gotest chaos fuzz ## Check generated code and formatting, run every test on a throwaway PostgreSQL, a 60-s chaos run, fuzz briefly
 
 .PHONY: gotest
 gotest: pgqueuer-env ## Run go test -race ./... on a throwaway PostgreSQL (or PGQ_TEST_DSN)
 	PGQUEUER_ENV=$$(cat $(PGQUEUER_DIR)/.envpath 2>/dev/null) $(WITHPG) sh -c '$(GO) test -race -count=1 -timeout 15m $(TESTFLAGS) ./... && cd pgqprom && $(GO) test -race -count=1 -timeout 5m ./...'
+
+# pgq chaos on its own throwaway server, every fault kind (restarts and
+# crashes included); it fails when a job is lost or stuck or ran twice
+# outside a crash window. Longer: make chaos CHAOSTIME=30m.
+CHAOSTIME ?= 60s
+
+.PHONY: chaos
+chaos: ## Run `pgq chaos` for CHAOSTIME (default 60s) on a throwaway PostgreSQL
+	$(GO) build -o bin/pgq ./cmd/pgq
+	bin/pgq chaos --duration $(CHAOSTIME) --worker-log bin/chaos-workers.log
 
 # Each fuzz target runs for FUZZTIME (its seed corpus in testdata/fuzz also
 # runs with every go test). Longer: make fuzz FUZZTIME=10m.

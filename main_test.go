@@ -1,9 +1,13 @@
 package pgq_test
 
 import (
+	"context"
 	"os"
+	"os/signal"
+	"syscall"
 	"testing"
 
+	"github.com/pgq-dev/pgq/internal/chaos"
 	"github.com/pgq-dev/pgq/pgqtest"
 )
 
@@ -11,6 +15,13 @@ func TestMain(m *testing.M) {
 	// The crash tests start this test binary again as a worker process.
 	if os.Getenv(workerEnvDSN) != "" {
 		os.Exit(workerProcess())
+	}
+	// TestChaosNothingLost starts it as a chaos worker.
+	if os.Getenv(chaos.EnvWorker) != "" {
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+		code := chaos.WorkerMain(ctx, os.Getenv, os.Stdout, os.Stderr)
+		stop()
+		os.Exit(code)
 	}
 	pgqtest.Main(m)
 }

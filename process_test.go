@@ -20,7 +20,7 @@ import (
 const (
 	workerEnvDSN    = "PGQ_TEST_WORKER_DSN"
 	workerEnvDriver = "PGQ_TEST_WORKER_DRIVER"
-	workerEnvMode   = "PGQ_TEST_WORKER_MODE" // "" (QueueManager), "scheduler" or "chaos"
+	workerEnvMode   = "PGQ_TEST_WORKER_MODE" // "" (QueueManager) or "scheduler"
 )
 
 // workerProcess runs a QueueManager for entrypoint "crash" whose handler
@@ -39,8 +39,6 @@ func workerProcess() int {
 	switch os.Getenv(workerEnvMode) {
 	case "scheduler":
 		return schedulerProcess(ctx, db)
-	case "chaos":
-		return chaosProcess(ctx, db, dsn)
 	}
 	qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
 	_ = qm.Entrypoint("crash", func(ctx context.Context, j *pgq.Job) error {

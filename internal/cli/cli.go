@@ -164,6 +164,25 @@ func commands() []spec {
 				"afterwards; with one, it installs (upgrades) the schema there and runs its jobs\n" +
 				"under the entrypoints demo.*.",
 			new: func() command { return &demoCmd{} }},
+		{name: "chaos", group: groupTry,
+			summary: "run workers and producers under injected faults; check nothing is lost",
+			details: "Runs --workers worker processes (this program, again) and --producers producers\n" +
+				"for --duration while injecting faults at random (seeded by --seed, each one\n" +
+				"logged on standard error): SIGKILL and restart of a worker, SIGSTOP longer than\n" +
+				"the heartbeat timeout, pg_terminate_backend of the workers' connections (claims,\n" +
+				"outcome writes, heartbeats, listeners, handlers) and the producers', fast and\n" +
+				"immediate (crash) server restarts, and cancellations of running jobs. Each\n" +
+				"handler writes a ledger row in the transaction of its side effect. Then it\n" +
+				"reports, per fault kind, the jobs acknowledged, finished, lost, stuck and run\n" +
+				"more than once (and whether each repeat lies in a crash window), the throughput\n" +
+				"with and without faults and the time to recover after a server restart; it\n" +
+				"exits with code 1 when a job was lost or stuck, a repeat is unexplained, or a job\n" +
+				"ended canceled that nobody canceled. Without --dsn or PGQ_DSN it starts a\n" +
+				"throwaway server (the only one it restarts); with one, it installs (upgrades)\n" +
+				"the schema there, runs only jobs of entrypoint pgq.chaos, terminates only its\n" +
+				"own connections, and keeps its tables pgq_chaos_ledger and pgq_chaos_acked.\n" +
+				"docs/chaos.md defines every figure.",
+			new: func() command { return &chaosCmd{} }},
 		{name: "bench", args: "[flags]", group: groupTry,
 			summary: "measure enqueue and processing throughput",
 			raw:     runBench},

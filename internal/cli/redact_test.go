@@ -15,6 +15,7 @@ func TestConnectionErrorsHideThePassword(t *testing.T) {
 		{"install"}, {"upgrade"}, {"uninstall"}, {"verify"}, {"queue", "x"},
 		{"failed"}, {"requeue", "1"}, {"cancel", "1"}, {"schedules"},
 		{"dashboard", "--once"}, {"listen"}, {"demo", "--jobs", "1"}, {"bench", "drain", "--jobs", "1"},
+		{"chaos", "--duration", "1s"},
 	}
 	// Each command that takes --dsn must be in the list.
 	listed := map[string]bool{}
