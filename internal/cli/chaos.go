@@ -128,7 +128,7 @@ func (c *chaosCmd) run(ctx context.Context, e *env) (err error) {
 	}
 	if cfg.DSN == "" {
 		fmt.Fprintln(e.stderr, "Starting a throwaway PostgreSQL server (use --dsn or PGQ_DSN for your own)...")
-		cluster, err := pgcluster.Start(ctx, pgcluster.Options{Log: io.Discard})
+		cluster, err := pgcluster.Start(ctx, pgcluster.Options{Log: io.Discard, Install: true})
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
