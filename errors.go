@@ -4,10 +4,101 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/lib/pq"
 )
+
+// The errors pgq returns that callers may test for.
+
+var (
+	// ErrDuplicateJob is returned (wrapped in a *DuplicateJobError) when a
+	// job's dedupe key is already held by a queued or running job.
+	ErrDuplicateJob = errors.New("pgq: duplicate job")
+	// ErrJobNotFound is returned when a job id has neither a row in the job
+	// table nor any log row: it never existed (or its log was pruned).
+	ErrJobNotFound = errors.New("pgq: job not found")
+	// ErrSchemaMissing is returned when pgq's tables are missing or
+	// incomplete; run `pgq install` (or Install), or `pgq upgrade`.
+	ErrSchemaMissing = errors.New("pgq: schema not installed or incomplete")
+	// ErrSchemaExists is returned by Install when the job table exists.
+	ErrSchemaExists = errors.New("pgq: schema already installed")
+	// ErrClosed is returned by a CompletionWatcher's waits once it is closed.
+	ErrClosed = errors.New("pgq: closed")
+)
+
+// DuplicateJobError reports the dedupe key that made an enqueue fail. It
+// matches ErrDuplicateJob with errors.Is.
+type DuplicateJobError struct {
+	DedupeKey string
+}
+
+// Error names the dedupe key.
+func (e *DuplicateJobError) Error() string {
+	if e.DedupeKey == "" {
+		return "pgq: duplicate job: a job with the same dedupe key is already queued or running"
+	}
+	return fmt.Sprintf("pgq: duplicate job: dedupe key %q is already held by a queued or running job", e.DedupeKey)
+}
+
+// Is makes errors.Is(err, ErrDuplicateJob) true.
+func (e *DuplicateJobError) Is(target error) bool { return target == ErrDuplicateJob }
+
+// SchemaError lists what Verify found missing. It matches ErrSchemaMissing
+// with errors.Is.
+type SchemaError struct {
+	Schema  string
+	Missing []string // e.g. "index pgqueuer_log_job_id_status"
+	// GooseDefaultVersions, when pgq's job table is missing, are the versions
+	// of pgq's migrations that goose's default version table,
+	// goose_db_version, records as applied: an app's own goose pipeline has
+	// likely recorded pgq's migrations there (goose then skipped them as
+	// applied). Hint says what to do about it.
+	GooseDefaultVersions []int64
+	// Hint is the fix for GooseDefaultVersions, empty without them.
+	Hint string
+}
+
+// Error names the schema and each missing object, and the fix.
+func (e *SchemaError) Error() string {
+	if len(e.GooseDefaultVersions) > 0 {
+		return fmt.Sprintf("pgq: schema %s is incomplete, missing %s; %s",
+			e.Schema, strings.Join(e.Missing, ", "), e.Hint)
+	}
+	return fmt.Sprintf("pgq: schema %s is incomplete, missing %s: run `pgq upgrade` (or pgq.Upgrade)",
+		e.Schema, strings.Join(e.Missing, ", "))
+}
+
+// Is makes errors.Is(err, ErrSchemaMissing) true.
+func (e *SchemaError) Is(target error) bool { return target == ErrSchemaMissing }
+
+// RetryAfterError asks for the job to be tried again after Delay; see
+// RetryAfter.
+type RetryAfterError struct {
+	Delay time.Duration
+	Err   error // why, optional
+}
+
+// Error gives the delay and the cause.
+func (e *RetryAfterError) Error() string {
+	if e.Err != nil {
+		return fmt.Sprintf("retry after %v: %v", e.Delay, e.Err)
+	}
+	return fmt.Sprintf("retry after %v", e.Delay)
+}
+
+// Unwrap returns the cause.
+func (e *RetryAfterError) Unwrap() error { return e.Err }
+
+// RetryAfter is what a handler returns to have its job tried again after d
+// (instead of the retry policy's backoff). It counts as a failed attempt:
+// once the entrypoint's MaxAttempts is used up, the job fails for good.
+// Wrap a cause with RetryAfterError{Delay: d, Err: cause}.
+func RetryAfter(d time.Duration) error { return &RetryAfterError{Delay: max(d, 0)} }
+
+// ---------------------------------------------------------------------------
+// Server errors, from either driver
 
 // pgError is the part of a server error pgq looks at, from either driver.
 type pgError struct {

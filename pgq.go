@@ -22,8 +22,6 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
-	"errors"
-	"fmt"
 	"strings"
 	"time"
 )
@@ -95,38 +93,6 @@ const (
 	// MaxExecuteAfter is the longest delay Enqueue accepts: 100 years.
 	MaxExecuteAfter = 100 * 365 * 24 * time.Hour
 )
-
-var (
-	// ErrDuplicateJob is returned (wrapped in a *DuplicateJobError) when a
-	// job's dedupe key is already held by a queued or running job.
-	ErrDuplicateJob = errors.New("pgq: duplicate job")
-	// ErrJobNotFound is returned when a job id has neither a row in the job
-	// table nor any log row: it never existed (or its log was pruned).
-	ErrJobNotFound = errors.New("pgq: job not found")
-	// ErrSchemaMissing is returned when pgq's tables are missing or
-	// incomplete; run `pgq install` (or Install), or `pgq upgrade`.
-	ErrSchemaMissing = errors.New("pgq: schema not installed or incomplete")
-	// ErrSchemaExists is returned by Install when the job table exists.
-	ErrSchemaExists = errors.New("pgq: schema already installed")
-	// ErrClosed is returned by a CompletionWatcher's waits once it is closed.
-	ErrClosed = errors.New("pgq: closed")
-)
-
-// DuplicateJobError reports the dedupe key that made an enqueue fail. It
-// matches ErrDuplicateJob with errors.Is.
-type DuplicateJobError struct {
-	DedupeKey string
-}
-
-func (e *DuplicateJobError) Error() string {
-	if e.DedupeKey == "" {
-		return "pgq: duplicate job: a job with the same dedupe key is already queued or running"
-	}
-	return fmt.Sprintf("pgq: duplicate job: dedupe key %q is already held by a queued or running job", e.DedupeKey)
-}
-
-// Is makes errors.Is(err, ErrDuplicateJob) true.
-func (e *DuplicateJobError) Is(target error) bool { return target == ErrDuplicateJob }
 
 // decodeHeaders turns the headers column into a map. Non-string JSON values
 // (which PGQueuer producers may write) are kept as their JSON text.

@@ -115,28 +115,6 @@ func OnFailure(a FailureAction) EntrypointOption {
 	})
 }
 
-// RetryAfterError asks for the job to be tried again after Delay; see
-// RetryAfter.
-type RetryAfterError struct {
-	Delay time.Duration
-	Err   error // why, optional
-}
-
-func (e *RetryAfterError) Error() string {
-	if e.Err != nil {
-		return fmt.Sprintf("retry after %v: %v", e.Delay, e.Err)
-	}
-	return fmt.Sprintf("retry after %v", e.Delay)
-}
-
-func (e *RetryAfterError) Unwrap() error { return e.Err }
-
-// RetryAfter is what a handler returns to have its job tried again after d
-// (instead of the retry policy's backoff). It counts as a failed attempt:
-// once the entrypoint's MaxAttempts is used up, the job fails for good.
-// Wrap a cause with RetryAfterError{Delay: d, Err: cause}.
-func RetryAfter(d time.Duration) error { return &RetryAfterError{Delay: max(d, 0)} }
-
 func asRetryAfter(err error) (*RetryAfterError, bool) {
 	var ra *RetryAfterError
 	ok := errors.As(err, &ra)

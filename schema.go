@@ -305,30 +305,6 @@ var (
 	statusValues = []string{"queued", "picked", "successful", "exception", "canceled", "deleted", "failed"}
 )
 
-// SchemaError lists what Verify found missing. It matches ErrSchemaMissing
-// with errors.Is.
-type SchemaError struct {
-	Schema  string
-	Missing []string // e.g. "index pgqueuer_log_job_id_status"
-	// GooseDefaultVersions, when pgq's job table is missing, are the versions
-	// of pgq's migrations that goose's default version table,
-	// goose_db_version, records as applied: an app's own goose pipeline has
-	// likely recorded pgq's migrations there (goose then skipped them as
-	// applied). Hint says what to do about it.
-	GooseDefaultVersions []int64
-	// Hint is the fix for GooseDefaultVersions, empty without them.
-	Hint string
-}
-
-func (e *SchemaError) Error() string {
-	if len(e.GooseDefaultVersions) > 0 {
-		return fmt.Sprintf("pgq: schema %s is incomplete, missing %s; %s",
-			e.Schema, strings.Join(e.Missing, ", "), e.Hint)
-	}
-	return fmt.Sprintf("pgq: schema %s is incomplete, missing %s: run `pgq upgrade` (or pgq.Upgrade)",
-		e.Schema, strings.Join(e.Missing, ", "))
-}
-
 // gooseTrap fills se's GooseDefaultVersions and Hint when pgq's job table is
 // missing while goose_db_version records versions that pgq's migrations
 // use.
@@ -360,9 +336,6 @@ func gooseTrap(ctx context.Context, db DBTX, c common, se *SchemaError) error {
 		gooseDefaultTable, strings.Join(list, ", "), versionTable(c.names))
 	return nil
 }
-
-// Is makes errors.Is(err, ErrSchemaMissing) true.
-func (e *SchemaError) Is(target error) bool { return target == ErrSchemaMissing }
 
 // Verify checks that every object pgq needs exists: tables and their
 // columns, indexes, enum values, the trigger and its function. It returns nil
