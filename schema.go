@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"embed"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -12,12 +11,10 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing/fstest"
 
 	"github.com/pgq-dev/pgq/dbgen"
 	"github.com/pgq-dev/pgq/internal/sqlname"
-	"github.com/pgq-dev/pgq/internal/textargs"
 )
 
 //go:embed db/migrations/*.sql
@@ -511,82 +508,4 @@ func section(text string, up bool) string {
 		}
 	}
 	return b.String()
-}
-
-// checkSchema runs Verify for the worker and watcher, and warns (once per
-// *sql.DB and revision) when the schema carries a PGQueuer schema revision
-// newer than pgq knows.
-func checkSchema(ctx context.Context, db DBTX, c common) error {
-	err := verify(ctx, db, c)
-	var se *SchemaError
-	if errors.As(err, &se) {
-		return err
-	}
-	if err != nil {
-		return interpretError(err)
-	}
-	if rev, table, err := newestRevision(ctx, wrapDB(c.names, db)); err == nil && rev > knownSchemaRevision {
-		if _, seen := warnedRevisions.LoadOrStore(revisionWarning{db, rev}, true); !seen {
-			c.logger.Warn("pgq: the schema is marked by a newer PGQueuer than pgq knows; continuing with the objects pgq needs, all present",
-				"schema_revision", rev, "table", table, "known_revision", knownSchemaRevision)
-		}
-	}
-	return nil
-}
-
-// knownSchemaRevision is the newest PGQueuer schema revision pgq knows (the
-// revision mark PGQueuer writes into object comments).
-const knownSchemaRevision = 1
-
-// warnedRevisions holds the revisionWarnings given.
-var warnedRevisions sync.Map
-
-type revisionWarning struct {
-	db  DBTX
-	rev int64
-}
-
-// newestRevision returns the highest schema_revision mark on the four tables
-// and the table carrying it; 0 when none is marked. A comment that is not
-// such a mark counts as no mark.
-func newestRevision(ctx context.Context, db DBTX) (int64, string, error) {
-	rows, err := dbgen.New().SchemaComments(ctx, db)
-	if err != nil {
-		return 0, "", err
-	}
-	var best int64
-	var table string
-	for _, r := range rows {
-		if rev, ok := parseRevisionMark(r.Comment); ok && rev > best {
-			best, table = rev, r.TableName
-		}
-	}
-	return best, table, nil
-}
-
-// parseRevisionMark reads '{"pgqueuer":{"schema_revision":N}}'; anything
-// else (no comment, other JSON, a non-integer) is no mark.
-func parseRevisionMark(comment string) (int64, bool) {
-	var doc struct {
-		PGQueuer *struct {
-			SchemaRevision *json.Number `json:"schema_revision"`
-		} `json:"pgqueuer"`
-	}
-	dec := json.NewDecoder(strings.NewReader(comment))
-	dec.UseNumber()
-	if err := dec.Decode(&doc); err != nil || doc.PGQueuer == nil || doc.PGQueuer.SchemaRevision == nil {
-		return 0, false
-	}
-	n, err := doc.PGQueuer.SchemaRevision.Int64()
-	if err != nil || n < 0 {
-		return 0, false
-	}
-	return n, true
-}
-
-// wrapDB returns db as every query of pgq's runs on it: names rewritten for
-// the deployment's prefix and schema, array parameters handed over as
-// literals (see internal/textargs).
-func wrapDB(names sqlname.Names, db sqlname.DBTX) sqlname.DBTX {
-	return sqlname.NewRewriter(names).Wrap(textargs.Wrap(db))
 }
