@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"io/fs"
+	"slices"
 	"strings"
 	"testing"
 
@@ -264,4 +265,41 @@ func TestUpgradeRestoresDroppedObjects(t *testing.T) {
 			t.Fatalf("Verify after Upgrade: %v", err)
 		}
 	})
+}
+
+// Verify's list of required indexes and the indexes the migrations create
+// are kept in two places; this fails when they part: an index added to a
+// migration and not to the list is never checked, and one listed but not
+// created makes every Run fail.
+func TestRequiredIndexesMatchMigrations(t *testing.T) {
+	t.Parallel()
+	db, _ := pgqtest.NewDB(t, "pgx")
+	rows, err := db.QueryContext(context.Background(), `
+		SELECT indexname FROM pg_indexes
+		WHERE schemaname = current_schema()
+		  AND tablename IN ('pgqueuer', 'pgqueuer_log', 'pgqueuer_statistics', 'pgqueuer_schedules')
+		  AND NOT EXISTS ( -- primary keys and UNIQUE constraints come with their tables
+		      SELECT 1 FROM pg_constraint c
+		      WHERE c.conindid = format('%I.%I', schemaname, indexname)::regclass)
+		ORDER BY indexname`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var created []string
+	for rows.Next() {
+		var name string
+		if err := rows.Scan(&name); err != nil {
+			t.Fatal(err)
+		}
+		created = append(created, name)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	required := pgq.RequiredIndexes()
+	slices.Sort(required)
+	if !slices.Equal(created, required) {
+		t.Errorf("the migrations create indexes %q;\nVerify requires %q", created, required)
+	}
 }
