@@ -56,6 +56,8 @@ type Report struct {
 	Heartbeat float64 `json:"heartbeat_timeout_seconds"`
 	Seconds   float64 `json:"duration_seconds"`
 	Drained   bool    `json:"drained"`
+	// CompleteTx: handlers completed their jobs in their transaction.
+	CompleteTx bool `json:"complete_tx"`
 
 	Rows           []Row      `json:"by_fault"`
 	Successful     int        `json:"successful"`
@@ -118,7 +120,7 @@ func (s *server) check(ctx context.Context, began, ended time.Time, drained bool
 	r := &Report{
 		Run: s.runID, Seed: s.cfg.Seed, Workers: s.cfg.Workers, Producers: s.cfg.Producers,
 		Heartbeat: s.cfg.HeartbeatTimeout.Seconds(), Seconds: ended.Sub(began).Seconds(),
-		Drained: drained, Faults: faults, CanceledAsked: len(canceled),
+		Drained: drained, Faults: faults, CanceledAsked: len(canceled), CompleteTx: s.cfg.CompleteTx,
 	}
 	accepted := s.names.Qualified("pgq_chaos_acked")
 	const chunk = 20000
@@ -385,7 +387,9 @@ func (s *server) check(ctx context.Context, began, ended time.Time, drained bool
 	if all.Stuck > 0 {
 		r.Failures = append(r.Failures, fmt.Sprintf("%d jobs stuck (%d of them queued) after the rescue period", all.Stuck, r.LeftQueued))
 	}
-	if all.Repeats > all.Explained {
+	if s.cfg.CompleteTx && all.Repeats > 0 {
+		r.Failures = append(r.Failures, fmt.Sprintf("%d repeated runs with CompleteTx (want none, crash or not)", all.Repeats))
+	} else if all.Repeats > all.Explained {
 		r.Failures = append(r.Failures, fmt.Sprintf("%d repeated runs outside any crash window", all.Repeats-all.Explained))
 	}
 	if r.BadCancels > 0 {

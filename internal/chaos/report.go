@@ -9,8 +9,12 @@ import (
 
 // Print writes the report for people.
 func (r *Report) Print(w io.Writer) {
-	fmt.Fprintf(w, "chaos run %s: seed %d, %d workers, %d producers, %.0f s, heartbeat timeout %.1f s\n",
-		r.Run, r.Seed, r.Workers, r.Producers, r.Seconds, r.Heartbeat)
+	mode := ""
+	if r.CompleteTx {
+		mode = ", handlers use CompleteTx"
+	}
+	fmt.Fprintf(w, "chaos run %s: seed %d, %d workers, %d producers, %.0f s, heartbeat timeout %.1f s%s\n",
+		r.Run, r.Seed, r.Workers, r.Producers, r.Seconds, r.Heartbeat, mode)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "fault\tfaults\tacked\tfinished\tlost\tstuck\trepeats\tin crash window\t")
 	for _, row := range r.Rows {
