@@ -1,6 +1,7 @@
 package pgq
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -11,6 +12,7 @@ import (
 	"math"
 	"runtime/debug"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -613,7 +615,7 @@ func (w *run) loop(ctx context.Context) error {
 			want = false
 			n := min(w.rc.batchSize, free)
 			unwritten := w.unwritten.Load() // before the claim: see the drain check
-			jobs, again, err := w.claim(ctx, n)
+			jobs, again, raced, err := w.claim(ctx, n)
 			switch {
 			case err != nil && ctx.Err() != nil:
 				continue
@@ -638,7 +640,7 @@ func (w *run) loop(ctx context.Context) error {
 				// Drain ends when nothing is claimable, running or waiting to be
 				// written: an outcome not written when the claim began can hold
 				// a concurrency limit (its write wakes the loop again).
-				if w.rc.mode == ModeDrain && len(jobs) == 0 && inFlight == 0 && unwritten == 0 {
+				if w.rc.mode == ModeDrain && len(jobs) == 0 && inFlight == 0 && unwritten == 0 && !raced {
 					return w.shutdown(ctx, 0, cancelJobs, completerDone)
 				}
 				nextLook = time.Time{}
@@ -825,8 +827,9 @@ func (w *run) checkListener(ctx context.Context) {
 }
 
 // claim takes up to n jobs. again, when positive, says a rate limit held
-// jobs back and when to look again.
-func (w *run) claim(ctx context.Context, n int) (jobs []*attempt, again time.Duration, err error) {
+// jobs back and when to look again. raced says the claim lost a capacity
+// slot to another worker's and took nothing: jobs may well be waiting.
+func (w *run) claim(ctx context.Context, n int) (jobs []*attempt, again time.Duration, raced bool, err error) {
 	caps := make([]int32, len(w.names))
 	for i := range caps {
 		caps[i] = int32(n)
@@ -845,6 +848,10 @@ func (w *run) claim(ctx context.Context, n int) (jobs []*attempt, again time.Dur
 			rows, err = w.qm.q.JobsClaim(ctx, s.db, params)
 		} else {
 			rows, again, err = w.claimLimited(ctx, s, params)
+			if errors.Is(err, errSlotRace) {
+				rows, again, raced = nil, lostSlotRace, true
+				return nil
+			}
 		}
 		if err != nil || len(rows) >= n || again != 0 {
 			return err
@@ -857,7 +864,7 @@ func (w *run) claim(ctx context.Context, n int) (jobs []*attempt, again time.Dur
 		return nil
 	})
 	if err != nil {
-		return nil, 0, interpretError(err)
+		return nil, 0, false, interpretError(err)
 	}
 	jobs = make([]*attempt, len(rows))
 	for i, r := range rows {
@@ -876,12 +883,18 @@ func (w *run) claim(ctx context.Context, n int) (jobs []*attempt, again time.Dur
 	if secs >= 0 {
 		again = max(time.Duration(secs*float64(time.Second)), time.Millisecond)
 	}
-	return jobs, again, nil
+	return jobs, again, raced, nil
 }
 
 // claimLimited claims in a transaction that first takes the fleet-wide
-// locks of the limited entrypoints, then counts their running jobs and
-// recent starts, and lowers their caps accordingly.
+// locks of the limited entrypoints, then counts their held jobs and
+// recent starts, and lowers their caps accordingly. Jobs of entrypoints
+// with a concurrency limit get capacity slots as PGQueuer 1.4+ gives them
+// (JobsAssignSlots), so that its workers and pgq's enforce one limit
+// together. A claim that lost a slot to another worker's concurrent
+// claim, or found the limit passed by claims committed since it counted
+// (PGQueuer before 1.4 counts without a lock), is rolled back: it returns
+// no jobs and asks to look again soon.
 func (w *run) claimLimited(ctx context.Context, s session, p dbgen.JobsClaimParams) (rows []*dbgen.JobsClaimRow, again time.Duration, err error) {
 	tx, err := s.begin(ctx, nil)
 	if err != nil {
@@ -895,25 +908,36 @@ func (w *run) claimLimited(ctx context.Context, s session, p dbgen.JobsClaimPara
 	}); err != nil {
 		return nil, 0, err
 	}
-	running, err := q.JobsRunningByEntrypoint(ctx, db, dbgen.JobsRunningByEntrypointParams{
-		Entrypoints: w.limited, StaleAfterUs: w.rc.heartbeatTimeout.Microseconds(),
-	})
-	if err != nil {
-		return nil, 0, err
-	}
-	started, err := q.LogStartedByEntrypoint(ctx, db, dbgen.LogStartedByEntrypointParams{
-		Entrypoints: w.limited, WindowUs: time.Second.Microseconds(),
-	})
-	if err != nil {
-		return nil, 0, err
+	var concurrency, rate []string
+	for _, name := range w.limited {
+		if w.eps[name].concurrencyLimit > 0 {
+			concurrency = append(concurrency, name)
+		}
+		if w.eps[name].rateLimit > 0 {
+			rate = append(rate, name)
+		}
 	}
 	runningBy := map[string]int32{}
-	for _, r := range running {
-		runningBy[r.Entrypoint] = r.Running
+	if len(concurrency) > 0 {
+		running, err := q.JobsRunningByEntrypoint(ctx, db, concurrency)
+		if err != nil {
+			return nil, 0, err
+		}
+		for _, r := range running {
+			runningBy[r.Entrypoint] = r.Running
+		}
 	}
 	startedBy := map[string]int32{}
-	for _, r := range started {
-		startedBy[r.Entrypoint] = r.Started
+	if len(rate) > 0 {
+		started, err := q.LogStartedByEntrypoint(ctx, db, dbgen.LogStartedByEntrypointParams{
+			Entrypoints: rate, WindowUs: time.Second.Microseconds(),
+		})
+		if err != nil {
+			return nil, 0, err
+		}
+		for _, r := range started {
+			startedBy[r.Entrypoint] = r.Started
+		}
 	}
 	for i, name := range p.Entrypoints {
 		ep := w.eps[name]
@@ -937,7 +961,62 @@ func (w *run) claimLimited(ctx context.Context, s session, p dbgen.JobsClaimPara
 	if err != nil {
 		return nil, 0, err
 	}
+	if ok, err := w.assignSlots(ctx, db, rows); err != nil || !ok {
+		return nil, 0, cmp.Or(err, errSlotRace)
+	}
 	return rows, again, tx.Commit()
+}
+
+// errSlotRace is claimLimited's rolled-back claim (see assignSlots);
+// lostSlotRace is how soon the worker looks again after one.
+var errSlotRace = errors.New("pgq: claim lost a capacity slot to a concurrent claim")
+
+const lostSlotRace = 5 * time.Millisecond
+
+// assignSlots gives the claimed jobs of entrypoints with a concurrency
+// limit their capacity slots. It reports false when the claim must be
+// rolled back: a slot was taken by a concurrent claim, or the limit was
+// passed by claims committed since the count.
+func (w *run) assignSlots(ctx context.Context, db sqlname.DBTX, rows []*dbgen.JobsClaimRow) (bool, error) {
+	claimed := map[string]int32{}
+	var ids []int64
+	for _, r := range rows {
+		if w.eps[r.Entrypoint].concurrencyLimit > 0 {
+			claimed[r.Entrypoint]++
+			ids = append(ids, r.ID)
+		}
+	}
+	if len(ids) == 0 {
+		return true, nil
+	}
+	p := dbgen.JobsAssignSlotsParams{Ids: ids}
+	for _, name := range w.limited {
+		if n := w.eps[name].concurrencyLimit; n > 0 && claimed[name] > 0 {
+			p.Entrypoints = append(p.Entrypoints, name)
+			p.Limits = append(p.Limits, int32(n))
+		}
+	}
+	got, err := w.qm.q.JobsAssignSlots(ctx, db, p)
+	if err != nil {
+		if slotRace(err) {
+			return false, nil
+		}
+		return false, err
+	}
+	for _, g := range got {
+		if g.Assigned < claimed[g.Entrypoint] || g.Holding > int32(w.eps[g.Entrypoint].concurrencyLimit) {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// slotRace reports whether err is a claim losing a capacity slot to a
+// concurrent claim: a unique violation on the slot index, or two claims
+// waiting on each other's slots.
+func slotRace(err error) bool {
+	pe, ok := asPgError(err)
+	return ok && (pe.Code == "40P01" || pe.Code == "23505" && strings.HasSuffix(pe.Constraint, "picked_slot_idx"))
 }
 
 // execute runs one job's handler and hands its outcome to the completer,

@@ -1,8 +1,10 @@
 package pgq_test
 
 import (
+	"context"
 	"database/sql"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -121,6 +123,115 @@ func TestFoldTakesPGQueuerAdvisoryLock(t *testing.T) {
 		}
 		if n := fold(); n != 1 {
 			t.Fatalf("folded %d rows after the lock was released, want 1", n)
+		}
+	})
+}
+
+// pgq's claims of an entrypoint with a concurrency limit take capacity
+// slots in [0, limit) as PGQueuer 1.4+ does: never a slot another worker's
+// picked job holds, and a claim that meets another worker's uncommitted
+// claim of the same slot backs off and claims again, instead of running
+// more jobs than the limit.
+func TestClaimTakesCapacitySlots(t *testing.T) {
+	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
+		ctx := testCtx(t)
+		const limit = 3
+		other := uuid.New().String()
+		pick := `INSERT INTO pgqueuer (priority, entrypoint, status, slot, queue_manager_id) VALUES (0, 'lim', 'picked', $1, $2)`
+		// Another worker holds slot 1, and is claiming slot 0 (not
+		// committed yet), as a PGQueuer 1.4+ worker does.
+		if _, err := db.ExecContext(ctx, pick, 1, other); err != nil {
+			t.Fatal(err)
+		}
+		tx, err := db.BeginTx(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tx.Rollback()
+		if _, err := tx.ExecContext(ctx, pick, 0, other); err != nil {
+			t.Fatal(err)
+		}
+		var jobs []pgq.NewJob
+		for range 5 {
+			jobs = append(jobs, pgq.NewJob{Entrypoint: "lim"})
+		}
+		if _, err := pgq.NewQueries(db).EnqueueBatch(ctx, jobs); err != nil {
+			t.Fatal(err)
+		}
+		release := make(chan struct{})
+		qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
+		if err := qm.Entrypoint("lim", func(ctx context.Context, _ *pgq.Job) error {
+			select {
+			case <-release:
+			case <-ctx.Done():
+			}
+			return nil
+		}, pgq.WithConcurrencyLimit(limit)); err != nil {
+			t.Fatal(err)
+		}
+		runWorker(t, ctx, qm, pgq.WithDequeueTimeout(50*time.Millisecond))
+
+		// pgq counted one held job, claimed two and wants slots 0 and 2:
+		// slot 0 waits for the other worker's claim.
+		deadline := time.Now().Add(10 * time.Second)
+		for scalar[int](t, db, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`) == 0 {
+			if time.Now().After(deadline) {
+				t.Fatal("pgq's claim never waited for the slot the other worker is claiming")
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if err := tx.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		mine := func() []int64 {
+			t.Helper()
+			rows, err := db.QueryContext(ctx, `SELECT slot FROM pgqueuer WHERE entrypoint = 'lim' AND status = 'picked' AND queue_manager_id <> $1 ORDER BY slot`, other)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rows.Close()
+			var slots []int64
+			for rows.Next() {
+				var s sql.NullInt64
+				if err := rows.Scan(&s); err != nil {
+					t.Fatal(err)
+				}
+				if !s.Valid {
+					t.Fatal("pgq picked a limited job without a slot")
+				}
+				slots = append(slots, s.Int64)
+			}
+			return slots
+		}
+		// The lost race rolled back; the claim again finds one free slot.
+		deadline = time.Now().Add(10 * time.Second)
+		for len(mine()) == 0 && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		time.Sleep(300 * time.Millisecond) // time to overshoot, if it would
+		if got := mine(); len(got) != 1 || got[0] != 2 {
+			t.Fatalf("pgq holds slots %v beside the other worker's 0 and 1, want [2]", got)
+		}
+		if n := scalar[int](t, db, `SELECT count(*) FROM pgqueuer WHERE status = 'picked'`); n != limit {
+			t.Fatalf("%d jobs picked fleet-wide, limit %d", n, limit)
+		}
+
+		// The other worker finishes: pgq takes the slots it freed.
+		if _, err := db.ExecContext(ctx, `DELETE FROM pgqueuer WHERE queue_manager_id = $1`, other); err != nil {
+			t.Fatal(err)
+		}
+		for len(mine()) < limit && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if got := mine(); len(got) != limit || got[0] != 0 || got[1] != 1 || got[2] != 2 {
+			t.Fatalf("pgq holds slots %v, want [0 1 2]", got)
+		}
+		close(release)
+		for scalar[int](t, db, `SELECT count(*) FROM pgqueuer`) > 0 && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if n := scalar[int](t, db, `SELECT count(*) FROM pgqueuer_log WHERE entrypoint = 'lim' AND status = 'successful'`); n != 5 {
+			t.Fatalf("%d of 5 jobs successful", n)
 		}
 	})
 }

@@ -24,6 +24,106 @@ func (q *Queries) JobsAnalyze(ctx context.Context, db DBTX) error {
 	return err
 }
 
+const jobsAssignSlots = `-- name: JobsAssignSlots :many
+WITH limits AS (
+    SELECT unnest($1::text[]) AS entrypoint,
+           unnest($2::int[]) AS slots
+),
+mine AS (
+    SELECT j.id, j.entrypoint,
+           row_number() OVER (PARTITION BY j.entrypoint ORDER BY j.id) AS rank
+    FROM pgqueuer AS j
+    WHERE j.id = ANY($3::bigint[])
+),
+taken AS (
+    SELECT h.entrypoint, h.slot
+    FROM pgqueuer AS h
+    WHERE h.status = 'picked'
+      AND h.slot IS NOT NULL
+      AND h.entrypoint = ANY($1::text[])
+),
+free AS (
+    SELECT limits.entrypoint, s.slot,
+           row_number() OVER (PARTITION BY limits.entrypoint ORDER BY s.slot) AS rank
+    FROM limits
+    CROSS JOIN LATERAL generate_series(0::bigint, LEAST(
+        limits.slots,
+        (SELECT count(*) FROM mine WHERE mine.entrypoint = limits.entrypoint)
+        + (SELECT count(*) FROM taken WHERE taken.entrypoint = limits.entrypoint)
+    ) - 1) AS s(slot)
+    WHERE NOT EXISTS (
+        SELECT FROM taken
+        WHERE taken.entrypoint = limits.entrypoint AND taken.slot = s.slot
+    )
+),
+assigned AS (
+    UPDATE pgqueuer AS j
+    SET slot = free.slot
+    FROM mine
+    JOIN free ON free.entrypoint = mine.entrypoint AND free.rank = mine.rank
+    WHERE j.id = mine.id
+    RETURNING j.entrypoint
+)
+SELECT limits.entrypoint::text AS entrypoint,
+       (SELECT count(*) FROM assigned WHERE assigned.entrypoint = limits.entrypoint)::int AS assigned,
+       (SELECT count(*) FROM pgqueuer AS p
+        WHERE p.queue_manager_id IS NOT NULL
+          AND p.entrypoint = limits.entrypoint)::int AS holding
+FROM limits
+`
+
+type JobsAssignSlotsParams struct {
+	Entrypoints []string
+	Limits      []int32
+	Ids         []int64
+}
+
+type JobsAssignSlotsRow struct {
+	Entrypoint string
+	Assigned   int32
+	Holding    int32
+}
+
+// Gives the jobs ids, just claimed in this transaction for entrypoints
+// with a concurrency limit (limits, parallel to entrypoints), a capacity
+// slot as PGQueuer 1.4+ does for its own claims: per entrypoint, the
+// lowest slots in [0, limit) that no picked job holds, the lowest id
+// first. The unique index pgqueuer_picked_slot_idx then makes a claim
+// by another worker that takes the same slot at the same time fail
+// (unique_violation, or deadlock_detected when two claims wait on each
+// other) instead of running more jobs than the limit.
+//
+// Per entrypoint it returns how many jobs got a slot (fewer than claimed
+// when the slots ran out) and how many jobs have a holder, fleet-wide,
+// as this statement sees the table: this transaction's claims and every
+// claim committed so far, including those committed after the caller
+// counted (a PGQueuer before 1.4 takes no slot and no lock). The caller
+// rolls back when either says the limit would be passed.
+// At most as many slots are looked at as are taken plus wanted: the
+// lowest free ones are among them.
+func (q *Queries) JobsAssignSlots(ctx context.Context, db DBTX, arg JobsAssignSlotsParams) ([]*JobsAssignSlotsRow, error) {
+	rows, err := db.QueryContext(ctx, jobsAssignSlots, pq.Array(arg.Entrypoints), pq.Array(arg.Limits), pq.Array(arg.Ids))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []*JobsAssignSlotsRow
+	for rows.Next() {
+		var i JobsAssignSlotsRow
+		if err := rows.Scan(&i.Entrypoint, &i.Assigned, &i.Holding); err != nil {
+			return nil, err
+		}
+		items = append(items, &i)
+	}
+	if err := rows.Close(); err != nil {
+		return nil, err
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const jobsCancel = `-- name: JobsCancel :many
 WITH removed AS (
     DELETE FROM pgqueuer AS j
@@ -102,8 +202,9 @@ claimed AS (
         updated = now(),
         heartbeat = now(),
         queue_manager_id = $5,
-        -- pgq takes no capacity slot (PGQueuer 1.4+): a slot left on the
-        -- row by an earlier holder could collide on pgqueuer_picked_slot_idx.
+        -- A slot left on the row by an earlier holder could collide on
+        -- pgqueuer_picked_slot_idx; jobs of entrypoints with a concurrency
+        -- limit get theirs from JobsAssignSlots, in the same transaction.
         slot = NULL
     -- An array, not a join: the planner cannot size the candidates and,
     -- joining, may hash the whole table; = ANY(array) probes the primary key.
@@ -838,25 +939,23 @@ func (q *Queries) JobsRequeue(ctx context.Context, db DBTX, ids []int64) ([]int6
 const jobsRunningByEntrypoint = `-- name: JobsRunningByEntrypoint :many
 SELECT r.entrypoint, count(*)::int AS running
 FROM pgqueuer AS r
-WHERE r.status = 'picked'
+WHERE r.queue_manager_id IS NOT NULL
   AND r.entrypoint = ANY($1::text[])
-  AND r.heartbeat >= now() - ($2::bigint) * interval '1 microsecond'
 GROUP BY r.entrypoint
 `
-
-type JobsRunningByEntrypointParams struct {
-	Entrypoints  []string
-	StaleAfterUs int64
-}
 
 type JobsRunningByEntrypointRow struct {
 	Entrypoint string
 	Running    int32
 }
 
-// Running (picked, heartbeat fresh) jobs per entrypoint, fleet-wide.
-func (q *Queries) JobsRunningByEntrypoint(ctx context.Context, db DBTX, arg JobsRunningByEntrypointParams) ([]*JobsRunningByEntrypointRow, error) {
-	rows, err := db.QueryContext(ctx, jobsRunningByEntrypoint, pq.Array(arg.Entrypoints), arg.StaleAfterUs)
+// Jobs held by a worker per entrypoint, fleet-wide, counted as PGQueuer
+// counts them for its concurrency limits (every row with a holder, stale
+// heartbeat or not): what a concurrency limit leaves room for. A stale
+// job counts until it is released (JobsReleaseStale) or, by PGQueuer,
+// picked again; it keeps its capacity slot until then.
+func (q *Queries) JobsRunningByEntrypoint(ctx context.Context, db DBTX, entrypoints []string) ([]*JobsRunningByEntrypointRow, error) {
+	rows, err := db.QueryContext(ctx, jobsRunningByEntrypoint, pq.Array(entrypoints))
 	if err != nil {
 		return nil, err
 	}
