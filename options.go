@@ -16,7 +16,8 @@ type common struct {
 	noWidenID  bool
 	listenDSN  string
 	logger     *slog.Logger
-	err        error // the first invalid option, reported by the constructor
+	hooks      []EnqueueHook // Queries only
+	err        error         // the first invalid option, reported by the constructor
 }
 
 func (c *common) setErr(err error) {

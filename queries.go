@@ -147,10 +147,46 @@ func validateJob(i int, j NewJob) error {
 	return nil
 }
 
+// EnqueueFunc enqueues jobs and returns their ids in input order (0 for a
+// skipped duplicate): the step an EnqueueHook wraps.
+type EnqueueFunc func(ctx context.Context, jobs []NewJob) ([]JobID, error)
+
+// EnqueueHook wraps every Enqueue and EnqueueBatch call of a Queries (one
+// call of next per call, with all of a batch's jobs), for tracing, metrics
+// or headers of your own: it may start a span around next, add headers to
+// the jobs, look at the error. jobs is the caller's slice: a hook that
+// changes jobs passes next a copy. Enqueue passes a slice of one job.
+type EnqueueHook func(next EnqueueFunc) EnqueueFunc
+
+type enqueueHookOption []EnqueueHook
+
+func (o enqueueHookOption) applyQueries(c *common) { c.hooks = append(c.hooks, o...) }
+
+// WithEnqueueHook makes every Enqueue and EnqueueBatch of the Queries go
+// through hooks, in order (the first is outermost). Jobs enqueued in other
+// ways (by a SchedulerManager, or a retry) do not.
+func WithEnqueueHook(hooks ...EnqueueHook) Option { return enqueueHookOption(hooks) }
+
 func (q *Queries) enqueue(ctx context.Context, jobs []NewJob, skipDuplicates bool) ([]JobID, error) {
 	if q.cfg.err != nil {
 		return nil, q.cfg.err
 	}
+	if len(q.cfg.hooks) == 0 {
+		return q.insert(ctx, jobs, skipDuplicates)
+	}
+	next := EnqueueFunc(func(ctx context.Context, jobs []NewJob) ([]JobID, error) {
+		return q.insert(ctx, jobs, skipDuplicates)
+	})
+	for i := len(q.cfg.hooks) - 1; i >= 0; i-- {
+		if h := q.cfg.hooks[i]; h != nil {
+			next = h(next)
+		}
+	}
+	return next(ctx, jobs)
+}
+
+// insert validates jobs and enqueues them in one statement.
+func (q *Queries) insert(ctx context.Context, jobs []NewJob, skipDuplicates bool) ([]JobID, error) {
 	n := len(jobs)
 	p := dbgen.JobsEnqueueParams{
 		Priorities:     make([]int32, n),

@@ -5,6 +5,9 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -262,6 +265,67 @@ func TestMarkJobAsCancelledQueued(t *testing.T) {
 		sizes, err := q.QueueSize(ctx)
 		if err != nil || len(sizes) != 1 || sizes[0] != (pgq.QueueCount{Entrypoint: "c", Status: pgq.StatusQueued, Count: 1}) {
 			t.Fatalf("QueueSize = %+v, %v", sizes, err)
+		}
+	})
+}
+
+// Enqueue hooks see each call once, with all of a batch's jobs, in order
+// (the first outermost); the jobs a hook passes on are what is stored; an
+// error from the insert comes back through them, and the caller's jobs are
+// left as they were.
+func TestEnqueueHooks(t *testing.T) {
+	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
+		ctx := testCtx(t)
+		var calls []string
+		tag := func(name string) pgq.EnqueueHook {
+			return func(next pgq.EnqueueFunc) pgq.EnqueueFunc {
+				return func(ctx context.Context, jobs []pgq.NewJob) ([]pgq.JobID, error) {
+					calls = append(calls, fmt.Sprintf("%s:%d", name, len(jobs)))
+					tagged := slices.Clone(jobs)
+					for i := range tagged {
+						h := maps.Clone(tagged[i].Headers)
+						if h == nil {
+							h = map[string]string{}
+						}
+						h["seen-by"] += name
+						tagged[i].Headers = h
+					}
+					ids, err := next(ctx, tagged)
+					if err != nil {
+						calls = append(calls, name+":err")
+					}
+					return ids, err
+				}
+			}
+		}
+		q := pgq.NewQueries(db, pgq.WithEnqueueHook(tag("a"), nil, tag("b")))
+		id, err := q.Enqueue(ctx, "hooked", nil, pgq.WithHeaders(map[string]string{"mine": "1"}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		batch := []pgq.NewJob{{Entrypoint: "hooked"}, {Entrypoint: "hooked", DedupeKey: "k"}}
+		ids, err := q.EnqueueBatch(ctx, batch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if batch[0].Headers != nil {
+			t.Errorf("the caller's jobs were changed: %v", batch[0].Headers)
+		}
+		for _, id := range append([]pgq.JobID{id}, ids...) {
+			h := scalar[string](t, db, "SELECT headers->>'seen-by' FROM pgqueuer WHERE id = $1", int64(id))
+			if h != "ab" {
+				t.Errorf("job %d: seen-by %q, want ab", id, h)
+			}
+		}
+		if mine := scalar[string](t, db, "SELECT headers->>'mine' FROM pgqueuer WHERE id = $1", int64(id)); mine != "1" {
+			t.Errorf("the caller's own header: %q", mine)
+		}
+		if _, err := q.Enqueue(ctx, "hooked", nil, pgq.WithDedupeKey("k")); !errors.Is(err, pgq.ErrDuplicateJob) {
+			t.Fatalf("duplicate through hooks: %v", err)
+		}
+		want := []string{"a:1", "b:1", "a:2", "b:2", "a:1", "b:1", "b:err", "a:err"}
+		if !slices.Equal(calls, want) {
+			t.Errorf("calls %q, want %q", calls, want)
 		}
 	})
 }
