@@ -3,6 +3,8 @@
 GO      ?= go
 SQLC    := $(GO) tool -modfile=tools/go.mod sqlc
 WITHPG  := $(GO) run ./internal/cmd/withpg --
+# gotest's: also installs PgBouncer when missing (as root, with apt-get).
+WITHPGB := $(GO) run ./internal/cmd/withpg -pgbouncer --
 # Extra flags for go test, e.g. make test TESTFLAGS='-run TestWatcher -v'
 TESTFLAGS ?=
 
@@ -20,8 +22,8 @@ demo: ## Run the demo (a throwaway PostgreSQL unless PGQ_DSN is set)
 test: verify gotest chaos fuzz ## Check generated code and formatting, run every test on a throwaway PostgreSQL, a 60-s chaos run, fuzz briefly
 
 .PHONY: gotest
-gotest: pgqueuer-env ## Run go test -race ./... on a throwaway PostgreSQL (or PGQ_TEST_DSN)
-	PGQUEUER_ENV=$$(cat $(PGQUEUER_DIR)/.envpath 2>/dev/null) $(WITHPG) sh -c '$(GO) test -race -count=1 -timeout 15m $(TESTFLAGS) ./... && cd pgqprom && $(GO) test -race -count=1 -timeout 5m ./...'
+gotest: pgqueuer-env ## Run go test -race ./... on a throwaway PostgreSQL (or PGQ_TEST_DSN), PgBouncer installed
+	PGQUEUER_ENV=$$(cat $(PGQUEUER_DIR)/.envpath 2>/dev/null) $(WITHPGB) sh -c '$(GO) test -race -count=1 -timeout 15m $(TESTFLAGS) ./... && cd pgqprom && $(GO) test -race -count=1 -timeout 5m ./...'
 
 # pgq chaos on its own throwaway server, every fault kind (restarts and
 # crashes included); it fails when a job is lost or stuck or ran twice

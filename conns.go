@@ -50,7 +50,7 @@ func newLane(db *sql.DB, names sqlname.Names, pin bool) *lane {
 // do runs f on the lane's connection, taking one first if it has none.
 func (l *lane) do(ctx context.Context, f func(s session) error) error {
 	if !l.pin {
-		return f(session{db: l.pooled, begin: l.db.BeginTx})
+		return hintPooler(f(session{db: l.pooled, begin: l.db.BeginTx}))
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -73,7 +73,7 @@ func (l *lane) do(ctx context.Context, f func(s session) error) error {
 				continue
 			}
 		}
-		return err
+		return hintPooler(err)
 	}
 }
 

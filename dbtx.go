@@ -50,7 +50,7 @@ func wrapDB(names sqlname.Names, db sqlname.DBTX) sqlname.DBTX {
 // *sql.DB and revision) when the schema carries a PGQueuer schema revision
 // newer than pgq knows.
 func checkSchema(ctx context.Context, db DBTX, c common) error {
-	err := verify(ctx, db, c)
+	err := hintPooler(verify(ctx, db, c))
 	var se *SchemaError
 	if errors.As(err, &se) {
 		return err

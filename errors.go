@@ -128,6 +128,9 @@ func interpretError(err error) error {
 	if !ok {
 		return err
 	}
+	if hinted := hintPooler(err); hinted != err {
+		return hinted
+	}
 	switch pe.Code {
 	case "42P01", "42704", "42883": // undefined_table, undefined_object, undefined_function
 		return fmt.Errorf("%w (%s): run `pgq install` or `pgq upgrade` (or pgq.Install/pgq.Upgrade) first",
@@ -155,4 +158,42 @@ func dedupeKeyFromDetail(detail string) string {
 		return ""
 	}
 	return detail[i+len(open) : j]
+}
+
+// poolerStatementHint is what pgq adds to an error that says the driver's
+// prepared statements did not survive a transaction-mode pooler.
+const poolerStatementHint = "the driver's prepared statements do not survive the transaction-mode pooler " +
+	"(PgBouncer before 1.21, or without max_prepared_statements) between pgq and the server: " +
+	"add default_query_exec_mode=cache_describe (pgx) or binary_parameters=yes (lib/pq) to the pool's DSN, " +
+	"or use session mode (see pgq's docs/pgbouncer.md)"
+
+// poolerError is a server error that a transaction-mode pooler caused,
+// with the hint how to fix it.
+type poolerError struct{ err error }
+
+func (e *poolerError) Error() string { return e.err.Error() + ": " + poolerStatementHint }
+func (e *poolerError) Unwrap() error { return e.err }
+
+// hintPooler returns err wrapped with poolerStatementHint when it says
+// that a statement met a server connection that is not the one it was
+// prepared on: pgx's cached statement missing or already there (another
+// client prepared it on that server connection), or lib/pq's unnamed
+// statement missing or someone else's. Other errors are returned
+// unchanged.
+func hintPooler(err error) error {
+	var already *poolerError
+	if err == nil || errors.As(err, &already) {
+		return err
+	}
+	pe, ok := asPgError(err)
+	if !ok {
+		return err
+	}
+	switch {
+	case pe.Code == "42P05" && strings.Contains(pe.Message, "stmtcache_"), // duplicate_prepared_statement
+		pe.Code == "26000" && strings.Contains(pe.Message, "prepared statement"),    // invalid_sql_statement_name
+		pe.Code == "08P01" && strings.Contains(pe.Message, "bind message supplies"): // protocol_violation
+		return &poolerError{err}
+	}
+	return err
 }

@@ -41,8 +41,9 @@ func main() {
 
 func run() int {
 	verbose := flag.Bool("v", false, "print the server's progress lines")
+	bouncer := flag.Bool("pgbouncer", false, "make sure PgBouncer is installed (with apt-get, as root, when missing) for the tests that start one")
 	flag.Usage = func() {
-		fmt.Fprintf(flag.CommandLine.Output(), "usage: withpg [-v] -- COMMAND [ARG...]\n\n"+
+		fmt.Fprintf(flag.CommandLine.Output(), "usage: withpg [-v] [-pgbouncer] -- COMMAND [ARG...]\n\n"+
 			"Runs COMMAND with %s set to a private PostgreSQL server's DSN,\n"+
 			"starting the server first unless %s is already set.\n\n", envDSN, envDSN)
 		flag.PrintDefaults()
@@ -66,6 +67,9 @@ func run() int {
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sigs)
 
+	if *bouncer {
+		findPgBouncer(*verbose)
+	}
 	env := os.Environ()
 	if os.Getenv(envDSN) == "" {
 		c, code := startCluster(*verbose, sigs)
@@ -82,6 +86,21 @@ func run() int {
 		env = append(env, envDSN+"="+c.DSN("postgres"))
 	}
 	return runCommand(path, args, env, sigs)
+}
+
+// findPgBouncer finds or installs PgBouncer now, before the tests run, so
+// that no test installs it while others measure time; when it cannot, it
+// says so: the tests that need it skip.
+func findPgBouncer(verbose bool) {
+	var log io.Writer
+	if verbose {
+		log = os.Stderr
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	if _, err := pgcluster.FindPgBouncer(ctx, log); err != nil {
+		fmt.Fprintf(os.Stderr, "withpg: the PgBouncer tests will skip: %v\n", err)
+	}
 }
 
 // startCluster starts the server; a signal cancels the start. On failure it
