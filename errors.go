@@ -191,8 +191,8 @@ func hintPooler(err error) error {
 	}
 	switch {
 	case pe.Code == "42P05" && strings.Contains(pe.Message, "stmtcache_"), // duplicate_prepared_statement
-		pe.Code == "26000" && strings.Contains(pe.Message, "prepared statement"),    // invalid_sql_statement_name
-		pe.Code == "08P01" && strings.Contains(pe.Message, "bind message supplies"): // protocol_violation
+		pe.Code == "26000" && strings.Contains(pe.Message, "prepared statement"), // invalid_sql_statement_name
+		pe.Code == "08P01" && strings.HasPrefix(pe.Message, "bind message"):      // protocol_violation
 		return &poolerError{err}
 	}
 	return err
