@@ -54,7 +54,9 @@ var (
 	_                                                                             = []pgq.RunOption{pgq.WithBatchSize(1), pgq.WithDequeueTimeout(1),
 		pgq.WithMaxConcurrentTasks(1), pgq.WithHeartbeatTimeout(1), pgq.WithMode(pgq.ModeContinuous), pgq.WithMode(pgq.ModeDrain),
 		pgq.WithVacuum(false)}
-	_ = pgq.Job{ID: 0, Priority: 0, Entrypoint: "", Payload: nil, Headers: nil, Attempts: 0, Created: time.Time{}, ExecuteAfter: time.Time{}}
+	_ func(context.Context, *sql.Tx, *pgq.Job) error = pgq.CompleteTx
+	_ error                                          = pgq.ErrJobLost
+	_                                                = pgq.Job{ID: 0, Priority: 0, Entrypoint: "", Payload: nil, Headers: nil, Attempts: 0, Created: time.Time{}, ExecuteAfter: time.Time{}}
 
 	_ func(context.Context, *sql.DB, ...pgq.WatcherOption) (*pgq.CompletionWatcher, error)         = pgq.NewCompletionWatcher
 	_ pgq.WatcherOption                                                                            = pgq.WithListenDSN("")

@@ -354,7 +354,12 @@ var (
 type attempt struct {
 	job    *Job
 	token  int64 // the claim's claim_token (see JobsClaim)
+	qm     *QueueManager
 	cancel context.CancelCauseFunc
+	// completedTx is set once CompleteTx has deleted the job in the
+	// handler's transaction: when the row is gone, that transaction
+	// committed (the job is done), not a lost claim.
+	completedTx atomic.Bool
 
 	// Guarded by run.mu.
 	returned bool // the handler returned; its outcome is on its way
@@ -868,7 +873,7 @@ func (w *run) claim(ctx context.Context, n int) (jobs []*attempt, again time.Dur
 	}
 	jobs = make([]*attempt, len(rows))
 	for i, r := range rows {
-		jobs[i] = &attempt{token: r.ClaimToken, job: &Job{
+		jobs[i] = &attempt{token: r.ClaimToken, qm: w.qm, job: &Job{
 			ID:           JobID(r.ID),
 			Priority:     r.Priority,
 			Entrypoint:   r.Entrypoint,
@@ -879,6 +884,7 @@ func (w *run) claim(ctx context.Context, n int) (jobs []*attempt, again time.Dur
 			Created:      r.Created,
 			ExecuteAfter: r.ExecuteAfter,
 		}}
+		jobs[i].job.att = jobs[i]
 	}
 	if secs >= 0 {
 		again = max(time.Duration(secs*float64(time.Second)), time.Millisecond)
@@ -1246,7 +1252,7 @@ func (w *run) finish(batch []outcome) {
 		if w.running[o.id] == o.att {
 			delete(w.running, o.id)
 		}
-		if !done[int64(o.id)] && !o.att.lost && o.status != StatusCanceled && written {
+		if !done[int64(o.id)] && !o.att.lost && o.status != StatusCanceled && written && !o.att.completedTx.Load() {
 			w.logger.Warn("pgq: outcome of a job no longer held not written",
 				"job_id", o.id, "entrypoint", o.att.job.Entrypoint, "status", o.status, "lost_total", w.lost.Add(1))
 		}
@@ -1339,8 +1345,9 @@ func (w *run) beat(ctx context.Context) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for _, a := range atts {
-		if t, ok := token[int64(a.job.ID)]; ok && t == a.token {
-			continue
+		t, ok := token[int64(a.job.ID)]
+		if ok && t == a.token || !ok && a.completedTx.Load() {
+			continue // held, or completed by the handler's committed transaction
 		}
 		if w.running[a.job.ID] == a && !a.returned {
 			w.loseLocked(a, "by the heartbeat")

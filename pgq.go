@@ -75,6 +75,8 @@ type Job struct {
 	DedupeKey    string            // "" when the job has none
 	Created      time.Time
 	ExecuteAfter time.Time
+
+	att *attempt // the claim that handed the job out (see CompleteTx)
 }
 
 // Handler runs one job. Returning nil records the job as successful;

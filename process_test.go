@@ -39,6 +39,8 @@ func workerProcess() int {
 	switch os.Getenv(workerEnvMode) {
 	case "scheduler":
 		return schedulerProcess(ctx, db)
+	case "completetx":
+		return completeTxProcess(ctx, db, dsn)
 	}
 	qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
 	_ = qm.Entrypoint("crash", func(ctx context.Context, j *pgq.Job) error {

@@ -306,6 +306,40 @@ func (q *Queries) JobsClaim(ctx context.Context, db DBTX, arg JobsClaimParams) (
 	return items, nil
 }
 
+const jobsCompleteTx = `-- name: JobsCompleteTx :execrows
+WITH finished AS (
+    DELETE FROM pgqueuer AS j
+    WHERE j.id = $1::bigint
+      AND (extract(epoch FROM j.updated) * 1000000)::bigint = $2::bigint
+      AND j.status = 'picked'
+      AND j.queue_manager_id = $3::uuid
+    RETURNING j.id, j.priority, j.entrypoint
+)
+INSERT INTO pgqueuer_log (job_id, status, priority, entrypoint)
+SELECT finished.id, 'successful', finished.priority, finished.entrypoint FROM finished
+`
+
+type JobsCompleteTxParams struct {
+	ID             int64
+	ClaimToken     int64
+	QueueManagerID uuid.UUID
+}
+
+// Marks one job successful inside the caller's transaction (CompleteTx):
+// deletes its row and writes its 'successful' log row, only while the job
+// is still held by the claim that ran it (this queue manager and
+// claim_token, see JobsClaim). It affects 1 row when it did that and 0 when
+// the job is no longer held (released as stale and maybe claimed again,
+// canceled, or already finished). The delete fires the job table's trigger,
+// whose notification is delivered when the caller's transaction commits.
+func (q *Queries) JobsCompleteTx(ctx context.Context, db DBTX, arg JobsCompleteTxParams) (int64, error) {
+	result, err := db.ExecContext(ctx, jobsCompleteTx, arg.ID, arg.ClaimToken, arg.QueueManagerID)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected()
+}
+
 const jobsCountByStatus = `-- name: JobsCountByStatus :many
 SELECT j.entrypoint, j.priority, j.status, count(*)::bigint AS count
 FROM pgqueuer AS j
@@ -670,12 +704,28 @@ func (q *Queries) JobsFinish(ctx context.Context, db DBTX, arg JobsFinishParams)
 }
 
 const jobsHeartbeat = `-- name: JobsHeartbeat :many
-UPDATE pgqueuer AS j
-SET heartbeat = now()
-WHERE j.id = ANY($1::bigint[])
-  AND j.status IS NOT DISTINCT FROM 'picked'
-  AND j.queue_manager_id IS NOT DISTINCT FROM $2
-RETURNING j.id, (extract(epoch FROM j.updated) * 1000000)::bigint AS claim_token
+WITH free AS (
+    SELECT f.id
+    FROM pgqueuer AS f
+    WHERE f.id = ANY($1::bigint[])
+      AND f.status IS NOT DISTINCT FROM 'picked'
+      AND f.queue_manager_id IS NOT DISTINCT FROM $2
+    FOR UPDATE SKIP LOCKED
+),
+beaten AS (
+    UPDATE pgqueuer AS j
+    SET heartbeat = now()
+    WHERE j.id = ANY(ARRAY(SELECT free.id FROM free))
+    RETURNING j.id, (extract(epoch FROM j.updated) * 1000000)::bigint AS claim_token
+)
+SELECT beaten.id, beaten.claim_token FROM beaten
+UNION ALL
+SELECT b.id, (extract(epoch FROM b.updated) * 1000000)::bigint AS claim_token
+FROM pgqueuer AS b
+WHERE b.id = ANY($1::bigint[])
+  AND b.status IS NOT DISTINCT FROM 'picked'
+  AND b.queue_manager_id IS NOT DISTINCT FROM $2
+  AND b.id <> ALL(ARRAY(SELECT free.id FROM free))
 `
 
 type JobsHeartbeatParams struct {
@@ -694,6 +744,12 @@ type JobsHeartbeatRow struct {
 // is no longer held by the claim the caller ran (it was canceled, or
 // released after a stale heartbeat and maybe claimed again). IS NOT
 // DISTINCT FROM keeps the look-up on the primary key (see JobsFinish).
+//
+// It never waits for a row lock: a row another transaction holds locked (a
+// handler's transaction that has called CompleteTx and not committed yet, a
+// cancellation in progress) is skipped, not refreshed, and reported as its
+// last committed version says, so that one open transaction does not hold
+// up the heartbeats of every other job of the worker.
 func (q *Queries) JobsHeartbeat(ctx context.Context, db DBTX, arg JobsHeartbeatParams) ([]*JobsHeartbeatRow, error) {
 	rows, err := db.QueryContext(ctx, jobsHeartbeat, pq.Array(arg.Ids), arg.QueueManagerID)
 	if err != nil {

@@ -371,6 +371,25 @@ FROM changed
 JOIN outcome ON outcome.id = changed.id
 RETURNING pgqueuer_log.job_id;
 
+-- name: JobsCompleteTx :execrows
+-- Marks one job successful inside the caller's transaction (CompleteTx):
+-- deletes its row and writes its 'successful' log row, only while the job
+-- is still held by the claim that ran it (this queue manager and
+-- claim_token, see JobsClaim). It affects 1 row when it did that and 0 when
+-- the job is no longer held (released as stale and maybe claimed again,
+-- canceled, or already finished). The delete fires the job table's trigger,
+-- whose notification is delivered when the caller's transaction commits.
+WITH finished AS (
+    DELETE FROM pgqueuer AS j
+    WHERE j.id = @id::bigint
+      AND (extract(epoch FROM j.updated) * 1000000)::bigint = @claim_token::bigint
+      AND j.status = 'picked'
+      AND j.queue_manager_id = @queue_manager_id::uuid
+    RETURNING j.id, j.priority, j.entrypoint
+)
+INSERT INTO pgqueuer_log (job_id, status, priority, entrypoint)
+SELECT finished.id, 'successful', finished.priority, finished.entrypoint FROM finished;
+
 -- name: JobsHeartbeat :many
 -- Refreshes the heartbeat of the running jobs this queue manager holds and
 -- returns their ids with the token of the claim that holds each (see
@@ -378,12 +397,34 @@ RETURNING pgqueuer_log.job_id;
 -- is no longer held by the claim the caller ran (it was canceled, or
 -- released after a stale heartbeat and maybe claimed again). IS NOT
 -- DISTINCT FROM keeps the look-up on the primary key (see JobsFinish).
-UPDATE pgqueuer AS j
-SET heartbeat = now()
-WHERE j.id = ANY(@ids::bigint[])
-  AND j.status IS NOT DISTINCT FROM 'picked'
-  AND j.queue_manager_id IS NOT DISTINCT FROM @queue_manager_id
-RETURNING j.id, (extract(epoch FROM j.updated) * 1000000)::bigint AS claim_token;
+--
+-- It never waits for a row lock: a row another transaction holds locked (a
+-- handler's transaction that has called CompleteTx and not committed yet, a
+-- cancellation in progress) is skipped, not refreshed, and reported as its
+-- last committed version says, so that one open transaction does not hold
+-- up the heartbeats of every other job of the worker.
+WITH free AS (
+    SELECT f.id
+    FROM pgqueuer AS f
+    WHERE f.id = ANY(@ids::bigint[])
+      AND f.status IS NOT DISTINCT FROM 'picked'
+      AND f.queue_manager_id IS NOT DISTINCT FROM @queue_manager_id
+    FOR UPDATE SKIP LOCKED
+),
+beaten AS (
+    UPDATE pgqueuer AS j
+    SET heartbeat = now()
+    WHERE j.id = ANY(ARRAY(SELECT free.id FROM free))
+    RETURNING j.id, (extract(epoch FROM j.updated) * 1000000)::bigint AS claim_token
+)
+SELECT beaten.id, beaten.claim_token FROM beaten
+UNION ALL
+SELECT b.id, (extract(epoch FROM b.updated) * 1000000)::bigint AS claim_token
+FROM pgqueuer AS b
+WHERE b.id = ANY(@ids::bigint[])
+  AND b.status IS NOT DISTINCT FROM 'picked'
+  AND b.queue_manager_id IS NOT DISTINCT FROM @queue_manager_id
+  AND b.id <> ALL(ARRAY(SELECT free.id FROM free));
 
 -- name: JobsRequeue :many
 -- Puts held (failed) jobs back in the queue, due now, with a fresh set of
