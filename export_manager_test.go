@@ -25,14 +25,20 @@ func SetUpkeepInterval(d time.Duration) (restore func()) {
 }
 
 // JobTableNeeds runs the worker's upkeep check of the default job table on
-// db: whether it wants ANALYZE and VACUUM.
+// db: whether it wants ANALYZE and VACUUM (and the role may run them).
 func JobTableNeeds(ctx context.Context, db dbgen.DBTX) (analyze, vacuum bool, err error) {
 	r, err := dbgen.New().JobsTableUpkeep(ctx, db, dbgen.JobsTableUpkeepParams{
 		MinDead: vacuumMinDead, TableName: sqlname.Names{}.Qualified(sqlname.JobTable),
 	})
-	return r.NeedsAnalyze, r.NeedsVacuum, err
+	return r.NeedsAnalyze && r.MayMaintain, r.NeedsVacuum && r.MayMaintain, err
 }
 
 // QueryDB returns db as pgq's own queries run on it (default names), for
 // tests that call dbgen directly.
 func QueryDB(db dbgen.DBTX) dbgen.DBTX { return wrapDB(sqlname.Names{}, db) }
+
+// QueryDBNamed returns db as pgq's own queries run on it with a prefix and
+// schema, for tests that call dbgen directly.
+func QueryDBNamed(db dbgen.DBTX, prefix, schema string) dbgen.DBTX {
+	return wrapDB(sqlname.Names{Prefix: prefix, Schema: schema}, db)
+}

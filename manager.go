@@ -489,6 +489,8 @@ type run struct {
 	// the same rows in different orders (the heartbeat by id, the outcome
 	// write by action, then id) and can deadlock, failing the heartbeat.
 	heldRows sync.Mutex
+
+	maintainOnce sync.Once // logs that the role may not vacuum the job table
 }
 
 // workerConns is how many connections of its pool a running worker holds
@@ -1424,6 +1426,15 @@ func (w *run) upkeep(ctx context.Context, vacuum bool) {
 	})
 	if err != nil {
 		w.warn(ctx, "pgq: reading the job table's statistics failed", err)
+		return
+	}
+	if !need.MayMaintain {
+		if need.NeedsAnalyze || vacuum && need.NeedsVacuum {
+			w.maintainOnce.Do(func() {
+				w.logger.Info("pgq: the job table wants VACUUM or ANALYZE, which this worker's role may not run (it needs the table's owner, or MAINTAIN on PostgreSQL 17+); leaving it to autovacuum",
+					"table", w.qm.cfg.names.Qualified(sqlname.JobTable))
+			})
+		}
 		return
 	}
 	if vacuum && need.NeedsVacuum {

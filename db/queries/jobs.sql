@@ -500,12 +500,16 @@ WHERE j.status = 'queued'
 -- since the last ANALYZE than a fifth of the table, and over 1000), which
 -- the claim plan depends on; needs_vacuum when its dead rows (every claimed
 -- and finished job leaves two) outnumber min_dead and a tenth of the table,
--- which autovacuum, waking once a minute, lets pile up under load; only
--- when the current user may vacuum it (has the privileges of its owner, as
--- VACUUM requires; else PostgreSQL would skip it with a warning each time).
+-- which autovacuum, waking once a minute, lets pile up under load; and
+-- may_maintain when the current user may VACUUM and ANALYZE it (has the
+-- privileges of its owner, or, from PostgreSQL 17, MAINTAIN on it; else
+-- PostgreSQL skips the table with a warning each time).
 SELECT COALESCE(s.n_mod_since_analyze > greatest(1000, c.reltuples * 0.2), false)::boolean AS needs_analyze,
-       COALESCE(s.n_dead_tup > greatest(@min_dead::bigint, c.reltuples * 0.1)
-                AND pg_catalog.pg_has_role(c.relowner, 'USAGE'), false)::boolean AS needs_vacuum
+       COALESCE(s.n_dead_tup > greatest(@min_dead::bigint, c.reltuples * 0.1), false)::boolean AS needs_vacuum,
+       (pg_catalog.pg_has_role(c.relowner, 'USAGE')
+        OR CASE WHEN current_setting('server_version_num')::int >= 170000
+                THEN pg_catalog.has_table_privilege(c.oid, 'MAINTAIN')
+                ELSE false END)::boolean AS may_maintain
 FROM pg_catalog.pg_class AS c
 LEFT JOIN pg_catalog.pg_stat_user_tables AS s ON s.relid = c.oid
 WHERE c.oid = to_regclass(@table_name::text);

@@ -91,11 +91,13 @@ func commands() []spec {
 			summary: "check that every pgq object exists",
 			details: "Prints \"schema OK\", or lists the missing objects and exits with code 1.",
 			new:     func() command { return &verifyCmd{} }},
-		{name: "sql", args: "install|upgrade|uninstall", group: groupSchema,
-			summary: "print the SQL of install, upgrade or uninstall (no database needed)",
+		{name: "sql", args: "install|upgrade|uninstall|grants", group: groupSchema,
+			summary: "print the SQL of install, upgrade or uninstall, or a role's grants (no database needed)",
 			details: "Prints the SQL that install, upgrade or uninstall would run, for review or for\n" +
 				"your own migration tool. upgrade prints the install SQL: every statement is\n" +
-				"idempotent.",
+				"idempotent. grants --role ROLE --for producer|worker|watcher|admin prints the\n" +
+				"GRANTs that give ROLE only what that part needs (run them as the owner of\n" +
+				"pgq's objects, after install).",
 			new: func() command { return &sqlCmd{} }},
 		{name: "migrations", args: "export DIR", group: groupSchema,
 			summary: "write pgq's goose migrations to DIR, for the goose command line",

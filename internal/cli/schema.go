@@ -238,34 +238,62 @@ func flagsFor(n *naming) string {
 	return s
 }
 
-// sqlCmd is `pgq sql install|upgrade|uninstall`.
+// sqlCmd is `pgq sql install|upgrade|uninstall|grants`.
 type sqlCmd struct {
 	naming naming
-	up     bool
+	what   string // install, uninstall or grants
+	role   string // grants: the role to grant to
+	kind   string // grants: producer, worker, watcher or admin
 }
 
-func (c *sqlCmd) define(fs *flag.FlagSet, e *env) { c.naming.define(fs, e) }
+func (c *sqlCmd) define(fs *flag.FlagSet, e *env) {
+	c.naming.define(fs, e)
+	fs.StringVar(&c.role, "role", "", "grants: the database `role` to grant to")
+	fs.StringVar(&c.kind, "for", "", "grants: what the role runs: producer, worker, watcher or admin")
+}
 
 func (c *sqlCmd) validate(args []string, e *env) error {
 	if len(args) == 0 {
-		return usagef("missing what to print: install, upgrade or uninstall")
+		return usagef("missing what to print: install, upgrade, uninstall or grants")
 	}
 	switch args[0] {
 	case "install", "upgrade":
-		c.up = true
-	case "uninstall":
-		c.up = false
+		c.what = "install"
+	case "uninstall", "grants":
+		c.what = args[0]
 	default:
-		return usagef("unknown SQL %q: want install, upgrade or uninstall", args[0])
+		return usagef("unknown SQL %q: want install, upgrade, uninstall or grants", args[0])
 	}
 	if err := noArgs(args[1:]); err != nil {
 		return err
+	}
+	if c.what == "grants" {
+		if c.role == "" {
+			return usagef("sql grants: missing --role ROLE")
+		}
+		if c.kind == "" {
+			return usagef("sql grants: missing --for producer|worker|watcher|admin")
+		}
+		if _, err := pgq.ParseRole(c.kind); err != nil {
+			return usagef("sql grants: unknown --for %q: want producer, worker, watcher or admin", c.kind)
+		}
+	} else if c.role != "" || c.kind != "" {
+		return usagef("--role and --for belong to sql grants, not sql %s", args[0])
 	}
 	return c.naming.validate()
 }
 
 func (c *sqlCmd) run(_ context.Context, e *env) error {
-	return printSQL(e.stdout, c.up, c.naming.schemaOpts())
+	if c.what == "grants" {
+		kind, _ := pgq.ParseRole(c.kind)
+		text, err := pgq.GrantsSQL(c.role, kind, c.naming.schemaOpts()...)
+		if err != nil {
+			return err
+		}
+		_, err = io.WriteString(e.stdout, text)
+		return err
+	}
+	return printSQL(e.stdout, c.what == "install", c.naming.schemaOpts())
 }
 
 func printSQL(w io.Writer, up bool, opts []pgq.SchemaOption) error {

@@ -50,6 +50,23 @@ func TestSQL(t *testing.T) {
 	}
 }
 
+// TestSQLGrants checks that `pgq sql grants` prints the library's grants
+// (GrantsSQL, tested against roles in the pgq package) for the naming
+// given, and refuses PUBLIC.
+func TestSQLGrants(t *testing.T) {
+	t.Parallel()
+	out := pgq(t, "sql", "grants", "--role", "app_producer", "--for", "producer", "--prefix", "x_", "--schema", "jobs").ok(t).stdout
+	for _, w := range []string{"GRANT USAGE ON SCHEMA jobs TO app_producer;", "GRANT INSERT ON jobs.x_pgqueuer TO app_producer;"} {
+		if !strings.Contains(out, w) {
+			t.Errorf("sql grants lacks %q:\n%s", w, out)
+		}
+	}
+	if strings.Contains(out, "DELETE") || strings.Contains(out, "UPDATE") {
+		t.Errorf("producer grants allow changes:\n%s", out)
+	}
+	pgq(t, "sql", "grants", "--role", "public", "--for", "watcher").fails(t, 1, `role "public" would grant to every role`)
+}
+
 // TestSQLPrefixFromEnv checks that PGQUEUER_PREFIX is the default of
 // --prefix, and that --prefix overrides it.
 func TestSQLPrefixFromEnv(t *testing.T) {
