@@ -23,7 +23,7 @@ test: verify gotest chaos fuzz ## Check generated code and formatting, run every
 
 .PHONY: gotest
 gotest: pgqueuer-env ## Run go test -race ./... on a throwaway PostgreSQL (or PGQ_TEST_DSN), PgBouncer installed
-	PGQUEUER_ENV=$$(cat $(PGQUEUER_DIR)/.envpath 2>/dev/null) $(WITHPGB) sh -c '$(GO) test -race -count=1 -timeout 15m $(TESTFLAGS) ./... && cd pgqprom && $(GO) test -race -count=1 -timeout 5m ./...'
+	PGQUEUER_ENV=$$(cat $(PGQUEUER_DIR)/.envpath 2>/dev/null) $(WITHPGB) sh -c '$(GO) test -race -count=1 -timeout 15m $(TESTFLAGS) ./... && cd pgqprom && $(GO) test -race -count=1 -timeout 5m ./... && cd ../pgqotel && $(GO) test -race -count=1 -timeout 5m ./...'
 
 # pgq chaos on its own throwaway server, every fault kind (restarts and
 # crashes included); it fails when a job is lost or stuck or ran twice
@@ -78,6 +78,7 @@ verify: ## Fail when dbgen/ is stale (sqlc diff), code is not gofmt'd or go vet 
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
 	$(GO) vet ./...
 	cd pgqprom && $(GO) vet ./...
+	cd pgqotel && $(GO) vet ./...
 
 .PHONY: bench
 bench: ## Run the drain benchmark (100,000 jobs, throwaway PostgreSQL with stock settings)
