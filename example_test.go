@@ -137,3 +137,47 @@ func ExampleWithPoolTuning() {
 	fmt.Println(err)
 	// Output: <nil>
 }
+
+// An operator's look at one job: its row while it waits or runs, then what
+// the log keeps, and each status it went through.
+func ExampleQueries_GetJob() {
+	ctx := context.Background()
+	db, naming, cleanup := exampleDB(ctx, "example_getjob")
+	defer cleanup()
+
+	q := pgq.NewQueries(db, naming)
+	id, err := q.Enqueue(ctx, "resize", []byte(`{"image": 7}`))
+	if err != nil {
+		log.Fatal(err)
+	}
+	info, err := q.GetJob(ctx, id)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(info.Entrypoint, info.Status, string(info.Payload))
+
+	qm := pgq.NewQueueManager(db, naming)
+	if err := qm.Entrypoint("resize", func(ctx context.Context, job *pgq.Job) error { return nil }); err != nil {
+		log.Fatal(err)
+	}
+	if err := qm.Run(ctx, pgq.WithMode(pgq.ModeDrain)); err != nil {
+		log.Fatal(err)
+	}
+	if info, err = q.GetJob(ctx, id); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(info.Status, info.Finished)
+	history, err := q.JobHistory(ctx, id)
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, e := range history {
+		fmt.Println(e.Status)
+	}
+	// Output:
+	// resize queued {"image": 7}
+	// successful true
+	// queued
+	// picked
+	// successful
+}
