@@ -1,21 +1,3 @@
-// Package pgq is a PostgreSQL job queue for database/sql.
-//
-// Jobs live in a PostgreSQL table. Producers enqueue them with [Queries],
-// on a *sql.DB or inside their own *sql.Tx; workers ([QueueManager]) claim
-// them in batches with FOR UPDATE SKIP LOCKED, wake on LISTEN/NOTIFY with a
-// polling fallback, and record every outcome in a log table. A
-// [CompletionWatcher] lets any process wait for jobs to finish.
-//
-// pgq shares its tables, enum, trigger and notifications with Python's
-// PGQueuer, so a PGQueuer process and a pgq process can work one queue, in
-// both directions. The schema is installed by goose migrations embedded in
-// the package ([Migrations], [Install], [Upgrade]).
-//
-// pgq works with both github.com/lib/pq (driver "postgres") and
-// github.com/jackc/pgx/v5/stdlib (driver "pgx"). Open a lib/pq pool with
-// [Open] rather than sql.Open, so that workers and watchers can listen for
-// notifications ([QueueManager.Listening]); a pgx pool from sql.Open lends
-// them a connection.
 package pgq
 
 import (
