@@ -530,14 +530,19 @@ func (w *run) loop(ctx context.Context) error {
 	poll := w.rc.dequeueTimeout
 	if l := notifier.New(w.qm.db, w.qm.cfg.listenDSNFor(w.qm.db), w.qm.cfg.names.Channel(),
 		workerAppName(w.qm.id, w.qm.cfg.names.Channel()), w.logger); l != nil {
-		listening := make(chan struct{})
+		listening := make(chan struct{}) // closed once LISTEN works, or is found deaf
 		var once sync.Once
 		bg.Go(func() {
 			_ = l.Run(auxCtx, notifier.Callbacks{Notify: w.onNotify, Connected: func() {
 				w.connected.Store(true)
 				once.Do(func() { close(listening) })
 				w.signal()
-			}, Disconnected: func() { w.connected.Store(false) }})
+			}, Disconnected: func() { w.connected.Store(false) },
+				Echo: func(ctx context.Context, id uuid.UUID) error { return w.echo(ctx, id) },
+				Deaf: func() {
+					w.connected.Store(false)
+					once.Do(func() { close(listening) })
+				}})
 		})
 		// Claim only once LISTEN is in place, so that no cancellation of a
 		// job this worker runs can be missed; without a listener after a
@@ -795,6 +800,15 @@ func (w *run) pollEvery(poll time.Duration) time.Duration {
 		return min(poll, w.rc.pollInterval)
 	}
 	return poll
+}
+
+// echo sends a health_check_event with id on the worker's own connection,
+// for its listener to prove that notifications arrive.
+func (w *run) echo(ctx context.Context, id uuid.UUID) error {
+	payload, _ := json.Marshal(newHealthCheckEvent(w.qm.cfg.names.Channel(), id))
+	return w.beats.do(ctx, func(s session) error {
+		return w.qm.q.Notify(ctx, s.db, dbgen.NotifyParams{Channel: w.qm.cfg.names.Channel(), Payload: string(payload)})
+	})
 }
 
 // checkListener sends a health_check_event to itself every healthInterval;

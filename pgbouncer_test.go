@@ -308,3 +308,71 @@ func preparedStatementLoad(t *testing.T, ctx context.Context, db *sql.DB, listen
 	}
 	return errs
 }
+
+// TestPgBouncerDeafListener: through PgBouncer in transaction mode without
+// WithListenDSN, LISTEN succeeds on the pool's side (a borrowed pgx
+// connection, or lib/pq's listener on the DSN pgq.Open remembered), but the
+// server connection that ran it goes back to PgBouncer's pool, and
+// notifications never arrive. The worker and the watcher find out by their
+// listener's echo, each warn once naming the fix, report Listening false,
+// and poll: jobs still run and waits still end. (Before the echo they
+// reported Listening true and waited for the 5 s refresh.)
+func TestPgBouncerDeafListener(t *testing.T) {
+	eachDriver(t, func(t *testing.T, _ *sql.DB, dsn string) {
+		driver := t.Name()[strings.LastIndex(t.Name(), "/")+1:]
+		ctx := testCtx(t)
+		b := startBouncer(t, dsn, pgcluster.PoolTransaction, map[string]string{"default_pool_size": "3"})
+		// The quick start's way: pgq.Open for lib/pq, sql.Open for pgx.
+		db := quickStartDB(t, driver, bouncerDSN(t, b, dsn, transactionModeDSN[driver]))
+		var log syncbuf.Buffer
+		logger := slog.New(slog.NewTextHandler(&log, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		qm := pgq.NewQueueManager(db, pgq.WithLogger(logger))
+		if err := qm.Entrypoint("deaf", func(context.Context, *pgq.Job) error { return nil }); err != nil {
+			t.Fatal(err)
+		}
+		runWorker(t, ctx, qm, pgq.WithPollInterval(50*time.Millisecond))
+		w, err := pgq.NewCompletionWatcher(ctx, db, pgq.WithLogger(logger), pgq.WithRefreshInterval(200*time.Millisecond))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer w.Close()
+		q := pgq.NewQueries(db)
+		for range 3 {
+			id, err := q.Enqueue(ctx, "deaf", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st, err := w.WaitFor(ctx, id); err != nil || st != pgq.StatusSuccessful {
+				t.Fatalf("WaitFor(%d) = %q, %v", id, st, err)
+			}
+		}
+		eventually(t, "both warnings", func() bool { return strings.Count(log.String(), "notifications do not arrive") >= 2 })
+		time.Sleep(100 * time.Millisecond) // any further warning
+		if qm.Listening() || w.Listening() {
+			t.Errorf("Listening: worker %v, watcher %v; want both false", qm.Listening(), w.Listening())
+		}
+		var deaf []string
+		for _, l := range strings.Split(strings.TrimSpace(log.String()), "\n") {
+			switch {
+			case strings.Contains(l, "notifications do not arrive"):
+				deaf = append(deaf, l)
+			case strings.Contains(l, "watcher's listener not connected yet"):
+				// NewCompletionWatcher waits for its listener for at
+				// most the refresh interval, here shorter than the echo's
+				// timeout.
+			default:
+				t.Errorf("unexpected warning: %s", l)
+			}
+		}
+		if len(deaf) != 2 || strings.Contains(deaf[0], "queue_manager_id") == strings.Contains(deaf[1], "queue_manager_id") {
+			t.Errorf("want one warning from the worker, one from the watcher:\n%s", strings.Join(deaf, "\n"))
+		}
+		for _, l := range deaf {
+			for _, s := range []string{"transaction-mode pooler", "pgq.WithListenDSN", "session-mode", "level=WARN"} {
+				if !strings.Contains(l, s) {
+					t.Errorf("warning does not say %q: %s", s, l)
+				}
+			}
+		}
+	})
+}

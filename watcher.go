@@ -3,12 +3,15 @@ package pgq
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/google/uuid"
 
 	"github.com/pgq-dev/pgq/dbgen"
 	"github.com/pgq-dev/pgq/internal/notifier"
@@ -171,6 +174,11 @@ func NewCompletionWatcher(ctx context.Context, db *sql.DB, opts ...WatcherOption
 					signal(w.changed)
 				},
 				Disconnected: func() { w.listening.Store(false) },
+				Echo:         w.echo,
+				Deaf: func() {
+					w.listening.Store(false)
+					once.Do(func() { close(up) })
+				},
 			})
 		})
 		// Return once LISTEN is in place, so that the first waits are
@@ -194,6 +202,15 @@ func NewCompletionWatcher(ctx context.Context, db *sql.DB, opts ...WatcherOption
 		close(w.done)
 	}()
 	return w, nil
+}
+
+// echo sends a health_check_event with id on the watcher's own
+// connection, for its listener to prove that notifications arrive.
+func (w *CompletionWatcher) echo(ctx context.Context, id uuid.UUID) error {
+	payload, _ := json.Marshal(newHealthCheckEvent(w.cfg.names.Channel(), id))
+	return w.conn.do(ctx, func(s session) error {
+		return w.q.Notify(ctx, s.db, dbgen.NotifyParams{Channel: w.cfg.names.Channel(), Payload: string(payload)})
+	})
 }
 
 // Listening reports whether the watcher's LISTEN is in place, so that

@@ -12,6 +12,7 @@ import (
 	"context"
 	"database/sql"
 	"database/sql/driver"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,6 +20,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/lib/pq"
@@ -28,8 +30,25 @@ import (
 // goroutines and must not block for long. Nil ones are skipped.
 type Callbacks struct {
 	Notify       func(payload string) // one notification on the channel
-	Connected    func()               // LISTEN is in place (first time or after a reconnect)
+	Connected    func()               // LISTEN is in place (first time or after a reconnect), and proven by Echo
 	Disconnected func()               // the LISTEN connection was lost; reconnecting
+
+	// Echo, when set, proves that notifications reach the listener after
+	// each LISTEN, before Connected: it must send a health_check_event
+	// with id on the channel from another connection (the caller's pool).
+	// Behind a transaction-mode pooler LISTEN succeeds, but the server
+	// connection that ran it is handed to other clients, and its
+	// notifications never reach the listener: the echo does not come
+	// back within EchoTimeout, the listener says so once at WARN, calls
+	// Deaf, stops listening and tries again later.
+	Echo func(ctx context.Context, id uuid.UUID) error
+	Deaf func() // the echo did not come back: notifications do not arrive
+}
+
+func (cb Callbacks) deaf() {
+	if cb.Deaf != nil {
+		cb.Deaf()
+	}
 }
 
 func (cb Callbacks) connected() {
@@ -56,7 +75,37 @@ const (
 	// pingInterval is how often an idle lib/pq listener checks its
 	// connection.
 	pingInterval = 30 * time.Second
+	// deafRetry is how long a listener whose echo did not come back
+	// waits before it tries again (doubling up to maxDeafRetry): a
+	// transaction-mode pooler does not go away by itself, and each try
+	// leaves a LISTEN on one of its server connections until the
+	// UNLISTEN that follows.
+	deafRetry    = 30 * time.Second
+	maxDeafRetry = 10 * time.Minute
 )
+
+// EchoTimeout is how long a listener waits for its echo after LISTEN (see
+// Callbacks.Echo). On a direct or session-mode connection the echo takes
+// milliseconds; through a transaction-mode pooler it never comes. A
+// variable for the tests.
+var EchoTimeout = 3 * time.Second
+
+// errDeaf says that a listener's echo did not come back.
+var errDeaf = errors.New("LISTEN succeeded but the listener's own notification did not come back")
+
+// PoolerEchoHint is the advice logged when the echo does not come back.
+const PoolerEchoHint = "a transaction-mode pooler (such as PgBouncer with pool_mode=transaction) hands the listening server connection " +
+	"to other clients, so notifications never arrive: pass pgq.WithListenDSN with a DSN that reaches the server directly " +
+	"or through a session-mode pooler; meanwhile pgq polls"
+
+// isEcho reports whether payload is the health_check_event with id.
+func isEcho(payload string, id uuid.UUID) bool {
+	var ev struct {
+		Type string `json:"type"`
+		ID   string `json:"id"`
+	}
+	return json.Unmarshal([]byte(payload), &ev) == nil && ev.Type == "health_check_event" && ev.ID == id.String()
+}
 
 // Driver returns db's driver, unwrapped from wrappers that have an Unwrap
 // method (such as pgq.Open's).
@@ -216,12 +265,18 @@ func (f *failures) ok() { f.n = 0 }
 func (l *pgxListener) Run(ctx context.Context, cb Callbacks) error {
 	wait := minReconnect
 	fails := failures{logger: l.logger, channel: l.channel}
+	deafWait := deafRetry
 	for ctx.Err() == nil {
 		listened, listenErr, err := l.session(ctx, cb)
 		if ctx.Err() != nil {
 			break
 		}
 		switch {
+		case errors.Is(err, errDeaf):
+			fails.fail("pgq: listener's notifications do not arrive; retrying", err, deafWait, PoolerEchoHint)
+			cb.deaf()
+			wait = deafWait
+			deafWait = min(2*deafWait, maxDeafRetry)
 		case listened:
 			// The connection worked: reconnect quickly after a drop.
 			wait = minReconnect
@@ -239,7 +294,11 @@ func (l *pgxListener) Run(ctx context.Context, cb Callbacks) error {
 		case <-t.C:
 		}
 		t.Stop()
-		wait = min(wait*2, maxReconnect)
+		if !errors.Is(err, errDeaf) {
+			wait = min(wait*2, maxReconnect)
+		} else {
+			wait = minReconnect
+		}
 	}
 	return nil
 }
@@ -255,6 +314,9 @@ func (l *pgxListener) session(ctx context.Context, cb Callbacks) (listened, list
 	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{l.channel}.Sanitize()); err != nil {
 		return false, !conn.IsClosed(), err
 	}
+	if err := l.echo(ctx, conn, cb); err != nil {
+		return false, false, err
+	}
 	cb.connected()
 	for {
 		n, err := conn.WaitForNotification(ctx)
@@ -267,6 +329,53 @@ func (l *pgxListener) session(ctx context.Context, cb Callbacks) (listened, list
 	}
 }
 
+// echo proves that notifications reach conn (see Callbacks.Echo); on
+// errDeaf it has run UNLISTEN. Notifications that arrive meanwhile are
+// handed on.
+func (l *pgxListener) echo(ctx context.Context, conn *pgx.Conn, cb Callbacks) error {
+	if cb.Echo == nil {
+		return nil
+	}
+	id := uuid.New()
+	if err := sendEcho(ctx, cb, id, l.logger, l.channel); err != nil {
+		return nil // unproven, not disproven: the health checks go on
+	}
+	wctx, cancel := context.WithTimeout(ctx, EchoTimeout)
+	defer cancel()
+	for {
+		n, err := conn.WaitForNotification(wctx)
+		if err != nil {
+			if ctx.Err() != nil || wctx.Err() == nil {
+				return err // the connection failed, or Run ends
+			}
+			uctx, cancel := context.WithTimeout(ctx, time.Second)
+			_, _ = conn.Exec(uctx, "UNLISTEN "+pgx.Identifier{l.channel}.Sanitize())
+			cancel()
+			return errDeaf
+		}
+		if n.Channel != l.channel {
+			continue
+		}
+		if isEcho(n.Payload, id) {
+			return nil
+		}
+		if cb.Notify != nil {
+			cb.Notify(n.Payload)
+		}
+	}
+}
+
+// sendEcho sends the echo within EchoTimeout; an error is logged at DEBUG.
+func sendEcho(ctx context.Context, cb Callbacks, id uuid.UUID, logger *slog.Logger, channel string) error {
+	sctx, cancel := context.WithTimeout(ctx, EchoTimeout)
+	defer cancel()
+	err := cb.Echo(sctx, id)
+	if err != nil && ctx.Err() == nil {
+		logger.Debug("pgq: listener could not send its echo; listening unproven", "channel", channel, "err", err)
+	}
+	return err
+}
+
 type pqListener struct {
 	dsn     string
 	channel string
@@ -274,6 +383,28 @@ type pqListener struct {
 }
 
 func (l *pqListener) Run(ctx context.Context, cb Callbacks) error {
+	deafs := failures{logger: l.logger, channel: l.channel}
+	wait := deafRetry
+	for ctx.Err() == nil {
+		if !l.session(ctx, cb) {
+			return nil
+		}
+		deafs.fail("pgq: listener's notifications do not arrive; retrying", errDeaf, wait, PoolerEchoHint)
+		cb.deaf()
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+		}
+		t.Stop()
+		wait = min(2*wait, maxDeafRetry)
+	}
+	return nil
+}
+
+// session runs one pq.Listener until ctx ends (false) or its echo does
+// not come back (true: it has run UNLISTEN and closed the listener).
+func (l *pqListener) session(ctx context.Context, cb Callbacks) (deaf bool) {
 	// pq calls back on its own goroutine, one event at a time.
 	connFails := failures{logger: l.logger, channel: l.channel}
 	pl := pq.NewListener(l.dsn, minReconnect, maxReconnect, func(ev pq.ListenerEventType, err error) {
@@ -290,7 +421,7 @@ func (l *pqListener) Run(ctx context.Context, cb Callbacks) error {
 	// Closing the listener when ctx ends also unblocks a Listen that waits
 	// for a first connection. Once closed, pq's own goroutine ends by
 	// closing pl.Notify; draining it until then means no goroutine of the
-	// listener outlives Run.
+	// listener outlives the session.
 	closed := make(chan struct{})
 	stopClose := context.AfterFunc(ctx, func() {
 		_ = pl.Close()
@@ -316,7 +447,7 @@ func (l *pqListener) Run(ctx context.Context, cb Callbacks) error {
 			break
 		}
 		if ctx.Err() != nil {
-			return nil
+			return false
 		}
 		listenFails.fail("pgq: LISTEN failed; retrying", err, wait, PoolerHint)
 		t := time.NewTimer(wait)
@@ -327,26 +458,52 @@ func (l *pqListener) Run(ctx context.Context, cb Callbacks) error {
 		t.Stop()
 		wait = min(wait*2, maxReconnect)
 	}
-	cb.connected()
 	ping := time.NewTicker(pingInterval)
 	defer ping.Stop()
+	// An echo in flight: its id, and a timer for its deadline.
+	var echoID uuid.UUID
+	var echoTimer <-chan time.Time
+	prove := func() {
+		if cb.Echo == nil {
+			cb.connected()
+			return
+		}
+		id := uuid.New()
+		if sendEcho(ctx, cb, id, l.logger, l.channel) != nil {
+			cb.connected() // unproven, not disproven: the health checks go on
+			return
+		}
+		echoID, echoTimer = id, time.After(EchoTimeout)
+	}
+	prove()
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
+			return false
 		case n, ok := <-pl.Notify:
 			if !ok {
-				return nil
+				return false
 			}
 			if n == nil {
 				// pq.Listener reconnected and listens again: notifications
 				// may have been missed meanwhile.
+				prove()
+				continue
+			}
+			if n.Channel != l.channel {
+				continue
+			}
+			if echoTimer != nil && isEcho(n.Extra, echoID) {
+				echoTimer = nil
 				cb.connected()
 				continue
 			}
-			if n.Channel == l.channel && cb.Notify != nil {
+			if cb.Notify != nil {
 				cb.Notify(n.Extra)
 			}
+		case <-echoTimer:
+			_ = pl.Unlisten(l.channel)
+			return true
 		case <-ping.C:
 			// Finds a connection that died silently; pq.Listener then
 			// reconnects.
