@@ -46,7 +46,7 @@ func ExampleGooseProvider() {
 // names the version table after them; it creates the schema.
 func ExampleGooseProviderFor() {
 	ctx := context.Background()
-	db, err := sql.Open("pgx", os.Getenv("PGQ_TEST_DSN"))
+	db, err := sql.Open("pgx", testDSN())
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"fmt"
 	"log"
-	"os"
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
@@ -59,7 +58,7 @@ func ExampleOpen() {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	// Your database's DSN; here, the server that pgq's tests run against.
-	db, err := pgq.Open("postgres", os.Getenv("PGQ_TEST_DSN"))
+	db, err := pgq.Open("postgres", testDSN())
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -75,7 +74,7 @@ func ExampleOpen() {
 func Example_pgx() {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	db, err := sql.Open("pgx", os.Getenv("PGQ_TEST_DSN"))
+	db, err := sql.Open("pgx", testDSN())
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log"
-	"os"
 	"time"
 
 	"github.com/pgq-dev/pgq"
@@ -15,7 +14,7 @@ import (
 // exampleDB opens the server pgq's tests run against, with the schema
 // installed in a schema of its own; your program opens its own database.
 func exampleDB(ctx context.Context, schema string) (*sql.DB, pgq.NamingOption, func()) {
-	db, err := sql.Open("pgx", os.Getenv("PGQ_TEST_DSN"))
+	db, err := sql.Open("pgx", testDSN())
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log"
-	"os"
 	"sync"
 	"time"
 
@@ -22,7 +21,7 @@ func ExampleCompletionWatcher() {
 	defer cancel()
 
 	// Your database's DSN; here, the server that pgq's tests run against.
-	db, err := sql.Open("pgx", os.Getenv("PGQ_TEST_DSN"))
+	db, err := sql.Open("pgx", testDSN())
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package pgq_test
 
 import (
 	"context"
+	"log"
 	"os"
 	"os/signal"
 	"syscall"
@@ -24,4 +25,15 @@ func TestMain(m *testing.M) {
 		os.Exit(code)
 	}
 	pgqtest.Main(m)
+}
+
+// testDSN is the DSN of the server the tests run against (a private one
+// that pgqtest starts on first use, unless PGQ_TEST_DSN names one): your
+// program uses its own database's.
+func testDSN() string {
+	dsn, err := pgqtest.DSN()
+	if err != nil {
+		log.Fatal(err)
+	}
+	return dsn
 }

@@ -5,7 +5,8 @@
 // Tests find the server in the environment variable PGQ_TEST_DSN: a
 // key=value or URL connection string of a server where they may CREATE
 // DATABASE. When it is unset, Main (called from TestMain) starts a private
-// throwaway server for the test binary and stops it afterwards, using the
+// throwaway server for the test binary when the first test needs one, and
+// stops it afterwards, using the
 // PostgreSQL it finds installed (pg_config --bindir, /usr/lib/postgresql,
 // PATH). It installs PostgreSQL with apt-get only when asked to, with
 // PGQ_TEST_INSTALL=1 (and only as root):
@@ -76,67 +77,100 @@ var clusterSettings = map[string]string{
 }
 
 // Main runs the tests of a package; call it from TestMain. If PGQ_TEST_DSN
-// is unset it starts a private PostgreSQL server (see package
-// internal/pgcluster; as root, the server runs as OS user postgres) and
-// sets PGQ_TEST_DSN for the process. It then runs m.Run, drops the template
-// database it made on a server it did not start, stops the server it
-// started, and exits with the tests' exit code.
+// is unset, the first test that needs a database (NewDB, AdminDSN, DSN)
+// starts a private PostgreSQL server (see package internal/pgcluster; as
+// root, the server runs as OS user postgres) and sets PGQ_TEST_DSN for the
+// process; tests that need none run without PostgreSQL. Main runs m.Run,
+// drops the template database it made on a server it did not start, stops
+// the server it started, and exits with the tests' exit code.
 //
-// If the server cannot be started, Main reports why and exits with code 1.
+// If the server cannot be started, the tests that need it fail saying why.
 // Progress lines are printed with go test -v.
 func Main(m *testing.M) {
 	os.Exit(run(m))
+}
+
+// private is the server Main may start on first use.
+var private struct {
+	mu      sync.Mutex
+	allowed bool // Main runs and PGQ_TEST_DSN was unset
+	tried   bool
+	err     error
+	cluster *pgcluster.Cluster
 }
 
 func run(m *testing.M) int {
 	if !flag.Parsed() {
 		flag.Parse() // for testing.Verbose
 	}
-	ownServer := false
-	if os.Getenv(EnvDSN) == "" {
-		var log io.Writer
-		if testing.Verbose() {
-			log = os.Stderr
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
-		install := os.Getenv(EnvInstall) == "1"
-		c, err := pgcluster.Start(ctx, pgcluster.Options{Settings: clusterSettings, Log: log, Install: install})
-		cancel()
-		if err != nil {
-			hint := ""
-			if !install {
-				hint = fmt.Sprintf(", or %s=1 to let it install PostgreSQL with apt-get", EnvInstall)
-			}
-			fmt.Fprintf(os.Stderr, "pgqtest: %s is unset and a private PostgreSQL server could not be started "+
-				"(set %s to the DSN of a server where tests may CREATE DATABASE%s): %v\n", EnvDSN, EnvDSN, hint, err)
-			return 1
-		}
-		defer func() {
-			if err := c.Stop(); err != nil {
-				fmt.Fprintf(os.Stderr, "pgqtest: %v\n", err)
-			}
-		}()
-		if err := os.Setenv(EnvDSN, c.DSN("postgres")); err != nil {
-			fmt.Fprintf(os.Stderr, "pgqtest: %v\n", err)
-			return 1
-		}
-		defer os.Unsetenv(EnvDSN)
-		ownServer = true
-	}
+	private.mu.Lock()
+	private.allowed = os.Getenv(EnvDSN) == ""
+	private.mu.Unlock()
 
 	code := m.Run()
 
-	// A server Main started goes away with its databases; on another one,
-	// drop the template.
-	if !ownServer {
-		if err := dropTemplate(); err != nil {
+	private.mu.Lock()
+	defer private.mu.Unlock()
+	if private.cluster != nil {
+		// A server Main started goes away with its databases.
+		if err := private.cluster.Stop(); err != nil {
 			fmt.Fprintf(os.Stderr, "pgqtest: %v\n", err)
-			if code == 0 {
-				code = 1
-			}
+		}
+		os.Unsetenv(EnvDSN)
+		return code
+	}
+	if private.allowed {
+		return code // no test needed a server
+	}
+	// On a server of the caller's, drop the template.
+	if err := dropTemplate(); err != nil {
+		fmt.Fprintf(os.Stderr, "pgqtest: %v\n", err)
+		if code == 0 {
+			code = 1
 		}
 	}
 	return code
+}
+
+// DSN returns the DSN of the test server's maintenance database: the value
+// of PGQ_TEST_DSN or, under Main without it, that of the private server
+// Main starts the first time a test asks. It returns "" and no error when
+// there is neither (the tests do not run under Main and PGQ_TEST_DSN is
+// unset).
+func DSN() (string, error) {
+	private.mu.Lock()
+	defer private.mu.Unlock()
+	if dsn := os.Getenv(EnvDSN); dsn != "" || !private.allowed {
+		return dsn, nil
+	}
+	if private.tried {
+		return "", private.err
+	}
+	private.tried = true
+	var log io.Writer
+	if testing.Verbose() {
+		log = os.Stderr
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	defer cancel()
+	install := os.Getenv(EnvInstall) == "1"
+	c, err := pgcluster.Start(ctx, pgcluster.Options{Settings: clusterSettings, Log: log, Install: install})
+	if err != nil {
+		hint := ""
+		if !install {
+			hint = fmt.Sprintf(", or %s=1 to let it install PostgreSQL with apt-get", EnvInstall)
+		}
+		private.err = fmt.Errorf("pgqtest: %s is unset and a private PostgreSQL server could not be started "+
+			"(set %s to the DSN of a server where tests may CREATE DATABASE%s): %w", EnvDSN, EnvDSN, hint, err)
+		return "", private.err
+	}
+	private.cluster = c
+	dsn := c.DSN("postgres")
+	if err := os.Setenv(EnvDSN, dsn); err != nil {
+		private.err = fmt.Errorf("pgqtest: %w", err)
+		return "", private.err
+	}
+	return dsn, nil
 }
 
 // Drivers returns the database/sql driver names that tests should cover:
@@ -160,10 +194,14 @@ func Bare() DBOption {
 }
 
 // AdminDSN returns the DSN of the test server's maintenance database, as
-// given by PGQ_TEST_DSN. It skips the test when PGQ_TEST_DSN is unset.
+// DSN does. It skips the test when there is no server (not under Main, and
+// PGQ_TEST_DSN unset) and fails it when Main's server cannot start.
 func AdminDSN(t testing.TB) string {
 	t.Helper()
-	dsn := os.Getenv(EnvDSN)
+	dsn, err := DSN()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if dsn == "" {
 		t.Skipf("pgqtest: %s is unset: set it to the DSN of a PostgreSQL server where tests may CREATE DATABASE, "+
 			"call pgqtest.Main from TestMain, or run the tests under `go run ./internal/cmd/withpg -- go test ./...`", EnvDSN)
