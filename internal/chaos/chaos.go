@@ -126,8 +126,6 @@ func (c *Config) check() error {
 		return fmt.Errorf("work must not be negative, got %v", c.Work)
 	case c.Command == nil:
 		return errors.New("no worker command")
-	case c.CompleteTx && CompleteTx == nil:
-		return errors.New("--complete-tx needs pgq.CompleteTx, which this pgq does not have yet")
 	}
 	for _, k := range c.Kinds {
 		if (k == Restart || k == Crash) && c.Server == nil {

@@ -47,11 +47,6 @@ const workerApp = "pgq chaos worker "
 // producerApp is the application_name of the producers' connections.
 const producerApp = "pgq chaos producer"
 
-// CompleteTx marks a job done in the handler's transaction (pgq.CompleteTx)
-// for --complete-tx; nil while pgq has no CompleteTx, and then
-// --complete-tx is refused.
-var CompleteTx func(ctx context.Context, tx *sql.Tx, job *pgq.Job) error
-
 // WorkerMain is the main function of a worker process: a QueueManager for
 // Entrypoint whose handler works a little and then, in one transaction,
 // writes the job's ledger row (its side effect) and, with --complete-tx,
@@ -75,9 +70,6 @@ func WorkerMain(ctx context.Context, getenv func(string) string, stdout, stderr 
 		return fail(fmt.Errorf("bad %s %q", envConcurrency, getenv(envConcurrency)))
 	}
 	completeTx := getenv(envCompleteTx) == "1"
-	if completeTx && CompleteTx == nil {
-		return fail(fmt.Errorf("this pgq has no CompleteTx"))
-	}
 	pid := os.Getpid()
 	connString, err := withAppName(getenv(envDSN), workerApp+strconv.Itoa(pid))
 	if err != nil {
@@ -123,7 +115,7 @@ func WorkerMain(ctx context.Context, getenv func(string) string, stdout, stderr 
 			return err
 		}
 		if completeTx {
-			if err := CompleteTx(ctx, tx, j); err != nil {
+			if err := pgq.CompleteTx(ctx, tx, j); err != nil {
 				return err
 			}
 		}

@@ -87,9 +87,6 @@ func (c *chaosCmd) validate(args []string, e *env) error {
 			}
 		}
 	}
-	if c.completeTx && chaos.CompleteTx == nil {
-		return usagef("--complete-tx needs pgq.CompleteTx, which this pgq does not have")
-	}
 	return nil
 }
 
