@@ -484,11 +484,10 @@ type run struct {
 	claims, outcomes, beats *lane
 	pool                    *poolCheck
 
-	// heldRows serializes the two statements that lock rows this worker
-	// holds, the heartbeat and the outcome write: run at once, they lock
-	// the same rows in different orders (the heartbeat by id, the outcome
-	// write by action, then id) and can deadlock, failing the heartbeat.
-	heldRows sync.Mutex
+	// The heartbeat and the outcome write may run at once: the heartbeat
+	// never waits for a row lock (see JobsHeartbeat), so the two cannot
+	// deadlock, and a slow outcome write does not hold up the heartbeats
+	// of the worker's other jobs (they would go stale and run twice).
 
 	maintainOnce sync.Once // logs that the role may not vacuum the job table
 }
@@ -1238,8 +1237,6 @@ func (w *run) finish(batch []outcome) {
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		err := w.outcomes.do(ctx, func(s session) (err error) {
-			w.heldRows.Lock()
-			defer w.heldRows.Unlock()
 			changed, err = w.qm.q.JobsFinish(ctx, s.db, p)
 			return err
 		})
@@ -1338,8 +1335,6 @@ func (w *run) beat(ctx context.Context) {
 	}
 	var held []*dbgen.JobsHeartbeatRow
 	err := w.beats.do(ctx, func(s session) (err error) {
-		w.heldRows.Lock()
-		defer w.heldRows.Unlock()
 		held, err = w.qm.q.JobsHeartbeat(ctx, s.db, dbgen.JobsHeartbeatParams{
 			Ids: ids, QueueManagerID: uuid.NullUUID{UUID: w.qm.id, Valid: true},
 		})

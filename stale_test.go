@@ -3,6 +3,7 @@ package pgq_test
 import (
 	"context"
 	"database/sql"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -83,4 +84,57 @@ func execSQL(t *testing.T, db *sql.DB, query string, args ...any) {
 	if _, err := db.Exec(query, args...); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestHeartbeatNotHeldUpByOutcomeWrite blocks a worker's outcome write (a
+// trigger waits on the job table's deletes) while another of its jobs
+// runs: its heartbeats must go on meanwhile, so that a second worker does
+// not take the running job for abandoned and run it again. Before, the
+// heartbeat waited for the outcome write to end (the two were serialized
+// against a deadlock that the heartbeat's SKIP LOCKED rules out), so a
+// slow outcome write made the worker's every running job stale: a repeat
+// with no crash anywhere, seen under pgq chaos after a server restart.
+func TestHeartbeatNotHeldUpByOutcomeWrite(t *testing.T) {
+	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
+		ctx := testCtx(t)
+		var longRuns atomic.Int32
+		longStarted := make(chan struct{}, 2)
+		handlers := func(qm *pgq.QueueManager) {
+			_ = qm.Entrypoint("long", func(ctx context.Context, j *pgq.Job) error {
+				longRuns.Add(1)
+				longStarted <- struct{}{}
+				select {
+				case <-ctx.Done():
+				case <-time.After(4 * time.Second):
+				}
+				return nil
+			})
+			_ = qm.Entrypoint("quick", func(ctx context.Context, j *pgq.Job) error { return nil })
+		}
+		const hb = 500 * time.Millisecond
+		q := pgq.NewQueries(db)
+		long, err := q.Enqueue(ctx, "long", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
+		handlers(a)
+		runWorker(t, ctx, a, pgq.WithHeartbeatTimeout(hb), pgq.WithDequeueTimeout(50*time.Millisecond))
+		receive(t, longStarted, 10*time.Second, "the long job to start")
+		unblock := blockOutcomes(t, ctx, db)
+		if _, err := q.Enqueue(ctx, "quick", nil); err != nil {
+			t.Fatal(err)
+		}
+		waitBlockedOutcome(t, db) // a's write of quick's outcome waits
+		b := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
+		handlers(b)
+		runWorker(t, ctx, b, pgq.WithHeartbeatTimeout(hb), pgq.WithDequeueTimeout(50*time.Millisecond))
+		time.Sleep(6 * hb) // b looks for stale jobs every hb/3
+		unblock()
+		waitFinished(t, db, long)
+		if n := longRuns.Load(); n != 1 {
+			t.Fatalf("the long job ran %d times (log: %s), want once: its worker's heartbeat waited for the outcome write",
+				n, logOf(t, db, long))
+		}
+	})
 }
