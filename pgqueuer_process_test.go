@@ -17,6 +17,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -701,9 +702,13 @@ func TestCompletionWatchersCross(t *testing.T) {
 	}
 }
 
+// A job PGQueuer held after its failure is listed and requeued by the pgq
+// command (the built binary, run as a process), and one pgq held by
+// PGQueuer's command.
 func TestHeldJobsCross(t *testing.T) {
 	pgqueuerPython(t)
 	t.Parallel()
+	cli := buildCLI(t)
 	for _, d := range pgqtest.Drivers() {
 		t.Run(d, func(t *testing.T) {
 			t.Parallel()
@@ -712,19 +717,19 @@ func TestHeldJobsCross(t *testing.T) {
 			noJIT(t, db)
 			q := pgq.NewQueries(db)
 
-			// PGQueuer holds a failed job; pgq lists it and requeues it,
-			// and a pgq worker runs it.
+			// PGQueuer holds a failed job; the pgq command lists it and
+			// requeues it, and a pgq worker runs it.
 			pyJob, err := q.Enqueue(ctx, "held_py", []byte("p"))
 			if err != nil {
 				t.Fatal(err)
 			}
 			runPGQueuer(t, ctx, dsn, false, "-c", pyHoldWorker, "held_py")
-			failed, err := q.ListFailed(ctx, 10)
-			if err != nil || len(failed) != 1 || failed[0].ID != pyJob || !strings.Contains(failed[0].LastError, "python says no") {
-				t.Fatalf("pgq's list of PGQueuer's held job: %+v, %v", failed, err)
+			id := strconv.FormatInt(int64(pyJob), 10)
+			if out := runCLI(t, ctx, cli, "failed", "--dsn", dsn, "--driver", d); !strings.Contains(out, id) || !strings.Contains(out, "python says no") {
+				t.Fatalf("pgq failed does not list PGQueuer's held job %s with its error:\n%s", id, out)
 			}
-			if got, err := q.Requeue(ctx, []pgq.JobID{pyJob}); err != nil || len(got) != 1 {
-				t.Fatalf("Requeue = %v, %v", got, err)
+			if out := runCLI(t, ctx, cli, "requeue", id, "--dsn", dsn, "--driver", d); !strings.Contains(out, id) {
+				t.Fatalf("pgq requeue %s: %s", id, out)
 			}
 			qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
 			ran := 0
@@ -732,6 +737,10 @@ func TestHeldJobsCross(t *testing.T) {
 			drain(t, ctx, qm)
 			if ran != 1 {
 				t.Fatalf("pgq ran the requeued job %d times", ran)
+			}
+			const heldThenRun = "queued,picked,failed,queued,picked,successful"
+			if seq := logSequence(t, db, pyJob); seq != heldThenRun {
+				t.Fatalf("log of PGQueuer's held job: %s, want %s", seq, heldThenRun)
 			}
 
 			// pgq holds a failed job; PGQueuer's CLI lists and requeues it,
@@ -753,6 +762,146 @@ func TestHeldJobsCross(t *testing.T) {
 			if out, _ := runPGQueuer(t, ctx, dsn, false, "-c", pyWorker, "to_py"); strings.TrimSpace(out) != "1 ['from-go']" {
 				t.Fatalf("PGQueuer's worker after its requeue: %q", out)
 			}
+			if seq := logSequence(t, db, goJob); seq != heldThenRun {
+				t.Fatalf("log of pgq's held job: %s, want %s", seq, heldThenRun)
+			}
 		})
 	}
+}
+
+// pyCancelWorker drains entrypoint argv[1] with PGQueuer's QueueManager; its
+// handler waits up to a minute inside the job's cancellation scope, then
+// prints "id canceled|finished seconds".
+var pyCancelWorker = pyScript("", `
+    qm = QueueManager(Queries(driver))
+    @qm.entrypoint(sys.argv[1], accepts_context=True)
+    async def work(job, ctx):
+        start = time.monotonic()
+        with ctx.cancellation:
+            await asyncio.sleep(60)
+        print(job.id, "canceled" if ctx.cancellation.cancel_called else "finished", round(time.monotonic() - start), flush=True)
+    await qm.run(mode=QueueExecutionMode.drain, dequeue_timeout=timedelta(seconds=1))`)
+
+// pyCancel cancels the jobs argv[1:] with PGQueuer's mark_job_as_cancelled.
+var pyCancel = pyScript("", `
+    await Queries(driver).mark_job_as_cancelled([int(a) for a in sys.argv[1:]])`)
+
+// logSequence is the job's log statuses in order, comma-separated.
+func logSequence(t *testing.T, db *sql.DB, id pgq.JobID) string {
+	t.Helper()
+	return scalar[string](t, db, `SELECT coalesce(string_agg(status::text, ',' ORDER BY created, id), '') FROM pgqueuer_log WHERE job_id = $1`, int64(id))
+}
+
+// Cancellation crosses languages: a job pgq enqueued that PGQueuer runs,
+// canceled through pgq, ends PGQueuer's handler and the job; a job pgq
+// runs, canceled through PGQueuer, cancels the handler's context.
+func TestCancellationCrosses(t *testing.T) {
+	pgqueuerPython(t)
+	t.Parallel()
+	for _, d := range pgqtest.Drivers() {
+		t.Run(d, func(t *testing.T) {
+			t.Parallel()
+			ctx := processCtx(t)
+			db, dsn := pgqtest.NewDB(t, d)
+			noJIT(t, db)
+			q := pgq.NewQueries(db)
+
+			// pgq cancels a job PGQueuer runs.
+			pyJob, err := q.Enqueue(ctx, "py_long", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out := make(chan string, 1)
+			go func() {
+				o, err := runPGQueuerErr(ctx, t, dsn, "-c", pyCancelWorker, "py_long")
+				if err != nil {
+					o = "ERROR " + err.Error()
+				}
+				out <- o
+			}()
+			for scalar[int](t, db, "SELECT count(*) FROM pgqueuer WHERE id = $1 AND status = 'picked'", int64(pyJob)) == 0 {
+				if ctx.Err() != nil {
+					t.Fatal("PGQueuer never picked the job")
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			time.Sleep(200 * time.Millisecond) // into the handler's sleep
+			if err := q.MarkJobAsCancelled(ctx, []pgq.JobID{pyJob}); err != nil {
+				t.Fatal(err)
+			}
+			got := strings.Fields(<-out)
+			if len(got) != 3 || got[0] != strconv.FormatInt(int64(pyJob), 10) || got[1] != "canceled" {
+				t.Fatalf("PGQueuer's handler: %q, want %d canceled", got, pyJob)
+			}
+			if secs, _ := strconv.Atoi(got[2]); secs > 20 {
+				t.Fatalf("PGQueuer's handler ran %d s after the cancellation", secs)
+			}
+			if seq := logSequence(t, db, pyJob); seq != "queued,picked,canceled" {
+				t.Fatalf("log of the job PGQueuer ran: %s", seq)
+			}
+
+			// PGQueuer cancels a job pgq runs.
+			goJob, err := q.Enqueue(ctx, "go_long", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			started := make(chan struct{})
+			ended := make(chan error, 1)
+			qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
+			if err := qm.Entrypoint("go_long", func(ctx context.Context, _ *pgq.Job) error {
+				close(started)
+				select {
+				case <-ctx.Done():
+					ended <- ctx.Err()
+					return ctx.Err()
+				case <-time.After(time.Minute):
+					ended <- nil
+					return nil
+				}
+			}); err != nil {
+				t.Fatal(err)
+			}
+			runWorker(t, ctx, qm)
+			<-started
+			runPGQueuer(t, ctx, dsn, false, "-c", pyCancel, strconv.FormatInt(int64(goJob), 10))
+			select {
+			case err := <-ended:
+				if err == nil {
+					t.Fatal("pgq's handler ran to its end")
+				}
+			case <-time.After(20 * time.Second):
+				t.Fatal("pgq's handler context not canceled")
+			}
+			time.Sleep(200 * time.Millisecond) // pgq's outcome, if it wrote one
+			if seq := logSequence(t, db, goJob); seq != "queued,picked,canceled" {
+				t.Fatalf("log of the job pgq ran: %s", seq)
+			}
+		})
+	}
+}
+
+// buildCLI builds the pgq command into a temporary directory and returns
+// its path.
+func buildCLI(t *testing.T) string {
+	t.Helper()
+	goCmd, err := exec.LookPath("go")
+	if err != nil {
+		t.Skipf("no go command to build cmd/pgq with: %v", err)
+	}
+	bin := filepath.Join(t.TempDir(), "pgq")
+	if out, err := exec.Command(goCmd, "build", "-o", bin, "./cmd/pgq").CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/pgq: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// runCLI runs the pgq command with args and returns its output; a
+// non-zero exit fails the test.
+func runCLI(t *testing.T, ctx context.Context, bin string, args ...string) string {
+	t.Helper()
+	out, err := exec.CommandContext(ctx, bin, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("pgq %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
 }

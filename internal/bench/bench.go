@@ -52,6 +52,7 @@ type options struct {
 	duration, interval                                             time.Duration
 	handler                                                        string
 	handlerTime                                                    time.Duration
+	concurrencyLimit                                               int
 	statementTimes                                                 bool
 }
 
@@ -72,16 +73,20 @@ var benchmarks = []benchmark{
 			fs.IntVar(&o.enqueueBatch, "enqueue-batch", DefaultEnqueueBatch, "jobs per EnqueueBatch call")
 			fs.BoolVar(&o.analyze, "analyze", false, "ANALYZE the job table after enqueuing (default: leave statistics to autovacuum)")
 			fs.BoolVar(&o.vacuum, "vacuum", true, "VACUUM the job table before enqueuing, clearing dead rows of earlier runs (as River's bench starts with VACUUM FULL)")
+			fs.IntVar(&o.concurrencyLimit, "concurrency-limit", 0, "the entrypoint's fleet-wide concurrency limit (WithConcurrencyLimit; 0: none)")
 			workerFlags(fs, o)
 		},
 		check: func(o *options) error {
+			if o.concurrencyLimit < 0 {
+				return fmt.Errorf("--concurrency-limit must be 0 or more, got %d", o.concurrencyLimit)
+			}
 			return positives(map[string]int{"--jobs": o.jobs, "--enqueue-batch": o.enqueueBatch,
 				"--workers": o.workers, "--batch-size": o.batchSize, "--concurrency": o.concurrency})
 		},
 		run: func(ctx context.Context, e *env, o *options) (any, error) {
 			return ptr(Drain(ctx, e.db, DrainConfig{Jobs: o.jobs, EnqueueBatch: o.enqueueBatch, Workers: o.workers,
 				BatchSize: o.batchSize, Concurrency: o.concurrency, ListenDSN: e.listenDSN, Logger: e.logger,
-				Analyze: o.analyze, Vacuum: o.vacuum, SyncClaims: o.syncClaims,
+				Analyze: o.analyze, Vacuum: o.vacuum, SyncClaims: o.syncClaims, ConcurrencyLimit: o.concurrencyLimit,
 				Handler: HandlerConfig{Kind: o.handler, Time: o.handlerTime}}))
 		},
 	},

@@ -53,6 +53,9 @@ type DrainConfig struct {
 	SyncClaims bool
 	// Handler says what each job's handler does (default: nothing).
 	Handler HandlerConfig
+	// ConcurrencyLimit is the entrypoint's fleet-wide concurrency limit
+	// (pgq.WithConcurrencyLimit); 0: none.
+	ConcurrencyLimit int
 }
 
 func (c *DrainConfig) defaults() error {
@@ -161,7 +164,7 @@ func Drain(ctx context.Context, db *sql.DB, cfg DrainConfig) (DrainResult, error
 	var ran atomic.Int64
 	marks := newDeciles(cfg.Jobs)
 	handler := cfg.Handler.handler(db, newRuns(), func() { marks.mark(ran.Add(1)) })
-	if err := runWorkers(ctx, db, cfg.Workers, workerOptions(cfg.ListenDSN, cfg.Logger), handler,
+	if err := runWorkers(ctx, db, cfg.Workers, workerOptions(cfg.ListenDSN, cfg.Logger), handler, cfg.ConcurrencyLimit,
 		pgq.WithMode(pgq.ModeDrain), pgq.WithBatchSize(cfg.BatchSize), pgq.WithMaxConcurrentTasks(cfg.Concurrency),
 		pgq.WithSynchronousClaims(cfg.SyncClaims)); err != nil {
 		return res, err
@@ -226,12 +229,16 @@ func enqueueAll(ctx context.Context, q *pgq.Queries, n, batch int) (first, last 
 
 // runWorkers runs n QueueManagers with handler on Entrypoint until they all
 // return, and returns their errors.
-func runWorkers(ctx context.Context, db *sql.DB, n int, mopts []pgq.ManagerOption, h pgq.Handler, opts ...pgq.RunOption) error {
+func runWorkers(ctx context.Context, db *sql.DB, n int, mopts []pgq.ManagerOption, h pgq.Handler, limit int, opts ...pgq.RunOption) error {
 	errs := make([]error, n)
+	var eopts []pgq.EntrypointOption
+	if limit > 0 {
+		eopts = append(eopts, pgq.WithConcurrencyLimit(limit))
+	}
 	var wg sync.WaitGroup
 	for i := range n {
 		qm := pgq.NewQueueManager(db, mopts...)
-		if err := qm.Entrypoint(Entrypoint, h); err != nil {
+		if err := qm.Entrypoint(Entrypoint, h, eopts...); err != nil {
 			return err
 		}
 		wg.Go(func() {

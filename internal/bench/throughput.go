@@ -132,7 +132,7 @@ func Throughput(ctx context.Context, db *sql.DB, cfg ThroughputConfig) (Throughp
 	var workErr, ageErr error
 	wg.Go(func() { res.MaxHeartbeatAgeMs, ageErr = heartbeatAge(runCtx, db) })
 	wg.Go(func() {
-		workErr = runWorkers(runCtx, db, cfg.Workers, workerOptions(cfg.ListenDSN, logger), handler,
+		workErr = runWorkers(runCtx, db, cfg.Workers, workerOptions(cfg.ListenDSN, logger), handler, 0,
 			pgq.WithBatchSize(cfg.BatchSize), pgq.WithMaxConcurrentTasks(cfg.Concurrency),
 			pgq.WithSynchronousClaims(cfg.SyncClaims))
 	})
