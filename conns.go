@@ -7,9 +7,11 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5/stdlib"
 
+	"github.com/pgq-dev/pgq/dbgen"
 	"github.com/pgq-dev/pgq/internal/sqlname"
 )
 
@@ -31,6 +33,10 @@ type lane struct {
 	pin    bool
 	pooled sqlname.DBTX // db with names rewritten, for a lane that does not pin
 
+	// appName, when set, is the application_name of the lane's
+	// connection while the lane holds it (see named).
+	appName string
+
 	mu   sync.Mutex // one statement (or transaction) at a time
 	conn *sql.Conn  // nil until the first statement, and after a failure
 	rdb  sqlname.DBTX
@@ -45,6 +51,14 @@ type session struct {
 
 func newLane(db *sql.DB, names sqlname.Names, pin bool) *lane {
 	return &lane{db: db, names: names, pin: pin, pooled: wrapDB(names, db)}
+}
+
+// named makes the lane's connection carry appName as its
+// application_name while the lane holds it, so that pg_stat_activity shows
+// whose it is; a lane that does not pin a connection cannot be named.
+func (l *lane) named(appName string) *lane {
+	l.appName = appName
+	return l
 }
 
 // do runs f on the lane's connection, taking one first if it has none.
@@ -100,6 +114,10 @@ func (l *lane) connectLocked(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if l.appName != "" {
+		// A failure here shows on the statement that follows.
+		_ = dbgen.New().SetApplicationName(ctx, c, l.appName)
+	}
 	l.conn, l.rdb = c, wrapDB(l.names, c)
 	return nil
 }
@@ -135,6 +153,15 @@ func (l *lane) close() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.conn != nil {
+		if l.appName != "" {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			if err := dbgen.New().ResetApplicationName(ctx, l.conn); err != nil {
+				// A connection in an unknown state must not go back to
+				// the pool.
+				_ = l.conn.Raw(func(any) error { return driver.ErrBadConn })
+			}
+			cancel()
+		}
 		_ = l.conn.Close()
 		l.conn, l.rdb = nil, nil
 	}

@@ -438,7 +438,7 @@ func (qm *QueueManager) Run(ctx context.Context, opts ...RunOption) error {
 	// The claim, the outcome writes and the heartbeat each hold a
 	// connection; the listener may borrow a fourth.
 	pin := canPin(qm.db, workerConns+1, "the worker", w.logger)
-	w.claims = newLane(qm.db, qm.cfg.names, pin)
+	w.claims = newLane(qm.db, qm.cfg.names, pin).named(claimsAppName(qm.id, qm.cfg.names.Channel()))
 	w.outcomes = newLane(qm.db, qm.cfg.names, pin)
 	w.beats = newLane(qm.db, qm.cfg.names, pin)
 	ps, leave := enterPool(qm.db, rc.maxConcurrent+2)

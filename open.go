@@ -127,6 +127,13 @@ func workerAppName(id uuid.UUID, channel string) string {
 	return truncate("pgq worker "+id.String()+" "+channel, maxAppName)
 }
 
+// claimsAppName is the application_name of a worker's claim connection,
+// the one it holds as long as it runs: Stats.Workers sees a worker that
+// polls by it. StatsWorkers in db/queries/stats.sql matches the same text.
+func claimsAppName(id uuid.UUID, channel string) string {
+	return truncate("pgq claims "+id.String()+" "+channel, maxAppName)
+}
+
 // watcherAppName is the application_name of a CompletionWatcher's listener
 // connection.
 func watcherAppName(channel string) string {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"database/sql/driver"
+	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
@@ -239,8 +240,9 @@ func TestListenerDownWarnsOnce(t *testing.T) {
 	})
 }
 
-// TestStatsWorkers: Stats lists each worker holding jobs with whether it
-// listens (its listener connection is named in pg_stat_activity), and
+// TestStatsWorkers: Stats lists each worker, idle (by its claim
+// connection, named in pg_stat_activity) or holding jobs, with whether it
+// listens (its listener connection is named too), and
 // counts the listening watchers. A lib/pq pool from sql.Open polls: its
 // worker shows as not listening. A borrowed pgx connection gets its
 // application_name back when the worker stops.
@@ -280,6 +282,12 @@ func TestStatsWorkers(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			// Idle, the worker is seen too, by its claim connection.
+			idle := pgq.WorkerState{ID: qm.ID(), Listening: c.listening}
+			eventually(t, fmt.Sprintf("Workers = [%+v]", idle), func() bool {
+				s, err := pgq.NewQueries(base).Stats(ctx)
+				return err == nil && len(s.Workers) == 1 && s.Workers[0] == idle
+			})
 			if _, err := pgq.NewQueries(db).Enqueue(ctx, "hold", nil); err != nil {
 				t.Fatal(err)
 			}

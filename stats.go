@@ -51,11 +51,16 @@ type Stats struct {
 	// Errors are the latest errors, newest first (see WithStatsErrors).
 	Errors []JobError
 	// Workers are the workers seen on the queue, by id: those holding jobs
-	// and those whose listener connection is open (pgq names it in
-	// pg_stat_activity's application_name). A pgq worker that holds jobs
-	// without listening polls (see QueueManager.Listening); PGQueuer's
-	// workers show as not listening, since pgq cannot tell their listeners
-	// apart. A worker that polls and holds no job leaves no trace.
+	// and the running pgq workers, idle or not, which pgq finds by the
+	// application_name it gives their claim and listener connections in
+	// pg_stat_activity. A pgq worker without an open listener connection
+	// polls (see QueueManager.Listening); PGQueuer's workers show as not
+	// listening, since pgq cannot tell their listeners apart, and only
+	// while they hold jobs. A worker whose pool is too small to spare it
+	// connections of its own (SetMaxOpenConns below five; see Run) is
+	// seen only by its listener or its jobs. Behind a transaction-mode pooler the
+	// server's connections carry the names of the clients that used them
+	// last: the list is approximate (see docs/pgbouncer.md).
 	Workers []WorkerState
 	// Watchers is how many CompletionWatchers listen on the queue's
 	// channel.

@@ -103,29 +103,35 @@ LIMIT @max_rows::int;
 
 -- name: StatsWorkers :many
 -- The workers seen on the queue: those holding jobs (queue_manager_id of
--- its picked rows) and those whose listener connection is open, which pgq
--- names 'pgq worker <id> <channel>' (cut to 63 bytes, as PostgreSQL keeps
--- application_name); with how many jobs each holds and whether it listens.
--- A worker holding jobs without a listener connection polls (or is
--- PGQueuer's, whose connections pgq does not name); an idle one that polls
--- leaves no trace here.
+-- its picked rows), those whose claim connection is open, which pgq names
+-- 'pgq claims <id> <channel>', and those whose listener connection is
+-- open, named 'pgq worker <id> <channel>' (each cut to 63 bytes, as
+-- PostgreSQL keeps application_name); with how many jobs each holds and
+-- whether it listens. A worker seen without a listener connection polls
+-- (or is PGQueuer's, whose connections pgq does not name).
 WITH held AS (
     SELECT j.queue_manager_id AS id, count(*)::bigint AS running
     FROM pgqueuer AS j
     WHERE j.status = 'picked' AND j.queue_manager_id IS NOT NULL
     GROUP BY j.queue_manager_id
 ),
-listening AS (
-    SELECT DISTINCT substr(a.application_name, 12, 36)::uuid AS id
+named AS (
+    SELECT DISTINCT substr(a.application_name, 12, 36)::uuid AS id,
+           substr(a.application_name, 5, 6) = 'worker' AS listener
     FROM pg_catalog.pg_stat_activity AS a
     WHERE a.datname = current_database()
-      AND a.application_name ~ '^pgq worker [0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12} '
-      AND a.application_name = left('pgq worker ' || substr(a.application_name, 12, 36) || ' ' || @channel::text, 63)
+      AND a.application_name ~ '^pgq (worker|claims) [0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12} '
+      AND a.application_name = left(substr(a.application_name, 1, 47) || ' ' || @channel::text, 63)
+),
+seen AS (
+    SELECT n.id, bool_or(n.listener) AS listening
+    FROM named AS n
+    GROUP BY n.id
 )
-SELECT COALESCE(h.id, l.id)::uuid AS id, COALESCE(h.running, 0)::bigint AS running,
-       (l.id IS NOT NULL)::bool AS listening
+SELECT COALESCE(h.id, s.id)::uuid AS id, COALESCE(h.running, 0)::bigint AS running,
+       COALESCE(s.listening, false)::bool AS listening
 FROM held AS h
-FULL JOIN listening AS l ON l.id = h.id
+FULL JOIN seen AS s ON s.id = h.id
 ORDER BY 1;
 
 -- name: StatsWatchers :one
@@ -135,3 +141,16 @@ SELECT count(*)::bigint AS watchers
 FROM pg_catalog.pg_stat_activity AS a
 WHERE a.datname = current_database()
   AND a.application_name = left('pgq watcher ' || @channel::text, 63);
+
+-- name: SetApplicationName :exec
+-- Names the session in pg_stat_activity: a worker names its claim
+-- connection 'pgq claims <id> <channel>' so that StatsWorkers sees it
+-- when it does not listen.
+SELECT set_config('application_name', @name::text, false);
+
+-- name: ResetApplicationName :exec
+-- Gives the session back the application_name it connected with, before
+-- a worker hands its claim connection back to the pool.
+SELECT set_config('application_name', s.reset_val, false)
+FROM pg_catalog.pg_settings AS s
+WHERE s.name = 'application_name';

@@ -40,6 +40,7 @@ func TestCrashWindow(t *testing.T) {
 func TestClassify(t *testing.T) {
 	for _, tc := range []struct{ app, query, want string }{
 		{"pgq worker 0b1c2d3e-0000-4000-8000-000000000000 ch_pgqueuer", "LISTEN ch_pgqueuer", "listener"},
+		{"pgq claims 0b1c2d3e-0000-4000-8000-000000000000 ch_pgqueuer", "-- name: JobsClaim :many\nWITH ...", "claim"},
 		{producerApp, "-- name: JobsEnqueue :many\nINSERT ...", "producer"},
 		{workerApp + "12", "-- name: JobsClaim :many\nWITH ...", "claim"},
 		{workerApp + "12", "-- name: JobsFinish :many\nWITH ...", "outcome"},

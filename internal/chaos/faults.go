@@ -124,6 +124,8 @@ func classify(app, query string) string {
 	switch {
 	case strings.HasPrefix(app, "pgq worker "):
 		return "listener"
+	case strings.HasPrefix(app, "pgq claims "): // the worker's claim connection
+		return "claim"
 	case app == producerApp:
 		return "producer"
 	}
@@ -143,10 +145,21 @@ func classify(app, query string) string {
 	return "other"
 }
 
+// cutPgqPrefix cuts the prefix of the application_name pgq gives a
+// worker's listener ("pgq worker ") or claim connection ("pgq claims "),
+// both followed by the worker's id.
+func cutPgqPrefix(app string) (string, bool) {
+	if rest, ok := strings.CutPrefix(app, "pgq worker "); ok {
+		return rest, true
+	}
+	return strings.CutPrefix(app, "pgq claims ")
+}
+
 // terminate ends one or two backends of a random target class.
 func (s *server) terminate(ctx context.Context, rng *rand.Rand) {
 	rows, err := s.db.QueryContext(ctx, `SELECT pid, application_name, query FROM pg_stat_activity
-		WHERE (application_name LIKE 'pgq chaos %' OR application_name LIKE 'pgq worker %')
+		WHERE (application_name LIKE 'pgq chaos %' OR application_name LIKE 'pgq worker %'
+		       OR application_name LIKE 'pgq claims %')
 		  AND pid <> pg_backend_pid() AND datname = current_database()
 		ORDER BY pid`)
 	if err != nil {
@@ -168,7 +181,7 @@ func (s *server) terminate(ctx context.Context, rng *rand.Rand) {
 		owner := 0
 		if rest, ok := strings.CutPrefix(app, workerApp); ok {
 			owner, _ = strconv.Atoi(rest)
-		} else if rest, ok := strings.CutPrefix(app, "pgq worker "); ok {
+		} else if rest, ok := cutPgqPrefix(app); ok {
 			qm, _, _ := strings.Cut(rest, " ")
 			if owner = s.qmPid[qm]; owner == 0 {
 				continue // another program's worker

@@ -180,9 +180,8 @@ func renderStats(w io.Writer, title string, s pgq.Stats, errors int) {
 }
 
 // renderWorkers writes the workers seen on the queue and whether each
-// listens: one that holds jobs without listening polls (a pgq worker on a
-// lib/pq pool from sql.Open without WithListenDSN says so in its log), or
-// is a PGQueuer worker.
+// listens: one that does not polls (a pgq worker says why in its log), or
+// is a PGQueuer worker holding jobs.
 func renderWorkers(w io.Writer, s pgq.Stats) {
 	deaf := 0
 	for _, x := range s.Workers {

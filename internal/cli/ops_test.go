@@ -472,10 +472,12 @@ func TestOpsHelp(t *testing.T) {
 	}
 }
 
-// TestDashboardWorkers: the dashboard lists the workers holding jobs and
-// says which do not listen. Two workers each hold a job: one on a lib/pq
-// pool from pgq.Open (listening), one on a lib/pq pool from sql.Open
-// (polling); a watcher listens.
+// TestDashboardWorkers: the dashboard lists the workers, idle or holding
+// jobs, and says which do not listen. Two workers, one on a lib/pq pool
+// from pgq.Open (listening), one on a lib/pq pool from sql.Open (polling),
+// are seen idle (by their claim connections: before those were named, an
+// idle polling worker was not seen), then each holding a job; a watcher
+// listens.
 func TestDashboardWorkers(t *testing.T) {
 	t.Parallel()
 	polled, dsn := pgqtest.NewDB(t, "postgres")
@@ -512,6 +514,18 @@ func TestDashboardWorkers(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w.Close()
+	wantIdle := [][]string{fields(ids[0], "0", "yes"), fields(ids[1], "0", "no")}
+	if ids[0] > ids[1] {
+		wantIdle[0], wantIdle[1] = wantIdle[1], wantIdle[0]
+	}
+	var out string
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		out = pgq(t, "dashboard", "--once", "--dsn", dsn).ok(t).stdout
+		if strings.Contains(out, "\nWORKERS: 2 seen, 1 not listening") || time.Now().After(deadline) {
+			break
+		}
+	}
+	sameRows(t, "idle workers", table(t, out, "WORKER  RUNNING  LISTENING"), wantIdle...)
 	for range 2 {
 		if _, err := pgqueue.NewQueries(polled).Enqueue(ctx, "hold", nil); err != nil {
 			t.Fatal(err)
@@ -519,7 +533,7 @@ func TestDashboardWorkers(t *testing.T) {
 	}
 	<-started
 	<-started
-	out := pgq(t, "dashboard", "--once", "--dsn", dsn).ok(t).stdout
+	out = pgq(t, "dashboard", "--once", "--dsn", dsn).ok(t).stdout
 	if !strings.Contains(out, "\nWORKERS: 2 seen, 1 not listening (polling, or PGQueuer's); 1 watcher listening\n") {
 		t.Errorf("workers summary:\n%s", out)
 	}
