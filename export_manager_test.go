@@ -42,3 +42,10 @@ func QueryDB(db dbgen.DBTX) dbgen.DBTX { return wrapDB(sqlname.Names{}, db) }
 func QueryDBNamed(db dbgen.DBTX, prefix, schema string) dbgen.DBTX {
 	return wrapDB(sqlname.Names{Prefix: prefix, Schema: schema}, db)
 }
+
+// ClaimCount returns how many claims qm's Runs have tried.
+func ClaimCount(qm *QueueManager) int64 { return qm.claims.Load() }
+
+// WakeGap is wakeGap: the least time from a claim that found nothing to
+// the next claim a notification starts.
+const WakeGap = wakeGap

@@ -71,6 +71,8 @@ type QueueManager struct {
 	id  uuid.UUID
 	eps registry[string, *entrypoint]
 	cur atomic.Pointer[run] // the running Run, for Listening
+
+	claims atomic.Int64 // claims tried, for the tests
 }
 
 type entrypoint struct {
@@ -492,6 +494,14 @@ type run struct {
 	maintainOnce sync.Once // logs that the role may not vacuum the job table
 }
 
+// wakeGap is the least time from the start of a claim that found nothing
+// to the next claim a notification starts: notifications that arrive
+// sooner wait for it, together. A flood of notifications (each enqueue of
+// any entrypoint notifies every worker) then costs an idle worker at most
+// one claim per wakeGap, not one per notification; a claim that found
+// jobs lets the next one start at once.
+const wakeGap = 20 * time.Millisecond
+
 // workerConns is how many connections of its pool a running worker holds
 // for its own statements, besides the listener's.
 const workerConns = 3
@@ -608,6 +618,11 @@ func (w *run) loop(ctx context.Context) error {
 		}
 	}
 	var errWait time.Duration
+	// Notifications before notBefore wait for it (the timer then looks):
+	// after a failed claim, its backoff; after a claim that found
+	// nothing, wakeGap from its start. A claim that found jobs lets the
+	// next one start at once.
+	var notBefore time.Time
 
 	for ctx.Err() == nil {
 		// Count every handler that has returned, so that a claim under load
@@ -626,6 +641,7 @@ func (w *run) loop(ctx context.Context) error {
 			want = false
 			n := min(w.rc.batchSize, free)
 			unwritten := w.unwritten.Load() // before the claim: see the drain check
+			began := time.Now()
 			jobs, again, raced, err := w.claim(ctx, n)
 			switch {
 			case err != nil && ctx.Err() != nil:
@@ -635,8 +651,13 @@ func (w *run) loop(ctx context.Context) error {
 				w.logger.Warn("pgq: claiming jobs failed; retrying", "err", err, "in", errWait)
 				nextLook = time.Time{}
 				lookIn(errWait)
+				notBefore = time.Now().Add(errWait)
 			default:
 				errWait = 0
+				notBefore = time.Time{}
+				if len(jobs) == 0 {
+					notBefore = began.Add(wakeGap)
+				}
 				// The jobs count against the limit from now on; the
 				// dispatcher starts them while this loop may already
 				// claim the next batch.
@@ -664,7 +685,11 @@ func (w *run) loop(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 		case <-w.wake:
-			want = true
+			if wait := time.Until(notBefore); wait > 0 {
+				lookIn(wait) // together with whatever else comes meanwhile
+			} else {
+				want = true
+			}
 		case d := <-w.wakeIn:
 			lookIn(d)
 		case <-timer.C:
@@ -850,6 +875,7 @@ func (w *run) checkListener(ctx context.Context) {
 // jobs back and when to look again. raced says the claim lost a capacity
 // slot to another worker's and took nothing: jobs may well be waiting.
 func (w *run) claim(ctx context.Context, n int) (jobs []*attempt, again time.Duration, raced bool, err error) {
+	w.qm.claims.Add(1)
 	caps := make([]int32, len(w.names))
 	for i := range caps {
 		caps[i] = int32(n)

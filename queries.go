@@ -275,15 +275,24 @@ func (q *Queries) MarkJobAsCancelled(ctx context.Context, ids []JobID) error {
 	if _, err := q.q.JobsCancel(ctx, q.db, raw); err != nil {
 		return fmt.Errorf("pgq: cancel: %w", interpretError(err))
 	}
-	payload, err := json.Marshal(newCancellationEvent(q.names.Channel(), ids))
-	if err != nil {
-		return err
-	}
-	if err := q.q.Notify(ctx, q.db, dbgen.NotifyParams{Channel: q.names.Channel(), Payload: string(payload)}); err != nil {
-		return fmt.Errorf("pgq: cancel: notify: %w", interpretError(err))
+	// One event per maxEventIDs ids: a NOTIFY payload must stay under
+	// PostgreSQL's 8000 bytes.
+	for chunk := range slices.Chunk(ids, maxEventIDs) {
+		payload, err := json.Marshal(newCancellationEvent(q.names.Channel(), chunk))
+		if err != nil {
+			return err
+		}
+		if err := q.q.Notify(ctx, q.db, dbgen.NotifyParams{Channel: q.names.Channel(), Payload: string(payload)}); err != nil {
+			return fmt.Errorf("pgq: cancel: notify (%d bytes): %w", len(payload), interpretError(err))
+		}
 	}
 	return nil
 }
+
+// maxEventIDs is the most job ids one cancellation event carries: 300 ids
+// of up to 19 digits and the event's other fields take under 6,400 bytes,
+// within the 8,000 bytes PostgreSQL allows a NOTIFY payload.
+const maxEventIDs = 300
 
 // JobStatus returns the latest status of each of ids, from the log. Ids
 // with no log row are absent from the map.
