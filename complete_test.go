@@ -105,12 +105,12 @@ func TestCompleteTxCommit(t *testing.T) {
 					select {
 					case <-ctx.Done():
 						lingered <- context.Cause(ctx)
-					case <-time.After(time.Second):
+					case <-time.After(1500 * time.Millisecond): // over four heartbeats
 						lingered <- nil
 					}
 					return nil
 				})
-				stop := startRun(t, ctx, qm, pgq.WithHeartbeatTimeout(300*time.Millisecond))
+				stop := startRun(t, ctx, qm, pgq.WithHeartbeatTimeout(time.Second))
 
 				ids := make([]pgq.JobID, 0, 4)
 				for _, ep := range []string{"ok", "ok", "fails_after", "fails_after", "lingers"} {
