@@ -73,7 +73,7 @@ type Report struct {
 	WithoutFaults  float64    `json:"throughput_without_faults"` // per second, in the other seconds
 	Ratio          float64    `json:"ratio"`                     // DuringFaults / WithoutFaults
 	Recoveries     []Recovery `json:"recoveries,omitempty"`
-	Unexplained    []Repeat   `json:"unexplained_repeats,omitempty"`
+	Unexplained    []Repeat   `json:"unexplained_repeats,omitempty"` // each job once
 	Faults         []Fault    `json:"faults"`
 	Failures       []string   `json:"failures,omitempty"`
 }
@@ -281,6 +281,7 @@ func (s *server) check(ctx context.Context, began, ended time.Time, drained bool
 		if ats[0].Before(from) {
 			from = ats[0]
 		}
+		listed := false // in r.Unexplained
 		for k := 1; k < len(ats); k++ {
 			by := s.crashWindow(faults, rep.Pids[:k+1], from.Add(-Slack), ats[k].Add(Slack))
 			for _, kk := range kindsDuring(from, ats[k]) {
@@ -289,7 +290,8 @@ func (s *server) check(ctx context.Context, began, ended time.Time, drained bool
 					row(kk).Explained++
 				}
 			}
-			if by == "" {
+			if by == "" && !listed {
+				listed = true
 				r.Unexplained = append(r.Unexplained, rep)
 			}
 		}

@@ -158,7 +158,7 @@ func (c *chaosCmd) run(ctx context.Context, e *env) (err error) {
 		rep.Print(e.stdout)
 	}
 	if !rep.OK() {
-		return &exitError{code: ExitFailure, msg: "chaos: " + strings.Join(rep.Failures, "; ")}
+		return &exitError{code: ExitFailure, msg: strings.Join(rep.Failures, "; ")}
 	}
 	return nil
 }
