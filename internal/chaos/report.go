@@ -43,7 +43,11 @@ func (r *Report) Print(w io.Writer) {
 		fmt.Fprintf(w, "after a %s: jobs flow again in %.2f s (median of %d; max %.2f s; server down up to %.2f s)\n",
 			k, flow[len(flow)/2], len(flow), flow[len(flow)-1], down)
 	}
-	for _, rep := range r.Unexplained {
+	for i, rep := range r.Unexplained {
+		if i == 20 {
+			fmt.Fprintf(w, "... and %d more jobs with repeats outside any crash window (--json lists them all)\n", len(r.Unexplained)-i)
+			break
+		}
 		fmt.Fprintf(w, "repeat outside any crash window: job %d, runs by pids %v at %v, first claimed %s\n",
 			rep.Job, rep.Pids, rep.Runs, rep.FirstPick.UTC().Format("15:04:05.000000"))
 	}
