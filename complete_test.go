@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -233,8 +234,13 @@ func TestCompleteTxLostJob(t *testing.T) {
 		}
 		q := pgq.NewQueries(db)
 		proceed := make(chan struct{})
+		var proceeded sync.Once
+		letGo := func() { proceeded.Do(func() { close(proceed) }) }
+		t.Cleanup(letGo) // a failed check must not leave the handler blocked
 		started := make(chan struct{}, 1)
 		result := make(chan error, 1)
+		// One task at a time: while its handler waits, this worker cannot
+		// claim the released job again before the other worker does.
 		qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
 		_ = qm.Entrypoint("lost", func(ctx context.Context, j *pgq.Job) error {
 			started <- struct{}{}
@@ -245,7 +251,8 @@ func TestCompleteTxLostJob(t *testing.T) {
 		})
 		// A long heartbeat timeout: the worker does not find out by itself
 		// before the handler tries to complete the job.
-		runWorker(t, ctx, qm, pgq.WithHeartbeatTimeout(time.Minute), pgq.WithDequeueTimeout(time.Minute))
+		runWorker(t, ctx, qm, pgq.WithHeartbeatTimeout(time.Minute), pgq.WithDequeueTimeout(time.Minute),
+			pgq.WithMaxConcurrentTasks(1))
 		id, err := q.Enqueue(ctx, "lost", nil)
 		if err != nil {
 			t.Fatal(err)
@@ -262,7 +269,7 @@ func TestCompleteTxLostJob(t *testing.T) {
 		if err != nil || len(claimed) != 1 {
 			t.Fatalf("the other worker's claim: %v, %v", claimed, err)
 		}
-		close(proceed)
+		letGo()
 		err = receive(t, result, 10*time.Second, "CompleteTx")
 		if !errors.Is(err, pgq.ErrJobLost) || !strings.Contains(err.Error(), fmt.Sprint(id)) {
 			t.Fatalf("CompleteTx of a lost job: %v; want an error naming job %d that matches ErrJobLost", err, id)

@@ -198,6 +198,12 @@ func TestPgBouncerPreparedStatements(t *testing.T) {
 		t.Run(map[bool]string{true: "set", false: "default"}[fixed], func(t *testing.T) {
 			eachDriver(t, func(t *testing.T, _ *sql.DB, dsn string) {
 				driver := t.Name()[strings.LastIndex(t.Name(), "/")+1:]
+				if !fixed && driver == "postgres" {
+					// Not run: lib/pq may then decode another client's
+					// result as its own and panic inside the driver,
+					// which ends the whole test binary.
+					t.Skip("lib/pq without binary_parameters=yes in transaction mode is unsafe (docs/pgbouncer.md)")
+				}
 				ctx := testCtx(t)
 				b := startBouncer(t, dsn, pgcluster.PoolTransaction, map[string]string{"default_pool_size": "2"})
 				extra := ""
