@@ -120,20 +120,19 @@ func statementsBlock(key string, times []StatementTime) string {
 		strings.ReplaceAll(strings.TrimRight(b.String(), "\n"), "\n", "\n    "))
 }
 
-// setStatementTimes stores times in the StatementTimes a result embeds; it
-// reports false when the result has none.
-func setStatementTimes(result any, times []StatementTime) bool {
+// setStatementTimes stores times in the StatementTimes a result embeds, if
+// it has one.
+func setStatementTimes(result any, times []StatementTime) {
 	v := reflect.ValueOf(result)
 	if v.Kind() != reflect.Pointer || v.Elem().Kind() != reflect.Struct {
-		return false
+		return
 	}
 	for i := range v.Elem().NumField() {
 		if f := v.Elem().Field(i); f.Type() == statementTimesType {
 			f.Set(reflect.ValueOf(StatementTimes{Statements: times}))
-			return true
+			return
 		}
 	}
-	return false
 }
 
 // fileSize is the size of the file at path, 0 when it cannot be read.
