@@ -288,13 +288,28 @@ func TestPgqInstallsPGQueuerWorks(t *testing.T) {
 }
 
 // pySlotQueries is PGQueuer 1.3.2's Queries with its claim replaced by
-// one that follows PGQueuer 1.4's rule for concurrency limits (RELEASE.md
-// v1.4.0, qb.py): count every held job of the entrypoint, give each new
-// claim of a limited entrypoint the lowest capacity slot in [0, limit)
-// that no picked job holds, claim no job without a slot, and take a lost
-// race on pgqueuer_picked_slot_idx (unique violation or deadlock) as an
-// empty batch. The statement is written here (1.4's code cannot run
-// here); the rest of the worker is PGQueuer 1.3.2's.
+// one that follows PGQueuer 1.4's dequeue statement (qb.py
+// build_dequeue_query as of the capacity-slot change, PGQueuer's
+// #761/#774/#777, commit 2f3a8b1; RELEASE.md v1.4.0), in the shape it
+// takes when some entrypoint has a concurrency limit and the worker has no
+// global limit:
+//   - held jobs are counted per entrypoint as every row with a holder
+//     (queue_manager_id set), and an entrypoint at its limit is not looked at;
+//   - a limited entrypoint's candidates are windowed (at most
+//     min(batch, limit - held) of them) before they are locked, so that
+//     SKIP LOCKED cannot slide past the cap; unlimited ones lock straight
+//     down the backlog;
+//   - picked jobs whose heartbeat is older than the timeout compete with
+//     the queued ones and are taken again keeping the slot they hold;
+//   - each fresh claim of a limited entrypoint is paired by rank with the
+//     lowest free slot among [0, held + min(batch, remaining)), and a claim
+//     left without one is dropped;
+//   - a lost race on pgqueuer_picked_slot_idx (unique violation, or a
+//     deadlock) is an empty batch.
+//
+// The statement is our own text (PGQueuer 1.4-1.6 cannot be installed here:
+// docs/pgqueuer-compat.md says why); the rest of the worker is 1.3.2's,
+// whose retry and hold leave slot as 1.4's do.
 const pySlotQueries = `
 CLAIM = """
 WITH params AS (
@@ -306,34 +321,77 @@ held AS (
     GROUP BY h.entrypoint
 ),
 room AS (
-    SELECT params.entrypoint, params.lim,
-           CASE WHEN params.lim > 0 THEN greatest(params.lim - coalesce(held.n, 0), 0) ELSE $1 END AS take
+    SELECT params.entrypoint,
+           CASE WHEN params.lim <= 0 THEN NULL ELSE params.lim - coalesce(held.n, 0) END AS remaining
     FROM params LEFT JOIN held ON held.entrypoint = params.entrypoint
+    WHERE params.lim <= 0 OR coalesce(held.n, 0) < params.lim
 ),
-picks AS (
-    SELECT c.id, c.priority, room.entrypoint, room.lim,
-           row_number() OVER (PARTITION BY room.entrypoint ORDER BY c.priority DESC, c.id) AS rank
-    FROM room CROSS JOIN LATERAL (
+open_claims AS (
+    SELECT c.id, c.priority, room.entrypoint FROM room CROSS JOIN LATERAL (
         SELECT q.id, q.priority FROM pgqueuer q
         WHERE q.entrypoint = room.entrypoint AND q.status = 'queued' AND q.execute_after < now()
-        ORDER BY q.priority DESC, q.id LIMIT least($1, room.take)
+        ORDER BY q.priority DESC, q.id LIMIT $1
         FOR UPDATE SKIP LOCKED
     ) c
+    WHERE room.remaining IS NULL
 ),
-chosen AS (SELECT * FROM picks ORDER BY priority DESC, id LIMIT $1),
-free AS (
-    SELECT room.entrypoint, s.slot,
-           row_number() OVER (PARTITION BY room.entrypoint ORDER BY s.slot) AS rank
-    FROM room CROSS JOIN LATERAL generate_series(0, room.lim - 1) AS s(slot)
-    WHERE room.lim > 0 AND NOT EXISTS (
-        SELECT FROM pgqueuer t
-        WHERE t.entrypoint = room.entrypoint AND t.status = 'picked' AND t.slot = s.slot)
+capped_claims AS (
+    SELECT c.id, c.priority, room.entrypoint FROM room CROSS JOIN LATERAL (
+        SELECT l.id, l.priority FROM (
+            SELECT w.id FROM pgqueuer w
+            WHERE w.entrypoint = room.entrypoint AND w.status = 'queued' AND w.execute_after < now()
+            ORDER BY w.priority DESC, w.id LIMIT least($1, room.remaining)
+        ) win CROSS JOIN LATERAL (
+            SELECT t.id, t.priority FROM pgqueuer t
+            WHERE t.id = win.id AND t.status = 'queued' AND t.execute_after < now()
+            FOR UPDATE OF t SKIP LOCKED
+        ) l
+        ORDER BY l.priority DESC, l.id LIMIT least($1, room.remaining)
+    ) c
+    WHERE room.remaining IS NOT NULL
+),
+fresh AS (
+    SELECT u.id, u.priority, u.entrypoint FROM (
+        SELECT * FROM open_claims UNION ALL SELECT * FROM capped_claims
+    ) u ORDER BY u.priority DESC, u.id LIMIT $1
+),
+stale AS (
+    SELECT s.id, s.priority, s.entrypoint FROM pgqueuer s
+    WHERE s.status = 'picked' AND s.entrypoint = ANY($2)
+      AND s.heartbeat < now() - $5::interval AND s.execute_after < now()
+    ORDER BY s.priority DESC, s.id LIMIT $1
+    FOR UPDATE SKIP LOCKED
+),
+eligible AS (
+    SELECT * FROM (
+        SELECT id, priority, entrypoint, true AS is_fresh FROM fresh
+        UNION ALL
+        SELECT id, priority, entrypoint, false FROM stale
+    ) e ORDER BY priority DESC, id LIMIT $1
+),
+seats AS (
+    SELECT room.entrypoint, g.slot,
+           row_number() OVER (PARTITION BY room.entrypoint ORDER BY g.slot) AS rank
+    FROM room JOIN params ON params.entrypoint = room.entrypoint
+    CROSS JOIN LATERAL generate_series(0, params.lim - room.remaining + least($1, room.remaining) - 1) AS g(slot)
+    WHERE room.remaining IS NOT NULL AND NOT EXISTS (
+        SELECT FROM pgqueuer h
+        WHERE h.entrypoint = room.entrypoint AND h.status = 'picked' AND h.slot = g.slot)
+),
+paired AS (
+    SELECT r.id, seats.slot FROM (
+        SELECT id, entrypoint, row_number() OVER (PARTITION BY entrypoint ORDER BY priority DESC, id) AS rank
+        FROM eligible WHERE is_fresh
+    ) r JOIN seats ON seats.entrypoint = r.entrypoint AND seats.rank = r.rank
 ),
 claimed AS (
     UPDATE pgqueuer j
-    SET status = 'picked', updated = now(), heartbeat = now(), queue_manager_id = $4, slot = free.slot
-    FROM chosen LEFT JOIN free ON free.entrypoint = chosen.entrypoint AND free.rank = chosen.rank
-    WHERE j.id = chosen.id AND (chosen.lim <= 0 OR free.slot IS NOT NULL)
+    SET status = 'picked', updated = now(), heartbeat = now(), queue_manager_id = $4,
+        slot = CASE WHEN e.is_fresh THEN paired.slot ELSE j.slot END
+    FROM eligible e
+    LEFT JOIN paired ON paired.id = e.id
+    LEFT JOIN params ON params.entrypoint = e.entrypoint
+    WHERE j.id = e.id AND (NOT e.is_fresh OR params.lim <= 0 OR paired.slot IS NOT NULL)
     RETURNING j.*
 ),
 logged AS (
@@ -346,7 +404,7 @@ class SlotQueries(Queries):
     async def dequeue(self, batch_size, entrypoints, queue_manager_id, global_concurrency_limit, heartbeat_timeout):
         try:
             rows = await self.driver.fetch(CLAIM, batch_size, list(entrypoints),
-                [e.concurrency_limit for e in entrypoints.values()], queue_manager_id)
+                [e.concurrency_limit for e in entrypoints.values()], queue_manager_id, heartbeat_timeout)
         except (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError):
             return []
         return [Job.model_validate(r) for r in rows]
