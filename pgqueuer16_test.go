@@ -2,7 +2,7 @@ package pgq_test
 
 // Tests of the schema against what PGQueuer 1.6 declares (its
 // pgqueuer/domain/schema/*.py, written as pg_catalog spells it; facts in
-// docs/pgqueuer-compat.md). PGQueuer 1.5+ upgrades by diffing the catalog
+// docs/pgqueuer-compat.md). PGQueuer 1.6 upgrades by diffing the catalog
 // against that declaration, so a schema that matches it is one PGQueuer's
 // upgrade leaves alone.
 
@@ -357,7 +357,7 @@ func TestPgqOnPGQueuer16Schema(t *testing.T) {
 func TestVerifyAcceptsSchemasPGQueuerLeaves(t *testing.T) {
 	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
 		ctx := testCtx(t)
-		// PGQueuer 1.3's upgrade adds its heartbeat index back; 1.5's drops
+		// PGQueuer 1.3's upgrade adds its heartbeat index back; 1.6's drops
 		// it again. Either way pgq starts.
 		if _, err := db.ExecContext(ctx, `CREATE INDEX pgqueuer_heartbeat_id_id1_idx
 			ON pgqueuer (heartbeat ASC, id DESC) INCLUDE (id) WHERE status = 'picked'`); err != nil {

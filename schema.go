@@ -293,8 +293,8 @@ var (
 		"pgqueuer_statistics_unique_count",
 	}
 	// indexStandIns are indexes that serve as well as a required one, so
-	// that a schema PGQueuer 1.0-1.4 left behind passes: before 1.5 stale
-	// picked jobs were found by pgqueuer_heartbeat_id_id1_idx, which 1.5
+	// that a schema PGQueuer 1.0-1.5 left behind passes: before 1.6 stale
+	// picked jobs were found by pgqueuer_heartbeat_id_id1_idx, which 1.6
 	// retired (and its upgrade drops).
 	indexStandIns = map[string]string{
 		"pgqueuer_picked_heartbeat_idx": "pgqueuer_heartbeat_id_id1_idx",
