@@ -26,6 +26,9 @@ type JobInfo struct {
 	// Finished says the job has left the job table: the fields above come
 	// from its latest log row.
 	Finished bool
+	// PayloadSize is the payload's length in bytes (ListJobs returns only
+	// the first ListPayloadPreview bytes of it in Payload).
+	PayloadSize int
 }
 
 // LogEntry is one row of a job's log: a status it reached, and when.
@@ -59,8 +62,9 @@ func (q *Queries) GetJob(ctx context.Context, id JobID) (*JobInfo, error) {
 			Job: Job{ID: JobID(r.ID), Priority: r.Priority, Entrypoint: r.Entrypoint, Payload: r.Payload,
 				Headers: decodeHeaders(r.Headers), Attempts: r.Attempts, DedupeKey: r.DedupeKey.String,
 				Created: r.Created, ExecuteAfter: r.ExecuteAfter},
-			Status:  Status(r.Status),
-			Updated: r.Updated,
+			Status:      Status(r.Status),
+			Updated:     r.Updated,
+			PayloadSize: len(r.Payload),
 		}
 		if info.Status == StatusPicked {
 			info.WorkerID = r.QueueManagerID.UUID

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log"
+	"strings"
 	"time"
 
 	"github.com/pgq-dev/pgq"
@@ -179,4 +180,69 @@ func ExampleQueries_GetJob() {
 	// queued
 	// picked
 	// successful
+}
+
+// Pages of the queue, newest first: each page's Next is the cursor of the
+// page after it.
+func ExampleQueries_ListJobs() {
+	ctx := context.Background()
+	db, naming, cleanup := exampleDB(ctx, "example_listjobs")
+	defer cleanup()
+
+	q := pgq.NewQueries(db, naming)
+	for i := range 5 {
+		if _, err := q.Enqueue(ctx, "report", []byte(fmt.Sprintf(`{"n": %d}`, i))); err != nil {
+			log.Fatal(err)
+		}
+	}
+	f := pgq.JobFilter{Entrypoints: []string{"report"}, Statuses: []pgq.Status{pgq.StatusQueued}, Limit: 2}
+	for {
+		page, err := q.ListJobs(ctx, f)
+		if err != nil {
+			log.Fatal(err)
+		}
+		var payloads []string
+		for _, job := range page.Jobs {
+			payloads = append(payloads, string(job.Payload))
+		}
+		fmt.Println(strings.Join(payloads, " "))
+		if page.Next == "" {
+			break
+		}
+		f.Cursor = page.Next
+	}
+	// Output:
+	// {"n": 4} {"n": 3}
+	// {"n": 2} {"n": 1}
+	// {"n": 0}
+}
+
+// Bulk actions take the same filter and work in batches on the server,
+// however many jobs match.
+func ExampleQueries_CancelJobs() {
+	ctx := context.Background()
+	db, naming, cleanup := exampleDB(ctx, "example_canceljobs")
+	defer cleanup()
+
+	q := pgq.NewQueries(db, naming)
+	jobs := make([]pgq.NewJob, 2500)
+	for i := range jobs {
+		jobs[i] = pgq.NewJob{Entrypoint: []string{"email", "sms"}[i%2]}
+	}
+	if _, err := q.EnqueueBatch(ctx, jobs); err != nil {
+		log.Fatal(err)
+	}
+	n, err := q.CancelJobs(ctx, pgq.JobFilter{Entrypoints: []string{"sms"}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("canceled", n)
+	n, err = q.DeleteJobs(ctx, pgq.JobFilter{}, pgq.WithBulkBatchSize(500))
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("deleted", n)
+	// Output:
+	// canceled 1250
+	// deleted 1250
 }

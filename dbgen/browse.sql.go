@@ -11,7 +11,78 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/lib/pq"
 )
+
+const jobsCancelMatching = `-- name: JobsCancelMatching :many
+WITH removed AS (
+    DELETE FROM pgqueuer AS j
+    WHERE j.id = ANY($1::bigint[])
+      AND j.status = ANY($2::pgqueuer_status[])
+    RETURNING j.id, j.priority, j.entrypoint, j.status
+),
+logged AS (
+    INSERT INTO pgqueuer_log (job_id, status, priority, entrypoint)
+    SELECT removed.id, 'canceled', removed.priority, removed.entrypoint FROM removed
+)
+SELECT removed.id, (removed.status = 'picked')::boolean AS running FROM removed ORDER BY removed.id
+`
+
+type JobsCancelMatchingParams struct {
+	Ids      []int64
+	Statuses []PgqueuerStatus
+}
+
+type JobsCancelMatchingRow struct {
+	ID      int64
+	Running bool
+}
+
+// Cancels those of ids whose status is still one of statuses: removes
+// their rows, logs them 'canceled', and returns each id with whether it
+// was running (its worker is sent a cancellation event).
+func (q *Queries) JobsCancelMatching(ctx context.Context, db DBTX, arg JobsCancelMatchingParams) ([]*JobsCancelMatchingRow, error) {
+	rows, err := db.QueryContext(ctx, jobsCancelMatching, pq.Array(arg.Ids), pq.Array(arg.Statuses))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []*JobsCancelMatchingRow
+	for rows.Next() {
+		var i JobsCancelMatchingRow
+		if err := rows.Scan(&i.ID, &i.Running); err != nil {
+			return nil, err
+		}
+		items = append(items, &i)
+	}
+	if err := rows.Close(); err != nil {
+		return nil, err
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const jobsDeleteQueued = `-- name: JobsDeleteQueued :execrows
+WITH removed AS (
+    DELETE FROM pgqueuer AS j
+    WHERE j.id = ANY($1::bigint[])
+      AND j.status = 'queued'
+    RETURNING j.id, j.priority, j.entrypoint
+)
+INSERT INTO pgqueuer_log (job_id, status, priority, entrypoint)
+SELECT removed.id, 'deleted', removed.priority, removed.entrypoint FROM removed
+`
+
+// Deletes those of ids that are still queued and logs them 'deleted'.
+func (q *Queries) JobsDeleteQueued(ctx context.Context, db DBTX, ids []int64) (int64, error) {
+	result, err := db.ExecContext(ctx, jobsDeleteQueued, pq.Array(ids))
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected()
+}
 
 const jobsGet = `-- name: JobsGet :many
 SELECT j.id, j.priority, j.queue_manager_id, j.created, j.updated, j.heartbeat, j.execute_after,
@@ -73,6 +144,180 @@ func (q *Queries) JobsGet(ctx context.Context, db DBTX, id int64) ([]*JobsGetRow
 		return nil, err
 	}
 	return items, nil
+}
+
+const jobsList = `-- name: JobsList :many
+SELECT j.id, j.priority, j.queue_manager_id, j.created, j.updated, j.heartbeat, j.execute_after,
+       j.status, j.entrypoint, j.dedupe_key, j.attempts, j.headers,
+       substring(j.payload FROM 1 FOR $1::int)::bytea AS payload_head,
+       COALESCE(octet_length(j.payload), 0)::bigint AS payload_size
+FROM pgqueuer AS j
+WHERE j.id < $2::bigint
+  AND (cardinality($3::pgqueuer_status[]) = 0 OR j.status = ANY($3::pgqueuer_status[]))
+  AND (cardinality($4::text[]) = 0 OR j.entrypoint = ANY($4::text[]))
+  AND ($5::text = '' OR j.dedupe_key = $5::text)
+  AND j.created >= $6::timestamptz
+  AND j.created < $7::timestamptz
+ORDER BY j.id DESC
+LIMIT $8::int
+`
+
+type JobsListParams struct {
+	PreviewBytes  int32
+	BeforeID      int64
+	Statuses      []PgqueuerStatus
+	Entrypoints   []string
+	DedupeKey     string
+	CreatedAfter  time.Time
+	CreatedBefore time.Time
+	MaxRows       int32
+}
+
+type JobsListRow struct {
+	ID             int64
+	Priority       int32
+	QueueManagerID uuid.NullUUID
+	Created        time.Time
+	Updated        time.Time
+	Heartbeat      time.Time
+	ExecuteAfter   time.Time
+	Status         PgqueuerStatus
+	Entrypoint     string
+	DedupeKey      sql.NullString
+	Attempts       int32
+	Headers        []byte
+	PayloadHead    []byte
+	PayloadSize    int64
+}
+
+// A page of the job table, newest first: the jobs with an id below
+// before_id that match the filter (an empty array or ” matches all),
+// created in [created_after, created_before). The payload is cut to its
+// first preview_bytes. The filters fold away when empty (custom plans), so
+// each combination gets its own plan: a walk of the primary key backwards
+// from before_id, or, when the filter is selective, one of the partial
+// indexes (queued: pgqueuer_ep_prio_id_idx or pgqueuer_priority_id_id1_idx,
+// picked: pgqueuer_updated_id_id1_idx; a dedupe key:
+// pgqueuer_unique_dedupe_key) and a sort of what it finds.
+func (q *Queries) JobsList(ctx context.Context, db DBTX, arg JobsListParams) ([]*JobsListRow, error) {
+	rows, err := db.QueryContext(ctx, jobsList,
+		arg.PreviewBytes,
+		arg.BeforeID,
+		pq.Array(arg.Statuses),
+		pq.Array(arg.Entrypoints),
+		arg.DedupeKey,
+		arg.CreatedAfter,
+		arg.CreatedBefore,
+		arg.MaxRows,
+	)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []*JobsListRow
+	for rows.Next() {
+		var i JobsListRow
+		if err := rows.Scan(
+			&i.ID,
+			&i.Priority,
+			&i.QueueManagerID,
+			&i.Created,
+			&i.Updated,
+			&i.Heartbeat,
+			&i.ExecuteAfter,
+			&i.Status,
+			&i.Entrypoint,
+			&i.DedupeKey,
+			&i.Attempts,
+			&i.Headers,
+			&i.PayloadHead,
+			&i.PayloadSize,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, &i)
+	}
+	if err := rows.Close(); err != nil {
+		return nil, err
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const jobsMatching = `-- name: JobsMatching :many
+SELECT j.id
+FROM pgqueuer AS j
+WHERE j.id > $1::bigint
+  AND j.id <= $2::bigint
+  AND j.status = ANY($3::pgqueuer_status[])
+  AND (cardinality($4::text[]) = 0 OR j.entrypoint = ANY($4::text[]))
+  AND ($5::text = '' OR j.dedupe_key = $5::text)
+  AND j.created >= $6::timestamptz
+  AND j.created < $7::timestamptz
+ORDER BY j.id
+LIMIT $8::int
+`
+
+type JobsMatchingParams struct {
+	AfterID       int64
+	MaxID         int64
+	Statuses      []PgqueuerStatus
+	Entrypoints   []string
+	DedupeKey     string
+	CreatedAfter  time.Time
+	CreatedBefore time.Time
+	BatchSize     int32
+}
+
+// One batch of a bulk action: the ids of up to batch_size jobs above
+// after_id and up to max_id that match the filter, in id order (a range
+// of the primary key, or a partial index when the filter is selective).
+// Nothing is locked: the action's own statement rechecks the status.
+func (q *Queries) JobsMatching(ctx context.Context, db DBTX, arg JobsMatchingParams) ([]int64, error) {
+	rows, err := db.QueryContext(ctx, jobsMatching,
+		arg.AfterID,
+		arg.MaxID,
+		pq.Array(arg.Statuses),
+		pq.Array(arg.Entrypoints),
+		arg.DedupeKey,
+		arg.CreatedAfter,
+		arg.CreatedBefore,
+		arg.BatchSize,
+	)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []int64
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		items = append(items, id)
+	}
+	if err := rows.Close(); err != nil {
+		return nil, err
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const jobsMaxID = `-- name: JobsMaxID :one
+SELECT COALESCE(max(j.id), 0)::bigint AS id FROM pgqueuer AS j
+`
+
+// The highest id in the job table (0 when empty): a bulk action stops
+// there, so that jobs enqueued while it runs are not touched.
+func (q *Queries) JobsMaxID(ctx context.Context, db DBTX) (int64, error) {
+	row := db.QueryRowContext(ctx, jobsMaxID)
+	var id int64
+	err := row.Scan(&id)
+	return id, err
 }
 
 const logJobHistory = `-- name: LogJobHistory :many
