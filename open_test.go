@@ -297,6 +297,12 @@ func TestStatsWorkers(t *testing.T) {
 				t.Fatal(err)
 			}
 			want := []pgq.WorkerState{{ID: qm.ID(), Running: 1, Listening: c.listening}}
+			if len(s.Workers) == 1 {
+				if hb := s.Workers[0].LastHeartbeat; time.Since(hb) > time.Minute || time.Since(hb) < -time.Minute {
+					t.Errorf("LastHeartbeat %v, now %v", hb, time.Now())
+				}
+				want[0].LastHeartbeat = s.Workers[0].LastHeartbeat
+			}
 			if len(s.Workers) != 1 || s.Workers[0] != want[0] {
 				t.Errorf("Workers = %+v, want %+v", s.Workers, want)
 			}

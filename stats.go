@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/pgq-dev/pgq/dbgen"
 )
 
 // Defaults of Stats.
@@ -72,6 +74,9 @@ type WorkerState struct {
 	ID        uuid.UUID // the worker's id (QueueManager.ID), the queue_manager_id of its jobs
 	Running   int64     // jobs it holds (picked)
 	Listening bool      // its listener connection is open
+	// LastHeartbeat is the latest heartbeat among the jobs it holds; zero
+	// when it holds none.
+	LastHeartbeat time.Time
 }
 
 // QueueDepth is a row of Stats.Queue.
@@ -200,6 +205,9 @@ func (q *Queries) Stats(ctx context.Context, opts ...StatsOption) (Stats, error)
 	s.Workers = make([]WorkerState, len(workers))
 	for i, r := range workers {
 		s.Workers[i] = WorkerState{ID: r.ID, Running: r.Running, Listening: r.Listening}
+		if r.Running > 0 {
+			s.Workers[i].LastHeartbeat = r.LastHeartbeat.UTC()
+		}
 	}
 	if s.Watchers, err = q.q.StatsWatchers(ctx, q.db, q.cfg.names.Channel()); err != nil {
 		return fail(err)
@@ -229,4 +237,68 @@ func seconds(s float64) time.Duration {
 		return time.Duration(math.MaxInt64)
 	}
 	return time.Duration(math.Round(s*1e6)) * time.Microsecond
+}
+
+// ActivityBucket is one span of Activity: the outcomes and holds logged in
+// [Start, Start+step).
+type ActivityBucket struct {
+	Start time.Time
+	// Counts by status: StatusSuccessful, StatusException, StatusCanceled,
+	// StatusDeleted and StatusFailed (held); absent when 0.
+	Counts map[Status]int64
+}
+
+// Finished is how many jobs reached a terminal status in the bucket.
+func (b ActivityBucket) Finished() int64 {
+	var n int64
+	for s, c := range b.Counts {
+		if s.Terminal() {
+			n += c
+		}
+	}
+	return n
+}
+
+// Errors is how many jobs failed in the bucket: for good (exception) or
+// held (failed).
+func (b ActivityBucket) Errors() int64 {
+	return b.Counts[StatusException] + b.Counts[StatusFailed]
+}
+
+// Activity returns the outcomes of the last window in buckets of step,
+// oldest first, every bucket present (the last one may be partial): what a
+// chart of jobs per second and error rate draws. window and step are whole
+// seconds; window is at most MaxStatsWindow and at most 10,000 steps. It
+// reads what Stats reads for its Recent counts, so it counts the work of
+// every worker, pgq's and PGQueuer's.
+func (q *Queries) Activity(ctx context.Context, window, step time.Duration) ([]ActivityBucket, error) {
+	if q.cfg.err != nil {
+		return nil, q.cfg.err
+	}
+	if step < time.Second || step%time.Second != 0 || window < step || window > MaxStatsWindow ||
+		window%time.Second != 0 || window/step > 10_000 {
+		return nil, fmt.Errorf("pgq: activity: window %v in steps of %v: want whole seconds, 1s <= step <= window <= %v, at most 10000 steps",
+			window, step, MaxStatsWindow)
+	}
+	clock, err := q.q.StatsClock(ctx, q.db, window.Seconds())
+	if err != nil {
+		return nil, fmt.Errorf("pgq: activity: %w", interpretError(err))
+	}
+	rows, err := q.q.StatsTimeline(ctx, q.db, dbgen.StatsTimelineParams{Since: clock.Since, StepS: step.Seconds()})
+	if err != nil {
+		return nil, fmt.Errorf("pgq: activity: %w", interpretError(err))
+	}
+	since := clock.Since.UTC()
+	n := int(clock.Now.Sub(clock.Since)/step) + 1
+	out := make([]ActivityBucket, n)
+	for i := range out {
+		out[i] = ActivityBucket{Start: since.Add(time.Duration(i) * step), Counts: map[Status]int64{}}
+	}
+	for _, r := range rows {
+		if r.Bucket < 0 || int(r.Bucket) >= n {
+			continue
+		}
+		out[r.Bucket].Counts[Status(r.Status)] += r.Count
+	}
+	return out, nil
 }

@@ -261,6 +261,79 @@ func (q *Queries) StatsRecentErrors(ctx context.Context, db DBTX, maxRows int32)
 	return items, nil
 }
 
+const statsTimeline = `-- name: StatsTimeline :many
+WITH RECURSIVE prios AS (
+    (SELECT s.priority FROM pgqueuer_statistics AS s ORDER BY s.priority LIMIT 1)
+    UNION ALL
+    SELECT (SELECT n.priority FROM pgqueuer_statistics AS n
+            WHERE n.priority > prios.priority ORDER BY n.priority LIMIT 1)
+    FROM prios
+    WHERE prios.priority IS NOT NULL
+),
+counted AS (
+    SELECT st.at, st.status, st.count
+    FROM prios
+    CROSS JOIN LATERAL (
+        SELECT date_trunc('sec', s.created AT TIME ZONE 'UTC') AS at, s.status, s.count
+        FROM pgqueuer_statistics AS s
+        WHERE s.priority = prios.priority
+          AND date_trunc('sec', s.created AT TIME ZONE 'UTC') >= timezone('UTC', $1::timestamptz)
+        OFFSET 0 -- keeps the subquery a per-priority index scan, not one big join
+    ) AS st
+    WHERE prios.priority IS NOT NULL
+    UNION ALL
+    SELECT timezone('UTC', l.created) AS at, l.status, 1::bigint AS count
+    FROM pgqueuer_log AS l
+    WHERE l.created >= $1::timestamptz
+      AND NOT l.aggregated
+)
+SELECT floor(extract(epoch FROM c.at - timezone('UTC', $1::timestamptz)) / $2::float8)::int AS bucket,
+       c.status, sum(c.count)::bigint AS count
+FROM counted AS c
+WHERE c.status IN ('successful', 'exception', 'canceled', 'deleted', 'failed')
+GROUP BY 1, 2
+ORDER BY 1, 2
+`
+
+type StatsTimelineParams struct {
+	Since time.Time
+	StepS float64
+}
+
+type StatsTimelineRow struct {
+	Bucket int32
+	Status PgqueuerStatus
+	Count  int64
+}
+
+// Outcomes (successful, exception, canceled, deleted) and holds (failed)
+// since @since (a whole second) in buckets of step_s seconds (bucket 0
+// starts at since), by status: read as StatsRecent reads its window (the
+// per-second statistics by a loose index scan, plus the log rows not
+// folded into them yet).
+func (q *Queries) StatsTimeline(ctx context.Context, db DBTX, arg StatsTimelineParams) ([]*StatsTimelineRow, error) {
+	rows, err := db.QueryContext(ctx, statsTimeline, arg.Since, arg.StepS)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []*StatsTimelineRow
+	for rows.Next() {
+		var i StatsTimelineRow
+		if err := rows.Scan(&i.Bucket, &i.Status, &i.Count); err != nil {
+			return nil, err
+		}
+		items = append(items, &i)
+	}
+	if err := rows.Close(); err != nil {
+		return nil, err
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const statsWatchers = `-- name: StatsWatchers :one
 SELECT count(*)::bigint AS watchers
 FROM pg_catalog.pg_stat_activity AS a
@@ -279,7 +352,7 @@ func (q *Queries) StatsWatchers(ctx context.Context, db DBTX, channel string) (i
 
 const statsWorkers = `-- name: StatsWorkers :many
 WITH held AS (
-    SELECT j.queue_manager_id AS id, count(*)::bigint AS running
+    SELECT j.queue_manager_id AS id, count(*)::bigint AS running, max(j.heartbeat) AS last_heartbeat
     FROM pgqueuer AS j
     WHERE j.status = 'picked' AND j.queue_manager_id IS NOT NULL
     GROUP BY j.queue_manager_id
@@ -298,16 +371,18 @@ seen AS (
     GROUP BY n.id
 )
 SELECT COALESCE(h.id, s.id)::uuid AS id, COALESCE(h.running, 0)::bigint AS running,
-       COALESCE(s.listening, false)::bool AS listening
+       COALESCE(s.listening, false)::bool AS listening,
+       COALESCE(h.last_heartbeat, 'epoch'::timestamptz)::timestamptz AS last_heartbeat
 FROM held AS h
 FULL JOIN seen AS s ON s.id = h.id
 ORDER BY 1
 `
 
 type StatsWorkersRow struct {
-	ID        uuid.UUID
-	Running   int64
-	Listening bool
+	ID            uuid.UUID
+	Running       int64
+	Listening     bool
+	LastHeartbeat time.Time
 }
 
 // The workers seen on the queue: those holding jobs (queue_manager_id of
@@ -326,7 +401,12 @@ func (q *Queries) StatsWorkers(ctx context.Context, db DBTX, channel string) ([]
 	var items []*StatsWorkersRow
 	for rows.Next() {
 		var i StatsWorkersRow
-		if err := rows.Scan(&i.ID, &i.Running, &i.Listening); err != nil {
+		if err := rows.Scan(
+			&i.ID,
+			&i.Running,
+			&i.Listening,
+			&i.LastHeartbeat,
+		); err != nil {
 			return nil, err
 		}
 		items = append(items, &i)

@@ -57,6 +57,44 @@ FROM counted AS c
 GROUP BY c.entrypoint, c.status
 ORDER BY c.entrypoint, c.status;
 
+-- name: StatsTimeline :many
+-- Outcomes (successful, exception, canceled, deleted) and holds (failed)
+-- since @since (a whole second) in buckets of step_s seconds (bucket 0
+-- starts at since), by status: read as StatsRecent reads its window (the
+-- per-second statistics by a loose index scan, plus the log rows not
+-- folded into them yet).
+WITH RECURSIVE prios AS (
+    (SELECT s.priority FROM pgqueuer_statistics AS s ORDER BY s.priority LIMIT 1)
+    UNION ALL
+    SELECT (SELECT n.priority FROM pgqueuer_statistics AS n
+            WHERE n.priority > prios.priority ORDER BY n.priority LIMIT 1)
+    FROM prios
+    WHERE prios.priority IS NOT NULL
+),
+counted AS (
+    SELECT st.at, st.status, st.count
+    FROM prios
+    CROSS JOIN LATERAL (
+        SELECT date_trunc('sec', s.created AT TIME ZONE 'UTC') AS at, s.status, s.count
+        FROM pgqueuer_statistics AS s
+        WHERE s.priority = prios.priority
+          AND date_trunc('sec', s.created AT TIME ZONE 'UTC') >= timezone('UTC', @since::timestamptz)
+        OFFSET 0 -- keeps the subquery a per-priority index scan, not one big join
+    ) AS st
+    WHERE prios.priority IS NOT NULL
+    UNION ALL
+    SELECT timezone('UTC', l.created) AS at, l.status, 1::bigint AS count
+    FROM pgqueuer_log AS l
+    WHERE l.created >= @since::timestamptz
+      AND NOT l.aggregated
+)
+SELECT floor(extract(epoch FROM c.at - timezone('UTC', @since::timestamptz)) / @step_s::float8)::int AS bucket,
+       c.status, sum(c.count)::bigint AS count
+FROM counted AS c
+WHERE c.status IN ('successful', 'exception', 'canceled', 'deleted', 'failed')
+GROUP BY 1, 2
+ORDER BY 1, 2;
+
 -- name: StatsRecentErrors :many
 -- The latest max_rows errors, newest first: log rows of status exception
 -- (the handler failed for good) or failed (held), found through
@@ -110,7 +148,7 @@ LIMIT @max_rows::int;
 -- whether it listens. A worker seen without a listener connection polls
 -- (or is PGQueuer's, whose connections pgq does not name).
 WITH held AS (
-    SELECT j.queue_manager_id AS id, count(*)::bigint AS running
+    SELECT j.queue_manager_id AS id, count(*)::bigint AS running, max(j.heartbeat) AS last_heartbeat
     FROM pgqueuer AS j
     WHERE j.status = 'picked' AND j.queue_manager_id IS NOT NULL
     GROUP BY j.queue_manager_id
@@ -129,7 +167,8 @@ seen AS (
     GROUP BY n.id
 )
 SELECT COALESCE(h.id, s.id)::uuid AS id, COALESCE(h.running, 0)::bigint AS running,
-       COALESCE(s.listening, false)::bool AS listening
+       COALESCE(s.listening, false)::bool AS listening,
+       COALESCE(h.last_heartbeat, 'epoch'::timestamptz)::timestamptz AS last_heartbeat
 FROM held AS h
 FULL JOIN seen AS s ON s.id = h.id
 ORDER BY 1;
