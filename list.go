@@ -47,6 +47,8 @@ type JobFilter struct {
 	// StatusPicked (running) or StatusFailed (held); finished jobs are
 	// no longer in the job table (see GetJob and JobHistory for them).
 	Statuses []Status
+	// IDs matches these jobs.
+	IDs []JobID
 	// DedupeKey matches the job holding this dedupe key. A key is held
 	// only while its job is queued or running (PGQueuer's rule), so with a
 	// DedupeKey only queued and running jobs match.
@@ -83,6 +85,7 @@ type normalized struct {
 	statuses      []dbgen.PgqueuerStatus
 	entrypoints   []string
 	dedupeKey     string
+	ids           []int64
 	after, before time.Time
 	none          bool // the filter matches nothing (e.g. a dedupe key and only held jobs)
 }
@@ -133,6 +136,7 @@ func (f JobFilter) normalize(allowed ...Status) (normalized, error) {
 	}
 	slices.Sort(n.entrypoints)
 	n.entrypoints = slices.Compact(n.entrypoints)
+	n.ids = toInt64s(sortedIDs(f.IDs))
 	// Empty, not nil: a nil slice would be passed as NULL.
 	if n.statuses == nil {
 		n.statuses = []dbgen.PgqueuerStatus{}
@@ -154,6 +158,9 @@ func (n normalized) fingerprint() uint32 {
 	}
 	for _, e := range n.entrypoints {
 		fmt.Fprintf(h, "e%q", e)
+	}
+	for _, id := range n.ids {
+		fmt.Fprintf(h, "i%d", id)
 	}
 	fmt.Fprintf(h, "d%q a%d b%d", n.dedupeKey, n.after.UnixMicro(), n.before.UnixMicro())
 	return h.Sum32()
@@ -230,7 +237,7 @@ func (q *Queries) ListJobs(ctx context.Context, f JobFilter) (JobPage, error) {
 	}
 	rows, err := q.q.JobsList(ctx, q.db, dbgen.JobsListParams{
 		PreviewBytes: ListPayloadPreview, BeforeID: before,
-		Statuses: n.statuses, Entrypoints: n.entrypoints, DedupeKey: n.dedupeKey,
+		Statuses: n.statuses, Entrypoints: n.entrypoints, DedupeKey: n.dedupeKey, Ids: n.ids,
 		CreatedAfter: n.after, CreatedBefore: n.before, MaxRows: int32(limit + 1),
 	})
 	if err != nil {
@@ -323,13 +330,19 @@ func (q *Queries) CancelJobs(ctx context.Context, f JobFilter, opts ...BulkOptio
 		})
 }
 
-// DeleteJobs deletes the queued jobs that match f (f.Statuses, when set,
-// may name only StatusQueued) and logs them 'deleted'; it returns how many
-// it deleted. It works in batches, like CancelJobs.
+// DeleteJobs deletes the queued jobs that match f and logs them
+// 'deleted'; it returns how many it deleted. f.Statuses may name
+// StatusQueued and StatusFailed (held jobs are deleted only when named);
+// running jobs are canceled, not deleted (CancelJobs). It works in
+// batches, like CancelJobs.
 func (q *Queries) DeleteJobs(ctx context.Context, f JobFilter, opts ...BulkOption) (int64, error) {
-	return q.bulk(ctx, "delete jobs", f, []Status{StatusQueued}, opts,
-		func(ctx context.Context, ids []int64, _ []dbgen.PgqueuerStatus) (int64, error) {
-			return q.q.JobsDeleteQueued(ctx, q.db, ids)
+	allowed := []Status{StatusQueued, StatusFailed}
+	if len(f.Statuses) == 0 {
+		allowed = allowed[:1]
+	}
+	return q.bulk(ctx, "delete jobs", f, allowed, opts,
+		func(ctx context.Context, ids []int64, statuses []dbgen.PgqueuerStatus) (int64, error) {
+			return q.q.JobsDeleteMatching(ctx, q.db, dbgen.JobsDeleteMatchingParams{Ids: ids, Statuses: statuses})
 		})
 }
 
@@ -386,7 +399,7 @@ func (q *Queries) bulk(ctx context.Context, what string, f JobFilter, allowed []
 		for after := int64(0); after < maxID; {
 			ids, err := q.q.JobsMatching(ctx, q.db, dbgen.JobsMatchingParams{
 				AfterID: after, MaxID: maxID, Statuses: one, Entrypoints: n.entrypoints,
-				DedupeKey: n.dedupeKey, CreatedAfter: n.after, CreatedBefore: n.before, BatchSize: int32(c.batch),
+				DedupeKey: n.dedupeKey, Ids: n.ids, CreatedAfter: n.after, CreatedBefore: n.before, BatchSize: int32(c.batch),
 			})
 			if err != nil {
 				return touched, fmt.Errorf("pgq: %s: after %d of them: %w", what, touched, interpretError(err))

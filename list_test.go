@@ -136,6 +136,10 @@ func TestListJobs(t *testing.T) {
 			page.Jobs[0].PayloadSize != 8 {
 			t.Errorf("dedupe key key-15: %+v", page.Jobs)
 		}
+		some := []pgq.JobID{all[3], all[0], all[7], 999999}
+		if got := listAll(t, ctx, q, pgq.JobFilter{IDs: some, Limit: 2}, nil); !slices.Equal(got, []pgq.JobID{all[0], all[3], all[7]}) {
+			t.Errorf("ids %v: listed %v", some, got)
+		}
 		for _, f := range []pgq.JobFilter{
 			{Entrypoints: []string{"nothing-like-it"}},
 			{DedupeKey: "key-10", Statuses: []pgq.Status{pgq.StatusFailed}},
@@ -273,8 +277,14 @@ func TestBulkActions(t *testing.T) {
 		if err != nil || int(n) != queuedB || count(`status = 'queued' AND entrypoint = 'b'`) != 0 || logged("deleted") != queuedB {
 			t.Errorf("delete queued of b: %d (want %d), %v", n, queuedB, err)
 		}
-		if count(`status = 'picked' AND entrypoint = 'b'`) == 0 {
-			t.Error("delete of queued jobs deleted running ones")
+		if count(`status = 'picked' AND entrypoint = 'b'`) == 0 || count(`status = 'failed' AND entrypoint = 'b'`) == 0 {
+			t.Error("delete of queued jobs deleted running or held ones")
+		}
+		heldB := count(`status = 'failed' AND entrypoint = 'b'`)
+		oneHeld := scalar[int64](t, db, `SELECT min(id) FROM pgqueuer WHERE status = 'failed' AND entrypoint = 'b'`)
+		n, err = q.DeleteJobs(ctx, pgq.JobFilter{IDs: []pgq.JobID{pgq.JobID(oneHeld)}, Statuses: []pgq.Status{pgq.StatusFailed}})
+		if err != nil || n != 1 || count(`status = 'failed' AND entrypoint = 'b'`) != heldB-1 {
+			t.Errorf("delete of held job %d: %d, %v", oneHeld, n, err)
 		}
 
 		// A running job of a real worker gets its cancellation.
@@ -416,7 +426,7 @@ func TestListPlans(t *testing.T) {
 		if c.entrypoints == nil {
 			eps = none
 		}
-		common := map[string]any{"@statuses": statuses, "@entrypoints": eps, "@dedupe_key": c.dedupe,
+		common := map[string]any{"@statuses": statuses, "@entrypoints": eps, "@dedupe_key": c.dedupe, "@ids": pq.Array([]int64{}),
 			"@created_after": early, "@created_before": far}
 		with := func(extra map[string]any) map[string]any {
 			m := map[string]any{}

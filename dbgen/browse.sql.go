@@ -64,20 +64,26 @@ func (q *Queries) JobsCancelMatching(ctx context.Context, db DBTX, arg JobsCance
 	return items, nil
 }
 
-const jobsDeleteQueued = `-- name: JobsDeleteQueued :execrows
+const jobsDeleteMatching = `-- name: JobsDeleteMatching :execrows
 WITH removed AS (
     DELETE FROM pgqueuer AS j
     WHERE j.id = ANY($1::bigint[])
-      AND j.status = 'queued'
+      AND j.status = ANY($2::pgqueuer_status[])
     RETURNING j.id, j.priority, j.entrypoint
 )
 INSERT INTO pgqueuer_log (job_id, status, priority, entrypoint)
 SELECT removed.id, 'deleted', removed.priority, removed.entrypoint FROM removed
 `
 
-// Deletes those of ids that are still queued and logs them 'deleted'.
-func (q *Queries) JobsDeleteQueued(ctx context.Context, db DBTX, ids []int64) (int64, error) {
-	result, err := db.ExecContext(ctx, jobsDeleteQueued, pq.Array(ids))
+type JobsDeleteMatchingParams struct {
+	Ids      []int64
+	Statuses []PgqueuerStatus
+}
+
+// Deletes those of ids whose status is still one of statuses and logs
+// them 'deleted'.
+func (q *Queries) JobsDeleteMatching(ctx context.Context, db DBTX, arg JobsDeleteMatchingParams) (int64, error) {
+	result, err := db.ExecContext(ctx, jobsDeleteMatching, pq.Array(arg.Ids), pq.Array(arg.Statuses))
 	if err != nil {
 		return 0, err
 	}
@@ -156,10 +162,11 @@ WHERE j.id < $2::bigint
   AND (cardinality($3::pgqueuer_status[]) = 0 OR j.status = ANY($3::pgqueuer_status[]))
   AND (cardinality($4::text[]) = 0 OR j.entrypoint = ANY($4::text[]))
   AND ($5::text = '' OR j.dedupe_key = $5::text)
-  AND j.created >= $6::timestamptz
-  AND j.created < $7::timestamptz
+  AND (cardinality($6::bigint[]) = 0 OR j.id = ANY($6::bigint[]))
+  AND j.created >= $7::timestamptz
+  AND j.created < $8::timestamptz
 ORDER BY j.id DESC
-LIMIT $8::int
+LIMIT $9::int
 `
 
 type JobsListParams struct {
@@ -168,6 +175,7 @@ type JobsListParams struct {
 	Statuses      []PgqueuerStatus
 	Entrypoints   []string
 	DedupeKey     string
+	Ids           []int64
 	CreatedAfter  time.Time
 	CreatedBefore time.Time
 	MaxRows       int32
@@ -206,6 +214,7 @@ func (q *Queries) JobsList(ctx context.Context, db DBTX, arg JobsListParams) ([]
 		pq.Array(arg.Statuses),
 		pq.Array(arg.Entrypoints),
 		arg.DedupeKey,
+		pq.Array(arg.Ids),
 		arg.CreatedAfter,
 		arg.CreatedBefore,
 		arg.MaxRows,
@@ -254,10 +263,11 @@ WHERE j.id > $1::bigint
   AND j.status = ANY($3::pgqueuer_status[])
   AND (cardinality($4::text[]) = 0 OR j.entrypoint = ANY($4::text[]))
   AND ($5::text = '' OR j.dedupe_key = $5::text)
-  AND j.created >= $6::timestamptz
-  AND j.created < $7::timestamptz
+  AND (cardinality($6::bigint[]) = 0 OR j.id = ANY($6::bigint[]))
+  AND j.created >= $7::timestamptz
+  AND j.created < $8::timestamptz
 ORDER BY j.id
-LIMIT $8::int
+LIMIT $9::int
 `
 
 type JobsMatchingParams struct {
@@ -266,6 +276,7 @@ type JobsMatchingParams struct {
 	Statuses      []PgqueuerStatus
 	Entrypoints   []string
 	DedupeKey     string
+	Ids           []int64
 	CreatedAfter  time.Time
 	CreatedBefore time.Time
 	BatchSize     int32
@@ -282,6 +293,7 @@ func (q *Queries) JobsMatching(ctx context.Context, db DBTX, arg JobsMatchingPar
 		pq.Array(arg.Statuses),
 		pq.Array(arg.Entrypoints),
 		arg.DedupeKey,
+		pq.Array(arg.Ids),
 		arg.CreatedAfter,
 		arg.CreatedBefore,
 		arg.BatchSize,

@@ -33,6 +33,7 @@ WHERE j.id < @before_id::bigint
   AND (cardinality(@statuses::pgqueuer_status[]) = 0 OR j.status = ANY(@statuses::pgqueuer_status[]))
   AND (cardinality(@entrypoints::text[]) = 0 OR j.entrypoint = ANY(@entrypoints::text[]))
   AND (@dedupe_key::text = '' OR j.dedupe_key = @dedupe_key::text)
+  AND (cardinality(@ids::bigint[]) = 0 OR j.id = ANY(@ids::bigint[]))
   AND j.created >= @created_after::timestamptz
   AND j.created < @created_before::timestamptz
 ORDER BY j.id DESC
@@ -55,6 +56,7 @@ WHERE j.id > @after_id::bigint
   AND j.status = ANY(@statuses::pgqueuer_status[])
   AND (cardinality(@entrypoints::text[]) = 0 OR j.entrypoint = ANY(@entrypoints::text[]))
   AND (@dedupe_key::text = '' OR j.dedupe_key = @dedupe_key::text)
+  AND (cardinality(@ids::bigint[]) = 0 OR j.id = ANY(@ids::bigint[]))
   AND j.created >= @created_after::timestamptz
   AND j.created < @created_before::timestamptz
 ORDER BY j.id
@@ -76,12 +78,13 @@ logged AS (
 )
 SELECT removed.id, (removed.status = 'picked')::boolean AS running FROM removed ORDER BY removed.id;
 
--- name: JobsDeleteQueued :execrows
--- Deletes those of ids that are still queued and logs them 'deleted'.
+-- name: JobsDeleteMatching :execrows
+-- Deletes those of ids whose status is still one of statuses and logs
+-- them 'deleted'.
 WITH removed AS (
     DELETE FROM pgqueuer AS j
     WHERE j.id = ANY(@ids::bigint[])
-      AND j.status = 'queued'
+      AND j.status = ANY(@statuses::pgqueuer_status[])
     RETURNING j.id, j.priority, j.entrypoint
 )
 INSERT INTO pgqueuer_log (job_id, status, priority, entrypoint)
