@@ -8,7 +8,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/pgq-dev/pgq/internal/cli"
+	"github.com/pgq-dev/pgq/cmd/pgq/internal/cli"
 )
 
 func main() {

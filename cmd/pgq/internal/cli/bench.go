@@ -5,7 +5,7 @@ import (
 	"context"
 	"io"
 
-	"github.com/pgq-dev/pgq/internal/bench"
+	"github.com/pgq-dev/pgq/cmd/pgq/internal/bench"
 )
 
 // runBench is `pgq bench`: package bench parses its own arguments and

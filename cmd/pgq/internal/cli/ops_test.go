@@ -11,7 +11,7 @@ import (
 	"time"
 
 	pgqueue "github.com/pgq-dev/pgq"
-	"github.com/pgq-dev/pgq/internal/cli"
+	"github.com/pgq-dev/pgq/cmd/pgq/internal/cli"
 	"github.com/pgq-dev/pgq/internal/syncbuf"
 	"github.com/pgq-dev/pgq/pgqtest"
 )

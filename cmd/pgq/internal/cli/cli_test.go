@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pgq-dev/pgq/internal/cli"
+	"github.com/pgq-dev/pgq/cmd/pgq/internal/cli"
 	"github.com/pgq-dev/pgq/pgqtest"
 )
 

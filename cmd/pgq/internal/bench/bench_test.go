@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/pgq-dev/pgq"
-	"github.com/pgq-dev/pgq/internal/bench"
+	"github.com/pgq-dev/pgq/cmd/pgq/internal/bench"
 	"github.com/pgq-dev/pgq/pgqtest"
 )
 
