@@ -963,3 +963,204 @@ func runCLI(t *testing.T, ctx context.Context, bin string, args ...string) strin
 	}
 	return string(out)
 }
+
+// pyCrashWorker runs PGQueuer's QueueManager on entrypoint argv[1] with the
+// concurrency limit argv[2], claiming as 1.4 does (pySlotQueries), with a
+// heartbeat timeout of argv[4] seconds; its handler prints "started ID",
+// sleeps argv[3] seconds and prints "done ID". It runs until it is stopped.
+var pyCrashWorker = pyScript(pySlotQueries, `
+    qm = QueueManager(SlotQueries(driver))
+    @qm.entrypoint(sys.argv[1], concurrency_limit=int(sys.argv[2]))
+    async def work(job):
+        print("started", job.id, flush=True)
+        await asyncio.sleep(float(sys.argv[3]))
+        print("done", job.id, flush=True)
+    await qm.run(dequeue_timeout=timedelta(milliseconds=200), heartbeat_timeout=timedelta(seconds=float(sys.argv[4])))`)
+
+// heldSlots is the slot of each job of entrypoint that a worker holds, and
+// the holders, as strings.
+func heldSlots(t *testing.T, db *sql.DB, entrypoint string) (map[int64]int64, map[string]bool) {
+	t.Helper()
+	rows, err := db.Query(`SELECT id, slot, queue_manager_id::text FROM pgqueuer
+		WHERE entrypoint = $1 AND status = 'picked' AND slot IS NOT NULL`, entrypoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	slots, holders := map[int64]int64{}, map[string]bool{}
+	for rows.Next() {
+		var id, slot int64
+		var holder string
+		if err := rows.Scan(&id, &slot, &holder); err != nil {
+			t.Fatal(err)
+		}
+		slots[id], holders[holder] = slot, true
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return slots, holders
+}
+
+// A worker killed while it runs jobs of a limited entrypoint loses none of
+// them to the other language: PGQueuer (claiming as 1.4 does) takes a
+// killed pgq process's stale jobs again, keeping the capacity slots pgq gave
+// them, and runs them; pgq releases a killed PGQueuer process's stale jobs
+// (clearing their slots), claims them with slots of its own and runs them.
+// The rescuers' heartbeat timeouts are 3 s (PGQueuer) and 2 s (pgq). The
+// killed PGQueuer worker's is 60 s, so that on a busy machine it does not
+// take its own jobs again (its heartbeat late) before it is killed.
+func TestCrashRecoveryCrosses(t *testing.T) {
+	pgqueuerPython(t)
+	t.Parallel()
+	for _, d := range pgqtest.Drivers() {
+		t.Run(d, func(t *testing.T) {
+			t.Parallel()
+			ctx := processCtx(t)
+			db, dsn := pgqtest.NewDB(t, d)
+			noJIT(t, db)
+			q := pgq.NewQueries(db)
+			if _, err := db.Exec("CREATE TABLE crash_marks (job_id bigint, pid int)"); err != nil {
+				t.Fatal(err)
+			}
+
+			// A pgq process holds two jobs in slots 0 and 1, and dies.
+			goJobs := make([]pgq.JobID, 2)
+			for i := range goJobs {
+				id, err := q.Enqueue(ctx, "crash", nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				goJobs[i] = id
+			}
+			worker := startWorker(t, d, dsn, workerEnvMode+"=limited")
+			for _, id := range goJobs {
+				waitMark(t, db, id, worker.Process.Pid)
+			}
+			pgqSlots, pgqHolders := heldSlots(t, db, "crash")
+			if len(pgqSlots) != 2 || len(pgqHolders) != 1 || pgqSlots[int64(goJobs[0])] == pgqSlots[int64(goJobs[1])] {
+				t.Fatalf("pgq's process holds slots %v (holders %v), want two distinct", pgqSlots, pgqHolders)
+			}
+			if err := worker.Process.Kill(); err != nil {
+				t.Fatal(err)
+			}
+			_ = worker.Wait()
+
+			pyCtx, stopPy := context.WithCancel(ctx)
+			py := pgqueuerCmd(pyCtx, t, dsn, "-c", pyCrashWorker, "crash", "2", "0.3", "3")
+			py.Stderr = os.Stderr
+			if err := py.Start(); err != nil {
+				t.Fatal(err)
+			}
+			// PGQueuer takes them again once stale, in the slots they had.
+			var kept bool
+			for !kept {
+				if ctx.Err() != nil {
+					t.Fatal("PGQueuer did not take the killed pgq process's jobs again")
+				}
+				slots, holders := heldSlots(t, db, "crash")
+				kept = len(slots) == 2 && len(holders) == 1 && !holders[firstKey(pgqHolders)]
+				if kept && (slots[int64(goJobs[0])] != pgqSlots[int64(goJobs[0])] || slots[int64(goJobs[1])] != pgqSlots[int64(goJobs[1])]) {
+					t.Fatalf("PGQueuer took the jobs again in slots %v, pgq had given them %v", slots, pgqSlots)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			for scalar[int](t, db, "SELECT count(*) FROM pgqueuer") > 0 {
+				if ctx.Err() != nil {
+					t.Fatal("PGQueuer did not finish the jobs it took again")
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			stopPy()
+			_ = py.Wait()
+			for _, id := range goJobs {
+				if seq := logSequence(t, db, id); seq != "queued,picked,picked,successful" {
+					t.Fatalf("log of job %d (pgq killed, PGQueuer took it again): %s", id, seq)
+				}
+			}
+
+			// A PGQueuer process holds two jobs in slots 0 and 1, and dies.
+			pyJobs := make([]pgq.JobID, 2)
+			for i := range pyJobs {
+				id, err := q.Enqueue(ctx, "crash_py", nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				pyJobs[i] = id
+			}
+			py = pgqueuerCmd(ctx, t, dsn, "-c", pyCrashWorker, "crash_py", "2", "600", "60")
+			py.Stderr = os.Stderr
+			out, err := py.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := py.Start(); err != nil {
+				t.Fatal(err)
+			}
+			sc := bufio.NewScanner(out)
+			for started := 0; started < 2; {
+				if !sc.Scan() {
+					t.Fatalf("PGQueuer's worker ended before it started both jobs: %v", sc.Err())
+				}
+				if strings.HasPrefix(sc.Text(), "started ") {
+					started++
+				}
+			}
+			pySlots, _ := heldSlots(t, db, "crash_py")
+			if len(pySlots) != 2 {
+				t.Fatalf("PGQueuer's process holds slots %v, want two", pySlots)
+			}
+			if err := py.Process.Kill(); err != nil {
+				t.Fatal(err)
+			}
+			_ = py.Wait()
+
+			qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
+			var mu sync.Mutex
+			ranIn := map[pgq.JobID]sql.NullInt64{} // the slot pgq holds each job in as it runs it
+			if err := qm.Entrypoint("crash_py", func(ctx context.Context, j *pgq.Job) error {
+				var slot sql.NullInt64
+				if err := db.QueryRowContext(ctx, "SELECT slot FROM pgqueuer WHERE id = $1", int64(j.ID)).Scan(&slot); err != nil {
+					return err
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				ranIn[j.ID] = slot
+				return nil
+			}, pgq.WithConcurrencyLimit(2)); err != nil {
+				t.Fatal(err)
+			}
+			runCtx, stop := context.WithCancel(ctx)
+			done := make(chan error, 1)
+			go func() {
+				done <- qm.Run(runCtx, pgq.WithHeartbeatTimeout(2*time.Second), pgq.WithDequeueTimeout(100*time.Millisecond))
+			}()
+			for scalar[int](t, db, "SELECT count(*) FROM pgqueuer") > 0 {
+				if ctx.Err() != nil {
+					t.Fatal("pgq did not take the killed PGQueuer process's jobs")
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			stop()
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			for _, id := range pyJobs {
+				if slot, ok := ranIn[id]; !ok || !slot.Valid || slot.Int64 < 0 || slot.Int64 > 1 {
+					t.Fatalf("pgq ran job %d in slot %v (ran: %v), want 0 or 1", id, slot, ok)
+				}
+				if seq := logSequence(t, db, id); seq != "queued,picked,queued,picked,successful" {
+					t.Fatalf("log of job %d (PGQueuer killed, pgq released and ran it): %s", id, seq)
+				}
+			}
+		})
+	}
+}
+
+// firstKey is any one key of m.
+func firstKey(m map[string]bool) string {
+	for k := range m {
+		return k
+	}
+	return ""
+}

@@ -20,7 +20,7 @@ import (
 const (
 	workerEnvDSN    = "PGQ_TEST_WORKER_DSN"
 	workerEnvDriver = "PGQ_TEST_WORKER_DRIVER"
-	workerEnvMode   = "PGQ_TEST_WORKER_MODE" // "" (QueueManager) or "scheduler"
+	workerEnvMode   = "PGQ_TEST_WORKER_MODE" // "" or "limited" (QueueManager), "scheduler", "completetx"
 )
 
 // workerProcess runs a QueueManager for entrypoint "crash" whose handler
@@ -43,13 +43,17 @@ func workerProcess() int {
 		return completeTxProcess(ctx, db, dsn)
 	}
 	qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
+	var opts []pgq.EntrypointOption
+	if os.Getenv(workerEnvMode) == "limited" { // "crash" with a concurrency limit of 2
+		opts = append(opts, pgq.WithConcurrencyLimit(2))
+	}
 	_ = qm.Entrypoint("crash", func(ctx context.Context, j *pgq.Job) error {
 		if _, err := db.ExecContext(ctx, "INSERT INTO crash_marks (job_id, pid) VALUES ($1, $2)", int64(j.ID), os.Getpid()); err != nil {
 			return err
 		}
 		<-ctx.Done()
 		return ctx.Err()
-	})
+	}, opts...)
 	fmt.Println("ready")
 	err = qm.Run(ctx, pgq.WithHeartbeatTimeout(time.Second), pgq.WithShutdownTimeout(200*time.Millisecond),
 		pgq.WithDequeueTimeout(200*time.Millisecond))

@@ -235,3 +235,47 @@ func TestClaimTakesCapacitySlots(t *testing.T) {
 		}
 	})
 }
+
+// A claim that runs in a transaction (as claims of an entrypoint with a
+// concurrency limit do) which began before another worker released the
+// job logs 'picked' after that release's 'queued': the latest log row is
+// the job's status for every watcher, PGQueuer's too.
+func TestClaimLogsAfterAConcurrentRelease(t *testing.T) {
+	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
+		ctx := testCtx(t)
+		q := dbgen.New()
+		id, err := pgq.NewQueries(db).Enqueue(ctx, "e", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Picked by a worker that died an hour ago.
+		if _, err := db.ExecContext(ctx, `UPDATE pgqueuer SET status = 'picked', queue_manager_id = gen_random_uuid(),
+			heartbeat = now() - interval '1 hour' WHERE id = $1`, int64(id)); err != nil {
+			t.Fatal(err)
+		}
+		tx, err := db.BeginTx(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tx.Rollback()
+		if _, err := tx.ExecContext(ctx, "SELECT now()"); err != nil { // the transaction has begun
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
+		released, err := q.JobsReleaseStale(ctx, pgq.QueryDB(db), dbgen.JobsReleaseStaleParams{Entrypoints: []string{"e"}, StaleAfterUs: 1e6, MaxJobs: 10})
+		if err != nil || len(released) != 1 {
+			t.Fatalf("release: %v, %v", released, err)
+		}
+		holder := uuid.NullUUID{UUID: uuid.New(), Valid: true}
+		claimed, err := q.JobsClaim(ctx, pgq.QueryDB(tx), dbgen.JobsClaimParams{Entrypoints: []string{"e"}, Caps: []int32{10}, BatchSize: 10, QueueManagerID: holder})
+		if err != nil || len(claimed) != 1 {
+			t.Fatalf("claim: %v, %v", claimed, err)
+		}
+		if err := tx.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		if seq := logSequence(t, db, id); seq != "queued,queued,picked" {
+			t.Fatalf("log of the released and claimed job: %s, want queued,queued,picked", seq)
+		}
+	})
+}

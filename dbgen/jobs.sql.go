@@ -214,8 +214,8 @@ claimed AS (
               (extract(epoch FROM j.updated) * 1000000)::bigint AS claim_token
 ),
 logged AS (
-    INSERT INTO pgqueuer_log (job_id, status, priority, entrypoint)
-    SELECT claimed.id, 'picked', claimed.priority, claimed.entrypoint FROM claimed
+    INSERT INTO pgqueuer_log (job_id, status, priority, entrypoint, created)
+    SELECT claimed.id, 'picked', claimed.priority, claimed.entrypoint, clock_timestamp() FROM claimed
 )
 SELECT claimed.id, claimed.priority, claimed.created, claimed.execute_after,
        claimed.entrypoint, claimed.payload, claimed.headers, claimed.attempts,
@@ -266,6 +266,11 @@ type JobsClaimRow struct {
 // the queue, as a worker crash does, and they run again. Enqueues and
 // outcomes always wait; a later outcome's commit also makes the claims
 // before it durable.
+// The log row's time is the clock's, not the transaction's start (now()):
+// a claim of an entrypoint with a concurrency limit runs in a transaction
+// that may have begun before another worker's release or retry of the job
+// committed, and the log must order 'picked' after that 'queued' (the
+// latest row is a job's status for every watcher, PGQueuer's too).
 func (q *Queries) JobsClaim(ctx context.Context, db DBTX, arg JobsClaimParams) ([]*JobsClaimRow, error) {
 	rows, err := db.QueryContext(ctx, jobsClaim,
 		arg.SynchronousClaim,
