@@ -1164,3 +1164,78 @@ func firstKey(m map[string]bool) string {
 	}
 	return ""
 }
+
+// pyDedupe enqueues, with PGQueuer's producer, one job of entrypoint "dd"
+// per argument MODE:KEY (MODE is its on_conflict, "raise" or "skip") and
+// prints one word per argument: "new", "duplicate" (DuplicateJobError) or
+// "skipped" (no id).
+var pyDedupe = pyScript("from pgqueuer.errors import DuplicateJobError\n", `
+    q = Queries(driver)
+    for arg in sys.argv[1:]:
+        mode, key = arg.split(":")
+        try:
+            ids = await q.enqueue("dd", None, dedupe_key=key, on_conflict=mode)
+            print("new" if ids[0] is not None else "skipped")
+        except DuplicateJobError:
+            print("duplicate")`)
+
+// Dedupe keys cross: a key held by a job one side enqueued is a duplicate
+// for the other side (PGQueuer's on_conflict="skip" infers pgq's unique
+// index as its arbiter), and is free again for both once the job ran.
+func TestDedupeKeysCross(t *testing.T) {
+	pgqueuerPython(t)
+	t.Parallel()
+	for _, d := range pgqtest.Drivers() {
+		t.Run(d, func(t *testing.T) {
+			t.Parallel()
+			ctx := processCtx(t)
+			db, dsn := pgqtest.NewDB(t, d)
+			noJIT(t, db)
+			q := pgq.NewQueries(db)
+			if _, err := q.Enqueue(ctx, "dd", nil, pgq.WithDedupeKey("from-go")); err != nil {
+				t.Fatal(err)
+			}
+			out, _ := runPGQueuer(t, ctx, dsn, false, "-c", pyDedupe, "raise:from-go", "skip:from-go", "raise:from-py", "skip:other")
+			if got := strings.Fields(out); !slices.Equal(got, []string{"duplicate", "skipped", "new", "new"}) {
+				t.Fatalf("PGQueuer's enqueues against pgq's keys: %q, want duplicate skipped new new", got)
+			}
+			if _, err := q.Enqueue(ctx, "dd", nil, pgq.WithDedupeKey("from-py")); !errors.Is(err, pgq.ErrDuplicateJob) {
+				t.Fatalf("pgq's enqueue of PGQueuer's key: %v, want ErrDuplicateJob", err)
+			}
+			// A picked job keeps its key on both sides.
+			started, release := make(chan struct{}), make(chan struct{})
+			qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
+			var once sync.Once
+			_ = qm.Entrypoint("dd", func(context.Context, *pgq.Job) error {
+				once.Do(func() { close(started) })
+				<-release
+				return nil
+			}, pgq.WithConcurrencyLimit(1))
+			runCtx, stop := context.WithCancel(ctx)
+			done := make(chan error, 1)
+			go func() { done <- qm.Run(runCtx, pgq.WithDequeueTimeout(100*time.Millisecond)) }()
+			<-started
+			picked := scalar[string](t, db, "SELECT dedupe_key FROM pgqueuer WHERE status = 'picked'")
+			out, _ = runPGQueuer(t, ctx, dsn, false, "-c", pyDedupe, "raise:"+picked)
+			if strings.TrimSpace(out) != "duplicate" {
+				t.Fatalf("PGQueuer's enqueue of the key of a job pgq runs: %q, want duplicate", out)
+			}
+			close(release)
+			for scalar[int](t, db, "SELECT count(*) FROM pgqueuer") > 0 && ctx.Err() == nil {
+				time.Sleep(20 * time.Millisecond)
+			}
+			stop()
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			// Every job ran: the keys are free for both sides.
+			out, _ = runPGQueuer(t, ctx, dsn, false, "-c", pyDedupe, "raise:from-go", "skip:other")
+			if got := strings.Fields(out); !slices.Equal(got, []string{"new", "new"}) {
+				t.Fatalf("PGQueuer's enqueues after the jobs ran: %q, want new new", got)
+			}
+			if _, err := q.Enqueue(ctx, "dd", nil, pgq.WithDedupeKey("from-py")); err != nil {
+				t.Fatalf("pgq's enqueue after the jobs ran: %v", err)
+			}
+		})
+	}
+}
