@@ -22,6 +22,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -1235,6 +1236,60 @@ func TestDedupeKeysCross(t *testing.T) {
 			}
 			if _, err := q.Enqueue(ctx, "dd", nil, pgq.WithDedupeKey("from-py")); err != nil {
 				t.Fatalf("pgq's enqueue after the jobs ran: %v", err)
+			}
+		})
+	}
+}
+
+// A fleet in the middle of an upgrade: the schema is as PGQueuer 1.6
+// installs it (pgqueuer16DDL), and a PGQueuer 1.3.2 worker is still there.
+// 1.3.2's verify accepts it, its producer's jobs run on pgq and pgq's on
+// its QueueManager; 1.3.2's own upgrade on it adds back only the heartbeat
+// index 1.6 retired, and pgq still starts.
+func TestPGQueuer13OnPGQueuer16Schema(t *testing.T) {
+	pgqueuerPython(t)
+	t.Parallel()
+	for _, d := range pgqtest.Drivers() {
+		t.Run(d, func(t *testing.T) {
+			t.Parallel()
+			ctx := processCtx(t)
+			db, dsn := pgqtest.NewDB(t, d, pgqtest.Bare())
+			noJIT(t, db)
+			if _, err := db.ExecContext(ctx, pgqueuer16DDL); err != nil {
+				t.Fatal(err)
+			}
+			if out, _ := runPGQueuer(t, ctx, dsn, false, "-m", "pgqueuer", "verify", "--expect", "present"); !strings.Contains(out, "All required") {
+				t.Fatalf("PGQueuer 1.3.2's verify on 1.6's schema: %s", out)
+			}
+			if out, _ := runPGQueuer(t, ctx, dsn, false, "-c", pyEnqueue, "20", "from_py"); strings.TrimSpace(out) != "20" {
+				t.Fatalf("PGQueuer enqueue: %q", out)
+			}
+			jobs := make([]pgq.NewJob, 20)
+			for i := range jobs {
+				jobs[i] = pgq.NewJob{Entrypoint: "to_py", Payload: []byte("from-go")}
+			}
+			if _, err := pgq.NewQueries(db).EnqueueBatch(ctx, jobs); err != nil {
+				t.Fatal(err)
+			}
+			if out, _ := runPGQueuer(t, ctx, dsn, false, "-c", pyWorker, "to_py"); strings.TrimSpace(out) != "20 ['from-go']" {
+				t.Fatalf("PGQueuer 1.3.2's QueueManager on 1.6's schema: %q", out)
+			}
+			qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
+			var ran atomic.Int64
+			_ = qm.Entrypoint("from_py", func(context.Context, *pgq.Job) error { ran.Add(1); return nil })
+			drain(t, ctx, qm)
+			if n := ran.Load(); n != 20 {
+				t.Fatalf("pgq ran %d of PGQueuer's 20 jobs", n)
+			}
+			checkLogSequences(t, db, "to_py", 20)
+			checkLogSequences(t, db, "from_py", 20)
+
+			runPGQueuer(t, ctx, dsn, false, "-m", "pgqueuer", "upgrade", "--durability", "durable")
+			if diff := pgqueuer16Diff(t, db); len(diff) != 1 || diff[0] != "retired index pgqueuer_heartbeat_id_id1_idx present" {
+				t.Fatalf("1.6's schema after PGQueuer 1.3.2's upgrade, against 1.6's declaration:\n%s", strings.Join(diff, "\n"))
+			}
+			if err := pgq.Verify(ctx, db); err != nil {
+				t.Fatalf("pgq.Verify after PGQueuer 1.3.2's upgrade: %v", err)
 			}
 		})
 	}
