@@ -7,7 +7,7 @@ WITHPG  := $(GO) run ./internal/cmd/withpg --
 # gotest's: also installs PgBouncer when missing (as root, with apt-get).
 WITHPGB := $(GO) run ./internal/cmd/withpg -pgbouncer --
 # The modules go.work puts together: the library (.), the command line
-# (cmd/pgq) and the two integrations. `go ... ./...` at the root covers the
+# (cmd/pgq) and the integrations (pgqprom, pgqotel, pgqweb). `go ... ./...` at the root covers the
 # library only, so the CLI's packages are named beside it.
 CLIPKGS := ./cmd/pgq/...
 # Extra flags for go test, e.g. make test TESTFLAGS='-run TestWatcher -v'
@@ -28,7 +28,7 @@ test: verify gotest chaos fuzz ## Check generated code and formatting, run every
 
 .PHONY: gotest
 gotest: pgqueuer-env ## Run go test -race ./... on a throwaway PostgreSQL (or PGQ_TEST_DSN), PgBouncer installed
-	PGQUEUER_ENV=$$(cat $(PGQUEUER_DIR)/.envpath 2>/dev/null) $(WITHPGB) sh -c '$(GO) test -race -count=1 -timeout 15m $(TESTFLAGS) ./... $(CLIPKGS) && cd pgqprom && $(GO) test -race -count=1 -timeout 5m ./... && cd ../pgqotel && $(GO) test -race -count=1 -timeout 5m ./...'
+	PGQUEUER_ENV=$$(cat $(PGQUEUER_DIR)/.envpath 2>/dev/null) $(WITHPGB) sh -c '$(GO) test -race -count=1 -timeout 15m $(TESTFLAGS) ./... $(CLIPKGS) && cd pgqprom && $(GO) test -race -count=1 -timeout 5m ./... && cd ../pgqotel && $(GO) test -race -count=1 -timeout 5m ./... && cd ../pgqweb && $(GO) test -race -count=1 -timeout 10m ./...'
 
 # pgq chaos on its own throwaway server, every fault kind (restarts and
 # crashes included); it fails when a job is lost or stuck or ran twice
@@ -84,14 +84,17 @@ verify: ## Fail when dbgen/ is stale (sqlc diff), code is not gofmt'd or go vet 
 	$(GO) vet ./... $(CLIPKGS)
 	cd pgqprom && $(GO) vet ./...
 	cd pgqotel && $(GO) vet ./...
+	cd pgqweb && $(GO) vet ./...
 
 .PHONY: tidy
 tidy: ## go mod tidy in each module (cmd/pgq's against the pgq beside it)
 	GOWORK=off $(GO) mod tidy
-	cd cmd/pgq && $(GO) mod edit -replace github.com/pgq-dev/pgq=../.. \
-		&& { GOWORK=off $(GO) mod tidy; rc=$$?; $(GO) mod edit -dropreplace github.com/pgq-dev/pgq; exit $$rc; }
+	cd cmd/pgq && $(GO) mod edit -replace github.com/pgq-dev/pgq=../.. -replace github.com/pgq-dev/pgq/pgqweb=../../pgqweb \
+		&& { GOWORK=off $(GO) mod tidy; rc=$$?; $(GO) mod edit -dropreplace github.com/pgq-dev/pgq \
+			-dropreplace github.com/pgq-dev/pgq/pgqweb; exit $$rc; }
 	cd pgqprom && GOWORK=off $(GO) mod tidy
 	cd pgqotel && GOWORK=off $(GO) mod tidy
+	cd pgqweb && GOWORK=off $(GO) mod tidy
 
 .PHONY: bench
 bench: ## Run the drain benchmark (100,000 jobs, throwaway PostgreSQL with stock settings)

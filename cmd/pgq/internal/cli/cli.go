@@ -158,6 +158,16 @@ func commands() []spec {
 				"printed as it is after \"unparsed\". Runs until Ctrl-C. It connects with pgx\n" +
 				"whatever --driver says.",
 			new: func() command { return &listenCmd{} }},
+		{name: "web", group: groupWatch,
+			summary: "serve a live web dashboard: queue, jobs, held jobs, schedules, events",
+			details: "Serves the dashboard of package pgqweb on --addr (127.0.0.1:8080): the queue by\n" +
+				"entrypoint and status, jobs per second and errors over the last hour, workers,\n" +
+				"jobs (filtered, paginated, one by one with their history), held jobs,\n" +
+				"schedules and the queue's events, updated live. It is read-only unless\n" +
+				"--allow-actions is given, which needs --auth user:password (or $PGQ_WEB_AUTH):\n" +
+				"then operators may cancel, delete and requeue jobs, those ticked or all that\n" +
+				"match a filter. Runs until Ctrl-C.",
+			new: func() command { return &webCmd{} }},
 		{name: "demo", group: groupTry,
 			summary: "enqueue and run thousands of jobs on a throwaway PostgreSQL",
 			details: "Enqueues --jobs jobs over a few demo entrypoints, works them with --workers\n" +

@@ -4,6 +4,8 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"io"
+	"net/http"
 	"regexp"
 	"strings"
 	"sync"
@@ -543,4 +545,41 @@ func TestDashboardWorkers(t *testing.T) {
 		want[0], want[1] = want[1], want[0]
 	}
 	sameRows(t, "workers", rows, want...)
+}
+
+// pgq web serves the dashboard; --allow-actions needs --auth.
+func TestWeb(t *testing.T) {
+	db, dsn := pgqtest.NewDB(t, "pgx")
+	if _, err := pgqueue.NewQueries(db).Enqueue(context.Background(), "webjob", nil); err != nil {
+		t.Fatal(err)
+	}
+	pgq(t, "web", "--dsn", dsn, "--allow-actions").fails(t, 2, "--allow-actions needs --auth")
+	pgq(t, "web", "--dsn", dsn, "--auth", "nopassword").fails(t, 2, "user:password")
+	out, stop := background(t, "web", "--dsn", dsn, "--addr", "127.0.0.1:0", "--allow-actions", "--auth", "ops:pw")
+	var addr string
+	waitFor(t, "pgq web's address", func() bool {
+		m := regexp.MustCompile(`http://(127\.0\.0\.1:\d+)/`).FindStringSubmatch(out.String())
+		if m != nil {
+			addr = m[1]
+		}
+		return m != nil
+	})
+	for _, c := range []struct {
+		url  string
+		code int
+	}{{"http://" + addr + "/", 401}, {"http://ops:pw@" + addr + "/", 200}, {"http://ops:pw@" + addr + "/jobs?entrypoint=webjob", 200}} {
+		res, err := http.Get(c.url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != c.code {
+			t.Errorf("GET %s: %d, want %d", c.url, res.StatusCode, c.code)
+		}
+		if c.code == 200 && !strings.Contains(string(body), "webjob") {
+			t.Errorf("GET %s: no webjob in the page", c.url)
+		}
+	}
+	stop().ok(t)
 }
