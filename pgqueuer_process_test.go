@@ -675,10 +675,11 @@ func register(t *testing.T, qm *pgq.QueueManager, ep string, limit int, record f
 }
 
 // pyWatch waits with PGQueuer's CompletionWatcher for the ids in argv and
-// prints "id status" per id.
+// prints "id status" per id. Its safety poll comes after the wait's 60 s,
+// so only notifications resolve it (PGQueuer 1.6 can turn the poll off).
 var pyWatch = pyScript("from pgqueuer.core.completion import CompletionWatcher\n", `
     ids = [int(a) for a in sys.argv[1:]]
-    async with CompletionWatcher(driver, queries=Queries(driver), refresh_interval=timedelta(seconds=30)) as w:
+    async with CompletionWatcher(driver, queries=Queries(driver), refresh_interval=timedelta(hours=1)) as w:
         statuses = await asyncio.wait_for(asyncio.gather(*[w.wait_for(i) for i in ids]), 60)
     for i, s in zip(ids, statuses):
         print(i, s)`)
