@@ -57,20 +57,7 @@ func (q *Queries) GetJob(ctx context.Context, id JobID) (*JobInfo, error) {
 		return nil, fmt.Errorf("pgq: get job %d: %w", id, interpretError(err))
 	}
 	if len(rows) == 1 {
-		r := rows[0]
-		info := &JobInfo{
-			Job: Job{ID: JobID(r.ID), Priority: r.Priority, Entrypoint: r.Entrypoint, Payload: r.Payload,
-				Headers: decodeHeaders(r.Headers), Attempts: r.Attempts, DedupeKey: r.DedupeKey.String,
-				Created: r.Created, ExecuteAfter: r.ExecuteAfter},
-			Status:      Status(r.Status),
-			Updated:     r.Updated,
-			PayloadSize: len(r.Payload),
-		}
-		if info.Status == StatusPicked {
-			info.WorkerID = r.QueueManagerID.UUID
-			info.Heartbeat = r.Heartbeat
-		}
-		return info, nil
+		return jobInfoFromRow(rows[0]), nil
 	}
 	hist, err := q.JobHistory(ctx, id)
 	if err != nil {
@@ -102,11 +89,7 @@ func (q *Queries) JobHistory(ctx context.Context, id JobID) ([]LogEntry, error) 
 	}
 	out := make([]LogEntry, len(rows))
 	for i, r := range rows {
-		out[i] = LogEntry{ID: r.ID, At: r.Created, Status: Status(r.Status), Priority: r.Priority,
-			Entrypoint: r.Entrypoint}
-		if r.Traceback != "" {
-			out[i].Traceback = json.RawMessage(r.Traceback)
-		}
+		out[i] = logEntryFromRow(r)
 	}
 	return out, nil
 }

@@ -2,6 +2,7 @@ package pgq
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"strings"
@@ -115,4 +116,10 @@ func parseRevisionMark(comment string) (int64, bool) {
 		return 0, false
 	}
 	return n, true
+}
+
+// execer is what DDL outside the generated queries needs (goose hands its
+// migrations a connection with no more than this).
+type execer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
 }

@@ -31,6 +31,19 @@
 // [CompleteTx] marks a job done inside the handler's own transaction, so
 // that its effect and its completion commit together.
 //
+// # Options
+//
+// Every option is a value of an interface type named after what it
+// configures ([RunOption], [SchedulerRunOption], [EntrypointOption],
+// [EnqueueOption], ...), so the compiler refuses an option where it does
+// not apply. Options that several functions take are small exported types
+// ([NamingOption], [TimingOption], [ListenOption], [LoggerOption]). An
+// invalid option (a negative duration, a bad prefix) is reported by the
+// first call that returns an error: the call that takes it, or, for the
+// constructors that return no error ([NewQueries], [NewQueueManager],
+// [NewSchedulerManager]), the first method called (Run, Enqueue, ...),
+// before it does anything. The error names the option and the value.
+//
 // # PGQueuer
 //
 // pgq shares its tables, enum, trigger and notifications with Python's

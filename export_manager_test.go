@@ -8,20 +8,15 @@ import (
 	"github.com/pgq-dev/pgq/internal/sqlname"
 )
 
-// SetHealthCheck shortens the listener health check for a test and returns
-// a function that restores it.
-func SetHealthCheck(interval, timeout time.Duration) (restore func()) {
-	i, t := healthInterval, healthTimeout
-	healthInterval, healthTimeout = interval, timeout
-	return func() { healthInterval, healthTimeout = i, t }
+// WithHealthCheck shortens a worker's listener health checks for a test.
+func WithHealthCheck(interval, timeout time.Duration) RunOption {
+	return runOption(func(c *runConfig) { c.healthInterval, c.healthTimeout = interval, timeout })
 }
 
-// SetUpkeepInterval shortens how often workers check the job table's
-// statistics and dead rows, and returns a function that restores it.
-func SetUpkeepInterval(d time.Duration) (restore func()) {
-	old := upkeepInterval
-	upkeepInterval = d
-	return func() { upkeepInterval = old }
+// WithUpkeepInterval shortens how often a worker checks the job table's
+// statistics and dead rows, for a test.
+func WithUpkeepInterval(d time.Duration) RunOption {
+	return runOption(func(c *runConfig) { c.upkeepInterval = d })
 }
 
 // JobTableNeeds runs the worker's upkeep check of the default job table on

@@ -96,8 +96,6 @@ func permissionDenied(err error) bool {
 // that the producer role can neither claim nor delete nor cancel jobs, nor
 // read payloads, and the watcher can only read.
 func TestLeastPrivilegeRoles(t *testing.T) {
-	// Set for both subtests, which run in parallel, and restored after them.
-	t.Cleanup(pgq.SetUpkeepInterval(50 * time.Millisecond))
 	eachDriver(t, func(t *testing.T, owner *sql.DB, ownerDSN string) {
 		for _, named := range []bool{false, true} {
 			t.Run(fmt.Sprintf("prefixed=%v", named), func(t *testing.T) {
@@ -110,12 +108,14 @@ func TestLeastPrivilegeRoles(t *testing.T) {
 				var qopts []pgq.Option
 				var mopts []pgq.ManagerOption
 				var wopts []pgq.WatcherOption
+				var sopts []pgq.SchedulerOption
 				job, prefix, schema := "pgqueuer", "", ""
 				if named {
 					prefix, schema = "app_", "jobs"
 					p, s := pgq.WithPrefix(prefix), pgq.WithSchema(schema)
 					schemaOpts = []pgq.SchemaOption{p, s}
 					qopts, mopts, wopts = []pgq.Option{p, s}, []pgq.ManagerOption{p, s}, []pgq.WatcherOption{p, s}
+					sopts = []pgq.SchedulerOption{p, s}
 					if err := pgq.Install(ctx, owner, schemaOpts...); err != nil {
 						t.Fatal(err)
 					}
@@ -227,7 +227,8 @@ func TestLeastPrivilegeRoles(t *testing.T) {
 					}
 					return tx.Commit()
 				})
-				stop := startRun(t, ctx, qm, pgq.WithStatisticsInterval(50*time.Millisecond), pgq.WithLogRetention(time.Hour))
+				stop := startRun(t, ctx, qm, pgq.WithStatisticsInterval(50*time.Millisecond), pgq.WithLogRetention(time.Hour),
+					pgq.WithUpkeepInterval(50*time.Millisecond))
 				st, err := w.WaitForAll(ctx, ids)
 				if err != nil {
 					t.Fatalf("WaitForAll: %v", err)
@@ -239,7 +240,7 @@ func TestLeastPrivilegeRoles(t *testing.T) {
 				}
 				// The scheduler, as the worker's role.
 				ticked := make(chan struct{}, 1)
-				sm := pgq.NewSchedulerManager(workerDB, mopts...)
+				sm := pgq.NewSchedulerManager(workerDB, sopts...)
 				if err := sm.Schedule("tick", "* * * * * *", func(context.Context, *pgq.Schedule) error {
 					select {
 					case ticked <- struct{}{}:

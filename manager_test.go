@@ -456,8 +456,6 @@ func TestMiddlewareOrder(t *testing.T) {
 // listening on another database) fails its health check, and the worker
 // then polls often, so jobs still start promptly.
 func TestDeafListenerFallsBackToPolling(t *testing.T) {
-	restore := pgq.SetHealthCheck(200*time.Millisecond, 100*time.Millisecond)
-	defer restore()
 	db, _ := pgqtest.NewDB(t, "pgx")
 	_, otherDSN := pgqtest.NewDB(t, "pgx")
 	ctx := testCtx(t)
@@ -467,7 +465,8 @@ func TestDeafListenerFallsBackToPolling(t *testing.T) {
 	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() {
-		done <- qm.Run(runCtx, pgq.WithDequeueTimeout(time.Hour), pgq.WithPollInterval(100*time.Millisecond))
+		done <- qm.Run(runCtx, pgq.WithDequeueTimeout(time.Hour), pgq.WithPollInterval(100*time.Millisecond),
+			pgq.WithHealthCheck(200*time.Millisecond, 100*time.Millisecond))
 	}()
 	defer func() { cancel(); <-done }()
 	time.Sleep(500 * time.Millisecond) // the health check has failed by now

@@ -36,8 +36,31 @@ type SchemaOption interface{ applySchema(*common) }
 // Option configures NewQueries.
 type Option interface{ applyQueries(*common) }
 
-// ManagerOption configures NewQueueManager.
+// ManagerOption configures NewQueueManager: WithPrefix, WithSchema,
+// WithListenDSN, WithLogger, WithMiddleware, WithResources.
 type ManagerOption interface{ applyManager(*managerConfig) }
+
+type managerConfig struct {
+	common
+	resources  any
+	middleware []Middleware
+}
+
+// Middleware wraps every handler of a QueueManager: for metrics, tracing,
+// logging or recovering in your own way. The first one given is the
+// outermost.
+type Middleware func(next Handler) Handler
+
+type middlewareOption []Middleware
+
+func (o middlewareOption) applyManager(c *managerConfig) { c.middleware = append(c.middleware, o...) }
+
+// WithMiddleware wraps every handler of the QueueManager with mw, in order
+// (the first is outermost). A middleware sees the job before the handler
+// runs and the handler's error after. The chain is built once per Run. The
+// pgqprom and pgqotel modules have middlewares; TraceMiddleware carries
+// trace context from the enqueuer.
+func WithMiddleware(mw ...Middleware) ManagerOption { return middlewareOption(mw) }
 
 // WatcherOption configures NewCompletionWatcher.
 type WatcherOption interface{ applyWatcher(*watcherConfig) }
@@ -46,10 +69,11 @@ type WatcherOption interface{ applyWatcher(*watcherConfig) }
 // takes: WithPrefix and WithSchema.
 type NamingOption struct{ f func(*common) }
 
-func (o NamingOption) applySchema(c *common)         { o.f(c) }
-func (o NamingOption) applyQueries(c *common)        { o.f(c) }
-func (o NamingOption) applyManager(c *managerConfig) { o.f(&c.common) }
-func (o NamingOption) applyWatcher(c *watcherConfig) { o.f(&c.common) }
+func (o NamingOption) applySchema(c *common)           { o.f(c) }
+func (o NamingOption) applyQueries(c *common)          { o.f(c) }
+func (o NamingOption) applyManager(c *managerConfig)   { o.f(&c.common) }
+func (o NamingOption) applyWatcher(c *watcherConfig)   { o.f(&c.common) }
+func (o NamingOption) applySchedulerManager(c *common) { o.f(c) }
 
 // WithPrefix puts prefix in front of every object name (tables, enum,
 // indexes, trigger, function and the NOTIFY channel), as PGQueuer's
@@ -162,22 +186,52 @@ func WithListenDSN(dsn string) ListenOption { return ListenOption{dsn} }
 // LoggerOption is WithLogger; QueueManager and CompletionWatcher take it.
 type LoggerOption struct{ l *slog.Logger }
 
-func (o LoggerOption) applyManager(c *managerConfig) { o.set(&c.common) }
-func (o LoggerOption) applyWatcher(c *watcherConfig) { o.set(&c.common) }
+func (o LoggerOption) applyManager(c *managerConfig)   { o.set(&c.common) }
+func (o LoggerOption) applyWatcher(c *watcherConfig)   { o.set(&c.common) }
+func (o LoggerOption) applySchedulerManager(c *common) { o.set(c) }
 func (o LoggerOption) set(c *common) {
 	if o.l != nil {
 		c.logger = o.l
 	}
 }
 
-// WithLogger sets the logger for the worker's or watcher's own messages
-// (connection trouble, handler panics). pgq is quiet by default.
+// WithLogger sets the logger for the worker's, watcher's or scheduler's
+// own messages (connection trouble, handler panics). pgq is quiet by
+// default.
 func WithLogger(l *slog.Logger) LoggerOption { return LoggerOption{l} }
 
-// positive checks a duration option.
-func positive(name string, d time.Duration) error {
-	if d <= 0 {
-		return fmt.Errorf("pgq: %s must be positive, got %v", name, d)
-	}
-	return nil
+type watcherConfig struct {
+	common
+	refresh  time.Duration
+	debounce time.Duration
+}
+
+type watcherOption func(*watcherConfig)
+
+func (o watcherOption) applyWatcher(c *watcherConfig) { o(c) }
+
+// WithRefreshInterval sets the safety poll of a CompletionWatcher (default
+// DefaultRefreshInterval): a lost notification or a dead listener delays a
+// completion by at most this long.
+func WithRefreshInterval(d time.Duration) WatcherOption {
+	return watcherOption(func(c *watcherConfig) {
+		if err := positive("refresh interval", d); err != nil {
+			c.setErr(err)
+		}
+		c.refresh = d
+	})
+}
+
+// WithDebounce sets the coalescing window of a CompletionWatcher (default
+// DefaultDebounce). The first notification after a quiet window is served
+// at once; the notifications that follow within the window are folded into
+// one status query at its end. A query that ends the last pending wait
+// closes the window. Zero turns coalescing off.
+func WithDebounce(d time.Duration) WatcherOption {
+	return watcherOption(func(c *watcherConfig) {
+		if d < 0 {
+			c.setErr(fmt.Errorf("pgq: debounce must not be negative, got %v", d))
+		}
+		c.debounce = d
+	})
 }

@@ -10,7 +10,7 @@ import (
 
 // The pool check: how often Run reads its pool's statistics, and over how
 // many readings in a row a sign must show before it counts.
-var (
+const (
 	poolCheckInterval = 250 * time.Millisecond
 	poolCheckSpan     = 2
 )

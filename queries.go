@@ -390,12 +390,7 @@ func (q *Queries) ListFailed(ctx context.Context, limit int) ([]FailedJob, error
 	}
 	out := make([]FailedJob, len(rows))
 	for i, r := range rows {
-		out[i] = FailedJob{
-			Job: Job{ID: JobID(r.ID), Priority: r.Priority, Entrypoint: r.Entrypoint, Attempts: r.Attempts,
-				Created: r.Created, Payload: r.Payload, Headers: decodeHeaders(r.Headers)},
-			Updated:   r.Updated,
-			LastError: r.LastError,
-		}
+		out[i] = failedJobFromRow(r)
 	}
 	return out, nil
 }

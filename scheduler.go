@@ -3,11 +3,9 @@ package pgq
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
-	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -58,8 +56,12 @@ type Schedule struct {
 // scheduler's shutdown grace period is over.
 type ScheduleFunc func(ctx context.Context, s *Schedule) error
 
-// ScheduleOption configures one schedule.
-type ScheduleOption func(*scheduleEntry)
+// ScheduleOption configures one schedule: WithCatchUp, WithEnqueue.
+type ScheduleOption interface{ applySchedule(*scheduleEntry) }
+
+type scheduleOption func(*scheduleEntry)
+
+func (o scheduleOption) applySchedule(e *scheduleEntry) { o(e) }
 
 // WithCatchUp changes what happens to a missed tick. A tick is missed when,
 // by the time a scheduler claims it, the tick after it is due as well:
@@ -71,7 +73,7 @@ type ScheduleOption func(*scheduleEntry)
 // future. A tick that is merely late, with the following one still ahead,
 // always runs.
 func WithCatchUp() ScheduleOption {
-	return func(e *scheduleEntry) { e.catchUp = true }
+	return scheduleOption(func(e *scheduleEntry) { e.catchUp = true })
 }
 
 // WithEnqueue makes each tick enqueue a job for the schedule's entrypoint
@@ -85,10 +87,10 @@ func WithCatchUp() ScheduleOption {
 // never enqueued twice. The job is enqueued in the same transaction that
 // moves the schedule to its next tick.
 func WithEnqueue(opts ...EnqueueOption) ScheduleOption {
-	return func(e *scheduleEntry) {
+	return scheduleOption(func(e *scheduleEntry) {
 		e.enqueue = true
 		e.enqueueOpts = slices.Clone(opts)
-	}
+	})
 }
 
 // scheduleEntry is one registered schedule.
@@ -113,19 +115,23 @@ type scheduleKey struct{ entrypoint, expression string }
 // is taken over by another. Cron times are in UTC.
 type SchedulerManager struct {
 	db      *sql.DB
-	cfg     managerConfig
+	cfg     common
 	q       *dbgen.Queries
 	entries registry[scheduleKey, *scheduleEntry]
 }
 
-// NewSchedulerManager returns a scheduler that runs on db. It takes the
-// QueueManager's options: WithPrefix, WithSchema and WithLogger (others are
-// ignored). Register schedules with Schedule, then call Run.
-func NewSchedulerManager(db *sql.DB, opts ...ManagerOption) *SchedulerManager {
-	cfg := managerConfig{common: newCommon()}
+// SchedulerOption configures NewSchedulerManager: WithPrefix, WithSchema
+// and WithLogger.
+type SchedulerOption interface{ applySchedulerManager(*common) }
+
+// NewSchedulerManager returns a scheduler that runs on db. Register
+// schedules with Schedule, then call Run (which reports an invalid
+// option).
+func NewSchedulerManager(db *sql.DB, opts ...SchedulerOption) *SchedulerManager {
+	cfg := newCommon()
 	for _, o := range opts {
 		if o != nil {
-			o.applyManager(&cfg)
+			o.applySchedulerManager(&cfg)
 		}
 	}
 	return &SchedulerManager{
@@ -153,7 +159,7 @@ func (sm *SchedulerManager) Schedule(entrypoint, expr string, fn ScheduleFunc, o
 	e := &scheduleEntry{entrypoint: entrypoint, cron: c, fn: fn}
 	for _, o := range opts {
 		if o != nil {
-			o(e)
+			o.applySchedule(e)
 		}
 	}
 	switch {
@@ -179,38 +185,33 @@ func (sm *SchedulerManager) Schedule(entrypoint, expr string, fn ScheduleFunc, o
 // a run that outlasts the interval skips the ticks it overlapped (see
 // WithCatchUp for ticks missed before the claim).
 //
-// Run takes the QueueManager's RunOptions that apply: WithPollInterval
-// (default DefaultSchedulePollInterval), WithHeartbeatTimeout (default
-// DefaultHeartbeatTimeout: a schedule whose scheduler has not heartbeated
-// for that long is taken over; heartbeats go every tenth of it, at most
-// every 5 s) and WithShutdownTimeout (default DefaultShutdownTimeout); the
-// others are ignored.
+// Run takes WithPollInterval (default DefaultSchedulePollInterval),
+// WithHeartbeatTimeout (default DefaultHeartbeatTimeout: a schedule whose
+// scheduler has not heartbeated for that long is taken over; heartbeats go
+// every tenth of it, at most every 5 s) and WithShutdownTimeout (default
+// DefaultShutdownTimeout). It reports an invalid option, its own or
+// NewSchedulerManager's, before it starts.
 //
 // When ctx ends, Run stops claiming, lets running functions finish for up
 // to the shutdown timeout, then cancels their contexts and waits for them,
 // records their schedules' next runs, and returns nil. When it returns,
 // every goroutine it started has ended.
-func (sm *SchedulerManager) Run(ctx context.Context, opts ...RunOption) error {
-	var rc runConfig
+func (sm *SchedulerManager) Run(ctx context.Context, opts ...SchedulerRunOption) error {
+	rc := schedConfig{timing: timing{
+		heartbeatTimeout: DefaultHeartbeatTimeout,
+		shutdownTimeout:  DefaultShutdownTimeout,
+		pollInterval:     DefaultSchedulePollInterval,
+	}}
 	for _, o := range opts {
 		if o != nil {
-			o(&rc)
+			o.applySchedulerRun(&rc)
 		}
-	}
-	if rc.err != nil {
-		return rc.err
 	}
 	if sm.cfg.err != nil {
 		return sm.cfg.err
 	}
-	if rc.heartbeatTimeout == 0 {
-		rc.heartbeatTimeout = DefaultHeartbeatTimeout
-	}
-	if rc.shutdownTimeout == 0 {
-		rc.shutdownTimeout = DefaultShutdownTimeout
-	}
-	if rc.pollInterval == 0 {
-		rc.pollInterval = DefaultSchedulePollInterval
+	if rc.err != nil {
+		return rc.err
 	}
 
 	entries, end, err := sm.entries.begin("SchedulerManager", "schedule", "Schedule")
@@ -219,7 +220,7 @@ func (sm *SchedulerManager) Run(ctx context.Context, opts ...RunOption) error {
 	}
 	defer end()
 
-	if err := checkSchema(ctx, sm.db, sm.cfg.common); err != nil {
+	if err := checkSchema(ctx, sm.db, sm.cfg); err != nil {
 		return err
 	}
 	r := &schedRun{
@@ -244,10 +245,16 @@ func (sm *SchedulerManager) Run(ctx context.Context, opts ...RunOption) error {
 	return r.loop(ctx)
 }
 
+// schedConfig is what SchedulerManager.Run takes.
+type schedConfig struct {
+	timing
+	optionErr
+}
+
 // schedRun is the state of one Run call.
 type schedRun struct {
 	sm      *SchedulerManager
-	rc      runConfig
+	rc      schedConfig
 	entries map[scheduleKey]*scheduleEntry
 	eps     []string // the (entrypoint, expression) pairs, element by element
 	exprs   []string
@@ -288,7 +295,7 @@ func (r *schedRun) loop(ctx context.Context) error {
 	defer timer.Stop()
 	hb := time.NewTicker(r.heartbeatInterval())
 	defer hb.Stop()
-	var errWait time.Duration
+	var failures backoff
 
 	for ctx.Err() == nil {
 		select {
@@ -299,11 +306,10 @@ func (r *schedRun) loop(ctx context.Context) error {
 				if ctx.Err() != nil {
 					break
 				}
-				errWait = min(max(2*errWait, 50*time.Millisecond), 5*time.Second)
-				r.logger.Warn("pgq: scheduler: reading schedules failed; retrying", "err", err, "in", errWait)
-				wait = errWait
+				wait = failures.failed()
+				r.logger.Warn("pgq: scheduler: reading schedules failed; retrying", "err", err, "in", wait)
 			} else {
-				errWait = 0
+				failures.ok()
 			}
 			timer.Reset(wait)
 		case id := <-r.done:
@@ -317,22 +323,8 @@ func (r *schedRun) loop(ctx context.Context) error {
 
 	// Shutdown: let running functions finish within the grace period,
 	// heartbeating their rows meanwhile, then cancel their contexts.
-	if len(running) > 0 {
-		grace := time.NewTimer(r.rc.shutdownTimeout)
-		defer grace.Stop()
-		for len(running) > 0 {
-			select {
-			case id := <-r.done:
-				delete(running, id)
-			case <-hb.C:
-				r.heartbeat(running)
-			case <-grace.C:
-				r.logger.Warn("pgq: scheduler: shutdown grace period over; canceling running schedules",
-					"running", len(running))
-				cancelFns()
-			}
-		}
-	}
+	graceful(len(running), r.done, func(id ScheduleID) { delete(running, id) }, r.rc.shutdownTimeout, cancelFns,
+		r.logger, "running schedules", hb.C, func() { r.heartbeat(running) })
 	return nil
 }
 
@@ -431,7 +423,7 @@ func (r *schedRun) runTick(ctx context.Context, e *scheduleEntry, t claimedTick)
 		if t.row.LastRun.Valid {
 			s.LastRun = t.row.LastRun.Time.UTC()
 		}
-		if err := r.call(ctx, e, s); err != nil {
+		if err := callSafely(func() error { return e.fn(ctx, s) }); err != nil {
 			logger.Error("pgq: scheduler: schedule failed", "err", err)
 		}
 	}
@@ -457,16 +449,6 @@ func (r *schedRun) finishParams(e *scheduleEntry, t claimedTick, tick time.Time,
 		next = base.Add(365 * 24 * time.Hour)
 	}
 	return dbgen.SchedulesFinishParams{NextRun: next, Ran: ran, ID: t.row.ID, ClaimedNextRun: t.row.NextRun}
-}
-
-// call runs the schedule's function, turning a panic into an error.
-func (r *schedRun) call(ctx context.Context, e *scheduleEntry, s *Schedule) (err error) {
-	defer func() {
-		if v := recover(); v != nil {
-			err = &panicError{value: v, stack: debug.Stack()}
-		}
-	}()
-	return e.fn(ctx, s)
 }
 
 // enqueueTick enqueues the tick's job and records the schedule's next run
@@ -505,30 +487,9 @@ func (r *schedRun) enqueueTickTx(ctx context.Context, s session, e *scheduleEntr
 }
 
 // retryWrite runs a write that ends a tick, retrying while the database is
-// unreachable, for up to scheduleWriteTimeout. It does not use Run's ctx:
-// the write must happen after ctx ends too.
+// unreachable, for up to scheduleWriteTimeout.
 func (r *schedRun) retryWrite(write func(ctx context.Context) error) error {
-	ctx, cancel := context.WithTimeout(context.Background(), scheduleWriteTimeout)
-	defer cancel()
-	wait := 50 * time.Millisecond
-	for {
-		err := write(ctx)
-		if err == nil {
-			return nil
-		}
-		err = interpretError(err)
-		if errors.Is(err, ErrSchemaMissing) || ctx.Err() != nil {
-			return err
-		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return err
-		case <-t.C:
-		}
-		wait = min(2*wait, 2*time.Second)
-	}
+	return retryWrite(scheduleWriteTimeout, scheduleWriteTimeout, write, nil)
 }
 
 // heartbeat refreshes the heartbeat of every running schedule, in one
@@ -550,79 +511,4 @@ func (r *schedRun) heartbeat(running map[ScheduleID]bool) {
 	if err != nil {
 		r.logger.Warn("pgq: scheduler: heartbeat failed", "err", interpretError(err), "schedules", len(ids))
 	}
-}
-
-// ---------------------------------------------------------------------------
-// Inspecting and removing schedules
-
-// ScheduleInfo is one row of the schedules table.
-type ScheduleInfo struct {
-	ID         ScheduleID
-	Expression string
-	Entrypoint string
-	// Status is StatusQueued while the schedule waits for NextRun and
-	// StatusPicked while a scheduler runs it ("" if the column is NULL).
-	Status    Status
-	NextRun   time.Time
-	LastRun   time.Time // when the latest run finished; zero if none has
-	Heartbeat time.Time // the running scheduler's latest sign of life
-	Created   time.Time
-	Updated   time.Time
-}
-
-// ListSchedules returns every schedule in the schedules table (pgq's and
-// PGQueuer's alike), by entrypoint and expression. Times are in UTC.
-func (q *Queries) ListSchedules(ctx context.Context) ([]ScheduleInfo, error) {
-	if q.cfg.err != nil {
-		return nil, q.cfg.err
-	}
-	rows, err := q.q.SchedulesList(ctx, q.db)
-	if err != nil {
-		return nil, fmt.Errorf("pgq: list schedules: %w", interpretError(err))
-	}
-	out := make([]ScheduleInfo, len(rows))
-	for i, r := range rows {
-		out[i] = ScheduleInfo{
-			ID:         ScheduleID(r.ID),
-			Expression: r.Expression,
-			Entrypoint: r.Entrypoint,
-			NextRun:    r.NextRun.UTC(),
-			Heartbeat:  r.Heartbeat.UTC(),
-			Created:    r.Created.UTC(),
-			Updated:    r.Updated.UTC(),
-		}
-		if r.Status.Valid {
-			out[i].Status = Status(r.Status.PgqueuerStatus)
-		}
-		if r.LastRun.Valid {
-			out[i].LastRun = r.LastRun.Time.UTC()
-		}
-	}
-	return out, nil
-}
-
-// RemoveSchedules deletes the schedules whose id is among ids or whose
-// entrypoint is among entrypoints, and returns how many it deleted. A
-// SchedulerManager that is running when its schedule is removed stops
-// running it (a tick already running finishes), and adds it back the next
-// time its Run starts, as PGQueuer's scheduler does.
-func (q *Queries) RemoveSchedules(ctx context.Context, ids []ScheduleID, entrypoints []string) (int64, error) {
-	if q.cfg.err != nil {
-		return 0, q.cfg.err
-	}
-	if len(ids) == 0 && len(entrypoints) == 0 {
-		return 0, nil
-	}
-	raw := make([]int64, len(ids))
-	for i, id := range ids {
-		raw[i] = int64(id)
-	}
-	if entrypoints == nil {
-		entrypoints = []string{}
-	}
-	n, err := q.q.SchedulesDelete(ctx, q.db, dbgen.SchedulesDeleteParams{Ids: raw, Entrypoints: entrypoints})
-	if err != nil {
-		return 0, fmt.Errorf("pgq: remove schedules: %w", interpretError(err))
-	}
-	return n, nil
 }

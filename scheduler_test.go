@@ -87,7 +87,7 @@ func (l *tickLog) get() []ranTick {
 
 // runScheduler starts sm.Run and returns a function that stops it and
 // checks that it returned nil.
-func runScheduler(t *testing.T, ctx context.Context, sm *pgq.SchedulerManager, opts ...pgq.RunOption) (stop func()) {
+func runScheduler(t *testing.T, ctx context.Context, sm *pgq.SchedulerManager, opts ...pgq.SchedulerRunOption) (stop func()) {
 	t.Helper()
 	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)

@@ -84,9 +84,7 @@ func migrationsFor(c common) (fs.FS, error) {
 // createSchema creates the schema WithSchema names. It is DDL that belongs
 // to the installation (goose needs the schema to exist before it can put its
 // version table there), so it is built here rather than in db/queries.
-func createSchema(ctx context.Context, db interface {
-	ExecContext(context.Context, string, ...any) (sql.Result, error)
-}, c common) error {
+func createSchema(ctx context.Context, db execer, c common) error {
 	if c.names.Schema == "" {
 		return nil
 	}

@@ -108,8 +108,12 @@ type JobError struct {
 	Message string    // the traceback's exception_message
 }
 
-// StatsOption configures Stats.
-type StatsOption func(*statsConfig)
+// StatsOption configures Stats: WithStatsWindow, WithStatsErrors.
+type StatsOption interface{ applyStats(*statsConfig) }
+
+type statsOption func(*statsConfig)
+
+func (o statsOption) applyStats(c *statsConfig) { o(c) }
 
 type statsConfig struct {
 	window time.Duration
@@ -120,26 +124,26 @@ type statsConfig struct {
 // WithStatsWindow sets the span of recent activity Stats counts, in whole
 // seconds from one second to MaxStatsWindow (default DefaultStatsWindow).
 func WithStatsWindow(d time.Duration) StatsOption {
-	return func(c *statsConfig) {
+	return statsOption(func(c *statsConfig) {
 		if d < time.Second || d > MaxStatsWindow || d%time.Second != 0 {
 			c.err = fmt.Errorf("pgq: stats window %v: want whole seconds from 1s to %v", d, MaxStatsWindow)
 			return
 		}
 		c.window = d
-	}
+	})
 }
 
 // WithStatsErrors sets how many of the latest errors Stats returns, from 0
 // (none, and no query for them) to MaxStatsErrors (default
 // DefaultStatsErrors).
 func WithStatsErrors(n int) StatsOption {
-	return func(c *statsConfig) {
+	return statsOption(func(c *statsConfig) {
 		if n < 0 || n > MaxStatsErrors {
 			c.err = fmt.Errorf("pgq: stats errors %d: want 0 to %d", n, MaxStatsErrors)
 			return
 		}
 		c.errors = n
-	}
+	})
 }
 
 // Stats reads a picture of the queue: its depth by entrypoint, priority and
@@ -152,7 +156,7 @@ func (q *Queries) Stats(ctx context.Context, opts ...StatsOption) (Stats, error)
 	c := statsConfig{window: DefaultStatsWindow, errors: DefaultStatsErrors}
 	for _, o := range opts {
 		if o != nil {
-			o(&c)
+			o.applyStats(&c)
 		}
 	}
 	if q.cfg.err != nil {

@@ -16,7 +16,6 @@ import (
 // the job table itself (vacuum_count, which counts manual vacuums, grows),
 // also under a prefix and schema, and not with WithVacuum(false).
 func TestWorkerVacuumsJobTable(t *testing.T) {
-	defer pgq.SetUpkeepInterval(100 * time.Millisecond)()
 	cases := []struct {
 		name   string
 		naming []pgq.NamingOption
@@ -66,7 +65,8 @@ func TestWorkerVacuumsJobTable(t *testing.T) {
 				}); err != nil {
 					t.Fatal(err)
 				}
-				drain(t, ctx, qm, pgq.WithBatchSize(500), pgq.WithMaxConcurrentTasks(500), pgq.WithVacuum(c.vacuum))
+				drain(t, ctx, qm, pgq.WithBatchSize(500), pgq.WithMaxConcurrentTasks(500), pgq.WithVacuum(c.vacuum),
+					pgq.WithUpkeepInterval(100*time.Millisecond))
 				if got := ran.Load(); got != n {
 					t.Fatalf("ran %d jobs, want %d", got, n)
 				}

@@ -3,7 +3,6 @@ package pgq
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -11,10 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/google/uuid"
-
 	"github.com/pgq-dev/pgq/dbgen"
-	"github.com/pgq-dev/pgq/internal/notifier"
 )
 
 // Defaults of the WatcherOptions.
@@ -34,42 +30,6 @@ const listenerStartWait = 5 * time.Second
 // watcherQueryTimeout bounds one status query, so that a hung connection
 // delays the watcher rather than stopping it.
 const watcherQueryTimeout = 30 * time.Second
-
-type watcherConfig struct {
-	common
-	refresh  time.Duration
-	debounce time.Duration
-}
-
-type watcherOption func(*watcherConfig)
-
-func (o watcherOption) applyWatcher(c *watcherConfig) { o(c) }
-
-// WithRefreshInterval sets the safety poll of a CompletionWatcher (default
-// DefaultRefreshInterval): a lost notification or a dead listener delays a
-// completion by at most this long.
-func WithRefreshInterval(d time.Duration) WatcherOption {
-	return watcherOption(func(c *watcherConfig) {
-		if err := positive("refresh interval", d); err != nil {
-			c.setErr(err)
-		}
-		c.refresh = d
-	})
-}
-
-// WithDebounce sets the coalescing window of a CompletionWatcher (default
-// DefaultDebounce). The first notification after a quiet window is served
-// at once; the notifications that follow within the window are folded into
-// one status query at its end. A query that ends the last pending wait
-// closes the window. Zero turns coalescing off.
-func WithDebounce(d time.Duration) WatcherOption {
-	return watcherOption(func(c *watcherConfig) {
-		if d < 0 {
-			c.setErr(fmt.Errorf("pgq: debounce must not be negative, got %v", d))
-		}
-		c.debounce = d
-	})
-}
 
 // CompletionWatcher waits for jobs to finish: for their latest log row to
 // be terminal (successful, exception, canceled or deleted). One watcher
@@ -100,7 +60,7 @@ type CompletionWatcher struct {
 	done      chan struct{} // closed when the goroutines have ended
 	closeOnce sync.Once
 	refreshes atomic.Uint64
-	listening atomic.Bool // the listener's LISTEN is in place
+	listen    *listening // nil for a pool that cannot listen
 
 	mu      sync.Mutex
 	closed  bool
@@ -162,38 +122,14 @@ func NewCompletionWatcher(ctx context.Context, db *sql.DB, opts ...WatcherOption
 	w.conn.take(ctx) // now, not when the first wait begins
 	var wg sync.WaitGroup
 	wg.Go(func() { w.loop(lctx) })
-	if l := notifier.New(db, cfg.listenDSNFor(db), cfg.names.Channel(), watcherAppName(cfg.names.Channel()), cfg.logger); l != nil {
-		up := make(chan struct{})
-		var once sync.Once
-		wg.Go(func() {
-			_ = l.Run(lctx, notifier.Callbacks{
-				Notify: w.onNotify,
-				Connected: func() {
-					w.listening.Store(true)
-					once.Do(func() { close(up) })
-					signal(w.changed)
-				},
-				Disconnected: func() { w.listening.Store(false) },
-				Echo:         w.echo,
-				Deaf: func() {
-					w.listening.Store(false)
-					once.Do(func() { close(up) })
-				},
-			})
-		})
-		// Return once LISTEN is in place, so that the first waits are
-		// served in real time too; a listener that takes longer keeps
-		// trying in the background.
-		t := time.NewTimer(min(cfg.refresh, listenerStartWait))
-		select {
-		case <-up:
-		case <-lctx.Done():
-		case <-t.C:
-			cfg.logger.Warn("pgq: completion watcher's listener not connected yet; waits end at the next refresh until it is",
-				"refresh", cfg.refresh)
-		}
-		t.Stop()
-	} else {
+	// Return once LISTEN is in place, so that the first waits are served
+	// in real time too; a listener that takes longer keeps trying in the
+	// background.
+	w.listen = startListening(lctx, &wg, db, cfg.common, watcherAppName(cfg.names.Channel()), w.conn, cfg.logger,
+		min(cfg.refresh, listenerStartWait),
+		"pgq: completion watcher's listener not connected yet; waits end at the next refresh until it is",
+		listenHooks{notify: w.onEvent, up: func() { signal(w.changed) }})
+	if w.listen == nil {
 		warnNoListener(cfg.logger, db, "the completion watcher", cfg.refresh)
 	}
 	go func() {
@@ -202,15 +138,6 @@ func NewCompletionWatcher(ctx context.Context, db *sql.DB, opts ...WatcherOption
 		close(w.done)
 	}()
 	return w, nil
-}
-
-// echo sends a health_check_event with id on the watcher's own
-// connection, for its listener to prove that notifications arrive.
-func (w *CompletionWatcher) echo(ctx context.Context, id uuid.UUID) error {
-	payload, _ := json.Marshal(newHealthCheckEvent(w.cfg.names.Channel(), id))
-	return w.conn.do(ctx, func(s session) error {
-		return w.q.Notify(ctx, s.db, dbgen.NotifyParams{Channel: w.cfg.names.Channel(), Payload: string(payload)})
-	})
 }
 
 // Listening reports whether the watcher's LISTEN is in place, so that
@@ -225,7 +152,7 @@ func (w *CompletionWatcher) Listening() bool {
 		return false
 	default:
 	}
-	return w.listening.Load()
+	return w.listen.live()
 }
 
 // Refreshes returns how many status queries the watcher has run so far,
@@ -247,20 +174,7 @@ func (w *CompletionWatcher) Close() error {
 	return nil
 }
 
-// signal sends on a one-slot channel without blocking: signals that
-// arrive while one is pending fold into it.
-func signal(c chan struct{}) {
-	select {
-	case c <- struct{}{}:
-	default:
-	}
-}
-
-func (w *CompletionWatcher) onNotify(payload string) {
-	ev, ok := ParseEvent(payload)
-	if !ok {
-		return
-	}
+func (w *CompletionWatcher) onEvent(ev Event) {
 	// An insert finishes nothing; a delete (the end of every job), a
 	// truncate or an update may.
 	if ev.Type == EventTableChanged && ev.Operation != "insert" {
@@ -268,87 +182,7 @@ func (w *CompletionWatcher) onNotify(payload string) {
 	}
 }
 
-// queryKind is what the watcher's loop runs next.
-type queryKind int
-
-const (
-	queryNone    queryKind = iota
-	queryRefresh           // every waited id
-	queryLookup            // the ids of the waits that just began
-)
-
-// schedule decides when the loop queries. Refreshes and look-ups are each
-// throttled to one per debounce window, leading edge first; a look-up
-// waits for a refresh that is due anyway, since that covers its ids. After
-// a failed query the same query is retried with a growing pause.
-type schedule struct {
-	debounce, maxBackoff    time.Duration
-	refresh, lookup         bool // wanted
-	lastRefresh, lastLookup time.Time
-	retryAt                 time.Time
-	backoff                 time.Duration
-}
-
-// quiet records that a query ended the last pending wait: the next wait
-// starts afresh, its look-up and its first refresh run at once.
-func (s *schedule) quiet() {
-	s.lastRefresh, s.lastLookup = time.Time{}, time.Time{}
-}
-
-// due returns the query to run at now.
-func (s *schedule) due(now time.Time) queryKind {
-	switch {
-	case now.Before(s.retryAt):
-		return queryNone
-	case s.refresh && now.Sub(s.lastRefresh) >= s.debounce:
-		return queryRefresh
-	case s.lookup && !s.refresh && now.Sub(s.lastLookup) >= s.debounce:
-		return queryLookup
-	}
-	return queryNone
-}
-
-// next returns when due may return a query, or false when nothing is wanted.
-func (s *schedule) next() (time.Time, bool) {
-	var at time.Time
-	switch {
-	case s.refresh:
-		at = s.lastRefresh.Add(s.debounce)
-	case s.lookup:
-		at = s.lastLookup.Add(s.debounce)
-	default:
-		return time.Time{}, false
-	}
-	if at.Before(s.retryAt) {
-		at = s.retryAt
-	}
-	return at, true
-}
-
-// ran records the outcome of a query of kind k that started at start.
-// queried is false when there was nothing to look up.
-func (s *schedule) ran(k queryKind, start time.Time, queried bool, err error) {
-	if err != nil {
-		s.backoff = min(max(2*s.backoff, s.debounce, 100*time.Millisecond), s.maxBackoff)
-		s.retryAt = start.Add(s.backoff)
-		return
-	}
-	s.backoff = 0
-	switch k {
-	case queryRefresh:
-		s.refresh, s.lookup = false, false // a refresh covers the new waits too
-		if queried {
-			s.lastRefresh = start
-		}
-	case queryLookup:
-		s.lookup = false
-		if queried {
-			s.lastLookup = start
-		}
-	}
-}
-
-// loop runs the status queries when the schedule says so.
+// loop runs the status queries when its refreshPlan says so.
 func (w *CompletionWatcher) loop(ctx context.Context) {
 	defer w.conn.close()
 	safety := time.NewTicker(w.cfg.refresh)
@@ -356,7 +190,7 @@ func (w *CompletionWatcher) loop(ctx context.Context) {
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
-	s := schedule{debounce: w.cfg.debounce, maxBackoff: w.cfg.refresh}
+	s := refreshPlan{debounce: w.cfg.debounce, maxBackoff: w.cfg.refresh}
 	for {
 		select {
 		case <-ctx.Done():

@@ -1,0 +1,233 @@
+package pgq
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"math"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/pgq-dev/pgq/dbgen"
+	"github.com/pgq-dev/pgq/internal/sqlname"
+)
+
+// claimer takes jobs for one run: a batch at a time, FOR UPDATE SKIP
+// LOCKED, on the run's own claim connection (see JobsClaim). Entrypoints
+// with a fleet-wide concurrency or rate limit are claimed in a transaction
+// that counts what the fleet runs first (claimLimited).
+type claimer struct {
+	qm         *QueueManager
+	qmID       uuid.UUID
+	q          *dbgen.Queries
+	sqlNames   sqlname.Names
+	lane       *lane
+	eps        map[string]*entrypoint
+	names      []string // the registered entrypoints, sorted
+	limited    []string // those with a concurrency or rate limit
+	syncClaims bool
+	count      *atomic.Int64 // claims tried, for the tests
+}
+
+// claim takes up to n jobs. again, when positive, says a rate limit held
+// jobs back and when to look again (or when the next delayed job is due).
+// raced says the claim lost a capacity slot to another worker's and took
+// nothing: jobs may well be waiting.
+func (c *claimer) claim(ctx context.Context, n int) (jobs []*attempt, again time.Duration, raced bool, err error) {
+	c.count.Add(1)
+	caps := make([]int32, len(c.names))
+	for i := range caps {
+		caps[i] = int32(n)
+	}
+	params := dbgen.JobsClaimParams{
+		Entrypoints:      c.names,
+		Caps:             caps,
+		BatchSize:        int32(n),
+		QueueManagerID:   uuid.NullUUID{UUID: c.qmID, Valid: true},
+		SynchronousClaim: c.syncClaims,
+	}
+	var rows []*dbgen.JobsClaimRow
+	var secs float64 = -1
+	err = c.lane.do(ctx, func(s session) (err error) {
+		if len(c.limited) == 0 {
+			rows, err = c.q.JobsClaim(ctx, s.db, params)
+		} else {
+			rows, again, err = c.claimLimited(ctx, s, params)
+			if errors.Is(err, errSlotRace) {
+				rows, again, raced = nil, lostSlotRace, true
+				return nil
+			}
+		}
+		if err != nil || len(rows) >= n || again != 0 {
+			return err
+		}
+		// The queue has nothing more that is due: sleep until the next
+		// delayed job is, if that is sooner than the poll.
+		if next, err := c.q.JobsNextDue(ctx, s.db, c.names); err == nil {
+			secs = next
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, 0, false, interpretError(err)
+	}
+	jobs = make([]*attempt, len(rows))
+	for i, r := range rows {
+		jobs[i] = &attempt{token: r.ClaimToken, qm: c.qm, job: jobFromClaim(r)}
+		jobs[i].job.att = jobs[i]
+	}
+	if secs >= 0 {
+		again = max(time.Duration(secs*float64(time.Second)), time.Millisecond)
+	}
+	return jobs, again, raced, nil
+}
+
+// claimLimited claims in a transaction that first takes the fleet-wide
+// locks of the limited entrypoints, then counts their held jobs and
+// recent starts, and lowers their caps accordingly. Jobs of entrypoints
+// with a concurrency limit get capacity slots as PGQueuer 1.4+ gives them
+// (JobsAssignSlots), so that its workers and pgq's enforce one limit
+// together. A claim that lost a slot to another worker's concurrent
+// claim, or found the limit passed by claims committed since it counted
+// (PGQueuer before 1.4 counts without a lock), is rolled back: it returns
+// no jobs and asks to look again soon.
+func (c *claimer) claimLimited(ctx context.Context, s session, p dbgen.JobsClaimParams) (rows []*dbgen.JobsClaimRow, again time.Duration, err error) {
+	tx, err := s.begin(ctx, nil)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer tx.Rollback()
+	db, q := wrapDB(c.sqlNames, tx), c.q
+	if err := q.JobsLockEntrypoints(ctx, db, dbgen.JobsLockEntrypointsParams{
+		LockNamespace: c.sqlNames.Qualified(sqlname.JobTable) + ":",
+		Entrypoints:   c.limited,
+	}); err != nil {
+		return nil, 0, err
+	}
+	var concurrency, rate []string
+	for _, name := range c.limited {
+		if c.eps[name].concurrencyLimit > 0 {
+			concurrency = append(concurrency, name)
+		}
+		if c.eps[name].rateLimit > 0 {
+			rate = append(rate, name)
+		}
+	}
+	runningBy := map[string]int32{}
+	if len(concurrency) > 0 {
+		running, err := q.JobsRunningByEntrypoint(ctx, db, concurrency)
+		if err != nil {
+			return nil, 0, err
+		}
+		for _, r := range running {
+			runningBy[r.Entrypoint] = r.Running
+		}
+	}
+	startedBy := map[string]int32{}
+	if len(rate) > 0 {
+		started, err := q.LogStartedByEntrypoint(ctx, db, dbgen.LogStartedByEntrypointParams{
+			Entrypoints: rate, WindowUs: time.Second.Microseconds(),
+		})
+		if err != nil {
+			return nil, 0, err
+		}
+		for _, r := range started {
+			startedBy[r.Entrypoint] = r.Started
+		}
+	}
+	again = limitCaps(p.Entrypoints, p.Caps, c.eps, runningBy, startedBy)
+	rows, err = q.JobsClaim(ctx, db, p)
+	if err != nil {
+		return nil, 0, err
+	}
+	if ok, err := c.assignSlots(ctx, db, rows); err != nil || !ok {
+		return nil, 0, cmp.Or(err, errSlotRace)
+	}
+	return rows, again, tx.Commit()
+}
+
+// errSlotRace is claimLimited's rolled-back claim (see assignSlots);
+// lostSlotRace is how soon the worker looks again after one.
+var errSlotRace = errors.New("pgq: claim lost a capacity slot to a concurrent claim")
+
+const lostSlotRace = 5 * time.Millisecond
+
+// assignSlots gives the claimed jobs of entrypoints with a concurrency
+// limit their capacity slots. It reports false when the claim must be
+// rolled back: a slot was taken by a concurrent claim, or the limit was
+// passed by claims committed since the count.
+func (c *claimer) assignSlots(ctx context.Context, db sqlname.DBTX, rows []*dbgen.JobsClaimRow) (bool, error) {
+	claimed := map[string]int32{}
+	var ids []int64
+	for _, r := range rows {
+		if c.eps[r.Entrypoint].concurrencyLimit > 0 {
+			claimed[r.Entrypoint]++
+			ids = append(ids, r.ID)
+		}
+	}
+	if len(ids) == 0 {
+		return true, nil
+	}
+	p := dbgen.JobsAssignSlotsParams{Ids: ids}
+	for _, name := range c.limited {
+		if n := c.eps[name].concurrencyLimit; n > 0 && claimed[name] > 0 {
+			p.Entrypoints = append(p.Entrypoints, name)
+			p.Limits = append(p.Limits, int32(n))
+		}
+	}
+	got, err := c.q.JobsAssignSlots(ctx, db, p)
+	if err != nil {
+		if slotRace(err) {
+			return false, nil
+		}
+		return false, err
+	}
+	for _, g := range got {
+		if g.Assigned < claimed[g.Entrypoint] || g.Holding > int32(c.eps[g.Entrypoint].concurrencyLimit) {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// slotRace reports whether err is a claim losing a capacity slot to a
+// concurrent claim: a unique violation on the slot index, or two claims
+// waiting on each other's slots.
+func slotRace(err error) bool {
+	pe, ok := asPgError(err)
+	return ok && (pe.Code == "40P01" || pe.Code == "23505" && strings.HasSuffix(pe.Constraint, "picked_slot_idx"))
+}
+
+// execute runs one job's handler and hands its outcome to the completer,
+
+// limitCaps lowers caps (one per entrypoint of names) to what the limits
+// leave: a concurrency limit minus the jobs the fleet runs (runningBy), a
+// rate limit minus the starts of the last second (startedBy; a rate below
+// one per second allows one start when the window has none). again, when
+// positive, is the soonest a rate-limited entrypoint's budget frees up.
+func limitCaps(names []string, caps []int32, eps map[string]*entrypoint, runningBy, startedBy map[string]int32) (again time.Duration) {
+	for i, name := range names {
+		ep := eps[name]
+		if ep.concurrencyLimit > 0 {
+			caps[i] = min(caps[i], max(int32(ep.concurrencyLimit)-runningBy[name], 0))
+		}
+		if ep.rateLimit > 0 {
+			budget := int32(math.Floor(ep.rateLimit)) - startedBy[name]
+			if ep.rateLimit < 1 && startedBy[name] == 0 {
+				budget = 1
+			}
+			caps[i] = min(caps[i], max(budget, 0))
+			if budget <= caps[i] || budget <= 0 {
+				// The budget frees up as starts leave the window.
+				step := time.Duration(float64(time.Second) / ep.rateLimit)
+				if d := max(min(step, time.Second), 10*time.Millisecond); again == 0 || d < again {
+					again = d
+				}
+			}
+		}
+	}
+	return again
+}

@@ -1,0 +1,163 @@
+package pgq
+
+import (
+	"context"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/pgq-dev/pgq/dbgen"
+)
+
+// Actions of an outcome (see JobsFinish in db/queries/jobs.sql).
+const (
+	actionFinish  = "finish"  // delete the row; log the terminal status
+	actionRetry   = "retry"   // back to the queue after a delay, attempts + 1
+	actionHold    = "hold"    // keep as failed
+	actionRelease = "release" // back to the queue at once (shutdown)
+)
+
+// Outcome writes: the most outcomes one statement writes, and how long a
+// batch is retried while the database is unreachable (after that its jobs
+// stay picked, and are claimed again once their heartbeat is stale).
+const (
+	maxFinishBatch   = 1000
+	finishRetryFor   = 2 * time.Minute
+	finishTryTimeout = 30 * time.Second
+)
+
+// outcome is a finished attempt on its way to the database.
+type outcome struct {
+	att       *attempt
+	id        JobID
+	action    string
+	status    Status
+	traceback string // JSON, for a failure
+	delay     time.Duration
+}
+
+// completer writes one run's outcomes, in batches, on the run's own
+// outcome connection. It writes at once when idle and, while a write is in
+// progress, gathers what arrives meanwhile into the next write: one
+// statement per batch under load, no timer on an idle queue. It tells the
+// run what it wrote through written, and nothing else.
+type completer struct {
+	q      *dbgen.Queries
+	lane   *lane
+	qmID   uuid.UUID
+	held   *holdings
+	logger *slog.Logger
+	// written is called after each batch: retryIn is the soonest retry
+	// among its outcomes (negative for none).
+	written func(retryIn time.Duration)
+
+	in        chan outcome
+	unwritten atomic.Int64 // outcomes added and not yet written (or dropped)
+}
+
+func newCompleter(q *dbgen.Queries, ln *lane, qmID uuid.UUID, held *holdings, logger *slog.Logger,
+	capacity int, written func(time.Duration)) *completer {
+	return &completer{q: q, lane: ln, qmID: qmID, held: held, logger: logger, written: written,
+		in: make(chan outcome, capacity)}
+}
+
+// add hands an outcome over for writing. Call it before the handler's
+// slot is given back, so that pending counts it.
+func (c *completer) add(o outcome) {
+	c.unwritten.Add(1)
+	c.in <- o
+}
+
+// pending reports how many outcomes are added and not yet written.
+func (c *completer) pending() int64 { return c.unwritten.Load() }
+
+// close ends the input: run returns once what was added is written.
+func (c *completer) close() { close(c.in) }
+
+// run writes batches until close. A batch holds one outcome per job: a
+// second one (of a later attempt) starts the next batch.
+func (c *completer) run() {
+	batch := make([]outcome, 0, maxFinishBatch)
+	in := make(map[JobID]bool, maxFinishBatch)
+	var next *outcome
+	for {
+		if next != nil {
+			batch, next = append(batch[:0], *next), nil
+		} else {
+			o, ok := <-c.in
+			if !ok {
+				return
+			}
+			batch = append(batch[:0], o)
+		}
+		clear(in)
+		in[batch[0].id] = true
+	gather:
+		for len(batch) < maxFinishBatch {
+			select {
+			case o, ok := <-c.in:
+				if !ok {
+					break gather
+				}
+				if in[o.id] {
+					next = &o
+					break gather
+				}
+				in[o.id] = true
+				batch = append(batch, o)
+			default:
+				break gather
+			}
+		}
+		c.write(batch)
+	}
+}
+
+// write writes one batch of outcomes, retrying while the database is
+// unreachable (see finishRetryFor). Outcomes of attempts that lost their
+// claim are dropped; the statement itself changes only jobs still held by
+// the claim that ran them.
+func (c *completer) write(batch []outcome) {
+	n := len(batch)
+	batch = c.held.live(batch)
+	if len(batch) == 0 {
+		c.unwritten.Add(-int64(n))
+		return
+	}
+	p := dbgen.JobsFinishParams{
+		Ids:            make([]int64, len(batch)),
+		Actions:        make([]string, len(batch)),
+		Statuses:       make([]string, len(batch)),
+		Tracebacks:     make([]string, len(batch)),
+		DelaysUs:       make([]int64, len(batch)),
+		ClaimTokens:    make([]int64, len(batch)),
+		QueueManagerID: uuid.NullUUID{UUID: c.qmID, Valid: true},
+	}
+	soonest := time.Duration(-1)
+	for i, o := range batch {
+		p.Ids[i], p.Actions[i], p.Statuses[i] = int64(o.id), o.action, string(o.status)
+		p.Tracebacks[i], p.DelaysUs[i], p.ClaimTokens[i] = o.traceback, o.delay.Microseconds(), o.att.token
+		if o.action == actionRetry && (soonest < 0 || o.delay < soonest) {
+			soonest = o.delay
+		}
+	}
+	var changed []int64
+	err := retryWrite(finishRetryFor, finishTryTimeout, func(ctx context.Context) error {
+		return c.lane.do(ctx, func(s session) (err error) {
+			changed, err = c.q.JobsFinish(ctx, s.db, p)
+			return err
+		})
+	}, func(err error, wait time.Duration) {
+		c.logger.Warn("pgq: writing job outcomes failed; retrying", "jobs", len(batch), "err", err, "in", wait)
+	})
+	if err != nil {
+		c.logger.Error("pgq: writing job outcomes failed; giving up", "jobs", len(batch), "err", err)
+	}
+	// The attempts are over: stop heartbeating them. Then the run hears
+	// of it, after pending has dropped (a drain checks it).
+	c.held.written(batch, changed, err == nil)
+	c.unwritten.Add(-int64(n))
+	c.written(soonest)
+}

@@ -1,0 +1,229 @@
+package pgq
+
+import (
+	"context"
+	"database/sql"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/pgq-dev/pgq/dbgen"
+	"github.com/pgq-dev/pgq/internal/sqlname"
+)
+
+// Maintenance of a running worker.
+const (
+	// releaseBatch is the most stale jobs one statement puts back in the
+	// queue.
+	releaseBatch = 1000
+	// defaultUpkeepInterval is how often a worker checks the job table's
+	// planner statistics and dead rows.
+	defaultUpkeepInterval = 10 * time.Second
+	// vacuumMinDead is the fewest dead rows for which a worker vacuums the
+	// job table itself (and then only when they are over a tenth of the
+	// table).
+	vacuumMinDead = 10_000
+	// Log folding and pruning batch sizes: small, so that no statement
+	// holds locks long.
+	foldBatch  = 5000
+	pruneBatch = 1000
+)
+
+// maintainer keeps one run's jobs held and the tables fit: it heartbeats
+// the jobs the run holds and cuts off the attempts whose claim was lost,
+// puts the jobs of dead workers back in the queue, analyses and vacuums
+// the job table, and folds and prunes the log. Heartbeats and releases go
+// on the run's own heartbeat connection; the rest borrows from the pool.
+type maintainer struct {
+	q      *dbgen.Queries
+	db     *sql.DB
+	rdb    sqlname.DBTX // db with names rewritten
+	names  sqlname.Names
+	lane   *lane // the heartbeat connection
+	qmID   uuid.UUID
+	held   *holdings
+	logger *slog.Logger
+	wake   func() // jobs were released: look for them
+
+	entrypoints      []string // the run's, sorted
+	heartbeatTimeout time.Duration
+	upkeepInterval   time.Duration
+	statsInterval    time.Duration
+	logRetention     time.Duration
+	vacuum           bool
+
+	noRights sync.Once // logs that the role may not vacuum the job table
+}
+
+// heartbeat refreshes the heartbeat of the held jobs, all in one
+// statement, three times per heartbeat timeout, and each time then puts
+// jobs abandoned by dead workers back in the queue.
+func (m *maintainer) heartbeat(ctx context.Context) {
+	every(ctx, max(m.heartbeatTimeout/3, 10*time.Millisecond), func() {
+		m.beat(ctx)
+		m.releaseStale(ctx)
+	})
+}
+
+// every calls f every d until ctx ends.
+func every(ctx context.Context, d time.Duration, f func()) {
+	t := time.NewTicker(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			f()
+		}
+	}
+}
+
+// warn logs a failed maintenance step, unless it failed because ctx ended
+// (the worker is stopping).
+func (m *maintainer) warn(ctx context.Context, msg string, err error, args ...any) {
+	if err != nil && ctx.Err() == nil {
+		m.logger.Warn(msg, append(args, "err", err)...)
+	}
+}
+
+// beat refreshes the heartbeat of the jobs this run holds (running, or
+// with their outcome on its way) and gives up the attempts whose claim was
+// lost (see holdings.verify).
+func (m *maintainer) beat(ctx context.Context) {
+	atts, ids := m.held.snapshot()
+	if len(ids) == 0 {
+		return
+	}
+	var held []*dbgen.JobsHeartbeatRow
+	err := m.lane.do(ctx, func(s session) (err error) {
+		held, err = m.q.JobsHeartbeat(ctx, s.db, dbgen.JobsHeartbeatParams{
+			Ids: ids, QueueManagerID: uuid.NullUUID{UUID: m.qmID, Valid: true},
+		})
+		return err
+	})
+	if err != nil {
+		m.warn(ctx, "pgq: heartbeat failed", err, "jobs", len(ids))
+		return
+	}
+	token := make(map[int64]int64, len(held))
+	for _, h := range held {
+		token[h.ID] = h.ClaimToken
+	}
+	m.held.verify(atts, token)
+}
+
+// releaseStale puts the jobs of this worker's entrypoints whose heartbeat
+// is older than the heartbeat timeout back in the queue (their worker
+// died), and wakes the claim loop when there were any.
+func (m *maintainer) releaseStale(ctx context.Context) {
+	for ctx.Err() == nil {
+		// This worker's own jobs are never stale to it, even when its
+		// heartbeats failed: it is alive and still runs them.
+		_, mine := m.held.snapshot()
+		var ids []int64
+		err := m.lane.do(ctx, func(s session) (err error) {
+			ids, err = m.q.JobsReleaseStale(ctx, s.db, dbgen.JobsReleaseStaleParams{
+				Entrypoints:    m.entrypoints,
+				StaleAfterUs:   m.heartbeatTimeout.Microseconds(),
+				QueueManagerID: uuid.NullUUID{UUID: m.qmID, Valid: true},
+				HeldIds:        mine,
+				MaxJobs:        releaseBatch,
+			})
+			return err
+		})
+		if err != nil {
+			m.warn(ctx, "pgq: releasing stale jobs failed", err)
+			return
+		}
+		if len(ids) == 0 {
+			return
+		}
+		m.logger.Info("pgq: released jobs whose worker stopped heartbeating", "jobs", len(ids),
+			"heartbeat_timeout", m.heartbeatTimeout)
+		m.wake()
+		if len(ids) < releaseBatch {
+			return
+		}
+	}
+}
+
+// tendJobTable keeps the job table fit for fast claims: it re-analyses the
+// table when its statistics fall far behind (after a burst of enqueues into
+// an empty table, without them the claim may be planned as a sort of every
+// queued job), and, unless WithVacuum(false), vacuums it when dead rows
+// pile up faster than autovacuum (which wakes once a minute) removes them:
+// every claimed and finished job leaves two, and a claim steps over the
+// dead entries at the head of the queue index.
+func (m *maintainer) tendJobTable(ctx context.Context) {
+	every(ctx, m.upkeepInterval, func() { m.upkeep(ctx, m.vacuum) })
+}
+
+// upkeep analyses the job table if its statistics are stale and, when
+// vacuum is set, vacuums it if its dead rows pile up.
+func (m *maintainer) upkeep(ctx context.Context, vacuum bool) {
+	need, err := m.q.JobsTableUpkeep(ctx, m.db, dbgen.JobsTableUpkeepParams{
+		MinDead: vacuumMinDead, TableName: m.names.Qualified(sqlname.JobTable),
+	})
+	if err != nil {
+		m.warn(ctx, "pgq: reading the job table's statistics failed", err)
+		return
+	}
+	if !need.MayMaintain {
+		if need.NeedsAnalyze || vacuum && need.NeedsVacuum {
+			m.noRights.Do(func() {
+				m.logger.Info("pgq: the job table wants VACUUM or ANALYZE, which this worker's role may not run "+
+					"(it needs the table's owner, or MAINTAIN on PostgreSQL 17+); leaving it to autovacuum",
+					"table", m.names.Qualified(sqlname.JobTable))
+			})
+		}
+		return
+	}
+	if vacuum && need.NeedsVacuum {
+		begin := time.Now()
+		err := m.q.JobsVacuum(ctx, m.rdb)
+		m.warn(ctx, "pgq: vacuuming the job table failed", err)
+		if err == nil {
+			m.logger.Debug("pgq: vacuumed the job table", "took", time.Since(begin))
+		}
+	}
+	if need.NeedsAnalyze {
+		m.warn(ctx, "pgq: analysing the job table failed", m.q.JobsAnalyze(ctx, m.rdb))
+	}
+}
+
+// foldLog folds the log into the statistics and prunes old log rows,
+// every statistics interval.
+func (m *maintainer) foldLog(ctx context.Context) {
+	every(ctx, m.statsInterval, func() {
+		m.warn(ctx, "pgq: log maintenance failed", m.foldAndPrune(ctx))
+	})
+}
+
+func (m *maintainer) foldAndPrune(ctx context.Context) error {
+	for {
+		n, err := m.q.LogFoldStatistics(ctx, m.rdb, foldBatch)
+		if err != nil {
+			return err
+		}
+		if n == 0 || ctx.Err() != nil {
+			break
+		}
+	}
+	if m.logRetention <= 0 {
+		return nil
+	}
+	for {
+		n, err := m.q.LogPrune(ctx, m.rdb, dbgen.LogPruneParams{
+			OlderThanS: m.logRetention.Seconds(), BatchSize: pruneBatch,
+		})
+		if err != nil {
+			return err
+		}
+		if n < pruneBatch || ctx.Err() != nil {
+			return nil
+		}
+	}
+}

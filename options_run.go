@@ -1,0 +1,279 @@
+package pgq
+
+import (
+	"fmt"
+	"time"
+)
+
+// Defaults of the RunOptions.
+const (
+	DefaultBatchSize          = 100
+	DefaultMaxConcurrentTasks = 100
+	DefaultDequeueTimeout     = 5 * time.Second
+	DefaultHeartbeatTimeout   = 30 * time.Second
+	DefaultShutdownTimeout    = 30 * time.Second
+	// DefaultPollInterval is how often a worker without a listener (a lib/pq
+	// pool from sql.Open without WithListenDSN) or whose listener is down
+	// looks for jobs.
+	DefaultPollInterval = 250 * time.Millisecond
+)
+
+// Mode says when Run returns.
+type Mode int
+
+const (
+	// ModeContinuous runs until Run's ctx ends.
+	ModeContinuous Mode = iota
+	// ModeDrain returns nil once no job that the worker can run now is
+	// queued and none is in flight.
+	ModeDrain
+)
+
+// RunOption configures QueueManager.Run. The options that a
+// SchedulerManager takes too (WithPollInterval, WithHeartbeatTimeout,
+// WithShutdownTimeout) are TimingOptions, which are both RunOptions and
+// SchedulerRunOptions.
+type RunOption interface{ applyRun(*runConfig) }
+
+// SchedulerRunOption configures SchedulerManager.Run: WithPollInterval,
+// WithHeartbeatTimeout and WithShutdownTimeout.
+type SchedulerRunOption interface{ applySchedulerRun(*schedConfig) }
+
+// timing is what QueueManager.Run and SchedulerManager.Run both take.
+type timing struct {
+	heartbeatTimeout time.Duration
+	shutdownTimeout  time.Duration
+	pollInterval     time.Duration
+}
+
+// optionErr keeps the first invalid option a configuration saw, for the
+// call that reports it (see the package documentation on options).
+type optionErr struct{ err error }
+
+func (o *optionErr) check(err error) {
+	if err != nil && o.err == nil {
+		o.err = err
+	}
+}
+
+type runConfig struct {
+	timing
+	optionErr
+	batchSize      int
+	maxConcurrent  int
+	dequeueTimeout time.Duration
+	statsInterval  time.Duration
+	logRetention   time.Duration
+	vacuum         bool
+	syncClaims     bool
+	poolTuning     bool
+	mode           Mode
+
+	// Intervals the tests shorten (run options in export_manager_test.go).
+	healthInterval, healthTimeout time.Duration
+	upkeepInterval                time.Duration
+}
+
+// newRunConfig applies opts to the defaults; the first invalid option is
+// in the result's err.
+func newRunConfig(opts []RunOption) runConfig {
+	rc := runConfig{
+		timing: timing{
+			heartbeatTimeout: DefaultHeartbeatTimeout,
+			shutdownTimeout:  DefaultShutdownTimeout,
+			pollInterval:     DefaultPollInterval,
+		},
+		batchSize:      DefaultBatchSize,
+		maxConcurrent:  DefaultMaxConcurrentTasks,
+		dequeueTimeout: DefaultDequeueTimeout,
+		vacuum:         true,
+		poolTuning:     true,
+		healthInterval: defaultHealthInterval,
+		healthTimeout:  defaultHealthTimeout,
+		upkeepInterval: defaultUpkeepInterval,
+	}
+	for _, o := range opts {
+		if o != nil {
+			o.applyRun(&rc)
+		}
+	}
+	if rc.logRetention > 0 && rc.statsInterval == 0 {
+		rc.statsInterval = time.Minute
+	}
+	return rc
+}
+
+// runOption is a RunOption that only QueueManager.Run takes.
+type runOption func(*runConfig)
+
+func (o runOption) applyRun(c *runConfig) { o(c) }
+
+// TimingOption is an option that both QueueManager.Run and
+// SchedulerManager.Run take: WithPollInterval, WithHeartbeatTimeout and
+// WithShutdownTimeout.
+type TimingOption struct {
+	name string
+	d    time.Duration
+	set  func(*timing, time.Duration)
+}
+
+func (o TimingOption) apply(t *timing, e *optionErr) {
+	if o.d <= 0 {
+		e.check(fmt.Errorf("pgq: %s must be positive, got %v", o.name, o.d))
+		return
+	}
+	o.set(t, o.d)
+}
+
+func (o TimingOption) applyRun(c *runConfig)            { o.apply(&c.timing, &c.optionErr) }
+func (o TimingOption) applySchedulerRun(c *schedConfig) { o.apply(&c.timing, &c.optionErr) }
+
+// WithBatchSize sets how many jobs one claim takes at most (default
+// DefaultBatchSize).
+func WithBatchSize(n int) RunOption {
+	return runOption(func(c *runConfig) {
+		if n < 1 {
+			c.check(fmt.Errorf("pgq: batch size must be at least 1, got %d", n))
+		}
+		c.batchSize = n
+	})
+}
+
+// WithMaxConcurrentTasks bounds how many jobs this worker runs at once
+// (default DefaultMaxConcurrentTasks). Claimed jobs count against it until
+// their handler returns, and a claim takes at most the free slots; with a
+// limit of twice the batch size the worker claims the next full batch while
+// the last one runs, which keeps a busy queue moving fastest.
+func WithMaxConcurrentTasks(n int) RunOption {
+	return runOption(func(c *runConfig) {
+		if n < 1 {
+			c.check(fmt.Errorf("pgq: max concurrent tasks must be at least 1, got %d", n))
+		}
+		c.maxConcurrent = n
+	})
+}
+
+// WithDequeueTimeout sets how long the worker waits for a notification
+// before it looks for jobs anyway (default DefaultDequeueTimeout). It
+// bounds how late a job is found when a notification is lost.
+func WithDequeueTimeout(d time.Duration) RunOption {
+	return runOption(func(c *runConfig) { c.check(positive("dequeue timeout", d)); c.dequeueTimeout = d })
+}
+
+// WithHeartbeatTimeout sets after how long without a heartbeat a running
+// job (or, for a SchedulerManager, a running schedule) counts as abandoned
+// and is taken over (default DefaultHeartbeatTimeout). Every worker and
+// scheduler of a queue, pgq's and PGQueuer's, should use the same value.
+func WithHeartbeatTimeout(d time.Duration) TimingOption {
+	return TimingOption{"heartbeat timeout", d, func(t *timing, d time.Duration) { t.heartbeatTimeout = d }}
+}
+
+// WithShutdownTimeout sets how long Run, once its ctx ends, lets running
+// handlers (or schedule functions) finish before it cancels their contexts
+// (default DefaultShutdownTimeout).
+func WithShutdownTimeout(d time.Duration) TimingOption {
+	return TimingOption{"shutdown timeout", d, func(t *timing, d time.Duration) { t.shutdownTimeout = d }}
+}
+
+// WithPollInterval sets how often a worker that has no listener looks for
+// jobs (default DefaultPollInterval), or the longest a SchedulerManager
+// sleeps between looks at the schedules table (default
+// DefaultSchedulePollInterval).
+func WithPollInterval(d time.Duration) TimingOption {
+	return TimingOption{"poll interval", d, func(t *timing, d time.Duration) { t.pollInterval = d }}
+}
+
+// WithStatisticsInterval makes the worker fold new log rows into the
+// statistics table every d (0, the default, leaves that to another worker;
+// Stats and `pgq dashboard` count log rows not folded yet). Folding runs on
+// its own connection in small batches and never holds up claims; any number
+// of workers may do it.
+func WithStatisticsInterval(d time.Duration) RunOption {
+	return runOption(func(c *runConfig) {
+		if d < 0 {
+			c.check(fmt.Errorf("pgq: statistics interval must not be negative, got %v", d))
+		}
+		c.statsInterval = d
+	})
+}
+
+// WithLogRetention makes the worker delete log rows older than d (once they
+// are folded into the statistics), in small batches, so that the log does
+// not grow without bound. 0, the default, keeps the log. A job whose log
+// rows are gone is unknown to JobStatus and CompletionWatcher. It implies
+// statistics folding (every minute unless WithStatisticsInterval says).
+func WithLogRetention(d time.Duration) RunOption {
+	return runOption(func(c *runConfig) {
+		if d < 0 {
+			c.check(fmt.Errorf("pgq: log retention must not be negative, got %v", d))
+		}
+		c.logRetention = d
+	})
+}
+
+// WithVacuum says whether the worker vacuums the job table itself when its
+// dead rows pile up (default true). Under load every claimed and finished
+// job leaves two dead rows, and autovacuum, which wakes once a minute, lets
+// hundreds of thousands gather, slowing claims; so every 10 seconds the
+// worker checks pg_stat_user_tables and runs VACUUM (SKIP_LOCKED) on the job
+// table when it holds over 10,000 dead rows and over a tenth of its size
+// (a second or so on a table of a million rows; a vacuum already running,
+// such as another worker's, is skipped). Like VACUUM it needs the
+// privileges of the table's owner: a worker whose role lacks them leaves
+// the table to autovacuum. Pass false to leave vacuuming to autovacuum
+// alone.
+func WithVacuum(on bool) RunOption {
+	return runOption(func(c *runConfig) { c.vacuum = on })
+}
+
+// WithSynchronousClaims says whether a claim waits for its commit to reach
+// disk (default false). By default the transaction that claims jobs commits
+// with synchronous_commit off, for that transaction only, which takes the
+// wait for a WAL flush off the worker's critical path: a claim lost when
+// the server crashes within a fraction of a second after it (before the
+// WAL writer flushes it) leaves its jobs queued, so they run again, as
+// after a worker crash; the at-least-once guarantee is the same. Enqueues
+// and outcomes always wait for the flush, and an outcome's flush also
+// makes every claim before it durable. Pass true to have claims wait too
+// (the server's synchronous_commit setting then applies), so that a server
+// crash never makes a claimed job run twice.
+func WithSynchronousClaims(on bool) RunOption {
+	return runOption(func(c *runConfig) { c.syncClaims = on })
+}
+
+// WithPoolTuning says whether Run may raise the idle limit of the pool it
+// was given (default true). Handlers that use the database through the
+// same *sql.DB need about as many connections as run at once; a pool that
+// keeps fewer idle (database/sql keeps 2 unless told otherwise) closes a
+// connection after nearly every statement and opens a new one for the
+// next, a new server process each time, which costs more than the
+// statement and can cut the worker's throughput tenfold. When Run sees
+// that happen (db.Stats: over 8 connections a second closed over the
+// idle limit, for half a second) it calls db.SetMaxIdleConns with the sum of
+// the MaxConcurrentTasks of the workers running on the pool, plus 2 each
+// (never lowering it: not if more connections were seen idle), and logs
+// that once at WARN. With false it only logs what to do. Either way,
+// calling db.SetMaxIdleConns yourself next to WithMaxConcurrentTasks is
+// best. A pool that makes callers wait (at its SetMaxOpenConns) is logged
+// once too, and left alone.
+func WithPoolTuning(on bool) RunOption {
+	return runOption(func(c *runConfig) { c.poolTuning = on })
+}
+
+// WithMode sets when Run returns: ModeContinuous (default) or ModeDrain.
+func WithMode(m Mode) RunOption {
+	return runOption(func(c *runConfig) {
+		if m != ModeContinuous && m != ModeDrain {
+			c.check(fmt.Errorf("pgq: unknown mode %d", int(m)))
+		}
+		c.mode = m
+	})
+}
+
+// positive checks a duration option.
+func positive(name string, d time.Duration) error {
+	if d <= 0 {
+		return fmt.Errorf("pgq: %s must be positive, got %v", name, d)
+	}
+	return nil
+}
