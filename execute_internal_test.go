@@ -1,0 +1,91 @@
+package pgq
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// TestDecide: a handler's result and its context's cause make the outcome
+// the completer writes, without a database.
+func TestDecide(t *testing.T) {
+	t.Parallel()
+	fail := errors.New("boom")
+	retry3 := &entrypoint{retry: RetryPolicy{MaxAttempts: 3, InitialDelay: time.Second, Jitter: 0}}
+	hold := &entrypoint{retry: RetryPolicy{MaxAttempts: 1}, onFailure: Hold}
+	cases := []struct {
+		name      string
+		cause     error
+		ep        *entrypoint
+		attempts  int32
+		err       error
+		action    string
+		status    Status
+		delay     time.Duration // checked when positive
+		traceback bool
+	}{
+		{"success", nil, &entrypoint{}, 0, nil, actionFinish, StatusSuccessful, 0, false},
+		{"canceled, returned nil", errJobCanceled, &entrypoint{}, 0, nil, actionFinish, StatusCanceled, 0, false},
+		{"canceled, returned its error", errJobCanceled, &entrypoint{}, 0, fail, actionFinish, StatusCanceled, 0, true},
+		{"success wins over shutdown", errShutdown, &entrypoint{}, 0, nil, actionFinish, StatusSuccessful, 0, false},
+		{"shutdown releases", errShutdown, retry3, 0, fail, actionRelease, StatusQueued, 0, false},
+		{"first failure retries", nil, retry3, 0, fail, actionRetry, StatusQueued, time.Second, true},
+		{"second failure backs off", nil, retry3, 1, fail, actionRetry, StatusQueued, 2 * time.Second, true},
+		{"RetryAfter sets the delay", nil, retry3, 0, &RetryAfterError{Delay: 7 * time.Second, Err: fail}, actionRetry, StatusQueued, 7 * time.Second, true},
+		{"last attempt is an exception", nil, retry3, 2, fail, actionFinish, StatusException, 0, true},
+		{"no retry policy", nil, &entrypoint{}, 0, fail, actionFinish, StatusException, 0, true},
+		{"hold keeps the job", nil, hold, 0, fail, actionHold, StatusFailed, 0, true},
+		{"no entrypoint", nil, nil, 0, fail, actionFinish, StatusException, 0, true},
+		{"panic", nil, &entrypoint{}, 0, &panicError{value: "x", stack: []byte("stack")}, actionFinish, StatusException, 0, true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			job := &Job{ID: 7, Entrypoint: "e", Attempts: c.attempts}
+			out := decide(c.cause, c.ep, job, c.err, uuid.Nil)
+			if out.action != c.action || out.status != c.status || out.id != 7 {
+				t.Fatalf("got %s/%s for job %d, want %s/%s", out.action, out.status, out.id, c.action, c.status)
+			}
+			if c.delay > 0 && out.delay != c.delay {
+				t.Errorf("delay %v, want %v", out.delay, c.delay)
+			}
+			if (out.traceback != "") != c.traceback {
+				t.Errorf("traceback %q, want one: %v", out.traceback, c.traceback)
+			}
+			if c.traceback && !strings.Contains(out.traceback, c.err.Error()) {
+				t.Errorf("traceback %s does not name the error %q", out.traceback, c.err)
+			}
+		})
+	}
+}
+
+// TestChainBuiltOnce: the middleware chain wraps each handler once per
+// run, the first middleware outermost, and a nil middleware is skipped.
+func TestChainBuiltOnce(t *testing.T) {
+	t.Parallel()
+	built := 0
+	var trail []string
+	mw := func(name string) Middleware {
+		return func(next Handler) Handler {
+			built++
+			return func(ctx context.Context, j *Job) error {
+				trail = append(trail, name)
+				return next(ctx, j)
+			}
+		}
+	}
+	eps := map[string]*entrypoint{"a": {handler: func(context.Context, *Job) error { trail = append(trail, "h"); return nil }}}
+	hs := chain(eps, []Middleware{mw("outer"), nil, mw("inner")})
+	for range 3 {
+		_ = hs["a"](context.Background(), &Job{})
+	}
+	if built != 2 {
+		t.Errorf("middleware applied %d times for 3 jobs, want 2 (once each)", built)
+	}
+	if got := strings.Join(trail[:3], ","); got != "outer,inner,h" {
+		t.Errorf("order %s, want outer,inner,h", got)
+	}
+}
