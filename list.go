@@ -250,25 +250,18 @@ func (q *Queries) ListJobs(ctx context.Context, f JobFilter) (JobPage, error) {
 	}
 	page.Jobs = make([]JobInfo, len(rows))
 	for i, r := range rows {
-		info := JobInfo{
-			Job: Job{ID: JobID(r.ID), Priority: r.Priority, Entrypoint: r.Entrypoint, Payload: r.PayloadHead,
-				Headers: decodeHeaders(r.Headers), Attempts: r.Attempts, DedupeKey: r.DedupeKey.String,
-				Created: r.Created, ExecuteAfter: r.ExecuteAfter},
-			Status:      Status(r.Status),
-			Updated:     r.Updated,
-			PayloadSize: int(r.PayloadSize),
-		}
-		if info.Status == StatusPicked {
-			info.WorkerID = r.QueueManagerID.UUID
-			info.Heartbeat = r.Heartbeat
-		}
-		page.Jobs[i] = info
+		page.Jobs[i] = jobInfoFromListRow(r)
 	}
 	return page, nil
 }
 
-// BulkOption configures CancelJobs, DeleteJobs and RequeueJobs.
-type BulkOption func(*bulkConfig)
+// BulkOption configures CancelJobs, DeleteJobs and RequeueJobs:
+// WithBulkBatchSize, WithBulkProgress.
+type BulkOption interface{ applyBulk(*bulkConfig) }
+
+type bulkOption func(*bulkConfig)
+
+func (o bulkOption) applyBulk(c *bulkConfig) { o(c) }
 
 type bulkConfig struct {
 	batch    int
@@ -280,19 +273,19 @@ type bulkConfig struct {
 // from 1 to MaxBulkBatch (default DefaultBulkBatch): the most row locks one
 // of its statements holds.
 func WithBulkBatchSize(n int) BulkOption {
-	return func(c *bulkConfig) {
+	return bulkOption(func(c *bulkConfig) {
 		if n < 1 || n > MaxBulkBatch {
 			c.err = fmt.Errorf("pgq: bulk batch size %d: want 1 to %d", n, MaxBulkBatch)
 			return
 		}
 		c.batch = n
-	}
+	})
 }
 
 // WithBulkProgress has a bulk action call fn after each batch with how many
 // jobs it has changed so far (from the action's goroutine).
 func WithBulkProgress(fn func(touched int64)) BulkOption {
-	return func(c *bulkConfig) { c.progress = fn }
+	return bulkOption(func(c *bulkConfig) { c.progress = fn })
 }
 
 // CancelJobs cancels the queued and running jobs that match f (f.Statuses,
@@ -364,7 +357,7 @@ func (q *Queries) bulk(ctx context.Context, what string, f JobFilter, allowed []
 	c := bulkConfig{batch: DefaultBulkBatch}
 	for _, o := range opts {
 		if o != nil {
-			o(&c)
+			o.applyBulk(&c)
 		}
 	}
 	if q.cfg.err != nil {

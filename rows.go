@@ -41,6 +41,24 @@ func jobInfoFromRow(r *dbgen.JobsGetRow) *JobInfo {
 	return info
 }
 
+// jobInfoFromListRow is a job of a ListJobs page: its payload is cut to
+// the head JobsList returns, PayloadSize says how long it is.
+func jobInfoFromListRow(r *dbgen.JobsListRow) JobInfo {
+	info := JobInfo{
+		Job: Job{ID: JobID(r.ID), Priority: r.Priority, Entrypoint: r.Entrypoint, Payload: r.PayloadHead,
+			Headers: decodeHeaders(r.Headers), Attempts: r.Attempts, DedupeKey: r.DedupeKey.String,
+			Created: r.Created, ExecuteAfter: r.ExecuteAfter},
+		Status:      Status(r.Status),
+		Updated:     r.Updated,
+		PayloadSize: int(r.PayloadSize),
+	}
+	if info.Status == StatusPicked {
+		info.WorkerID = r.QueueManagerID.UUID
+		info.Heartbeat = r.Heartbeat
+	}
+	return info
+}
+
 // logEntryFromRow is one row of a job's log history.
 func logEntryFromRow(r *dbgen.LogJobHistoryRow) LogEntry {
 	e := LogEntry{ID: r.ID, At: r.Created, Status: Status(r.Status), Priority: r.Priority, Entrypoint: r.Entrypoint}
