@@ -51,6 +51,7 @@ type options struct {
 	analyze, vacuum, syncClaims                                    bool
 	duration, interval                                             time.Duration
 	handler                                                        string
+	rate                                                           float64
 	handlerTime                                                    time.Duration
 	concurrencyLimit                                               int
 	statementTimes                                                 bool
@@ -97,17 +98,21 @@ var benchmarks = []benchmark{
 			fs.DurationVar(&o.duration, "duration", DefaultDuration, "how long to run")
 			fs.IntVar(&o.producers, "producers", DefaultProducers, "goroutines enqueuing in a loop")
 			fs.IntVar(&o.enqueueBatch, "enqueue-batch", DefaultEnqueueBatch, "jobs per EnqueueBatch call")
+			fs.Float64Var(&o.rate, "rate", 0, "jobs enqueued per second, all producers together (0: as fast as they can)")
 			workerFlags(fs, o)
 		},
 		check: func(o *options) error {
 			if o.duration <= 0 {
 				return fmt.Errorf("--duration must be positive, got %v", o.duration)
 			}
+			if o.rate < 0 {
+				return fmt.Errorf("--rate must not be negative, got %v", o.rate)
+			}
 			return positives(map[string]int{"--producers": o.producers, "--enqueue-batch": o.enqueueBatch,
 				"--workers": o.workers, "--batch-size": o.batchSize, "--concurrency": o.concurrency})
 		},
 		run: func(ctx context.Context, e *env, o *options) (any, error) {
-			return ptr(Throughput(ctx, e.db, ThroughputConfig{Duration: o.duration, Producers: o.producers,
+			return ptr(Throughput(ctx, e.db, ThroughputConfig{Duration: o.duration, Producers: o.producers, Rate: o.rate,
 				EnqueueBatch: o.enqueueBatch, Workers: o.workers, BatchSize: o.batchSize,
 				Concurrency: o.concurrency, SyncClaims: o.syncClaims, ListenDSN: e.listenDSN, Logger: e.logger,
 				Handler: HandlerConfig{Kind: o.handler, Time: o.handlerTime}}))

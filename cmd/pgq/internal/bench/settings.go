@@ -19,23 +19,24 @@ import (
 // (fields that do not apply to a benchmark are zero and left out of JSON),
 // the client and the server.
 type Settings struct {
-	Jobs         int    `json:"jobs,omitempty"`
-	EnqueueBatch int    `json:"enqueue_batch,omitempty"`
-	Workers      int    `json:"workers,omitempty"`
-	Producers    int    `json:"producers,omitempty"`
-	BatchSize    int    `json:"batch_size,omitempty"`
-	Concurrency  int    `json:"concurrency,omitempty"`
-	Duration     string `json:"duration,omitempty"`
-	Samples      int    `json:"samples,omitempty"`
-	Interval     string `json:"interval,omitempty"` // pause between latency samples
-	LogRows      int64  `json:"log_rows,omitempty"`
-	LookupIDs    int    `json:"lookup_ids,omitempty"`
-	Repeats      int    `json:"repeats,omitempty"`
-	Analyze      bool   `json:"analyze,omitempty"` // ANALYZE of the job table before processing
-	Vacuum       bool   `json:"vacuum,omitempty"`  // VACUUM of the job table before enqueuing
-	SyncClaims   bool   `json:"sync_claims"`       // claims wait for their commit to reach disk
-	Handler      string `json:"handler,omitempty"` // what each job's handler does: "noop" or "sql"
-	HandlerTime  string `json:"handler_time,omitempty"`
+	Jobs         int     `json:"jobs,omitempty"`
+	EnqueueBatch int     `json:"enqueue_batch,omitempty"`
+	Workers      int     `json:"workers,omitempty"`
+	Producers    int     `json:"producers,omitempty"`
+	Rate         float64 `json:"rate,omitempty"` // jobs enqueued per second, all producers together; 0: unpaced
+	BatchSize    int     `json:"batch_size,omitempty"`
+	Concurrency  int     `json:"concurrency,omitempty"`
+	Duration     string  `json:"duration,omitempty"`
+	Samples      int     `json:"samples,omitempty"`
+	Interval     string  `json:"interval,omitempty"` // pause between latency samples
+	LogRows      int64   `json:"log_rows,omitempty"`
+	LookupIDs    int     `json:"lookup_ids,omitempty"`
+	Repeats      int     `json:"repeats,omitempty"`
+	Analyze      bool    `json:"analyze,omitempty"` // ANALYZE of the job table before processing
+	Vacuum       bool    `json:"vacuum,omitempty"`  // VACUUM of the job table before enqueuing
+	SyncClaims   bool    `json:"sync_claims"`       // claims wait for their commit to reach disk
+	Handler      string  `json:"handler,omitempty"` // what each job's handler does: "noop" or "sql"
+	HandlerTime  string  `json:"handler_time,omitempty"`
 	// MaxIdleConns is the pool's SetMaxIdleConns (database/sql's default
 	// is 2); set by Main.
 	MaxIdleConns int `json:"max_idle_conns,omitempty"`

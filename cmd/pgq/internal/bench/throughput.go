@@ -23,6 +23,7 @@ const (
 type ThroughputConfig struct {
 	Duration     time.Duration // how long producers and workers run (default DefaultDuration)
 	Producers    int           // goroutines calling EnqueueBatch in a loop (default DefaultProducers)
+	Rate         float64       // jobs enqueued per second by all producers together; 0: as fast as they can
 	EnqueueBatch int           // jobs per EnqueueBatch call (default DefaultEnqueueBatch)
 	Workers      int           // QueueManagers (default DefaultWorkers)
 	BatchSize    int           // pgq.WithBatchSize (default pgq.DefaultBatchSize)
@@ -39,6 +40,9 @@ func (c *ThroughputConfig) defaults() error {
 	}
 	if c.Duration < 0 {
 		return fmt.Errorf("duration must be positive, got %v", c.Duration)
+	}
+	if c.Rate < 0 {
+		return fmt.Errorf("rate must not be negative, got %v", c.Rate)
 	}
 	c.Producers = orDefault(c.Producers, DefaultProducers)
 	c.EnqueueBatch = orDefault(c.EnqueueBatch, DefaultEnqueueBatch)
@@ -102,7 +106,7 @@ func Throughput(ctx context.Context, db *sql.DB, cfg ThroughputConfig) (Throughp
 	}
 	settings.Producers, settings.EnqueueBatch, settings.Workers = cfg.Producers, cfg.EnqueueBatch, cfg.Workers
 	settings.BatchSize, settings.Concurrency, settings.Duration = cfg.BatchSize, cfg.Concurrency, cfg.Duration.String()
-	settings.SyncClaims = cfg.SyncClaims
+	settings.SyncClaims, settings.Rate = cfg.SyncClaims, cfg.Rate
 	settings.setHandler(cfg.Handler)
 	res := ThroughputResult{Settings: settings}
 	if err := purge(ctx, db); err != nil {
@@ -139,7 +143,11 @@ func Throughput(ctx context.Context, db *sql.DB, cfg ThroughputConfig) (Throughp
 	prodErrs := make([]error, cfg.Producers)
 	for i := range cfg.Producers {
 		wg.Go(func() {
-			prodErrs[i] = produce(ctx, runCtx, pgq.NewQueries(db), cfg.EnqueueBatch, deadline, &enqueued, &firstID)
+			var every time.Duration // between one producer's batches
+			if cfg.Rate > 0 {
+				every = time.Duration(float64(time.Second) * float64(cfg.EnqueueBatch*cfg.Producers) / cfg.Rate)
+			}
+			prodErrs[i] = produce(ctx, runCtx, pgq.NewQueries(db), cfg.EnqueueBatch, every, deadline, &enqueued, &firstID)
 		})
 	}
 	wg.Wait()
@@ -181,13 +189,30 @@ func Throughput(ctx context.Context, db *sql.DB, cfg ThroughputConfig) (Throughp
 // of the batches committed before deadline. Each batch is enqueued with ctx,
 // not run: a statement canceled as run ends may still commit on the server
 // after the call returned, and so escape the clean-up that follows.
-// firstID is lowered to the smallest job id enqueued.
-func produce(ctx, run context.Context, q *pgq.Queries, batch int, deadline time.Time, enqueued, firstID *atomic.Int64) error {
+// firstID is lowered to the smallest job id enqueued. every, when
+// positive, paces the batches: one per every, late ones not made up for
+// beyond one.
+func produce(ctx, run context.Context, q *pgq.Queries, batch int, every time.Duration, deadline time.Time,
+	enqueued, firstID *atomic.Int64) error {
 	jobs := make([]pgq.NewJob, batch)
 	for i := range jobs {
 		jobs[i] = pgq.NewJob{Entrypoint: Entrypoint}
 	}
+	next := time.Now()
 	for run.Err() == nil {
+		if every > 0 {
+			if wait := time.Until(next); wait > 0 {
+				select {
+				case <-run.Done():
+					return nil
+				case <-time.After(wait):
+				}
+			}
+			next = next.Add(every)
+			if floor := time.Now().Add(-every); next.Before(floor) {
+				next = floor
+			}
+		}
 		ids, err := q.EnqueueBatch(ctx, jobs)
 		if err != nil {
 			if ctx.Err() != nil {
