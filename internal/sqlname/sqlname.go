@@ -11,6 +11,8 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+
+	"github.com/pgq-dev/pgq/dbgen"
 )
 
 // Base names of the objects pgq shares with PGQueuer.
@@ -178,13 +180,9 @@ func plainIdent(s string) bool {
 	return s != ""
 }
 
-// DBTX is the subset of *sql.DB, *sql.Conn and *sql.Tx that queries use.
-type DBTX interface {
-	ExecContext(context.Context, string, ...any) (sql.Result, error)
-	PrepareContext(context.Context, string) (*sql.Stmt, error)
-	QueryContext(context.Context, string, ...any) (*sql.Rows, error)
-	QueryRowContext(context.Context, string, ...any) *sql.Row
-}
+// DBTX is the subset of *sql.DB, *sql.Conn and *sql.Tx that queries use:
+// the generated code's own (pgq.DBTX is the same set, for users).
+type DBTX = dbgen.DBTX
 
 // Rewriter caches the rewritten text of each query for one Names.
 type Rewriter struct {
