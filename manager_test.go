@@ -208,7 +208,10 @@ func TestPickedLoggedWhileRunning(t *testing.T) {
 			}
 			time.Sleep(5 * time.Millisecond)
 		}
-		if same := scalar[bool](t, db, `SELECT l.created = j.updated FROM pgqueuer_log AS l JOIN pgqueuer AS j ON j.id = l.job_id
+		// The claim's log row takes clock_timestamp(), a moment after
+		// the claim's now() that dates the row (see JobsClaim).
+		if same := scalar[bool](t, db, `SELECT l.created >= j.updated AND l.created < j.updated + interval '1 second'
+			FROM pgqueuer_log AS l JOIN pgqueuer AS j ON j.id = l.job_id
 			WHERE l.job_id = $1 AND l.status = 'picked'`, int64(id)); !same {
 			t.Fatal("picked row not dated when the job was claimed")
 		}
