@@ -19,6 +19,7 @@ type chart struct {
 	ErrLine              string // polyline points
 	ErrDots              []dot
 	YTicks               []tick
+	ErrTicks             []tick // the error rate's axis, on the right
 	XTicks               []tick
 	MaxRate              string
 	Empty                bool
@@ -37,7 +38,7 @@ type tick struct {
 }
 
 func newChart(buckets []pgq.ActivityBucket, step time.Duration, now time.Time) chart {
-	c := chart{Width: 760, Height: 200, Left: 56, Right: 712, Top: 12, Y0: 170}
+	c := chart{Width: 760, Height: 210, Left: 48, Right: 712, Top: 30, Y0: 180}
 	if len(buckets) == 0 {
 		c.Empty = true
 		return c
@@ -79,7 +80,9 @@ func newChart(buckets []pgq.ActivityBucket, step time.Duration, now time.Time) c
 	c.ErrLine = strings.Join(pts, " ")
 	for i := 0; i <= 4; i++ {
 		v := top * float64(i) / 4
-		c.YTicks = append(c.YTicks, tick{Pos: c.Y0 - int(math.Round(float64(i)/4*plotH)), Label: fmtRate(v)})
+		pos := c.Y0 - int(math.Round(float64(i)/4*plotH))
+		c.YTicks = append(c.YTicks, tick{Pos: pos, Label: fmtRate(v)})
+		c.ErrTicks = append(c.ErrTicks, tick{Pos: pos, Label: fmt.Sprintf("%d%%", i*25)})
 	}
 	for i, b := range buckets {
 		if b.Start.Minute()%10 == 0 {

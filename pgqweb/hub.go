@@ -24,6 +24,9 @@ const (
 	idleRefresh = 15 * time.Second
 	// keptEvents is how many of the latest events the tail keeps.
 	keptEvents = 200
+	// linger is how long the listener stays after the last page closed:
+	// moving from page to page keeps it (and the events of the tail).
+	linger = 30 * time.Second
 )
 
 // received is an event of the tail.
@@ -50,6 +53,7 @@ type hub struct {
 	changed   chan struct{} // closed and replaced at each tick
 	subs      int
 	stop      context.CancelFunc
+	idle      *time.Timer // stops the run linger after the last page left
 	listening bool
 	dirty     bool
 	events    []received // ring of the latest events, oldest first
@@ -67,9 +71,13 @@ func (h *hub) subscribe() (unsubscribe func()) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.subs++
-	if h.subs == 1 {
-		// A run stopped by the last subscriber may still be ending: it
-		// ends by itself, its ctx canceled.
+	if h.idle != nil {
+		h.idle.Stop()
+		h.idle = nil
+	}
+	if h.stop == nil {
+		// A run stopped earlier may still be ending: it ends by itself,
+		// its ctx canceled.
 		ctx, cancel := context.WithCancel(h.parent)
 		h.stop = cancel
 		go h.run(ctx)
@@ -81,7 +89,18 @@ func (h *hub) subscribe() (unsubscribe func()) {
 			defer h.mu.Unlock()
 			h.subs--
 			if h.subs == 0 {
-				h.stop()
+				stop := h.stop
+				var idle *time.Timer
+				idle = time.AfterFunc(linger, func() {
+					h.mu.Lock()
+					defer h.mu.Unlock()
+					if h.idle == idle { // no page came back meanwhile
+						stop()
+						h.stop, h.idle = nil, nil
+						h.listening = false
+					}
+				})
+				h.idle = idle
 			}
 		})
 	}

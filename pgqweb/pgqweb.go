@@ -232,7 +232,8 @@ func (s *server) validCSRF(r *http.Request) bool {
 	return subtle.ConstantTimeCompare([]byte(r.PostFormValue("csrf")), []byte(s.csrf)) == 1
 }
 
-// fmtDuration shows a duration to people: "3.2s", "4m10s", "2h5m".
+// fmtDuration shows a duration to people: "850ms", "3.2s", "4m05s",
+// "2h05m", "3d04h".
 func fmtDuration(d time.Duration) string {
 	switch {
 	case d <= 0:
@@ -242,7 +243,9 @@ func fmtDuration(d time.Duration) string {
 	case d < time.Minute:
 		return fmt.Sprintf("%.1fs", d.Seconds())
 	case d < time.Hour:
-		return d.Truncate(time.Second).String()
+		return fmt.Sprintf("%dm%02ds", int(d/time.Minute), int(d%time.Minute/time.Second))
+	case d < 24*time.Hour:
+		return fmt.Sprintf("%dh%02dm", int(d/time.Hour), int(d%time.Hour/time.Minute))
 	}
-	return d.Truncate(time.Minute).String()
+	return fmt.Sprintf("%dd%02dh", int(d/(24*time.Hour)), int(d%(24*time.Hour)/time.Hour))
 }

@@ -175,7 +175,7 @@ func (s *server) render(w http.ResponseWriter, d *pageData) {
 
 func (s *server) renderError(w http.ResponseWriter, r *http.Request, status int, msg string) {
 	s.render(w, &pageData{Base: base(r), Page: "error", Title: http.StatusText(status), Asset: assetVersion,
-		Now: time.Now().UTC(), Problem: msg, Status: status})
+		Actions: s.cfg.actions, Now: time.Now().UTC(), Problem: msg, Status: status})
 }
 
 // load reads what the page shows.
