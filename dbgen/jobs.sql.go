@@ -196,10 +196,13 @@ candidates AS (
     ORDER BY due.priority DESC, due.id ASC
     LIMIT $4::int
 ),
+claim_time AS MATERIALIZED (
+    SELECT clock_timestamp() AS at
+),
 claimed AS (
     UPDATE pgqueuer AS j
     SET status = 'picked',
-        updated = now(),
+        updated = (SELECT claim_time.at FROM claim_time),
         heartbeat = now(),
         queue_manager_id = $5,
         -- A slot left on the row by an earlier holder could collide on
@@ -215,7 +218,8 @@ claimed AS (
 ),
 logged AS (
     INSERT INTO pgqueuer_log (job_id, status, priority, entrypoint, created)
-    SELECT claimed.id, 'picked', claimed.priority, claimed.entrypoint, clock_timestamp() FROM claimed
+    SELECT claimed.id, 'picked', claimed.priority, claimed.entrypoint, claim_time.at
+    FROM claimed CROSS JOIN claim_time
 )
 SELECT claimed.id, claimed.priority, claimed.created, claimed.execute_after,
        claimed.entrypoint, claimed.payload, claimed.headers, claimed.attempts,
@@ -266,11 +270,14 @@ type JobsClaimRow struct {
 // the queue, as a worker crash does, and they run again. Enqueues and
 // outcomes always wait; a later outcome's commit also makes the claims
 // before it durable.
-// The log row's time is the clock's, not the transaction's start (now()):
-// a claim of an entrypoint with a concurrency limit runs in a transaction
-// that may have begun before another worker's release or retry of the job
-// committed, and the log must order 'picked' after that 'queued' (the
-// latest row is a job's status for every watcher, PGQueuer's too).
+// The claim's time is the clock's when the statement runs, not now() (the
+// transaction's start): a claim of an entrypoint with a concurrency limit
+// runs in a transaction that may have begun before another worker's
+// release or retry of the job committed, and the log must order 'picked'
+// after that 'queued' (the latest row is a job's status for every
+// watcher, PGQueuer's too). This statement sees that commit, so any clock
+// reading in it is later. One reading, so that the row's updated (the
+// claim token) and its log row agree.
 func (q *Queries) JobsClaim(ctx context.Context, db DBTX, arg JobsClaimParams) ([]*JobsClaimRow, error) {
 	rows, err := db.QueryContext(ctx, jobsClaim,
 		arg.SynchronousClaim,

@@ -119,10 +119,21 @@ candidates AS (
     ORDER BY due.priority DESC, due.id ASC
     LIMIT @batch_size::int
 ),
+-- The claim's time is the clock's when the statement runs, not now() (the
+-- transaction's start): a claim of an entrypoint with a concurrency limit
+-- runs in a transaction that may have begun before another worker's
+-- release or retry of the job committed, and the log must order 'picked'
+-- after that 'queued' (the latest row is a job's status for every
+-- watcher, PGQueuer's too). This statement sees that commit, so any clock
+-- reading in it is later. One reading, so that the row's updated (the
+-- claim token) and its log row agree.
+claim_time AS MATERIALIZED (
+    SELECT clock_timestamp() AS at
+),
 claimed AS (
     UPDATE pgqueuer AS j
     SET status = 'picked',
-        updated = now(),
+        updated = (SELECT claim_time.at FROM claim_time),
         heartbeat = now(),
         queue_manager_id = @queue_manager_id,
         -- A slot left on the row by an earlier holder could collide on
@@ -136,14 +147,10 @@ claimed AS (
               j.payload, j.headers, j.attempts, j.dedupe_key,
               (extract(epoch FROM j.updated) * 1000000)::bigint AS claim_token
 ),
--- The log row's time is the clock's, not the transaction's start (now()):
--- a claim of an entrypoint with a concurrency limit runs in a transaction
--- that may have begun before another worker's release or retry of the job
--- committed, and the log must order 'picked' after that 'queued' (the
--- latest row is a job's status for every watcher, PGQueuer's too).
 logged AS (
     INSERT INTO pgqueuer_log (job_id, status, priority, entrypoint, created)
-    SELECT claimed.id, 'picked', claimed.priority, claimed.entrypoint, clock_timestamp() FROM claimed
+    SELECT claimed.id, 'picked', claimed.priority, claimed.entrypoint, claim_time.at
+    FROM claimed CROSS JOIN claim_time
 )
 SELECT claimed.id, claimed.priority, claimed.created, claimed.execute_after,
        claimed.entrypoint, claimed.payload, claimed.headers, claimed.attempts,
