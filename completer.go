@@ -17,6 +17,7 @@ const (
 	actionRetry   = "retry"   // back to the queue after a delay, attempts + 1
 	actionHold    = "hold"    // keep as failed
 	actionRelease = "release" // back to the queue at once (shutdown)
+	actionSnooze  = "snooze"  // back to the queue after a delay, attempts unchanged, snoozes + 1
 )
 
 // Outcome writes: the most outcomes one statement writes, and how long a
@@ -139,7 +140,7 @@ func (c *completer) write(batch []outcome) {
 	for i, o := range batch {
 		p.Ids[i], p.Actions[i], p.Statuses[i] = int64(o.id), o.action, string(o.status)
 		p.Tracebacks[i], p.DelaysUs[i], p.ClaimTokens[i] = o.traceback, o.delay.Microseconds(), o.att.token
-		if o.action == actionRetry && (soonest < 0 || o.delay < soonest) {
+		if (o.action == actionRetry || o.action == actionSnooze) && (soonest < 0 || o.delay < soonest) {
 			soonest = o.delay
 		}
 	}

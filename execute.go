@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -17,6 +18,7 @@ import (
 // completer.
 type executor struct {
 	qmID      uuid.UUID
+	abandoned *atomic.Int64 // handlers abandoned after their timeout, still running
 	eps       map[string]*entrypoint
 	handlers  map[string]Handler // each entrypoint's handler inside the middleware chain
 	resources any
@@ -56,9 +58,19 @@ func (x *executor) start(jobsCtx context.Context, atts []*attempt, wg *sync.Wait
 // unless the attempt lost its claim meanwhile.
 func (x *executor) execute(ctx context.Context, a *attempt) {
 	job := a.job
+	ep := x.eps[job.Entrypoint]
+	ctl := controlOf(job, ep)
 	ctx = context.WithValue(ctx, scopeKey{}, &jobScope{job: job, resources: x.resources, base: x.logger})
-	err := x.call(ctx, job)
-	out := decide(context.Cause(ctx), x.eps[job.Entrypoint], job, err, x.qmID)
+	var err error
+	if ctl.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeoutCause(ctx, ctl.timeout, &timeoutError{ctl.timeout})
+		err = x.callBounded(ctx, job, ctl.timeout)
+		cancel()
+	} else {
+		err = x.call(ctx, job)
+	}
+	out := decide(context.Cause(ctx), ep, ctl, job, err, x.qmID)
 	out.att = a
 	if x.held.returned(a) {
 		x.outcomes.add(out)
@@ -81,10 +93,63 @@ func (x *executor) call(ctx context.Context, job *Job) error {
 	return err
 }
 
+// Handler states of callBounded.
+const (
+	handlerRunning int32 = iota
+	handlerReturned
+	handlerAbandoned
+)
+
+// callBounded runs the job's handler on ctx, which ends at the job's
+// timeout. A handler that has not returned a grace period after its
+// timeout is abandoned: callBounded returns the timeout's error, and the
+// handler's goroutine, when it returns at last, only says so. Before the
+// timeout (a cancellation, a shutdown, a lost claim) it waits for the
+// handler however long it takes, as for a job without a timeout.
+func (x *executor) callBounded(ctx context.Context, job *Job, timeout time.Duration) error {
+	var state atomic.Int32
+	res := make(chan error, 1)
+	abandonedAt := time.Time{}
+	go func() {
+		err := x.call(ctx, job)
+		res <- err
+		if !state.CompareAndSwap(handlerRunning, handlerReturned) {
+			x.abandoned.Add(-1)
+			x.logger.Warn("pgq: an abandoned handler returned at last; its result is dropped",
+				"entrypoint", job.Entrypoint, "job_id", job.ID, "late_by", time.Since(abandonedAt), "err", err)
+		}
+	}()
+	select {
+	case err := <-res:
+		return err
+	case <-ctx.Done():
+	}
+	if !errors.Is(context.Cause(ctx), ErrJobTimeout) {
+		return <-res
+	}
+	grace := time.NewTimer(timeoutGrace(timeout))
+	defer grace.Stop()
+	select {
+	case err := <-res:
+		return err
+	case <-grace.C:
+	}
+	abandonedAt = time.Now()
+	if !state.CompareAndSwap(handlerRunning, handlerAbandoned) {
+		return <-res // it returned just now
+	}
+	n := x.abandoned.Add(1)
+	x.logger.Error("pgq: handler ignored its job's timeout; abandoned, its goroutine leaks until it returns",
+		"entrypoint", job.Entrypoint, "job_id", job.ID, "timeout", timeout, "grace", timeoutGrace(timeout),
+		"abandoned_running", n)
+	return context.Cause(ctx)
+}
+
 // decide turns a handler's result into an outcome: success, cancellation,
-// release at shutdown, retry, hold or exception. cause is why the job's
-// context ended, if it did; ep is nil for an entrypoint with no handler.
-func decide(cause error, ep *entrypoint, job *Job, err error, qmID uuid.UUID) outcome {
+// release at shutdown, snooze, retry, hold or exception. cause is why the
+// job's context ended, if it did; ep is nil for an entrypoint with no
+// handler; ctl is the job's control (see controlOf).
+func decide(cause error, ep *entrypoint, ctl control, job *Job, err error, qmID uuid.UUID) outcome {
 	out := outcome{id: job.ID, action: actionFinish, status: StatusSuccessful}
 	switch {
 	case errors.Is(cause, errJobCanceled):
@@ -101,13 +166,29 @@ func decide(cause error, ep *entrypoint, job *Job, err error, qmID uuid.UUID) ou
 		out.action, out.status = actionRelease, StatusQueued
 		return out
 	}
-	out.traceback = tracebackJSON(job, qmID, err)
 	var retry RetryPolicy
 	onFailure := Delete
 	if ep != nil {
 		retry, onFailure = ep.retry, ep.onFailure
 	}
-	if int(job.Attempts)+1 < retry.MaxAttempts {
+	if errors.Is(cause, ErrJobTimeout) && !errors.Is(err, ErrJobTimeout) {
+		err = fmt.Errorf("%w (the handler returned: %w)", cause, err)
+	}
+	var snooze *SnoozeError
+	var discard *DiscardError
+	switch {
+	case errors.As(err, &discard):
+		out.status, out.traceback = StatusException, tracebackJSON(job, qmID, err)
+		return out
+	case errors.As(err, &snooze) && ctl.snoozes < ctl.maxSnoozes:
+		out.action, out.status, out.delay = actionSnooze, StatusQueued, snooze.Delay
+		out.traceback = tracebackJSON(job, qmID, err)
+		return out
+	case snooze != nil:
+		err = fmt.Errorf("pgq: snoozed %d times, the most its entrypoint allows (WithMaxSnoozes): %w", ctl.snoozes, err)
+	}
+	out.traceback = tracebackJSON(job, qmID, err)
+	if int(job.Attempts)+1 < ctl.maxAttempts {
 		out.action, out.status = actionRetry, StatusQueued
 		if ra, ok := asRetryAfter(err); ok {
 			out.delay = ra.Delay

@@ -15,7 +15,7 @@ import (
 func TestDecide(t *testing.T) {
 	t.Parallel()
 	fail := errors.New("boom")
-	retry3 := &entrypoint{retry: RetryPolicy{MaxAttempts: 3, InitialDelay: time.Second, Jitter: 0}}
+	retry3 := &entrypoint{retry: RetryPolicy{MaxAttempts: 3, InitialDelay: time.Second, Jitter: 0}, maxSnoozes: DefaultMaxSnoozes}
 	hold := &entrypoint{retry: RetryPolicy{MaxAttempts: 1}, onFailure: Hold}
 	cases := []struct {
 		name      string
@@ -41,11 +41,19 @@ func TestDecide(t *testing.T) {
 		{"hold keeps the job", nil, hold, 0, fail, actionHold, StatusFailed, 0, true},
 		{"no entrypoint", nil, nil, 0, fail, actionFinish, StatusException, 0, true},
 		{"panic", nil, &entrypoint{}, 0, &panicError{value: "x", stack: []byte("stack")}, actionFinish, StatusException, 0, true},
+		{"snooze uses no attempt", nil, retry3, 2, Snooze(3 * time.Second), actionSnooze, StatusQueued, 3 * time.Second, true},
+		{"snooze without a retry policy", nil, &entrypoint{maxSnoozes: 1}, 0, Snooze(time.Second), actionSnooze, StatusQueued, time.Second, true},
+		{"snooze past the cap fails", nil, &entrypoint{maxSnoozes: 0}, 0, Snooze(time.Second), actionFinish, StatusException, 0, true},
+		{"snooze past the cap retries", nil, &entrypoint{retry: retry3.retry, maxSnoozes: 0}, 0, Snooze(time.Second), actionRetry, StatusQueued, time.Second, true},
+		{"discard ends retries", nil, retry3, 0, Discard(fail), actionFinish, StatusException, 0, true},
+		{"discard is not held", nil, hold, 0, Discard(fail), actionFinish, StatusException, 0, true},
+		{"timeout fails the attempt", &timeoutError{time.Second}, retry3, 0, context.DeadlineExceeded, actionRetry, StatusQueued, time.Second, true},
+		{"timeout, returned nil: success", &timeoutError{time.Second}, retry3, 0, nil, actionFinish, StatusSuccessful, 0, false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			job := &Job{ID: 7, Entrypoint: "e", Attempts: c.attempts}
-			out := decide(c.cause, c.ep, job, c.err, uuid.Nil)
+			job := &Job{ID: 7, Entrypoint: "e", Attempts: c.attempts, Headers: map[string]string{}}
+			out := decide(c.cause, c.ep, controlOf(job, c.ep), job, c.err, uuid.Nil)
 			if out.action != c.action || out.status != c.status || out.id != 7 {
 				t.Fatalf("got %s/%s for job %d, want %s/%s", out.action, out.status, out.id, c.action, c.status)
 			}
@@ -55,8 +63,11 @@ func TestDecide(t *testing.T) {
 			if (out.traceback != "") != c.traceback {
 				t.Errorf("traceback %q, want one: %v", out.traceback, c.traceback)
 			}
-			if c.traceback && !strings.Contains(out.traceback, c.err.Error()) {
+			if c.traceback && !strings.Contains(out.traceback, strings.ReplaceAll(c.err.Error(), `"`, `\"`)) {
 				t.Errorf("traceback %s does not name the error %q", out.traceback, c.err)
+			}
+			if c.cause != nil && errors.Is(c.cause, ErrJobTimeout) && c.traceback && !strings.Contains(out.traceback, "timed out after 1s") {
+				t.Errorf("traceback %s does not say it timed out", out.traceback)
 			}
 		})
 	}
@@ -87,5 +98,31 @@ func TestChainBuiltOnce(t *testing.T) {
 	}
 	if got := strings.Join(trail[:3], ","); got != "outer,inner,h" {
 		t.Errorf("order %s, want outer,inner,h", got)
+	}
+}
+
+// TestControlOf: a job's headers override its entrypoint's timeout and
+// attempts; headers that do not parse are ignored.
+func TestControlOf(t *testing.T) {
+	t.Parallel()
+	ep := &entrypoint{timeout: time.Minute, retry: RetryPolicy{MaxAttempts: 3}, maxSnoozes: 7}
+	cases := []struct {
+		headers map[string]string
+		want    control
+	}{
+		{nil, control{timeout: time.Minute, maxAttempts: 3, maxSnoozes: 7}},
+		{map[string]string{HeaderTimeout: "2s", HeaderMaxAttempts: "5", HeaderSnoozes: "4"},
+			control{timeout: 2 * time.Second, maxAttempts: 5, snoozes: 4, maxSnoozes: 7}},
+		{map[string]string{HeaderTimeout: "soon", HeaderMaxAttempts: "0", HeaderSnoozes: "-1"},
+			control{timeout: time.Minute, maxAttempts: 3, maxSnoozes: 7}},
+		{map[string]string{HeaderTimeout: "-5s", HeaderMaxAttempts: "x"}, control{timeout: time.Minute, maxAttempts: 3, maxSnoozes: 7}},
+	}
+	for _, c := range cases {
+		if got := controlOf(&Job{Headers: c.headers}, ep); got != c.want {
+			t.Errorf("headers %v: got %+v, want %+v", c.headers, got, c.want)
+		}
+	}
+	if got := controlOf(&Job{Headers: map[string]string{HeaderMaxAttempts: "2"}}, nil); got.maxAttempts != 2 || got.maxSnoozes != DefaultMaxSnoozes {
+		t.Errorf("no entrypoint: %+v", got)
 	}
 }

@@ -43,7 +43,8 @@ type QueueManager struct {
 	eps registry[string, *entrypoint]
 	cur atomic.Pointer[run] // the running Run, for Listening
 
-	claims atomic.Int64 // claims tried, for the tests
+	claims    atomic.Int64 // claims tried, for the tests
+	abandoned atomic.Int64 // handlers abandoned after their timeout, still running
 }
 
 type entrypoint struct {
@@ -53,12 +54,14 @@ type entrypoint struct {
 	rateLimit        float64 // starts per second, fleet-wide; 0 = none
 	retry            RetryPolicy
 	onFailure        FailureAction
+	timeout          time.Duration // 0 = none (see WithTimeout)
+	maxSnoozes       int
 }
 
 func (e *entrypoint) limited() bool { return e.concurrencyLimit > 0 || e.rateLimit > 0 }
 
 // EntrypointOption configures one entrypoint: WithConcurrencyLimit,
-// WithRateLimit, WithRetry, OnFailure.
+// WithRateLimit, WithRetry, OnFailure, WithTimeout, WithMaxSnoozes.
 type EntrypointOption interface {
 	applyEntrypoint(*entrypoint) error
 }
@@ -96,6 +99,11 @@ func (qm *QueueManager) Listening() bool {
 	return w != nil && w.listen.live()
 }
 
+// AbandonedHandlers returns how many of the worker's handlers were
+// abandoned after their job's timeout (see WithTimeout) and have not
+// returned yet: goroutines that leak while they run.
+func (qm *QueueManager) AbandonedHandlers() int64 { return qm.abandoned.Load() }
+
 // Entrypoint registers h as the handler of the jobs enqueued for name. The
 // worker only ever claims jobs of registered entrypoints.
 func (qm *QueueManager) Entrypoint(name string, h Handler, opts ...EntrypointOption) error {
@@ -105,7 +113,7 @@ func (qm *QueueManager) Entrypoint(name string, h Handler, opts ...EntrypointOpt
 	if h == nil {
 		return fmt.Errorf("pgq: entrypoint %q: handler is nil", name)
 	}
-	ep := &entrypoint{name: name, handler: h}
+	ep := &entrypoint{name: name, handler: h, maxSnoozes: DefaultMaxSnoozes}
 	for _, o := range opts {
 		if o == nil {
 			continue
@@ -124,7 +132,9 @@ func (qm *QueueManager) Entrypoint(name string, h Handler, opts ...EntrypointOpt
 // again. When ctx ends it stops claiming, lets running handlers finish for
 // up to the shutdown timeout, then cancels their contexts, puts the jobs
 // that did not finish back in the queue, writes every outcome, and returns
-// nil. When it returns, every goroutine it started has ended.
+// nil. When it returns, every goroutine it started has ended, except the
+// handlers abandoned after their job's timeout (see WithTimeout and
+// AbandonedHandlers).
 //
 // Connections: Run holds three connections of the QueueManager's pool for
 // as long as it runs, one each for claiming, for writing outcomes, and for
@@ -233,7 +243,7 @@ func (qm *QueueManager) newRun(rc runConfig, eps map[string]*entrypoint) *run {
 	w.claimer = &claimer{qm: qm, qmID: qm.id, q: qm.q, sqlNames: qm.cfg.names, lane: w.claims, eps: eps,
 		names: names, limited: limited, syncClaims: rc.syncClaims, count: &qm.claims}
 	w.completer = newCompleter(qm.q, w.outcomes, qm.id, w.held, logger, rc.maxConcurrent, w.written)
-	w.executor = &executor{qmID: qm.id, eps: eps, handlers: chain(eps, qm.cfg.middleware),
+	w.executor = &executor{qmID: qm.id, abandoned: &qm.abandoned, eps: eps, handlers: chain(eps, qm.cfg.middleware),
 		resources: qm.cfg.resources, logger: logger, held: w.held, outcomes: w.completer, done: w.done}
 	w.maintainer = &maintainer{q: qm.q, db: qm.db, rdb: qm.rdb, names: qm.cfg.names, lane: w.beats, qmID: qm.id,
 		held: w.held, logger: logger, wake: func() { signal(w.wake) }, entrypoints: names,

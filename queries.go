@@ -47,6 +47,8 @@ type NewJob struct {
 	ExecuteAfter time.Duration     // not run before now + ExecuteAfter
 	DedupeKey    string            // "" for none; see WithDedupeKey
 	Headers      map[string]string // free-form metadata, e.g. trace context
+	Timeout      time.Duration     // 0, or the job's own timeout: see WithJobTimeout
+	MaxAttempts  int               // 0, or the job's own total tries: see WithMaxAttempts
 }
 
 // EnqueueOption configures Enqueue (and, for WithSkipDuplicates,
@@ -144,6 +146,9 @@ func validateJob(i int, j NewJob) error {
 		return fmt.Errorf("pgq: job %d (%s): execute after %v is more than MaxExecuteAfter (100 years)",
 			i, j.Entrypoint, j.ExecuteAfter)
 	}
+	if err := checkControl(j); err != nil {
+		return fmt.Errorf("pgq: job %d (%s): %w", i, j.Entrypoint, err)
+	}
 	return nil
 }
 
@@ -207,8 +212,8 @@ func (q *Queries) insert(ctx context.Context, jobs []NewJob, skipDuplicates bool
 		p.PayloadNulls[i] = j.Payload == nil
 		p.ExecuteAfterUs[i] = j.ExecuteAfter.Microseconds()
 		p.DedupeKeys[i] = j.DedupeKey
-		if j.Headers != nil {
-			h, err := json.Marshal(j.Headers)
+		if headers := controlHeaders(j); headers != nil {
+			h, err := json.Marshal(headers)
 			if err != nil {
 				return nil, fmt.Errorf("pgq: job %d (%s): headers: %w", i, j.Entrypoint, err)
 			}

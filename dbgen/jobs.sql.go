@@ -613,9 +613,14 @@ requeued AS (
         slot = NULL,
         updated = now(),
         execute_after = now() + outcome.delay_us * interval '1 microsecond',
-        attempts = j.attempts + CASE WHEN outcome.action = 'retry' THEN 1 ELSE 0 END
+        attempts = j.attempts + CASE WHEN outcome.action = 'retry' THEN 1 ELSE 0 END,
+        headers = CASE WHEN outcome.action = 'snooze'
+            THEN (CASE WHEN jsonb_typeof(j.headers) = 'object' THEN j.headers ELSE '{}'::jsonb END)
+                || jsonb_build_object('pgq-snoozes', (1 + CASE
+                WHEN j.headers ->> 'pgq-snoozes' ~ '^[0-9]{1,9}$' THEN (j.headers ->> 'pgq-snoozes')::int ELSE 0 END)::text)
+            ELSE j.headers END
     FROM outcome
-    WHERE j.id = ANY(ARRAY(SELECT o.id FROM outcome AS o WHERE o.action IN ('retry', 'release')))
+    WHERE j.id = ANY(ARRAY(SELECT o.id FROM outcome AS o WHERE o.action IN ('retry', 'release', 'snooze')))
       AND j.id = outcome.id
       AND (extract(epoch FROM j.updated) * 1000000)::bigint = outcome.claim_token
       AND j.status IS NOT DISTINCT FROM 'picked'
@@ -667,7 +672,9 @@ type JobsFinishParams struct {
 // exception or canceled); 'retry' puts it back in the queue after delay_us
 // with attempts + 1 (log: queued, with the error); 'hold' keeps it as failed
 // (log: failed, with the error); 'release' puts it back at once, attempts
-// unchanged (log: queued). traceback is JSON text or ”. An outcome changes
+// unchanged (log: queued); 'snooze' puts it back after delay_us, attempts
+// unchanged, and counts the snooze in its headers (pgq-snoozes; log:
+// queued, with the reason). traceback is JSON text or ”. An outcome changes
 // its job only while the job is still held by the claim that ran it (this
 // queue manager and claim_token, see JobsClaim): the outcome of a claim lost
 // meanwhile (the job released as stale, then claimed again, by this worker

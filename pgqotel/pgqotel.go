@@ -238,7 +238,8 @@ func spanName(op, dest string) string {
 // each job's handler under a consumer span: the child of the span that
 // enqueued the job, read from the job's headers (or linked to it, with
 // WithLinkedSpans). A failed run records the error; a run that asks for a
-// retry (pgq.RetryAfter) gets an event with the delay; a panic is recorded
+// retry (pgq.RetryAfter) gets an event with the delay, a snooze
+// (pgq.Snooze) an event and the outcome "snoozed" with no error; a panic is recorded
 // and passed on. It counts runs by outcome and records how long each took
 // and how long the job waited in the queue.
 func Middleware(opts ...Option) pgq.Middleware {
@@ -301,18 +302,26 @@ func Middleware(opts ...Option) pgq.Middleware {
 					span.End()
 					panic(r)
 				}
-				if err != nil {
+				failed := err // what the span records: a snooze is not a failure
+				var snooze *pgq.SnoozeError
+				if errors.As(err, &snooze) {
+					// The job runs again later, no attempt used.
+					outcome = "snoozed"
+					span.AddEvent("snooze", trace.WithAttributes(attribute.String("pgq.snooze.delay", snooze.Delay.String())))
+					failed = nil
+				}
+				if failed != nil {
 					outcome = "exception"
-					if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+					if ctx.Err() != nil && errors.Is(failed, ctx.Err()) {
 						outcome = "canceled"
 					}
 					var ra *pgq.RetryAfterError
-					if errors.As(err, &ra) {
+					if errors.As(failed, &ra) {
 						span.AddEvent("retry requested", trace.WithAttributes(attribute.String("pgq.retry.delay", ra.Delay.String())))
 					}
-					span.RecordError(err)
-					span.SetStatus(codes.Error, err.Error())
-					attrs = append(attrs, semconv.ErrorTypeKey.String(fmt.Sprintf("%T", err)))
+					span.RecordError(failed)
+					span.SetStatus(codes.Error, failed.Error())
+					attrs = append(attrs, semconv.ErrorTypeKey.String(fmt.Sprintf("%T", failed)))
 				}
 				span.SetAttributes(OutcomeKey.String(outcome))
 				attrs = append(attrs, OutcomeKey.String(outcome))

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -327,4 +328,43 @@ func TestRegisterQueueMetricsNil(t *testing.T) {
 	if _, err := pgqotel.RegisterQueueMetrics(nil); err == nil {
 		t.Error("RegisterQueueMetrics(nil) succeeded")
 	}
+}
+
+// A snooze is not a failure: its run's span has a "snooze" event with the
+// delay, the outcome "snoozed" and no error status; the job's next run has
+// a span of its own, and the worker still snoozes the job (the middleware
+// passes the handler's error on).
+func TestSnoozeSpan(t *testing.T) {
+	eachDriver(t, func(t *testing.T, db *sql.DB) {
+		tel := newTelemetry(t)
+		ctx := context.Background()
+		if _, err := pgq.NewQueries(db).Enqueue(ctx, "nap", nil); err != nil {
+			t.Fatal(err)
+		}
+		drain(t, db, pgqotel.Middleware(tel.opts()...), map[string]pgq.Handler{
+			"nap": func(ctx context.Context, job *pgq.Job) error {
+				if job.Headers[pgq.HeaderSnoozes] == "" {
+					return pgq.Snooze(10 * time.Millisecond)
+				}
+				return nil
+			},
+		})
+		var outcomes []string
+		for _, s := range tel.spans.Ended() {
+			if s.Name() != "process nap" {
+				continue
+			}
+			outcomes = append(outcomes, attr(s, pgqotel.OutcomeKey).AsString())
+			if s.Status().Code == codes.Error {
+				t.Errorf("span with outcome %s has an error status", attr(s, pgqotel.OutcomeKey).AsString())
+			}
+			if attr(s, pgqotel.OutcomeKey).AsString() == "snoozed" &&
+				(len(s.Events()) != 1 || s.Events()[0].Name != "snooze") {
+				t.Errorf("snoozed span's events %v, want one snooze event", s.Events())
+			}
+		}
+		if strings.Join(outcomes, ",") != "snoozed,successful" {
+			t.Errorf("process spans' outcomes %v, want snoozed then successful", outcomes)
+		}
+	})
 }
