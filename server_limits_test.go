@@ -44,12 +44,6 @@ func floodNotifications(t *testing.T, ctx context.Context, db *sql.DB, n int) {
 // theirs among them: it still runs.
 func TestNotifyFloodBoundsClaims(t *testing.T) {
 	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
-		if !strings.Contains(fmt.Sprintf("%T", db.Driver()), "stdlib") {
-			// Open: with lib/pq, the test's database could not be dropped
-			// afterwards (DROP DATABASE … WITH (FORCE) timed out) in two
-			// runs of two; not diagnosed yet.
-			t.Skip("lib/pq: the test database is not dropped after the flood (open problem)")
-		}
 		ctx := testCtx(t)
 		const workers = 3
 		ran := make(chan pgq.JobID, 16)

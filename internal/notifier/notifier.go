@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -380,6 +381,7 @@ type pqListener struct {
 	dsn     string
 	channel string
 	logger  *slog.Logger
+	ping    time.Duration // how often to Ping; pingInterval when 0
 }
 
 func (l *pqListener) Run(ctx context.Context, cb Callbacks) error {
@@ -420,8 +422,20 @@ func (l *pqListener) session(ctx context.Context, cb Callbacks) (deaf bool) {
 	})
 	// Closing the listener when ctx ends also unblocks a Listen that waits
 	// for a first connection. Once closed, pq's own goroutine ends by
-	// closing pl.Notify; draining it until then means no goroutine of the
-	// listener outlives the session.
+	// closing pl.Notify.
+	//
+	// pl.Ping and pl.Unlisten wait for the server's reply while holding
+	// the listener's lock (which Close takes too), and that reply comes
+	// after every notification already on the connection, which pq hands
+	// over only as pl.Notify is read (it buffers 64). So they run on
+	// goroutines of their own (calls) while this one goes on reading
+	// pl.Notify, and the end of the session reads it until pq closes it.
+	// Called from here, a Ping during a burst of notifications deadlocked
+	// the listener: no more notifications, a Run that never returned, and
+	// a server process blocked writing to a client that no longer read,
+	// which blocks every DROP DATABASE of the cluster.
+	var calls sync.WaitGroup
+	unlisten := false // set when the session ends deaf
 	closed := make(chan struct{})
 	stopClose := context.AfterFunc(ctx, func() {
 		_ = pl.Close()
@@ -429,12 +443,18 @@ func (l *pqListener) session(ctx context.Context, cb Callbacks) (deaf bool) {
 	})
 	defer func() {
 		if stopClose() {
-			_ = pl.Close()
-		} else {
-			<-closed
+			calls.Go(func() {
+				if unlisten {
+					_ = pl.Unlisten(l.channel)
+				}
+				_ = pl.Close()
+				close(closed)
+			})
 		}
 		for range pl.Notify {
 		}
+		<-closed
+		calls.Wait()
 	}()
 
 	// Listen returns once LISTEN is in place (it waits for the first
@@ -458,8 +478,13 @@ func (l *pqListener) session(ctx context.Context, cb Callbacks) (deaf bool) {
 		t.Stop()
 		wait = min(wait*2, maxReconnect)
 	}
-	ping := time.NewTicker(pingInterval)
+	every := l.ping
+	if every <= 0 {
+		every = pingInterval
+	}
+	ping := time.NewTicker(every)
 	defer ping.Stop()
+	var pinged chan struct{} // closed when the Ping in flight returns; nil when none
 	// An echo in flight: its id, and a timer for its deadline.
 	var echoID uuid.UUID
 	var echoTimer <-chan time.Time
@@ -502,12 +527,21 @@ func (l *pqListener) session(ctx context.Context, cb Callbacks) (deaf bool) {
 				cb.Notify(n.Extra)
 			}
 		case <-echoTimer:
-			_ = pl.Unlisten(l.channel)
+			unlisten = true
 			return true
 		case <-ping.C:
 			// Finds a connection that died silently; pq.Listener then
-			// reconnects.
-			_ = pl.Ping()
+			// reconnects. One Ping at a time, on a goroutine (see above).
+			if pinged == nil {
+				p := make(chan struct{})
+				pinged = p
+				calls.Go(func() {
+					_ = pl.Ping()
+					close(p)
+				})
+			}
+		case <-pinged:
+			pinged = nil
 		}
 	}
 }
