@@ -517,3 +517,60 @@ func hostPort(dsn string) (string, error) {
 	}
 	return net.JoinHostPort(host, kv["port"]), nil
 }
+
+// Tabs showing the same page share each read: 20 live streams of the
+// overview cost the database what one costs.
+func TestSharedReads(t *testing.T) {
+	db, dsn := pgqtest.NewDB(t, "pgx")
+	ctx := testCtx(t)
+	h := pgqweb.Handler(db, pgqweb.WithListenDSN(dsn), pgqweb.WithContext(ctx))
+	srv := httptest.NewServer(h)
+	t.Cleanup(func() { srv.CloseClientConnections(); srv.Close() })
+	q := pgq.NewQueries(db)
+	if _, err := q.Enqueue(ctx, "shared", nil); err != nil {
+		t.Fatal(err)
+	}
+	sctx, stop := context.WithCancel(ctx)
+	defer stop()
+	const tabs = 20
+	streams := make([]<-chan string, tabs)
+	for i := range streams {
+		streams[i] = sse(t, sctx, srv.URL+"/live?view=%2F")
+	}
+	for _, s := range streams {
+		waitFor(t, s, 10*time.Second, `data-count="shared/queued">1<`)
+	}
+	before := pgqweb.LiveReads(h)
+	for i := 2; i <= 4; i++ {
+		if _, err := q.Enqueue(ctx, "shared", nil); err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range streams {
+			waitFor(t, s, 5*time.Second, `data-count="shared/queued">`+strconv.Itoa(i)+`<`)
+		}
+	}
+	reads := pgqweb.LiveReads(h) - before
+	t.Logf("%d tabs, 3 changes: %d reads of the overview (%d before the changes)", tabs, reads, before)
+	if before >= tabs/2 || reads > 6 {
+		t.Errorf("%d tabs: %d reads to open, %d for 3 changes; want one per change, shared", tabs, before, reads)
+	}
+}
+
+// A queue with a prefix (PGQueuer's PGQUEUER_PREFIX) is shown with
+// WithPrefix; without it, the page says the schema is missing.
+func TestPrefix(t *testing.T) {
+	db, _ := pgqtest.NewDB(t, "pgx", pgqtest.Bare())
+	ctx := testCtx(t)
+	if err := pgq.Install(ctx, db, pgq.WithPrefix("app_")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pgq.NewQueries(db, pgq.WithPrefix("app_")).Enqueue(ctx, "prefixed", []byte(`{"a":1}`)); err != nil {
+		t.Fatal(err)
+	}
+	if r := get(t, serve(t, db, pgqweb.WithPrefix("app_"))+"/jobs"); r.status != 200 || !strings.Contains(r.body, "prefixed") {
+		t.Errorf("with the prefix: %d\n%s", r.status, r.body)
+	}
+	if r := get(t, serve(t, db)+"/"); r.status != 503 || !strings.Contains(r.body, "pgq install") {
+		t.Errorf("without the prefix: %d", r.status)
+	}
+}

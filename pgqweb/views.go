@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -46,6 +47,7 @@ type views struct {
 	tmpl  *template.Template
 	mu    sync.Mutex
 	cache map[string]*cached
+	reads atomic.Int64 // live parts read from the database, for tests
 }
 
 // cached is the live part of one view as of a hub version.
@@ -322,6 +324,7 @@ func (v *views) liveHTML(ctx context.Context, base, name, arg string, u *url.URL
 		return c.html
 	}
 	d := v.s.load(ctx, base, name, arg, u.Query())
+	v.reads.Add(1)
 	var buf bytes.Buffer
 	if err := v.tmpl.ExecuteTemplate(&buf, "live", d); err != nil {
 		v.s.cfg.logger.Error("pgqweb: template", "page", name, "err", err)
