@@ -189,14 +189,23 @@ func controlOf(job *Job, ep *entrypoint) control {
 	if ep != nil {
 		c.timeout, c.maxAttempts, c.maxSnoozes = ep.timeout, ep.retry.MaxAttempts, ep.maxSnoozes
 	}
-	if d, err := time.ParseDuration(job.Headers[HeaderTimeout]); err == nil && checkTimeout(d) == nil {
-		c.timeout = d
+	if len(job.Headers) == 0 {
+		return c // the common case: nothing to parse
 	}
-	if n, err := strconv.Atoi(job.Headers[HeaderMaxAttempts]); err == nil && n >= 1 {
-		c.maxAttempts = n
+	if v, ok := job.Headers[HeaderTimeout]; ok {
+		if d, err := time.ParseDuration(v); err == nil && checkTimeout(d) == nil {
+			c.timeout = d
+		}
 	}
-	if n, err := strconv.Atoi(job.Headers[HeaderSnoozes]); err == nil && n >= 0 {
-		c.snoozes = n
+	if v, ok := job.Headers[HeaderMaxAttempts]; ok {
+		if n, err := strconv.Atoi(v); err == nil && n >= 1 {
+			c.maxAttempts = n
+		}
+	}
+	if v, ok := job.Headers[HeaderSnoozes]; ok {
+		if n, err := strconv.Atoi(v); err == nil && n >= 0 {
+			c.snoozes = n
+		}
 	}
 	return c
 }
