@@ -86,6 +86,7 @@ func GrantsSQL(role string, r Role, opts ...SchemaOption) (string, error) {
 	to := sqlname.QuoteIdent(role)
 	job, log := n.Qualified(sqlname.JobTable), n.Qualified(sqlname.LogTable)
 	stats, sched := n.Qualified(sqlname.StatisticsTable), n.Qualified(sqlname.SchedulesTable)
+	paused := n.Qualified(sqlname.PausedTable)
 	seq := func(base string) string { return n.Qualified(base + "_id_seq") }
 
 	var b strings.Builder
@@ -121,11 +122,13 @@ func GrantsSQL(role string, r Role, opts ...SchemaOption) (string, error) {
 		line("-- SchedulerManager: cron schedules.")
 		line("GRANT SELECT, INSERT, UPDATE, DELETE ON %s TO %s;", sched, to)
 		line("GRANT USAGE ON SEQUENCE %s TO %s;", seq(sqlname.SchedulesTable), to)
+		line("-- Claims skip paused entrypoints; Stats lists them.")
+		line("GRANT SELECT ON %s TO %s;", paused, to)
 		maintain(line, job, to)
 	case RoleAdmin:
 		line("-- Every read and change of pgq's rows. (Install, Upgrade and Uninstall need the")
 		line("-- owner of pgq's objects: run them as that role.)")
-		for _, t := range []string{job, log, stats, sched} {
+		for _, t := range []string{job, log, stats, sched, paused} {
 			line("GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON %s TO %s;", t, to)
 		}
 		for _, base := range []string{sqlname.JobTable, sqlname.StatisticsTable, sqlname.SchedulesTable} {

@@ -1275,6 +1275,9 @@ func TestPGQueuer13OnPGQueuer16Schema(t *testing.T) {
 			if out, _ := runPGQueuer(t, ctx, dsn, false, "-c", pyWorker, "to_py"); strings.TrimSpace(out) != "20 ['from-go']" {
 				t.Fatalf("PGQueuer 1.3.2's QueueManager on 1.6's schema: %q", out)
 			}
+			if err := pgq.Upgrade(ctx, db); err != nil { // pgq's paused table
+				t.Fatal(err)
+			}
 			qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
 			var ran atomic.Int64
 			_ = qm.Entrypoint("from_py", func(context.Context, *pgq.Job) error { ran.Add(1); return nil })

@@ -97,3 +97,12 @@ func scheduleInfoFromRow(r *dbgen.PgqueuerSchedule) ScheduleInfo {
 	}
 	return s
 }
+
+// pausedFromRows are the paused entrypoints of PausedList.
+func pausedFromRows(rows []*dbgen.PgqueuerPgqPaused) []PausedEntrypoint {
+	out := make([]PausedEntrypoint, len(rows))
+	for i, r := range rows {
+		out[i] = PausedEntrypoint{Entrypoint: r.Entrypoint, Since: r.PausedAt}
+	}
+	return out
+}

@@ -67,6 +67,9 @@ type Stats struct {
 	// Watchers is how many CompletionWatchers listen on the queue's
 	// channel.
 	Watchers int64
+	// Paused are the entrypoints paused fleet-wide (Queries.Pause), by
+	// name.
+	Paused []PausedEntrypoint
 }
 
 // WorkerState is a row of Stats.Workers.
@@ -216,6 +219,11 @@ func (q *Queries) Stats(ctx context.Context, opts ...StatsOption) (Stats, error)
 	if s.Watchers, err = q.q.StatsWatchers(ctx, q.db, q.cfg.names.Channel()); err != nil {
 		return fail(err)
 	}
+	paused, err := q.q.PausedList(ctx, q.db)
+	if err != nil {
+		return fail(err)
+	}
+	s.Paused = pausedFromRows(paused)
 
 	if c.errors > 0 {
 		rows, err := q.q.StatsRecentErrors(ctx, q.db, int32(c.errors))

@@ -247,9 +247,9 @@ func TestStatsUsesIndexes(t *testing.T) {
 	if _, err := pgq.NewQueries(ex).Stats(ctx); err != nil {
 		t.Fatal(err)
 	}
-	// Clock, depth, recent, workers, watchers, errors.
-	if len(ex.plans) != 6 {
-		t.Fatalf("explained %d statements, want 6", len(ex.plans))
+	// Clock, depth, recent, workers, watchers, paused, errors.
+	if len(ex.plans) != 7 {
+		t.Fatalf("explained %d statements, want 7", len(ex.plans))
 	}
 	perPriority := false
 	for q, plan := range ex.plans {

@@ -190,6 +190,9 @@ due AS (
         FOR UPDATE SKIP LOCKED
     ) AS q
     WHERE caps.cap > 0
+      -- Paused entrypoints (Queries.Pause) are skipped: one probe of the
+      -- small paused table per entrypoint, none per job.
+      AND NOT EXISTS (SELECT 1 FROM pgqueuer_pgq_paused AS p WHERE p.entrypoint = caps.entrypoint)
 ),
 candidates AS (
     SELECT due.id FROM due
@@ -253,9 +256,9 @@ type JobsClaimRow struct {
 // them picked by this queue manager and writes their 'picked' log rows, all
 // in one statement. Each entrypoint gets at most its cap (the worker's free
 // slots, lowered by concurrency and rate limits), so a busy or limited
-// entrypoint never starves the others. Per entrypoint it takes queued jobs
-// that are due, in the order of pgqueuer_ep_prio_id_idx, skipping rows other
-// workers hold. (Jobs abandoned by a dead worker are put back in the queue
+// entrypoint never starves the others; paused ones (Queries.Pause) get
+// nothing. Per entrypoint it takes queued jobs that are due, in the order of
+// pgqueuer_ep_prio_id_idx, skipping rows other workers hold. (Jobs abandoned by a dead worker are put back in the queue
 // by JobsReleaseStale, which keeps this statement on one index.)
 //
 // Each row also gets claim_token, which names this claim: the row's updated

@@ -121,6 +121,11 @@ type PgqueuerLog struct {
 	Aggregated sql.NullBool
 }
 
+type PgqueuerPgqPaused struct {
+	Entrypoint string
+	PausedAt   time.Time
+}
+
 type PgqueuerSchedule struct {
 	ID         int32
 	Expression string

@@ -26,6 +26,7 @@ const (
 	Trigger         = "tg_pgqueuer_changed"
 	Channel         = "ch_pgqueuer"
 	VersionTable    = "pgqueuer_pgq_version"
+	PausedTable     = "pgqueuer_pgq_paused" // pgq only: the paused entrypoints
 )
 
 // Names is a deployment's naming: a prefix and a schema, both optional.
@@ -56,7 +57,7 @@ func (n Names) IsDefault() bool { return n.Prefix == "" && n.Schema == "" }
 
 // queryRefs matches the references a query makes to tables and the enum
 // type: whole words only, so index names and 'ch_pgqueuer' are untouched.
-var queryRefs = regexp.MustCompile(`\bpgqueuer(_log|_statistics|_schedules|_status)?\b`)
+var queryRefs = regexp.MustCompile(`\bpgqueuer(_log|_statistics|_schedules|_status|_pgq_paused)?\b`)
 
 // ddlNames matches every object name in the migrations: tables, indexes,
 // the type, the function, the trigger and the channel.

@@ -134,6 +134,18 @@ func commands() []spec {
 				"exits with code 1, naming them, when some ids had already finished or never\n" +
 				"existed.",
 			new: func() command { return &cancelCmd{} }},
+		{name: "pause", args: "ENTRYPOINT", group: groupJobs,
+			summary: "stop pgq's workers from claiming an entrypoint's jobs, fleet-wide",
+			details: "Pauses ENTRYPOINT in the database: no pgq worker, in any process, claims its\n" +
+				"jobs until `pgq resume`; running jobs finish and enqueueing goes on. The pause\n" +
+				"survives restarts and shows in `pgq dashboard`. An entrypoint that does not\n" +
+				"exist yet may be paused. PGQueuer's workers do not honour it.",
+			new: func() command { return &pauseCmd{} }},
+		{name: "resume", args: "ENTRYPOINT", group: groupJobs,
+			summary: "undo `pgq pause`: workers claim the entrypoint's jobs again at once",
+			details: "Resumes ENTRYPOINT and wakes idle workers with a notification on the queue's\n" +
+				"channel. Resuming an entrypoint that is not paused changes nothing.",
+			new: func() command { return &pauseCmd{resume: true} }},
 		{name: "schedules", args: "[--remove ID|ENTRYPOINT ...]", group: groupJobs,
 			summary: "list cron schedules, or remove some",
 			details: "Lists the schedules of the schedules table (pgq's and PGQueuer's) with their\n" +

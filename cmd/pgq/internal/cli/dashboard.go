@@ -136,6 +136,17 @@ func renderStats(w io.Writer, title string, s pgq.Stats, errors int) {
 		tw.Flush()
 	}
 
+	if len(s.Paused) > 0 {
+		fmt.Fprintf(w, "\nPAUSED: %d %s (pgq's workers do not claim their jobs; `pgq resume ENTRYPOINT`)\n",
+			len(s.Paused), plural(len(s.Paused), "entrypoint", "entrypoints"))
+		tw := newTable(w)
+		fmt.Fprintln(tw, "ENTRYPOINT\tSINCE")
+		for _, p := range s.Paused {
+			fmt.Fprintf(tw, "%s\t%s\n", p.Entrypoint, formatTime(p.Since))
+		}
+		tw.Flush()
+	}
+
 	fmt.Fprintf(w, "\nLAST MINUTE: %d finished, %.2f jobs/s\n", s.Finished, s.JobsPerSecond)
 	if len(s.Recent) > 0 {
 		tw := newTable(w)
