@@ -28,7 +28,7 @@ test: verify gotest chaos fuzz ## Check generated code and formatting, run every
 
 .PHONY: gotest
 gotest: pgqueuer-env ## Run go test -race ./... on a throwaway PostgreSQL (or PGQ_TEST_DSN), PgBouncer installed
-	PGQUEUER_ENV=$$(cat $(PGQUEUER_DIR)/.envpath 2>/dev/null) $(WITHPGB) sh -c '$(GO) test -race -count=1 -timeout 15m $(TESTFLAGS) ./... $(CLIPKGS) && cd pgqprom && $(GO) test -race -count=1 -timeout 5m ./... && cd ../pgqotel && $(GO) test -race -count=1 -timeout 5m ./... && cd ../pgqweb && $(GO) test -race -count=1 -timeout 10m ./...'
+	PGQUEUER_ENV=$$(cat $(PGQUEUER_DIR)/.envpath 2>/dev/null) $(WITHPGB) sh -c '$(GO) test -race -count=1 -timeout 25m $(TESTFLAGS) ./... $(CLIPKGS) && cd pgqprom && $(GO) test -race -count=1 -timeout 5m ./... && cd ../pgqotel && $(GO) test -race -count=1 -timeout 5m ./... && cd ../pgqweb && $(GO) test -race -count=1 -timeout 10m ./...'
 
 # pgq chaos on its own throwaway server, every fault kind (restarts and
 # crashes included); it fails when a job is lost or stuck or ran twice
