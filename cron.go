@@ -27,13 +27,40 @@ var cronAliases = map[string]string{
 	"@hourly":   "0 * * * *",
 }
 
-// Cron is a parsed cron expression. Its times are in UTC.
+// Cron is a parsed cron expression. Its fields are read in its time zone
+// (UTC unless the expression starts with CRON_TZ=, or the schedule has
+// WithLocation); the times it returns are in UTC.
 type Cron struct {
-	expr  string // normalized: the text stored in the schedules table
-	sched cron.Schedule
+	expr   string // normalized: the text stored in the schedules table
+	fields string // expr without its CRON_TZ= prefix
+	loc    *time.Location
+	sched  cron.Schedule
 }
 
-// ParseCron parses a cron expression as PGQueuer writes them, in UTC:
+// cronTZPrefix starts an expression whose fields are read in a time zone
+// other than UTC, as robfig/cron and cronie write it: "CRON_TZ=Europe/Oslo
+// 0 9 * * *". "TZ=" is accepted too and stored as CRON_TZ=.
+const cronTZPrefix = "CRON_TZ="
+
+// loadZone loads the IANA time zone name; the error names it. "Local" is
+// refused: it means a different zone in each process that shares the
+// schedule.
+func loadZone(name string) (*time.Location, error) {
+	if name == "" {
+		return nil, fmt.Errorf("empty time zone name")
+	}
+	if name == "Local" {
+		return nil, fmt.Errorf("time zone %q differs between processes; name the zone (e.g. Europe/Oslo)", name)
+	}
+	loc, err := time.LoadLocation(name)
+	if err != nil {
+		return nil, fmt.Errorf("unknown time zone %q: %v", name, err)
+	}
+	return loc, nil
+}
+
+// ParseCron parses a cron expression as PGQueuer writes them, in UTC
+// unless it starts with CRON_TZ=Zone (pgq only; see below):
 //
 //   - five fields: minute, hour, day of month, month, day of week
 //     ("*/15 9-17 * * mon-fri");
@@ -47,6 +74,19 @@ type Cron struct {
 // and month and weekday names (jan, mon). When both day fields are
 // restricted, a day matching either one matches, as in classic cron. The
 // error names the expression and, when it can, the bad field.
+//
+// "CRON_TZ=Europe/Oslo 0 9 * * *" reads the fields in that IANA time zone
+// (09:00 Oslo time, summer and winter), as robfig/cron does, DST included:
+// a time that falls in the hour skipped when clocks go forward does not
+// occur that day, so it does not run (02:30 daily skips the day clocks
+// jump from 02:00 to 03:00), and a time that occurs twice when clocks go
+// back runs at both instants (02:30 daily runs twice that night, an hour
+// apart). Schedules that must run every day pick a time outside 02:00-03:00
+// local, or stay in UTC. The zone is part of
+// the stored expression (String), so the schedules table shows it and a
+// zoned schedule is a row of its own; PGQueuer's scheduler, which claims
+// only the expressions it registered, leaves such rows alone. CRON_TZ=UTC
+// is stored as the bare expression, PGQueuer's.
 func ParseCron(expr string) (*Cron, error) {
 	c, err := parseCron(expr)
 	if err != nil {
@@ -56,9 +96,50 @@ func ParseCron(expr string) (*Cron, error) {
 }
 
 func parseCron(expr string) (*Cron, error) {
+	return parseCronIn(expr, nil)
+}
+
+// parseCronIn parses expr with its fields in loc when loc is not nil (an
+// expression with a CRON_TZ= prefix naming another zone is an error).
+func parseCronIn(expr string, loc *time.Location) (*Cron, error) {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("cron expression %q: %s", expr, fmt.Sprintf(format, args...))
 	}
+	text := strings.TrimSpace(expr)
+	if head, rest, _ := strings.Cut(text, " "); len(head) >= 3 &&
+		(strings.HasPrefix(strings.ToUpper(head), cronTZPrefix) || strings.HasPrefix(strings.ToUpper(head), "TZ=")) {
+		_, name, _ := strings.Cut(head, "=")
+		zone, err := loadZone(name)
+		if err != nil {
+			return nil, bad("%v", err)
+		}
+		if loc != nil && loc.String() != zone.String() {
+			return nil, bad("names time zone %q, the schedule's location is %q", zone, loc)
+		}
+		loc, text = zone, rest
+	}
+	c, err := parseCronFields(text, bad)
+	if err != nil {
+		return nil, err
+	}
+	if loc == nil || loc.String() == "UTC" {
+		return c, nil
+	}
+	ss, ok := c.sched.(*cron.SpecSchedule)
+	if !ok {
+		return nil, bad("a time zone has no effect on @every; drop CRON_TZ")
+	}
+	ss.Location = loc
+	c.loc = loc
+	c.expr = cronTZPrefix + loc.String() + " " + c.fields
+	if c.Next(time.Now()).IsZero() {
+		return nil, bad("matches no date in the next five years")
+	}
+	return c, nil
+}
+
+// parseCronFields parses the expression without a time zone, in UTC.
+func parseCronFields(expr string, bad func(format string, args ...any) error) (*Cron, error) {
 	// PGQueuer (croniter) stores the expression in lower case, fields
 	// separated by single spaces, descriptors expanded: so does pgq.
 	fields := strings.Fields(strings.ToLower(expr))
@@ -66,7 +147,7 @@ func parseCron(expr string) (*Cron, error) {
 		return nil, bad("empty")
 	}
 	if strings.HasPrefix(fields[0], "tz=") || strings.HasPrefix(fields[0], "cron_tz=") {
-		return nil, bad("time zones are not supported: schedules run in UTC")
+		return nil, bad("a time zone must come first, and once")
 	}
 	if strings.HasPrefix(fields[0], "@") {
 		text := strings.Join(fields, " ")
@@ -81,7 +162,7 @@ func parseCron(expr string) (*Cron, error) {
 			if err != nil {
 				return nil, bad("%v", err)
 			}
-			return &Cron{expr: text, sched: s}, nil
+			return &Cron{expr: text, fields: text, loc: time.UTC, sched: s}, nil
 		} else {
 			return nil, bad("unknown descriptor %q: want @yearly, @annually, @monthly, @weekly, @daily, "+
 				"@midnight, @hourly or \"@every <duration>\"", text)
@@ -113,12 +194,17 @@ func parseCron(expr string) (*Cron, error) {
 	if ss, ok := s.(*cron.SpecSchedule); ok {
 		ss.Location = time.UTC
 	}
-	c := &Cron{expr: strings.Join(fields, " "), sched: s}
+	c := &Cron{expr: strings.Join(fields, " "), loc: time.UTC, sched: s}
+	c.fields = c.expr
 	if c.Next(time.Now()).IsZero() {
 		return nil, bad("matches no date in the next five years")
 	}
 	return c, nil
 }
+
+// Location returns the time zone the expression's fields are read in (UTC
+// unless CRON_TZ= or WithLocation said otherwise).
+func (c *Cron) Location() *time.Location { return c.loc }
 
 // Next returns the first time the expression matches strictly after t, in
 // UTC, or the zero time if there is none within five years.
@@ -134,4 +220,6 @@ func (c *Cron) Next(t time.Time) time.Time {
 // normalized the way PGQueuer normalizes it so that both find the same row:
 // lower case, fields separated by single spaces, and the descriptors
 // PGQueuer knows expanded to their five fields (@hourly is "0 * * * *").
+// An expression in a zone other than UTC starts with "CRON_TZ=Zone "
+// (the zone's IANA name, as time.LoadLocation spells it).
 func (c *Cron) String() string { return c.expr }

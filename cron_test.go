@@ -69,7 +69,14 @@ func TestParseCron(t *testing.T) {
 		{"@often", "unknown descriptor"},
 		{"@every 10ms", "at least 1s"},
 		{"0 0 30 2 *", "matches no date"},
-		{"TZ=Europe/Oslo 0 12 * * *", "time zones are not supported"},
+		{"CRON_TZ=Europe/Nowhere 0 12 * * *", `unknown time zone "Europe/Nowhere"`},
+		{"CRON_TZ=Local 0 12 * * *", `time zone "Local" differs between processes`},
+		{"CRON_TZ= 0 12 * * *", "empty time zone name"},
+		{"CRON_TZ=Europe/Oslo 0 25 * * *", `hour field "25"`},
+		{"CRON_TZ=Europe/Oslo", "empty"},
+		{"CRON_TZ=Europe/Oslo @every 1h", "no effect on @every"},
+		{"0 12 * * * CRON_TZ=Europe/Oslo", `second field "cron_tz=europe/oslo"`},
+		{"CRON_TZ=Europe/Oslo CRON_TZ=UTC 0 12 * * *", "a time zone must come first"},
 	}
 	for _, c := range bad {
 		_, err := pgq.ParseCron(c.expr)
@@ -80,6 +87,82 @@ func TestParseCron(t *testing.T) {
 		prefix := fmt.Sprintf("pgq: cron expression %q: ", c.expr)
 		if !strings.HasPrefix(err.Error(), prefix) || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("ParseCron(%q) error %q: want prefix %q and %q", c.expr, err, prefix, c.want)
+		}
+	}
+}
+
+// TestCronTimeZones: CRON_TZ= reads the fields in the zone and is stored
+// with its IANA name; UTC is stored bare. Across Oslo's DST transitions
+// (2026-03-29 02:00 -> 03:00, 2026-10-25 03:00 -> 02:00) it does what
+// robfig/cron does: a time in the skipped hour does not run that day, a
+// time that occurs twice runs at both instants.
+func TestCronTimeZones(t *testing.T) {
+	oslo, err := time.LoadLocation("Europe/Oslo")
+	if err != nil {
+		t.Skipf("no tzdata: %v", err)
+	}
+	for _, c := range []struct{ in, stored string }{
+		{"CRON_TZ=Europe/Oslo 0 9 * * *", "CRON_TZ=Europe/Oslo 0 9 * * *"},
+		{"  tz=Europe/Oslo   0 9 * * MON  ", "CRON_TZ=Europe/Oslo 0 9 * * mon"},
+		{"CRON_TZ=Europe/Oslo @daily", "CRON_TZ=Europe/Oslo 0 0 * * *"},
+		{"CRON_TZ=UTC 0 9 * * *", "0 9 * * *"},
+	} {
+		got, err := pgq.ParseCron(c.in)
+		if err != nil {
+			t.Fatalf("ParseCron(%q): %v", c.in, err)
+		}
+		if got.String() != c.stored {
+			t.Errorf("ParseCron(%q) stores %q, want %q", c.in, got, c.stored)
+		}
+		if again, err := pgq.ParseCron(got.String()); err != nil || again.String() != got.String() {
+			t.Errorf("stored %q parses to %v, %v", got, again, err)
+		}
+	}
+	at := func(loc *time.Location, s string) time.Time {
+		t.Helper()
+		v, err := time.ParseInLocation("2006-01-02 15:04", s, loc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v.UTC()
+	}
+	for _, c := range []struct {
+		expr  string
+		from  time.Time
+		ticks []time.Time // in UTC
+	}{
+		// 09:00 Oslo is 08:00 UTC in winter, 07:00 UTC in summer.
+		{"CRON_TZ=Europe/Oslo 0 9 * * *", at(oslo, "2026-03-28 12:00"), []time.Time{
+			at(time.UTC, "2026-03-29 07:00"), at(time.UTC, "2026-03-30 07:00")}},
+		{"CRON_TZ=Europe/Oslo 0 9 * * *", at(oslo, "2026-10-24 12:00"), []time.Time{
+			at(time.UTC, "2026-10-25 08:00"), at(time.UTC, "2026-10-26 08:00")}},
+		// Spring forward: 02:30 does not exist on 2026-03-29, so that day
+		// has no tick; the next is 02:30 CEST on the 30th (00:30 UTC).
+		{"CRON_TZ=Europe/Oslo 30 2 * * *", at(oslo, "2026-03-28 12:00"), []time.Time{
+			at(time.UTC, "2026-03-30 00:30"), at(time.UTC, "2026-03-31 00:30")}},
+		// Fall back: 02:30 happens twice on 2026-10-25 (00:30 UTC in CEST,
+		// 01:30 UTC in CET); it runs at both, then 02:30 CET on the 26th.
+		{"CRON_TZ=Europe/Oslo 30 2 * * *", at(oslo, "2026-10-24 12:00"), []time.Time{
+			at(time.UTC, "2026-10-25 00:30"), at(time.UTC, "2026-10-25 01:30"), at(time.UTC, "2026-10-26 01:30")}},
+		// Hourly work is not bunched or lost: around the gap, 01:00 CET is
+		// followed by 03:00 CEST one hour later.
+		{"CRON_TZ=Europe/Oslo 0 * * * *", at(oslo, "2026-03-29 00:30"), []time.Time{
+			at(time.UTC, "2026-03-29 00:00"), at(time.UTC, "2026-03-29 01:00"), at(time.UTC, "2026-03-29 02:00")}},
+		// UTC stays the default.
+		{"0 9 * * *", at(time.UTC, "2026-03-28 12:00"), []time.Time{
+			at(time.UTC, "2026-03-29 09:00"), at(time.UTC, "2026-03-30 09:00")}},
+	} {
+		cr, err := pgq.ParseCron(c.expr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		from := c.from
+		for i, want := range c.ticks {
+			got := cr.Next(from)
+			if !got.Equal(want) || got.Location() != time.UTC {
+				t.Errorf("%q: tick %d after %v = %v, want %v (UTC)", c.expr, i, from, got, want)
+			}
+			from = got
 		}
 	}
 }

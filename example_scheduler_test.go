@@ -72,3 +72,29 @@ func mustParseCron(expr string) *pgq.Cron {
 	}
 	return c
 }
+
+// Schedules in a time zone: 09:00 in Oslo is 08:00 UTC in winter and 07:00
+// UTC in summer. The zone is stored in the expression.
+func ExampleWithLocation() {
+	oslo, err := time.LoadLocation("Europe/Oslo")
+	if err != nil {
+		log.Fatal(err)
+	}
+	sm := pgq.NewSchedulerManager(nil) // a *sql.DB in real use
+	err = sm.Schedule("report", "0 9 * * *", func(ctx context.Context, s *pgq.Schedule) error {
+		return nil
+	}, pgq.WithLocation(oslo))
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	// The same schedule, written as an expression.
+	morning := mustParseCron("CRON_TZ=Europe/Oslo 0 9 * * *")
+	fmt.Println(morning)
+	fmt.Println(morning.Next(time.Date(2026, 1, 10, 0, 0, 0, 0, time.UTC)).Format(time.RFC3339))
+	fmt.Println(morning.Next(time.Date(2026, 7, 10, 0, 0, 0, 0, time.UTC)).Format(time.RFC3339))
+	// Output:
+	// CRON_TZ=Europe/Oslo 0 9 * * *
+	// 2026-01-10T08:00:00Z
+	// 2026-07-10T07:00:00Z
+}

@@ -56,7 +56,8 @@ type Schedule struct {
 // scheduler's shutdown grace period is over.
 type ScheduleFunc func(ctx context.Context, s *Schedule) error
 
-// ScheduleOption configures one schedule: WithCatchUp, WithEnqueue.
+// ScheduleOption configures one schedule: WithCatchUp, WithEnqueue,
+// WithLocation.
 type ScheduleOption interface{ applySchedule(*scheduleEntry) }
 
 type scheduleOption func(*scheduleEntry)
@@ -93,9 +94,28 @@ func WithEnqueue(opts ...EnqueueOption) ScheduleOption {
 	})
 }
 
+// WithLocation reads the schedule's cron fields in loc instead of UTC: with
+// time.LoadLocation("Europe/Oslo"), "0 9 * * *" runs at 09:00 Oslo time,
+// summer and winter. It is the same as starting the expression with
+// CRON_TZ=Europe/Oslo (see ParseCron for DST gaps and repeats, and how the
+// zone is stored); an expression that names another zone is an error. loc
+// must be an IANA zone that every process can load by its name (not
+// time.Local, not a time.FixedZone): Schedule reports one that is not.
+func WithLocation(loc *time.Location) ScheduleOption {
+	return scheduleOption(func(e *scheduleEntry) {
+		if loc == nil {
+			e.locErr = fmt.Errorf("WithLocation(nil): pass a time zone, e.g. time.LoadLocation(\"Europe/Oslo\")")
+			return
+		}
+		e.loc = loc
+	})
+}
+
 // scheduleEntry is one registered schedule.
 type scheduleEntry struct {
 	entrypoint  string
+	loc         *time.Location // WithLocation
+	locErr      error
 	cron        *Cron
 	fn          ScheduleFunc
 	catchUp     bool
@@ -112,7 +132,8 @@ type scheduleKey struct{ entrypoint, expression string }
 // fleet. A scheduler claims a due schedule with FOR UPDATE SKIP LOCKED,
 // marks it picked, heartbeats it while it runs, and then sets its next run;
 // a schedule whose scheduler died (no heartbeat for the heartbeat timeout)
-// is taken over by another. Cron times are in UTC.
+// is taken over by another. Cron times are in UTC unless the expression
+// starts with CRON_TZ=Zone or the schedule has WithLocation.
 type SchedulerManager struct {
 	db      *sql.DB
 	cfg     common
@@ -161,6 +182,19 @@ func (sm *SchedulerManager) Schedule(entrypoint, expr string, fn ScheduleFunc, o
 		if o != nil {
 			o.applySchedule(e)
 		}
+	}
+	if e.locErr != nil {
+		return fmt.Errorf("pgq: schedule %q (%s): %w", entrypoint, c, e.locErr)
+	}
+	if e.loc != nil {
+		// The zone is stored by name: every process must load the same one.
+		if _, err := loadZone(e.loc.String()); err != nil {
+			return fmt.Errorf("pgq: schedule %q (%s): WithLocation: %w", entrypoint, c, err)
+		}
+		if e.cron, err = parseCronIn(expr, e.loc); err != nil {
+			return fmt.Errorf("pgq: schedule %q: %w", entrypoint, err)
+		}
+		c = e.cron
 	}
 	switch {
 	case e.enqueue && fn != nil:
