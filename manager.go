@@ -243,7 +243,7 @@ func (qm *QueueManager) newRun(rc runConfig, eps map[string]*entrypoint) *run {
 	w.claimer = &claimer{qm: qm, qmID: qm.id, q: qm.q, sqlNames: qm.cfg.names, lane: w.claims, eps: eps,
 		names: names, limited: limited, syncClaims: rc.syncClaims, count: &qm.claims}
 	w.completer = newCompleter(qm.q, w.outcomes, qm.id, w.held, logger, rc.maxConcurrent, w.written)
-	w.executor = &executor{qmID: qm.id, abandoned: &qm.abandoned, eps: eps, handlers: chain(eps, qm.cfg.middleware),
+	w.executor = &executor{qmID: qm.id, abandoned: &qm.abandoned, eps: eps, handlers: chain(eps, append(slices.Clip(qm.cfg.middleware), rc.middleware...)),
 		resources: qm.cfg.resources, logger: logger, held: w.held, outcomes: w.completer, done: w.done}
 	w.maintainer = &maintainer{q: qm.q, db: qm.db, rdb: qm.rdb, names: qm.cfg.names, lane: w.beats, qmID: qm.id,
 		held: w.held, logger: logger, wake: func() { signal(w.wake) }, entrypoints: names,
@@ -364,6 +364,7 @@ func (w *run) claimLoop(ctx context.Context, poll time.Duration, dispatch chan<-
 	// nothing, wakeGap from its start. A claim that found jobs lets the
 	// next one start at once.
 	var notBefore time.Time
+	claimed := 0 // for WithMaxJobs
 
 	for ctx.Err() == nil {
 		// Count every handler that has returned, so that a claim under load
@@ -378,6 +379,25 @@ func (w *run) claimLoop(ctx context.Context, poll time.Duration, dispatch chan<-
 			}
 		}
 		free := w.rc.maxConcurrent - inFlight
+		if w.rc.maxJobs > 0 {
+			if claimed >= w.rc.maxJobs {
+				// WithMaxJobs: claim no more; return once they have run
+				// (Run then writes their outcomes).
+				if inFlight == 0 {
+					return 0
+				}
+				select {
+				case <-ctx.Done():
+				case <-w.done:
+					inFlight--
+				}
+				continue
+			}
+			if left := w.rc.maxJobs - claimed; left < free {
+				free = left
+				threshold = min(threshold, left)
+			}
+		}
 		if want && free >= threshold {
 			want = false
 			n := min(w.rc.batchSize, free)
@@ -403,6 +423,7 @@ func (w *run) claimLoop(ctx context.Context, poll time.Duration, dispatch chan<-
 				// dispatcher starts them while this loop may already
 				// claim the next batch.
 				inFlight += len(jobs)
+				claimed += len(jobs)
 				if len(jobs) > 0 {
 					dispatch <- jobs
 				}

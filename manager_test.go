@@ -532,3 +532,31 @@ func TestMaxConcurrentTasksHolds(t *testing.T) {
 		}
 	})
 }
+
+// TestWithMaxJobs: a run with WithMaxJobs(n) claims n jobs in all, even
+// with more queued and a larger batch, and returns once they ran; n < 1
+// is refused.
+func TestWithMaxJobs(t *testing.T) {
+	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
+		ctx := testCtx(t)
+		q := pgq.NewQueries(db)
+		for range 10 {
+			if _, err := q.Enqueue(ctx, "e", nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var ran atomic.Int64
+		qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
+		_ = qm.Entrypoint("e", func(context.Context, *pgq.Job) error { ran.Add(1); return nil })
+		// Continuous mode: only the limit makes Run return.
+		if err := qm.Run(ctx, pgq.WithMaxJobs(3), pgq.WithBatchSize(100)); err != nil {
+			t.Fatal(err)
+		}
+		if n, left := ran.Load(), scalar[int](t, db, "SELECT count(*) FROM pgqueuer"); n != 3 || left != 7 {
+			t.Fatalf("ran %d, %d left; want 3 and 7", n, left)
+		}
+		if err := qm.Run(ctx, pgq.WithMaxJobs(0)); err == nil || !strings.Contains(err.Error(), "max jobs") {
+			t.Fatalf("WithMaxJobs(0): %v", err)
+		}
+	})
+}

@@ -51,16 +51,21 @@ type managerConfig struct {
 // outermost.
 type Middleware func(next Handler) Handler
 
-type middlewareOption []Middleware
+// MiddlewareOption is WithMiddleware's option: for NewQueueManager (every
+// Run) or for one Run.
+type MiddlewareOption []Middleware
 
-func (o middlewareOption) applyManager(c *managerConfig) { c.middleware = append(c.middleware, o...) }
+func (o MiddlewareOption) applyManager(c *managerConfig) { c.middleware = append(c.middleware, o...) }
+func (o MiddlewareOption) applyRun(c *runConfig)         { c.middleware = append(c.middleware, o...) }
 
 // WithMiddleware wraps every handler of the QueueManager with mw, in order
 // (the first is outermost). A middleware sees the job before the handler
 // runs and the handler's error after. The chain is built once per Run. The
 // pgqprom and pgqotel modules have middlewares; TraceMiddleware carries
-// trace context from the enqueuer.
-func WithMiddleware(mw ...Middleware) ManagerOption { return middlewareOption(mw) }
+// trace context from the enqueuer. Given to Run, the middleware wraps the
+// handlers for that run only, inside those of NewQueueManager (pgqtest's
+// RunOne and Drain record outcomes so).
+func WithMiddleware(mw ...Middleware) MiddlewareOption { return MiddlewareOption(mw) }
 
 // WatcherOption configures NewCompletionWatcher.
 type WatcherOption interface{ applyWatcher(*watcherConfig) }

@@ -68,6 +68,8 @@ type runConfig struct {
 	syncClaims     bool
 	poolTuning     bool
 	mode           Mode
+	maxJobs        int          // WithMaxJobs; 0 = no limit
+	middleware     []Middleware // WithMiddleware given to Run
 
 	// Intervals the tests shorten (run options in export_manager_test.go).
 	healthInterval, healthTimeout time.Duration
@@ -258,6 +260,19 @@ func WithSynchronousClaims(on bool) RunOption {
 // once too, and left alone.
 func WithPoolTuning(on bool) RunOption {
 	return runOption(func(c *runConfig) { c.poolTuning = on })
+}
+
+// WithMaxJobs makes Run claim at most n jobs in all; once it has, it
+// stops claiming and returns when they have run and their outcomes are
+// written (or when ctx ends). With WithMode(ModeDrain) it returns sooner
+// when nothing is left to run. pgqtest.RunOne runs one job so.
+func WithMaxJobs(n int) RunOption {
+	return runOption(func(c *runConfig) {
+		if n < 1 {
+			c.check(fmt.Errorf("pgq: max jobs must be at least 1, got %d", n))
+		}
+		c.maxJobs = n
+	})
 }
 
 // WithMode sets when Run returns: ModeContinuous (default) or ModeDrain.

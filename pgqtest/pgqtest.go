@@ -26,6 +26,10 @@
 // has the pgq schema installed once per test process, and drops it when the
 // test ends. Tests that use NewDB may run in parallel.
 //
+// RequireEnqueued checks what code under test enqueued; RunOne runs one
+// job with a QueueManager's handlers and returns its Outcome, Drain runs
+// all that are ready (see the examples).
+//
 // A test in package pgq itself cannot import pgqtest (pgqtest imports pgq):
 // such tests belong in the external test package pgq_test.
 package pgqtest
