@@ -15,7 +15,7 @@ func TestConnectionErrorsHideThePassword(t *testing.T) {
 		{"install"}, {"upgrade"}, {"uninstall"}, {"verify"}, {"queue", "x"},
 		{"failed"}, {"requeue", "1"}, {"cancel", "1"}, {"schedules"},
 		{"dashboard", "--once"}, {"listen"}, {"demo", "--jobs", "1"}, {"bench", "drain", "--jobs", "1"},
-		{"chaos", "--duration", "1s"}, {"web", "--addr", "127.0.0.1:0"},
+		{"chaos", "--duration", "1s"}, {"web", "--addr", "127.0.0.1:0"}, {"pause", "x"}, {"resume", "x"},
 	}
 	// Each command that takes --dsn must be in the list.
 	listed := map[string]bool{}
