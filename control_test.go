@@ -142,7 +142,10 @@ func TestTimeoutRetriesAndJobOverride(t *testing.T) {
 		}, pgq.WithRetry(pgq.RetryPolicy{MaxAttempts: 2, InitialDelay: time.Millisecond})); err != nil {
 			t.Fatal(err)
 		}
-		drain(t, ctx, qm)
+		runWorker(t, ctx, qm) // a drain may end while the retry waits out its delay
+		waitStatus(t, ctx, q, id, pgq.StatusSuccessful)
+		mu.Lock()
+		defer mu.Unlock()
 		statuses, tb := logTrail(t, db, id)
 		if strings.Join(statuses, ",") != "queued,picked,queued,picked,successful" || !strings.Contains(tb, "timed out after 150ms") {
 			t.Errorf("log %v, traceback %s", statuses, tb)
@@ -191,7 +194,13 @@ func TestSnooze(t *testing.T) {
 		}, pgq.WithMaxSnoozes(2)); err != nil {
 			t.Fatal(err)
 		}
-		drain(t, ctx, qm)
+		// Not a drain: a drain may end while the snoozed job waits out
+		// its delay (it is not runnable then).
+		runWorker(t, ctx, qm)
+		waitStatus(t, ctx, q, once, pgq.StatusSuccessful)
+		waitStatus(t, ctx, q, loop, pgq.StatusException)
+		mu.Lock()
+		defer mu.Unlock()
 		if got := strings.Join(seen["once"], " "); got != "0/ 0/1" {
 			t.Errorf("runs of the snoozed job (attempts/snoozes): %s, want 0/ 0/1", got)
 		}
@@ -238,11 +247,14 @@ func TestMaxAttemptsAndDiscard(t *testing.T) {
 		}, pgq.WithRetry(pgq.RetryPolicy{MaxAttempts: 5, InitialDelay: time.Millisecond}), pgq.OnFailure(pgq.Hold)); err != nil {
 			t.Fatal(err)
 		}
-		drain(t, ctx, qm)
+		runWorker(t, ctx, qm) // a drain may end while a retry waits out its delay
+		waitStatus(t, ctx, q, three, pgq.StatusFailed) // held, as its entrypoint says
+		waitStatus(t, ctx, q, discarded, pgq.StatusException)
+		mu.Lock()
+		defer mu.Unlock()
 		if runs["3"] != 3 || runs["discard"] != 1 {
 			t.Errorf("runs %v, want 3 for WithMaxAttempts(3) and 1 for Discard", runs)
 		}
-		waitStatus(t, ctx, q, three, pgq.StatusFailed) // held, as its entrypoint says
 		statuses, tb := logTrail(t, db, discarded)
 		if strings.Join(statuses, ",") != "queued,picked,exception" || !strings.Contains(tb, "bad input") {
 			t.Errorf("discarded job log %v, traceback %s", statuses, tb)
