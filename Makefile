@@ -24,11 +24,20 @@ demo: ## Run the demo (a throwaway PostgreSQL unless PGQ_DSN is set)
 	$(GO) run ./cmd/pgq demo
 
 .PHONY: test
-test: verify gotest chaos fuzz ## Check generated code and formatting, run every test on a throwaway PostgreSQL, a 60-s chaos run, fuzz briefly
+test: verify gotest maxpayload chaos fuzz ## Check generated code and formatting, run every test on a throwaway PostgreSQL, a 60-s chaos run, fuzz briefly
 
 .PHONY: gotest
 gotest: pgqueuer-env ## Run go test -race ./... on a throwaway PostgreSQL (or PGQ_TEST_DSN), PgBouncer installed
 	PGQUEUER_ENV=$$(cat $(PGQUEUER_DIR)/.envpath 2>/dev/null) $(WITHPGB) sh -c '$(GO) test -race -count=1 -timeout 25m $(TESTFLAGS) ./... $(CLIPKGS) && cd pgqprom && $(GO) test -race -count=1 -timeout 5m ./... && cd ../pgqotel && $(GO) test -race -count=1 -timeout 5m ./... && cd ../pgqweb && $(GO) test -race -count=1 -timeout 10m ./...'
+
+# The 256 MiB payload round trip, on its own after the other tests: it takes
+# minutes and about 2 GiB of memory (docs/limits.md), so go test skips it
+# unless PGQ_TEST_MAXPAYLOAD=1. Without -race, which would triple its memory
+# and add nothing: the code it runs is the same as for small payloads.
+.PHONY: maxpayload
+maxpayload: ## Enqueue and run a job with a 256 MiB payload on each driver (a throwaway PostgreSQL)
+	PGQ_TEST_MAXPAYLOAD=1 $(WITHPG) $(GO) test -count=1 -timeout 30m -run '^TestMaxPayloadRoundTrip$$' -v .
+	PGQ_TEST_MAXPAYLOAD=1 $(GO) test -count=1 -timeout 10m -run '^TestQueuePayloadOverLimit$$' ./cmd/pgq/internal/cli
 
 # pgq chaos on its own throwaway server, every fault kind (restarts and
 # crashes included); it fails when a job is lost or stuck or ran twice

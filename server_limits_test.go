@@ -2,10 +2,15 @@ package pgq_test
 
 import (
 	"context"
+	"crypto/sha256"
 	"database/sql"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net/url"
+	"os"
+	"runtime/debug"
+	"runtime/metrics"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -15,6 +20,7 @@ import (
 	"github.com/pgq-dev/pgq"
 	"github.com/pgq-dev/pgq/internal/dsn"
 	"github.com/pgq-dev/pgq/internal/syncbuf"
+	"github.com/pgq-dev/pgq/pgqtest"
 )
 
 // Tests of the limits that protect the server: a flood of notifications,
@@ -283,4 +289,187 @@ func TestCancelManyFitsNotify(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestMaxPayloadRoundTrip: a payload of MaxPayloadSize (256 MiB) is
+// enqueued, claimed and handed to its handler byte for byte, on each driver
+// in turn (one such payload on its way at a time, which bounds memory); one
+// byte more is refused before anything is sent, with an error naming both
+// sizes. It takes minutes and about 2 GiB of memory in the test process and
+// 1.5 GiB in a server process (figures in docs/limits.md), so it runs only
+// when PGQ_TEST_MAXPAYLOAD=1: `make maxpayload`, part of `make test`, runs
+// it on its own, after the other tests.
+func TestMaxPayloadRoundTrip(t *testing.T) {
+	if os.Getenv("PGQ_TEST_MAXPAYLOAD") != "1" {
+		t.Skip("a 256 MiB round trip per driver (minutes, about 2 GiB): set PGQ_TEST_MAXPAYLOAD=1 or run make maxpayload")
+	}
+	payload := make([]byte, pgq.MaxPayloadSize+1)
+	_, _ = rand.NewChaCha8([32]byte{'p', 'g', 'q'}).Read(payload) // incompressible
+	want := sha256.Sum256(payload[:pgq.MaxPayloadSize])
+	for _, driver := range pgqtest.Drivers() {
+		t.Run(driver, func(t *testing.T) {
+			db, _ := pgqtest.NewDB(t, driver)
+			ctx, cancel := context.WithTimeout(context.Background(), maxPayloadDeadline)
+			defer cancel()
+			q := pgq.NewQueries(db)
+
+			_, err := q.Enqueue(ctx, "big", payload)
+			if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("payload of %d bytes is larger than MaxPayloadSize (%d)", len(payload), pgq.MaxPayloadSize)) {
+				t.Fatalf("enqueue of %d bytes: err %v; want one naming the size and the limit", len(payload), err)
+			}
+			var n int
+			if err := db.QueryRowContext(ctx, `SELECT count(*) FROM pgqueuer`).Scan(&n); err != nil || n != 0 {
+				t.Fatalf("after the refused enqueue: %d jobs (%v)", n, err)
+			}
+
+			mem := sampleMemory()
+			begin := time.Now()
+			id, err := q.Enqueue(ctx, "big", payload[:pgq.MaxPayloadSize])
+			if err != nil {
+				_, _, _ = mem.stop()
+				t.Fatalf("enqueue of MaxPayloadSize bytes: %v", err)
+			}
+			enqueued := time.Since(begin)
+			type digest struct {
+				n   int
+				sum [sha256.Size]byte
+			}
+			got := make(chan digest, 1)
+			qm := pgq.NewQueueManager(db)
+			if err := qm.Entrypoint("big", func(ctx context.Context, j *pgq.Job) error {
+				got <- digest{len(j.Payload), sha256.Sum256(j.Payload)}
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			runWorker(t, ctx, qm)
+			var d digest
+			select {
+			case d = <-got:
+			case <-ctx.Done():
+				_, _, _ = mem.stop()
+				t.Fatalf("the 256 MiB job did not reach its handler within %v (enqueued in %v)", maxPayloadDeadline, enqueued)
+			}
+			handled := time.Since(begin)
+			if d.n != pgq.MaxPayloadSize || d.sum != want {
+				t.Errorf("the handler got %d bytes, sha256 %x; want %d bytes, sha256 %x", d.n, d.sum, pgq.MaxPayloadSize, want)
+			}
+			for {
+				st, err := q.JobStatus(ctx, []pgq.JobID{id})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if st[id] == pgq.StatusSuccessful {
+					break
+				}
+				if ctx.Err() != nil {
+					t.Fatalf("job %d: %q, not successful, within %v", id, st[id], maxPayloadDeadline)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			done := time.Since(begin)
+			backend := backendPeak(ctx, t, db)
+			base, peak, allocs := mem.stop()
+			t.Logf("256 MiB payload, %s: enqueued in %v, in the handler after %v, logged successful after %v; "+
+				"Go runtime held %d MiB at the start (the payload included), %d MiB at the peak; %d MiB allocated; "+
+				"largest server process peak RSS %s",
+				driver, enqueued.Round(time.Millisecond), handled.Round(time.Millisecond), done.Round(time.Millisecond),
+				base>>20, peak>>20, allocs>>20, backend)
+		})
+	}
+}
+
+// maxPayloadDeadline bounds each driver's 256 MiB round trip in
+// TestMaxPayloadRoundTrip (see docs/limits.md for the times measured).
+const maxPayloadDeadline = 10 * time.Minute
+
+// memSampler samples the memory the Go runtime holds from the OS.
+type memSampler struct {
+	base, peak  uint64
+	allocs0     uint64
+	stopc, done chan struct{}
+}
+
+// readMem returns the memory the Go runtime holds from the OS (mapped and
+// not released) and the bytes allocated so far.
+func readMem() (held, allocs uint64) {
+	s := []metrics.Sample{{Name: "/memory/classes/total:bytes"}, {Name: "/memory/classes/heap/released:bytes"},
+		{Name: "/gc/heap/allocs:bytes"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64() - s[1].Value.Uint64(), s[2].Value.Uint64()
+}
+
+// sampleMemory returns what the runtime holds after a GC that returns
+// what it can to the OS, and starts sampling every 10 ms until stop.
+func sampleMemory() *memSampler {
+	debug.FreeOSMemory()
+	m := &memSampler{stopc: make(chan struct{}), done: make(chan struct{})}
+	m.base, m.allocs0 = readMem()
+	m.peak = m.base
+	go func() {
+		defer close(m.done)
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-m.stopc:
+				return
+			case <-tick.C:
+				if v, _ := readMem(); v > m.peak {
+					m.peak = v
+				}
+			}
+		}
+	}()
+	return m
+}
+
+// stop ends the sampling and returns the memory held at the start, the
+// peak, and the bytes allocated meanwhile.
+func (m *memSampler) stop() (base, peak, allocs uint64) {
+	close(m.stopc)
+	<-m.done
+	_, a := readMem()
+	return m.base, m.peak, a - m.allocs0
+}
+
+// backendPeak returns the largest peak resident size (VmHWM) among the
+// server processes serving db's database, when the server runs on this
+// machine and /proc shows them; "unknown" otherwise.
+func backendPeak(ctx context.Context, t *testing.T, db *sql.DB) string {
+	rows, err := db.QueryContext(ctx, `SELECT pid FROM pg_stat_activity WHERE datname = current_database()`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var peak int64 = -1
+	for rows.Next() {
+		var pid int
+		if err := rows.Scan(&pid); err != nil {
+			t.Fatal(err)
+		}
+		cmd, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if err != nil || !strings.Contains(string(cmd), "postgres") {
+			continue
+		}
+		status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(status), "\n") {
+			if kb, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+				var v int64
+				if _, err := fmt.Sscan(strings.TrimSuffix(strings.TrimSpace(kb), " kB"), &v); err == nil && v > peak {
+					peak = v
+				}
+			}
+		}
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if peak < 0 {
+		return "unknown"
+	}
+	return fmt.Sprintf("%d MiB", peak>>10)
 }

@@ -69,6 +69,10 @@ func (c *queueCmd) run(ctx context.Context, e *env) error {
 			if err != nil {
 				return fmt.Errorf("reading the payload from standard input: %w", err)
 			}
+			if len(b) > pgq.MaxPayloadSize {
+				// Only MaxPayloadSize+1 bytes were read: the size is unknown.
+				return fmt.Errorf("the payload on standard input is larger than pgq.MaxPayloadSize (%d bytes)", pgq.MaxPayloadSize)
+			}
 			c.payload = b
 		}
 	}

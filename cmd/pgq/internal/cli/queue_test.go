@@ -1,12 +1,19 @@
 package cli_test
 
 import (
+	"bytes"
+	"context"
 	"database/sql"
 	"encoding/json"
+	"fmt"
+	"io"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
 
+	pgqueue "github.com/pgq-dev/pgq"
+	"github.com/pgq-dev/pgq/cmd/pgq/internal/cli"
 	"github.com/pgq-dev/pgq/pgqtest"
 )
 
@@ -130,4 +137,28 @@ func TestQueueSchemaMissing(t *testing.T) {
 			pgq(t, "verify", "--driver", driver, "--dsn", dsn).fails(t, 1, "run `pgq install`")
 		})
 	}
+}
+
+// zeros is an endless reader of zero bytes.
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
+}
+
+// TestQueuePayloadOverLimit: a payload on standard input larger than
+// pgq.MaxPayloadSize is refused before connecting, naming the limit; the
+// error does not claim a size it never read. Reading 256 MiB takes tens of
+// seconds on a loaded machine, so it runs with TestMaxPayloadRoundTrip
+// (PGQ_TEST_MAXPAYLOAD=1, make maxpayload).
+func TestQueuePayloadOverLimit(t *testing.T) {
+	if os.Getenv("PGQ_TEST_MAXPAYLOAD") != "1" {
+		t.Skip("reads 256 MiB from standard input: set PGQ_TEST_MAXPAYLOAD=1 or run make maxpayload")
+	}
+	var out, errb bytes.Buffer
+	in := io.LimitReader(zeros{}, pgqueue.MaxPayloadSize+4096)
+	code := cli.Main(context.Background(), []string{"queue", "--dsn", "host=/nonexistent", "big", "-"}, in, &out, &errb)
+	r := result{args: []string{"queue", "big", "-"}, code: code, stdout: out.String(), stderr: errb.String()}
+	r.fails(t, 1, fmt.Sprintf("the payload on standard input is larger than pgq.MaxPayloadSize (%d bytes)", pgqueue.MaxPayloadSize))
 }
