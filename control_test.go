@@ -247,7 +247,7 @@ func TestMaxAttemptsAndDiscard(t *testing.T) {
 		}, pgq.WithRetry(pgq.RetryPolicy{MaxAttempts: 5, InitialDelay: time.Millisecond}), pgq.OnFailure(pgq.Hold)); err != nil {
 			t.Fatal(err)
 		}
-		runWorker(t, ctx, qm) // a drain may end while a retry waits out its delay
+		runWorker(t, ctx, qm)                          // a drain may end while a retry waits out its delay
 		waitStatus(t, ctx, q, three, pgq.StatusFailed) // held, as its entrypoint says
 		waitStatus(t, ctx, q, discarded, pgq.StatusException)
 		mu.Lock()
