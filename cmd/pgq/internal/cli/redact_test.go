@@ -13,7 +13,7 @@ func TestConnectionErrorsHideThePassword(t *testing.T) {
 	const pw = "Sekr3tPw"
 	commands := [][]string{
 		{"install"}, {"upgrade"}, {"uninstall"}, {"verify"}, {"queue", "x"},
-		{"failed"}, {"requeue", "1"}, {"cancel", "1"}, {"schedules"},
+		{"failed"}, {"requeue", "1"}, {"cancel", "1"}, {"pause", "x"}, {"resume", "x"}, {"schedules"},
 		{"dashboard", "--once"}, {"listen"}, {"demo", "--jobs", "1"}, {"bench", "drain", "--jobs", "1"},
 		{"chaos", "--duration", "1s"}, {"web", "--addr", "127.0.0.1:0"}, {"pause", "x"}, {"resume", "x"},
 	}
