@@ -1,6 +1,7 @@
 // Package pgqprom exports pgq's metrics to Prometheus: the state of a queue,
 // read from the database on each scrape ([NewCollector]), what a worker's
-// handlers do ([Middleware]), and a readiness check ([ReadyHandler]).
+// handlers do ([Middleware]), a worker's own state ([NewWorkerCollector]),
+// and a readiness check ([ReadyHandler]).
 //
 // It is a module of its own so that pgq itself does not depend on the
 // Prometheus client.
@@ -215,4 +216,44 @@ func ReadyHandler(db *sql.DB, opts ...pgq.SchemaOption) http.Handler {
 		}
 		fmt.Fprintln(w, "ok")
 	})
+}
+
+// workerCollector reads a worker's own state on each scrape.
+type workerCollector struct {
+	qm                   *pgq.QueueManager
+	abandoned, listening *prometheus.Desc
+}
+
+// NewWorkerCollector returns a collector of qm's own state, which is in
+// the process, not the database:
+//
+//	pgq_worker_abandoned_handlers  handlers abandoned after their job's timeout
+//	                               that have not returned yet: leaking goroutines
+//	                               (pgq.WithTimeout, QueueManager.AbandonedHandlers)
+//	pgq_worker_listening           1 while the worker wakes on notifications, else 0
+//
+// Both carry the label queue_manager_id.
+func NewWorkerCollector(qm *pgq.QueueManager) prometheus.Collector {
+	labels := prometheus.Labels{"queue_manager_id": qm.ID().String()}
+	return &workerCollector{
+		qm: qm,
+		abandoned: prometheus.NewDesc(Namespace+"_worker_abandoned_handlers",
+			"Handlers abandoned after their job's timeout that have not returned yet.", nil, labels),
+		listening: prometheus.NewDesc(Namespace+"_worker_listening",
+			"1 while the worker wakes on notifications, 0 while it polls or is not running.", nil, labels),
+	}
+}
+
+func (c *workerCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.abandoned
+	ch <- c.listening
+}
+
+func (c *workerCollector) Collect(ch chan<- prometheus.Metric) {
+	ch <- prometheus.MustNewConstMetric(c.abandoned, prometheus.GaugeValue, float64(c.qm.AbandonedHandlers()))
+	listening := 0.0
+	if c.qm.Listening() {
+		listening = 1
+	}
+	ch <- prometheus.MustNewConstMetric(c.listening, prometheus.GaugeValue, listening)
 }

@@ -203,3 +203,50 @@ func TestReadyHandler(t *testing.T) {
 		}
 	}
 }
+
+// A worker whose handler ignores its job's timeout shows one abandoned
+// handler until the handler returns, and shows that it listens.
+func TestWorkerCollector(t *testing.T) {
+	db, dsn := pgqtest.NewDB(t, "pgx")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
+	release := make(chan struct{})
+	if err := qm.Entrypoint("stuck", func(context.Context, *pgq.Job) error { <-release; return nil },
+		pgq.WithTimeout(100*time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(pgqprom.NewWorkerCollector(qm))
+	srv := httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	defer srv.Close()
+	id := qm.ID().String()
+	if v, ok := value(scrape(t, srv.URL), "pgq_worker_listening", "queue_manager_id", id); !ok || v != 0 {
+		t.Errorf("listening before Run: %v %v, want 0", v, ok)
+	}
+
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- qm.Run(runCtx) }()
+	defer func() { stop(); <-done }()
+	if _, err := pgq.NewQueries(db).Enqueue(ctx, "stuck", nil); err != nil {
+		t.Fatal(err)
+	}
+	await := func(name string, want float64) {
+		t.Helper()
+		for {
+			if v, _ := value(scrape(t, srv.URL), name, "queue_manager_id", id); v == want {
+				return
+			}
+			select {
+			case <-ctx.Done():
+				t.Fatalf("%s never reached %v", name, want)
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}
+	await("pgq_worker_listening", 1)
+	await("pgq_worker_abandoned_handlers", 1)
+	close(release)
+	await("pgq_worker_abandoned_handlers", 0)
+}
