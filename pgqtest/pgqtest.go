@@ -184,8 +184,12 @@ func Drivers() []string {
 	return []string{"postgres", "pgx"}
 }
 
-// DBOption configures NewDB.
-type DBOption func(*dbConfig)
+// DBOption configures NewDB: Bare.
+type DBOption interface{ apply(*dbConfig) }
+
+type dbOption func(*dbConfig)
+
+func (o dbOption) apply(c *dbConfig) { o(c) }
 
 type dbConfig struct {
 	bare bool
@@ -194,7 +198,7 @@ type dbConfig struct {
 // Bare makes NewDB create an empty database, without the pgq schema, for
 // tests of installation and upgrades.
 func Bare() DBOption {
-	return func(c *dbConfig) { c.bare = true }
+	return dbOption(func(c *dbConfig) { c.bare = true })
 }
 
 // AdminDSN returns the DSN of the test server's maintenance database, as
@@ -228,7 +232,9 @@ func NewDB(t testing.TB, driver string, opts ...DBOption) (*sql.DB, string) {
 	t.Helper()
 	var cfg dbConfig
 	for _, o := range opts {
-		o(&cfg)
+		if o != nil {
+			o.apply(&cfg)
+		}
 	}
 	admin := AdminDSN(t)
 	if !slices.Contains(Drivers(), driver) {

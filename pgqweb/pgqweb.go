@@ -44,8 +44,13 @@ import (
 	"github.com/pgq-dev/pgq"
 )
 
-// Option configures Handler.
-type Option func(*config)
+// Option configures Handler: WithPrefix, WithSchema, WithListenDSN,
+// WithActions, WithBasicAuth, WithLogger, WithContext.
+type Option interface{ apply(*config) }
+
+type option func(*config)
+
+func (o option) apply(c *config) { o(c) }
 
 type config struct {
 	ctx        context.Context
@@ -59,34 +64,34 @@ type config struct {
 
 // WithPrefix sets the deployment's table prefix (PGQueuer's
 // PGQUEUER_PREFIX), as pgq.WithPrefix.
-func WithPrefix(p string) Option { return func(c *config) { c.prefix = p } }
+func WithPrefix(p string) Option { return option(func(c *config) { c.prefix = p }) }
 
 // WithSchema sets the schema of pgq's tables, as pgq.WithSchema.
-func WithSchema(s string) Option { return func(c *config) { c.schema = s } }
+func WithSchema(s string) Option { return option(func(c *config) { c.schema = s }) }
 
 // WithListenDSN gives the DSN of the connection that listens for the
 // queue's events (see pgq.WithListenDSN); needed for a lib/pq pool opened
 // with sql.Open. Without a listener the pages refresh every 2 s.
-func WithListenDSN(dsn string) Option { return func(c *config) { c.listenDSN = dsn } }
+func WithListenDSN(dsn string) Option { return option(func(c *config) { c.listenDSN = dsn }) }
 
 // WithActions lets operators cancel, delete and requeue jobs. Without it
 // the dashboard is read-only and refuses every action with 403.
-func WithActions() Option { return func(c *config) { c.actions = true } }
+func WithActions() Option { return option(func(c *config) { c.actions = true }) }
 
 // WithBasicAuth requires HTTP basic auth with this user and password on
 // every page and action.
 func WithBasicAuth(user, password string) Option {
-	return func(c *config) { c.user, c.pass = user, password }
+	return option(func(c *config) { c.user, c.pass = user, password })
 }
 
 // WithLogger sets where the dashboard logs (its listener's reconnections,
 // failed actions); the default is slog.Default().
-func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l } }
+func WithLogger(l *slog.Logger) Option { return option(func(c *config) { c.logger = l }) }
 
 // WithContext bounds the dashboard's background work: its listener and
 // the bulk actions it runs stop when ctx ends. The default is
 // context.Background().
-func WithContext(ctx context.Context) Option { return func(c *config) { c.ctx = ctx } }
+func WithContext(ctx context.Context) Option { return option(func(c *config) { c.ctx = ctx }) }
 
 //go:embed assets templates
 var files embed.FS
@@ -131,7 +136,7 @@ func Handler(db *sql.DB, opts ...Option) http.Handler {
 	c := config{ctx: context.Background(), logger: slog.Default()}
 	for _, o := range opts {
 		if o != nil {
-			o(&c)
+			o.apply(&c)
 		}
 	}
 	var qopts []pgq.Option
