@@ -176,6 +176,24 @@ func noJIT(t *testing.T, db *sql.DB) {
 
 // checkLogSequences checks that every job of entrypoint has the log rows
 // queued, picked, successful, in that order, and no others.
+// eachPGQueuerDriver runs f as a parallel subtest per driver, with a
+// fresh database tuned for PGQueuer (jit off) and a process deadline; it
+// skips, saying why, where PGQueuer cannot run.
+func eachPGQueuerDriver(t *testing.T, f func(t *testing.T, ctx context.Context, db *sql.DB, dsn string)) {
+	t.Helper()
+	pgqueuerPython(t)
+	t.Parallel()
+	for _, d := range pgqtest.Drivers() {
+		t.Run(d, func(t *testing.T) {
+			t.Parallel()
+			ctx := processCtx(t)
+			db, dsn := pgqtest.NewDB(t, d)
+			noJIT(t, db)
+			f(t, ctx, db, dsn)
+		})
+	}
+}
+
 func checkLogSequences(t *testing.T, db *sql.DB, entrypoint string, jobs int) {
 	t.Helper()
 	bad := scalar[int](t, db, `SELECT count(*) FROM (
@@ -1185,61 +1203,53 @@ var pyDedupe = pyScript("from pgqueuer.errors import DuplicateJobError\n", `
 // for the other side (PGQueuer's on_conflict="skip" infers pgq's unique
 // index as its arbiter), and is free again for both once the job ran.
 func TestDedupeKeysCross(t *testing.T) {
-	pgqueuerPython(t)
-	t.Parallel()
-	for _, d := range pgqtest.Drivers() {
-		t.Run(d, func(t *testing.T) {
-			t.Parallel()
-			ctx := processCtx(t)
-			db, dsn := pgqtest.NewDB(t, d)
-			noJIT(t, db)
-			q := pgq.NewQueries(db)
-			if _, err := q.Enqueue(ctx, "dd", nil, pgq.WithDedupeKey("from-go")); err != nil {
-				t.Fatal(err)
-			}
-			out, _ := runPGQueuer(t, ctx, dsn, false, "-c", pyDedupe, "raise:from-go", "skip:from-go", "raise:from-py", "skip:other")
-			if got := strings.Fields(out); !slices.Equal(got, []string{"duplicate", "skipped", "new", "new"}) {
-				t.Fatalf("PGQueuer's enqueues against pgq's keys: %q, want duplicate skipped new new", got)
-			}
-			if _, err := q.Enqueue(ctx, "dd", nil, pgq.WithDedupeKey("from-py")); !errors.Is(err, pgq.ErrDuplicateJob) {
-				t.Fatalf("pgq's enqueue of PGQueuer's key: %v, want ErrDuplicateJob", err)
-			}
-			// A picked job keeps its key on both sides.
-			started, release := make(chan struct{}), make(chan struct{})
-			qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
-			var once sync.Once
-			_ = qm.Entrypoint("dd", func(context.Context, *pgq.Job) error {
-				once.Do(func() { close(started) })
-				<-release
-				return nil
-			}, pgq.WithConcurrencyLimit(1))
-			runCtx, stop := context.WithCancel(ctx)
-			done := make(chan error, 1)
-			go func() { done <- qm.Run(runCtx, pgq.WithDequeueTimeout(100*time.Millisecond)) }()
-			<-started
-			picked := scalar[string](t, db, "SELECT dedupe_key FROM pgqueuer WHERE status = 'picked'")
-			out, _ = runPGQueuer(t, ctx, dsn, false, "-c", pyDedupe, "raise:"+picked)
-			if strings.TrimSpace(out) != "duplicate" {
-				t.Fatalf("PGQueuer's enqueue of the key of a job pgq runs: %q, want duplicate", out)
-			}
-			close(release)
-			for scalar[int](t, db, "SELECT count(*) FROM pgqueuer") > 0 && ctx.Err() == nil {
-				time.Sleep(20 * time.Millisecond)
-			}
-			stop()
-			if err := <-done; err != nil {
-				t.Fatal(err)
-			}
-			// Every job ran: the keys are free for both sides.
-			out, _ = runPGQueuer(t, ctx, dsn, false, "-c", pyDedupe, "raise:from-go", "skip:other")
-			if got := strings.Fields(out); !slices.Equal(got, []string{"new", "new"}) {
-				t.Fatalf("PGQueuer's enqueues after the jobs ran: %q, want new new", got)
-			}
-			if _, err := q.Enqueue(ctx, "dd", nil, pgq.WithDedupeKey("from-py")); err != nil {
-				t.Fatalf("pgq's enqueue after the jobs ran: %v", err)
-			}
-		})
-	}
+	eachPGQueuerDriver(t, func(t *testing.T, ctx context.Context, db *sql.DB, dsn string) {
+		q := pgq.NewQueries(db)
+		if _, err := q.Enqueue(ctx, "dd", nil, pgq.WithDedupeKey("from-go")); err != nil {
+			t.Fatal(err)
+		}
+		out, _ := runPGQueuer(t, ctx, dsn, false, "-c", pyDedupe, "raise:from-go", "skip:from-go", "raise:from-py", "skip:other")
+		if got := strings.Fields(out); !slices.Equal(got, []string{"duplicate", "skipped", "new", "new"}) {
+			t.Fatalf("PGQueuer's enqueues against pgq's keys: %q, want duplicate skipped new new", got)
+		}
+		if _, err := q.Enqueue(ctx, "dd", nil, pgq.WithDedupeKey("from-py")); !errors.Is(err, pgq.ErrDuplicateJob) {
+			t.Fatalf("pgq's enqueue of PGQueuer's key: %v, want ErrDuplicateJob", err)
+		}
+		// A picked job keeps its key on both sides.
+		started, release := make(chan struct{}), make(chan struct{})
+		qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
+		var once sync.Once
+		_ = qm.Entrypoint("dd", func(context.Context, *pgq.Job) error {
+			once.Do(func() { close(started) })
+			<-release
+			return nil
+		}, pgq.WithConcurrencyLimit(1))
+		runCtx, stop := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- qm.Run(runCtx, pgq.WithDequeueTimeout(100*time.Millisecond)) }()
+		<-started
+		picked := scalar[string](t, db, "SELECT dedupe_key FROM pgqueuer WHERE status = 'picked'")
+		out, _ = runPGQueuer(t, ctx, dsn, false, "-c", pyDedupe, "raise:"+picked)
+		if strings.TrimSpace(out) != "duplicate" {
+			t.Fatalf("PGQueuer's enqueue of the key of a job pgq runs: %q, want duplicate", out)
+		}
+		close(release)
+		for scalar[int](t, db, "SELECT count(*) FROM pgqueuer") > 0 && ctx.Err() == nil {
+			time.Sleep(20 * time.Millisecond)
+		}
+		stop()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		// Every job ran: the keys are free for both sides.
+		out, _ = runPGQueuer(t, ctx, dsn, false, "-c", pyDedupe, "raise:from-go", "skip:other")
+		if got := strings.Fields(out); !slices.Equal(got, []string{"new", "new"}) {
+			t.Fatalf("PGQueuer's enqueues after the jobs ran: %q, want new new", got)
+		}
+		if _, err := q.Enqueue(ctx, "dd", nil, pgq.WithDedupeKey("from-py")); err != nil {
+			t.Fatalf("pgq's enqueue after the jobs ran: %v", err)
+		}
+	})
 }
 
 // A fleet in the middle of an upgrade: the schema is as PGQueuer 1.6
