@@ -264,7 +264,11 @@ func TestJobHeldDuringShutdownGrace(t *testing.T) {
 		defer close(end)
 		a := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
 		_ = a.Entrypoint("lost", blockingHandler(starts, end))
-		opts := []pgq.RunOption{pgq.WithHeartbeatTimeout(600 * time.Millisecond), pgq.WithDequeueTimeout(200 * time.Millisecond)}
+		// The grace period outlasts several heartbeat timeouts. The
+		// timeout leaves room for the stalls of a loaded machine running
+		// every package's tests with -race (600 ms once was not enough).
+		const hb = 1500 * time.Millisecond
+		opts := []pgq.RunOption{pgq.WithHeartbeatTimeout(hb), pgq.WithDequeueTimeout(200 * time.Millisecond)}
 		aCtx, stopA := context.WithCancel(ctx)
 		defer stopA()
 		aDone := make(chan error, 1)
@@ -281,7 +285,7 @@ func TestJobHeldDuringShutdownGrace(t *testing.T) {
 		runWorker(t, ctx, b, opts...)
 
 		stopA() // the grace period begins; the handler goes on
-		time.Sleep(2 * time.Second)
+		time.Sleep(3 * hb)
 		if n := elsewhere.Load(); n != 0 {
 			t.Fatalf("the job ran again on another worker while its handler ran in the grace period (log %q)", logOf(t, db, id))
 		}
