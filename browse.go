@@ -29,6 +29,10 @@ type JobInfo struct {
 	// PayloadSize is the payload's length in bytes (ListJobs returns only
 	// the first ListPayloadPreview bytes of it in Payload).
 	PayloadSize int
+	// Progress is the latest progress its handler reported
+	// (ReportProgress), kept for about an hour after the job finished;
+	// nil when there is none. GetJob sets it; ListJobs does not.
+	Progress *Progress
 }
 
 // LogEntry is one row of a job's log: a status it reached, and when.
@@ -56,23 +60,33 @@ func (q *Queries) GetJob(ctx context.Context, id JobID) (*JobInfo, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pgq: get job %d: %w", id, interpretError(err))
 	}
+	var info *JobInfo
 	if len(rows) == 1 {
-		return jobInfoFromRow(rows[0]), nil
+		info = jobInfoFromRow(rows[0])
+	} else {
+		hist, err := q.JobHistory(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if len(hist) == 0 {
+			return nil, fmt.Errorf("pgq: get job %d: %w", id, ErrJobNotFound)
+		}
+		last := hist[len(hist)-1]
+		info = &JobInfo{
+			Job:      Job{ID: id, Priority: last.Priority, Entrypoint: last.Entrypoint, Created: hist[0].At},
+			Status:   last.Status,
+			Updated:  last.At,
+			Finished: true,
+		}
 	}
-	hist, err := q.JobHistory(ctx, id)
+	p, err := readProgress(ctx, q.q, q.db, []JobID{id})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("pgq: get job %d: progress: %w", id, err)
 	}
-	if len(hist) == 0 {
-		return nil, fmt.Errorf("pgq: get job %d: %w", id, ErrJobNotFound)
+	if pr, ok := p[id]; ok {
+		info.Progress = &pr
 	}
-	last := hist[len(hist)-1]
-	return &JobInfo{
-		Job:      Job{ID: id, Priority: last.Priority, Entrypoint: last.Entrypoint, Created: hist[0].At},
-		Status:   last.Status,
-		Updated:  last.At,
-		Finished: true,
-	}, nil
+	return info, nil
 }
 
 // JobHistory returns the job's log rows, oldest first: each status it

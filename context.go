@@ -14,6 +14,7 @@ type scopeKey struct{}
 type jobScope struct {
 	job       *Job
 	resources any
+	progress  *progressWriter // where ReportProgress goes
 	base      *slog.Logger
 	once      sync.Once
 	logger    *slog.Logger

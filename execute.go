@@ -25,7 +25,8 @@ type executor struct {
 	logger    *slog.Logger
 	held      *holdings
 	outcomes  *completer
-	done      chan<- JobID // a handler returned (its outcome, if any, is with the completer)
+	progress  *progressWriter // ReportProgress's writes
+	done      chan<- JobID    // a handler returned (its outcome, if any, is with the completer)
 }
 
 // chain wraps each entrypoint's handler in the middleware (the first one
@@ -60,7 +61,7 @@ func (x *executor) execute(ctx context.Context, a *attempt) {
 	job := a.job
 	ep := x.eps[job.Entrypoint]
 	ctl := controlOf(job, ep)
-	ctx = context.WithValue(ctx, scopeKey{}, &jobScope{job: job, resources: x.resources, base: x.logger})
+	ctx = context.WithValue(ctx, scopeKey{}, &jobScope{job: job, resources: x.resources, base: x.logger, progress: x.progress})
 	var err error
 	if ctl.timeout > 0 {
 		var cancel context.CancelFunc
@@ -72,6 +73,9 @@ func (x *executor) execute(ctx context.Context, a *attempt) {
 	}
 	out := decide(context.Cause(ctx), ep, ctl, job, err, x.qmID)
 	out.att = a
+	if x.progress != nil {
+		x.progress.finished(context.WithoutCancel(ctx), job.ID) // before the outcome removes the row
+	}
 	if x.held.returned(a) {
 		x.outcomes.add(out)
 	}

@@ -86,7 +86,7 @@ func GrantsSQL(role string, r Role, opts ...SchemaOption) (string, error) {
 	to := sqlname.QuoteIdent(role)
 	job, log := n.Qualified(sqlname.JobTable), n.Qualified(sqlname.LogTable)
 	stats, sched := n.Qualified(sqlname.StatisticsTable), n.Qualified(sqlname.SchedulesTable)
-	paused := n.Qualified(sqlname.PausedTable)
+	paused, progress := n.Qualified(sqlname.PausedTable), n.Qualified(sqlname.ProgressTable)
 	seq := func(base string) string { return n.Qualified(base + "_id_seq") }
 
 	var b strings.Builder
@@ -110,6 +110,8 @@ func GrantsSQL(role string, r Role, opts ...SchemaOption) (string, error) {
 		line("-- CompletionWatcher: which jobs exist, and their log's latest status.")
 		line("GRANT SELECT (id) ON %s TO %s;", job, to)
 		line("GRANT SELECT (%s) ON %s TO %s;", statusCols, log, to)
+		line("-- Progress and WatchProgress: the progress handlers report.")
+		line("GRANT SELECT ON %s TO %s;", progress, to)
 	case RoleWorker:
 		line("-- QueueManager: claim, heartbeat, release, finish and CompleteTx; enqueue.")
 		line("GRANT SELECT, INSERT, UPDATE, DELETE ON %s TO %s;", job, to)
@@ -124,11 +126,13 @@ func GrantsSQL(role string, r Role, opts ...SchemaOption) (string, error) {
 		line("GRANT USAGE ON SEQUENCE %s TO %s;", seq(sqlname.SchedulesTable), to)
 		line("-- Claims skip paused entrypoints; Stats lists them.")
 		line("GRANT SELECT ON %s TO %s;", paused, to)
+		line("-- ReportProgress: handlers' progress, written and pruned by the worker.")
+		line("GRANT SELECT, INSERT, UPDATE, DELETE ON %s TO %s;", progress, to)
 		maintain(line, job, to)
 	case RoleAdmin:
 		line("-- Every read and change of pgq's rows. (Install, Upgrade and Uninstall need the")
 		line("-- owner of pgq's objects: run them as that role.)")
-		for _, t := range []string{job, log, stats, sched, paused} {
+		for _, t := range []string{job, log, stats, sched, paused, progress} {
 			line("GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON %s TO %s;", t, to)
 		}
 		for _, base := range []string{sqlname.JobTable, sqlname.StatisticsTable, sqlname.SchedulesTable} {

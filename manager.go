@@ -196,6 +196,7 @@ type run struct {
 	held       *holdings
 	completer  *completer
 	maintainer *maintainer
+	progress   *progressWriter
 	listen     *listening // nil while there is no listener
 	pool       *poolCheck
 
@@ -243,8 +244,9 @@ func (qm *QueueManager) newRun(rc runConfig, eps map[string]*entrypoint) *run {
 	w.claimer = &claimer{qm: qm, qmID: qm.id, q: qm.q, sqlNames: qm.cfg.names, lane: w.claims, eps: eps,
 		names: names, limited: limited, syncClaims: rc.syncClaims, count: &qm.claims}
 	w.completer = newCompleter(qm.q, w.outcomes, qm.id, w.held, logger, rc.maxConcurrent, w.written)
+	w.progress = newProgressWriter(qm.q, qm.rdb, qm.cfg.names, logger)
 	w.executor = &executor{qmID: qm.id, abandoned: &qm.abandoned, eps: eps, handlers: chain(eps, append(slices.Clip(qm.cfg.middleware), rc.middleware...)),
-		resources: qm.cfg.resources, logger: logger, held: w.held, outcomes: w.completer, done: w.done}
+		resources: qm.cfg.resources, logger: logger, held: w.held, outcomes: w.completer, progress: w.progress, done: w.done}
 	w.maintainer = &maintainer{q: qm.q, db: qm.db, rdb: qm.rdb, names: qm.cfg.names, lane: w.beats, qmID: qm.id,
 		held: w.held, logger: logger, wake: func() { signal(w.wake) }, entrypoints: names,
 		heartbeatTimeout: rc.heartbeatTimeout, upkeepInterval: rc.upkeepInterval,
@@ -335,6 +337,7 @@ func (w *run) startUp(ctx, auxCtx, hbCtx context.Context, bg *sync.WaitGroup) (p
 	w.maintainer.upkeep(ctx, false) // statistics before the first claim
 	w.maintainer.releaseStale(ctx)
 	bg.Go(func() { w.maintainer.heartbeat(hbCtx) })
+	bg.Go(func() { w.progress.run(hbCtx) }) // outlives the handlers, as the heartbeat does
 	bg.Go(func() { w.pool.run(auxCtx) })
 	bg.Go(func() { w.maintainer.tendJobTable(auxCtx) })
 	if w.rc.statsInterval > 0 {

@@ -326,10 +326,11 @@ func TestPgqOnPGQueuer16Schema(t *testing.T) {
 			if diff := pgqueuer16Diff(t, db); len(diff) > 0 {
 				t.Fatalf("the test's 1.6 schema is off:\n%s", strings.Join(diff, "\n"))
 			}
-			// pgq needs only its own table for paused entrypoints, which
-			// Upgrade adds, leaving PGQueuer's objects as declared.
-			if err := pgq.Verify(ctx, db); err == nil || !strings.HasSuffix(err.Error(), "missing table pgqueuer_pgq_paused: run `pgq upgrade` (or pgq.Upgrade)") {
-				t.Fatalf("Verify on PGQueuer 1.6's schema = %v, want only pgq's paused table missing", err)
+			// pgq needs only its own tables (paused entrypoints, progress),
+			// which Upgrade adds, leaving PGQueuer's objects as declared.
+			if err := pgq.Verify(ctx, db); err == nil || !strings.HasSuffix(err.Error(),
+				"missing table pgqueuer_pgq_paused, table pgqueuer_pgq_progress: run `pgq upgrade` (or pgq.Upgrade)") {
+				t.Fatalf("Verify on PGQueuer 1.6's schema = %v, want only pgq's own tables missing", err)
 			}
 			if err := pgq.Upgrade(ctx, db); err != nil {
 				t.Fatal(err)

@@ -106,3 +106,8 @@ func pausedFromRows(rows []*dbgen.PgqueuerPgqPaused) []PausedEntrypoint {
 	}
 	return out
 }
+
+// progressFromRow is a job's latest reported progress.
+func progressFromRow(r *dbgen.PgqueuerPgqProgress) Progress {
+	return Progress{JobID: JobID(r.JobID), Fraction: r.Fraction, Note: r.Note, Updated: r.Updated}
+}

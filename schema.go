@@ -282,7 +282,8 @@ var (
 		sqlname.StatisticsTable: {"id", "created", "count", "priority", "status", "entrypoint"},
 		sqlname.SchedulesTable: {"id", "expression", "entrypoint", "heartbeat", "created", "updated",
 			"next_run", "last_run", "status"},
-		sqlname.PausedTable: {"entrypoint", "paused_at"}, // pgq only (migration 4)
+		sqlname.PausedTable:   {"entrypoint", "paused_at"},               // pgq only (migration 4)
+		sqlname.ProgressTable: {"job_id", "fraction", "note", "updated"}, // pgq only (migration 5)
 	}
 	requiredIndexes = []string{
 		"pgqueuer_priority_id_id1_idx", "pgqueuer_updated_id_id1_idx", "pgqueuer_picked_heartbeat_idx",

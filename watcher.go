@@ -51,7 +51,9 @@ const watcherQueryTimeout = 30 * time.Second
 // answered within about a millisecond each time, its own pace bounding the
 // queries.
 type CompletionWatcher struct {
-	conn      *lane // its own connection for the status queries
+	db        *sql.DB
+	ctx       context.Context // ends when the watcher stops
+	conn      *lane           // its own connection for the status queries
 	cfg       watcherConfig
 	q         *dbgen.Queries
 	changed   chan struct{} // the job table changed or the listener (re)connected
@@ -62,11 +64,12 @@ type CompletionWatcher struct {
 	refreshes atomic.Uint64
 	listen    *listening // nil for a pool that cannot listen
 
-	mu      sync.Mutex
-	closed  bool
-	waiting map[JobID]map[*waiter]struct{} // by id: the waits still wanting it
-	fresh   map[JobID]struct{}             // waited ids not looked up since their wait began
-	drained bool                           // a query ended the last pending wait (see takeDrained)
+	mu       sync.Mutex
+	closed   bool
+	waiting  map[JobID]map[*waiter]struct{} // by id: the waits still wanting it
+	fresh    map[JobID]struct{}             // waited ids not looked up since their wait began
+	drained  bool                           // a query ended the last pending wait (see takeDrained)
+	progress progressWatch                  // WatchProgress's subscribers and listener
 }
 
 // waiter is one WaitFor, WaitForAll or WaitForFirst call.
@@ -109,6 +112,8 @@ func NewCompletionWatcher(ctx context.Context, db *sql.DB, opts ...WatcherOption
 	}
 	lctx, stop := context.WithCancel(ctx)
 	w := &CompletionWatcher{
+		db:      db,
+		ctx:     lctx,
 		conn:    newLane(db, cfg.names, canPin(db, 2, "the watcher", cfg.logger)),
 		cfg:     cfg,
 		q:       dbgen.New(),
@@ -134,7 +139,8 @@ func NewCompletionWatcher(ctx context.Context, db *sql.DB, opts ...WatcherOption
 	}
 	go func() {
 		wg.Wait()
-		w.failAll(ErrClosed)
+		w.failAll(ErrClosed) // no progress listener starts after this
+		w.progress.wg.Wait()
 		close(w.done)
 	}()
 	return w, nil

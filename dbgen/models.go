@@ -126,6 +126,13 @@ type PgqueuerPgqPaused struct {
 	PausedAt   time.Time
 }
 
+type PgqueuerPgqProgress struct {
+	JobID    int64
+	Fraction float64
+	Note     string
+	Updated  time.Time
+}
+
 type PgqueuerSchedule struct {
 	ID         int32
 	Expression string

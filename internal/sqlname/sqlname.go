@@ -26,7 +26,11 @@ const (
 	Trigger         = "tg_pgqueuer_changed"
 	Channel         = "ch_pgqueuer"
 	VersionTable    = "pgqueuer_pgq_version"
-	PausedTable     = "pgqueuer_pgq_paused" // pgq only: the paused entrypoints
+	PausedTable     = "pgqueuer_pgq_paused"   // pgq only: the paused entrypoints
+	ProgressTable   = "pgqueuer_pgq_progress" // pgq only: progress handlers report
+	// ProgressChannel is the pgq-only NOTIFY channel of progress writes
+	// (PGQueuer's listeners never see it).
+	ProgressChannel = "ch_pgqueuer_pgq_progress"
 )
 
 // Names is a deployment's naming: a prefix and a schema, both optional.
@@ -52,12 +56,16 @@ func (n Names) Qualified(base string) string {
 // Channel returns the NOTIFY channel of the deployment.
 func (n Names) Channel() string { return n.Prefix + Channel }
 
+// ProgressChannel returns the deployment's pgq-only channel of progress
+// writes.
+func (n Names) ProgressChannel() string { return n.Prefix + ProgressChannel }
+
 // IsDefault reports whether n changes nothing.
 func (n Names) IsDefault() bool { return n.Prefix == "" && n.Schema == "" }
 
 // queryRefs matches the references a query makes to tables and the enum
 // type: whole words only, so index names and 'ch_pgqueuer' are untouched.
-var queryRefs = regexp.MustCompile(`\bpgqueuer(_log|_statistics|_schedules|_status|_pgq_paused)?\b`)
+var queryRefs = regexp.MustCompile(`\bpgqueuer(_log|_statistics|_schedules|_status|_pgq_paused|_pgq_progress)?\b`)
 
 // ddlNames matches every object name in the migrations: tables, indexes,
 // the type, the function, the trigger and the channel.
