@@ -29,6 +29,7 @@ test: verify gotest maxpayload chaos fuzz ## Check generated code and formatting
 .PHONY: gotest
 gotest: pgqueuer-env ## Run go test -race ./... on a throwaway PostgreSQL (or PGQ_TEST_DSN), PgBouncer installed
 	PGQUEUER_ENV=$$(cat $(PGQUEUER_DIR)/.envpath 2>/dev/null) $(WITHPGB) sh -c '$(GO) test -race -count=1 -timeout 25m $(TESTFLAGS) ./... $(CLIPKGS) && cd pgqprom && $(GO) test -race -count=1 -timeout 5m ./... && cd ../pgqotel && $(GO) test -race -count=1 -timeout 5m ./... && cd ../pgqweb && $(GO) test -race -count=1 -timeout 10m ./...'
+	cd bench/compare && GOWORK=off $(GO) test -count=1 ./...
 
 # The 256 MiB payload round trip, on its own after the other tests: it takes
 # minutes and about 2 GiB of memory (docs/limits.md), so go test skips it
@@ -94,6 +95,7 @@ verify: ## Fail when dbgen/ is stale (sqlc diff), code is not gofmt'd or go vet 
 	cd pgqprom && $(GO) vet ./...
 	cd pgqotel && $(GO) vet ./...
 	cd pgqweb && $(GO) vet ./...
+	cd bench/compare && GOWORK=off $(GO) vet ./...
 
 .PHONY: tidy
 tidy: ## go mod tidy in each module (cmd/pgq's against the pgq beside it)
@@ -104,10 +106,24 @@ tidy: ## go mod tidy in each module (cmd/pgq's against the pgq beside it)
 	cd pgqprom && GOWORK=off $(GO) mod tidy
 	cd pgqotel && GOWORK=off $(GO) mod tidy
 	cd pgqweb && GOWORK=off $(GO) mod tidy
+	cd bench/compare && GOWORK=off $(GO) mod tidy
 
 .PHONY: bench
 bench: ## Run the drain benchmark (100,000 jobs, throwaway PostgreSQL with stock settings)
 	$(GO) run ./cmd/pgq bench drain --jobs 100000
+
+# River, PGQueuer and pgq side by side on one throwaway PostgreSQL, in
+# ROUNDS alternating rounds (docs/benchmarks.md). bench/compare is a module
+# of its own, outside go.work, so that River stays out of pgq's go.mod.
+# About 1.5 minutes a round on 2 cores; COMPAREFLAGS passes more flags
+# (go run ./bench/compare -h lists them), e.g. COMPAREFLAGS='-jobs 20000'.
+ROUNDS       ?= 9
+COMPAREFLAGS ?=
+
+.PHONY: compare
+compare: build pgqueuer-env ## River, PGQueuer and pgq side by side, ROUNDS alternating rounds (default 9)
+	cd bench/compare && PGQUEUER_ENV=$$(cat $(PGQUEUER_DIR)/.envpath 2>/dev/null) GOWORK=off \
+		$(GO) run . -pgq ../../bin/pgq -rounds $(ROUNDS) $(COMPAREFLAGS)
 
 .PHONY: build
 build: ## Build the pgq command into bin/

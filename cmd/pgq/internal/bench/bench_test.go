@@ -119,6 +119,33 @@ func TestThroughput(t *testing.T) {
 	}
 }
 
+// TestThroughputPacedLatency: a paced run reports enqueue → start
+// percentiles over the jobs that started, an unpaced one none.
+func TestThroughputPacedLatency(t *testing.T) {
+	t.Parallel()
+	db, _ := pgqtest.NewDB(t, "pgx")
+	res, err := bench.Throughput(testContext(t), db, bench.ThroughputConfig{
+		Duration: 2 * time.Second, Producers: 2, EnqueueBatch: 10, Rate: 500,
+	})
+	if err != nil {
+		t.Fatalf("Throughput: %v", err)
+	}
+	if res.LatencySamples < 100 || res.LatencySamples > res.Enqueued+20 {
+		t.Errorf("%d latency samples for %d jobs enqueued", res.LatencySamples, res.Enqueued)
+	}
+	p := res.EnqueueToStart
+	if p.P50 <= 0 || p.P50 > p.P99 || p.P99 > p.Max || p.Max > 2000 {
+		t.Errorf("enqueue → start %+v ms: want 0 < p50 <= p99 <= max < 2 s", p)
+	}
+	res, err = bench.Throughput(testContext(t), db, bench.ThroughputConfig{Duration: time.Second})
+	if err != nil {
+		t.Fatalf("Throughput unpaced: %v", err)
+	}
+	if res.LatencySamples != 0 || res.EnqueueToStart != (bench.Percentiles{}) {
+		t.Errorf("unpaced run: %d latency samples, %+v", res.LatencySamples, res.EnqueueToStart)
+	}
+}
+
 // TestLatency runs the latency benchmark on pools opened as the README's
 // quick start opens them (pgq.Open for lib/pq, sql.Open for pgx), without
 // a listen DSN: completions reach WaitFor in real time, well under the

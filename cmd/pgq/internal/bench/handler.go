@@ -57,23 +57,34 @@ func (h *HandlerConfig) prepare(ctx context.Context, db *sql.DB) error {
 }
 
 // runs counts the runs of each job, so that a job run twice is seen
-// whatever the log says.
+// whatever the log says, and keeps when each job's handler first started.
 type runs struct {
 	mu    sync.Mutex
-	seen  map[pgq.JobID]struct{}
+	first map[pgq.JobID]time.Time
 	twice atomic.Int64
 }
 
-func newRuns() *runs { return &runs{seen: map[pgq.JobID]struct{}{}} }
+func newRuns() *runs { return &runs{first: map[pgq.JobID]time.Time{}} }
 
 func (r *runs) add(id pgq.JobID) {
+	now := time.Now()
 	r.mu.Lock()
-	_, again := r.seen[id]
-	r.seen[id] = struct{}{}
+	_, again := r.first[id]
+	if !again {
+		r.first[id] = now
+	}
 	r.mu.Unlock()
 	if again {
 		r.twice.Add(1)
 	}
+}
+
+// started returns when job id's handler first started.
+func (r *runs) started(id pgq.JobID) (time.Time, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	t, ok := r.first[id]
+	return t, ok
 }
 
 // handler returns the job handler h describes, on db; done is called

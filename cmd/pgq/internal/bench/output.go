@@ -54,7 +54,9 @@ func printTable(w io.Writer, name string, result any) error {
 				continue
 			}
 			key = prefix + key
+			tag := f.Tag.Get("json")
 			switch {
+			case fv.IsZero() && (strings.Contains(tag, "omitempty") || strings.Contains(tag, "omitzero")):
 			case fv.Type() == statementsType:
 				if fv.Len() > 0 {
 					blocks = append(blocks, statementsBlock(key, fv.Interface().([]StatementTime)))
@@ -68,7 +70,6 @@ func printTable(w io.Writer, name string, result any) error {
 			case fv.Kind() == reflect.String && strings.Contains(fv.String(), "\n"):
 				blocks = append(blocks, fmt.Sprintf("%s:\n    %s\n", key,
 					strings.ReplaceAll(fv.String(), "\n", "\n    ")))
-			case fv.IsZero() && strings.Contains(f.Tag.Get("json"), "omitempty"):
 			default:
 				fmt.Fprintf(tw, "  %s\t%v\n", key, fv.Interface())
 			}

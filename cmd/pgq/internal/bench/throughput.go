@@ -89,6 +89,13 @@ type ThroughputResult struct {
 	ServerCPUSeconds  float64 `json:"server_cpu_seconds"`
 	ServerCPUReadable bool    `json:"server_cpu_readable"`
 	PeakRSSBytes      int64   `json:"peak_rss_bytes"`
+	// EnqueueToStart is, in a paced run (Rate > 0), the time from an
+	// EnqueueBatch call's return (its commit done) to the start of the
+	// handler of each job it enqueued, over the jobs that started before
+	// the run ended (LatencySamples of them); a handler that started
+	// before the producer had read the commit's reply counts as 0.
+	EnqueueToStart Percentiles `json:"enqueue_to_start,omitzero"`
+	LatencySamples int64       `json:"latency_samples,omitempty"`
 	StatementTimes
 	Settings Settings `json:"settings"`
 }
@@ -140,6 +147,10 @@ func Throughput(ctx context.Context, db *sql.DB, cfg ThroughputConfig) (Throughp
 			pgq.WithBatchSize(cfg.BatchSize), pgq.WithMaxConcurrentTasks(cfg.Concurrency),
 			pgq.WithSynchronousClaims(cfg.SyncClaims))
 	})
+	var commits *commitTimes
+	if cfg.Rate > 0 {
+		commits = &commitTimes{at: map[pgq.JobID]time.Time{}}
+	}
 	prodErrs := make([]error, cfg.Producers)
 	for i := range cfg.Producers {
 		wg.Go(func() {
@@ -147,7 +158,7 @@ func Throughput(ctx context.Context, db *sql.DB, cfg ThroughputConfig) (Throughp
 			if cfg.Rate > 0 {
 				every = time.Duration(float64(time.Second) * float64(cfg.EnqueueBatch*cfg.Producers) / cfg.Rate)
 			}
-			prodErrs[i] = produce(ctx, runCtx, pgq.NewQueries(db), cfg.EnqueueBatch, every, deadline, &enqueued, &firstID)
+			prodErrs[i] = produce(ctx, runCtx, pgq.NewQueries(db), cfg.EnqueueBatch, every, deadline, &enqueued, &firstID, commits)
 		})
 	}
 	wg.Wait()
@@ -177,6 +188,9 @@ func Throughput(ctx context.Context, db *sql.DB, cfg ThroughputConfig) (Throughp
 	res.ClientCPUSeconds, res.ServerCPUSeconds = seconds(used.client), seconds(used.server)
 	res.PeakRSSBytes = peakRSS()
 	res.RanTwice, res.StaleRescues = ran.twice.Load(), stale.Load()
+	if commits != nil {
+		res.EnqueueToStart, res.LatencySamples = commits.toStart(ran)
+	}
 	if first := firstID.Load(); first > 0 {
 		if err := db.QueryRowContext(ctx, sqlPickedTwice, Entrypoint, first).Scan(&res.PickedTwice); err != nil {
 			return res, fmt.Errorf("counting jobs picked twice: %w", err)
@@ -191,9 +205,9 @@ func Throughput(ctx context.Context, db *sql.DB, cfg ThroughputConfig) (Throughp
 // after the call returned, and so escape the clean-up that follows.
 // firstID is lowered to the smallest job id enqueued. every, when
 // positive, paces the batches: one per every, late ones not made up for
-// beyond one.
+// beyond one. commits, when not nil, records when each batch committed.
 func produce(ctx, run context.Context, q *pgq.Queries, batch int, every time.Duration, deadline time.Time,
-	enqueued, firstID *atomic.Int64) error {
+	enqueued, firstID *atomic.Int64, commits *commitTimes) error {
 	jobs := make([]pgq.NewJob, batch)
 	for i := range jobs {
 		jobs[i] = pgq.NewJob{Entrypoint: Entrypoint}
@@ -219,6 +233,9 @@ func produce(ctx, run context.Context, q *pgq.Queries, batch int, every time.Dur
 				return nil
 			}
 			return fmt.Errorf("enqueue: %w", err)
+		}
+		if commits != nil {
+			commits.add(ids, time.Now())
 		}
 		for id := int64(ids[0]); ; {
 			old := firstID.Load()
@@ -260,4 +277,33 @@ func heartbeatAge(ctx context.Context, db *sql.DB) (float64, error) {
 		}
 		most = max(most, ms)
 	}
+}
+
+// commitTimes records when each job's enqueue committed (as its producer
+// saw the call return).
+type commitTimes struct {
+	mu sync.Mutex
+	at map[pgq.JobID]time.Time
+}
+
+func (c *commitTimes) add(ids []pgq.JobID, t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, id := range ids {
+		c.at[id] = t
+	}
+}
+
+// toStart returns the percentiles of commit → handler start over the
+// jobs that started, and their number.
+func (c *commitTimes) toStart(r *runs) (Percentiles, int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ds := make([]time.Duration, 0, len(c.at))
+	for id, committed := range c.at {
+		if started, ok := r.started(id); ok {
+			ds = append(ds, max(0, started.Sub(committed)))
+		}
+	}
+	return percentiles(ds), int64(len(ds))
 }
