@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"runtime"
 	"runtime/pprof"
@@ -55,6 +56,7 @@ type options struct {
 	handlerTime                                                    time.Duration
 	concurrencyLimit                                               int
 	statementTimes                                                 bool
+	processes                                                      int
 }
 
 // benchmark is one subcommand.
@@ -75,11 +77,15 @@ var benchmarks = []benchmark{
 			fs.BoolVar(&o.analyze, "analyze", false, "ANALYZE the job table after enqueuing (default: leave statistics to autovacuum)")
 			fs.BoolVar(&o.vacuum, "vacuum", true, "VACUUM the job table before enqueuing, clearing dead rows of earlier runs (as River's bench starts with VACUUM FULL)")
 			fs.IntVar(&o.concurrencyLimit, "concurrency-limit", 0, "the entrypoint's fleet-wide concurrency limit (WithConcurrencyLimit; 0: none)")
+			fs.IntVar(&o.processes, "processes", 0, "run the workers in this many OS processes (each with --workers QueueManagers; 0: in this one)")
 			workerFlags(fs, o)
 		},
 		check: func(o *options) error {
 			if o.concurrencyLimit < 0 {
 				return fmt.Errorf("--concurrency-limit must be 0 or more, got %d", o.concurrencyLimit)
+			}
+			if o.processes < 0 {
+				return fmt.Errorf("--processes must be 0 or more, got %d", o.processes)
 			}
 			return positives(map[string]int{"--jobs": o.jobs, "--enqueue-batch": o.enqueueBatch,
 				"--workers": o.workers, "--batch-size": o.batchSize, "--concurrency": o.concurrency})
@@ -88,7 +94,8 @@ var benchmarks = []benchmark{
 			return ptr(Drain(ctx, e.db, DrainConfig{Jobs: o.jobs, EnqueueBatch: o.enqueueBatch, Workers: o.workers,
 				BatchSize: o.batchSize, Concurrency: o.concurrency, ListenDSN: e.listenDSN, Logger: e.logger,
 				Analyze: o.analyze, Vacuum: o.vacuum, SyncClaims: o.syncClaims, ConcurrencyLimit: o.concurrencyLimit,
-				Handler: HandlerConfig{Kind: o.handler, Time: o.handlerTime}}))
+				Handler:   HandlerConfig{Kind: o.handler, Time: o.handlerTime},
+				Processes: o.processes, DSN: e.dsn, Driver: o.driver}))
 		},
 	},
 	{
@@ -254,6 +261,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "-h", "-help", "--help", "help":
 		usage(stdout)
 		return nil
+	case drainWorkerCommand: // one process of drain --processes
+		return drainWorker(ctx, args[1:], os.Stdin, stdout)
 	}
 	var b *benchmark
 	for i := range benchmarks {
@@ -397,6 +406,7 @@ func setServer(result any, server string, maxIdle int) {
 // env is the database a benchmark runs on.
 type env struct {
 	db        *sql.DB
+	dsn       string // what db connects to
 	listenDSN string // pgq.WithListenDSN for workers and watchers; "" (Main): none
 	server    string // "throwaway" or "dsn"
 	logger    *slog.Logger
@@ -431,16 +441,19 @@ func openEnv(ctx context.Context, o *options, stderr io.Writer) (e *env, err err
 		}
 		// Stock settings: no Settings overrides (fsync on), but for the
 		// statement log --statement-times reads.
-		var settings map[string]string
+		settings := map[string]string{}
 		if o.statementTimes {
-			settings = statementLogSettings
+			maps.Copy(settings, statementLogSettings)
+		}
+		if o.processes > 0 { // to count the claims, empty ones too
+			settings["shared_preload_libraries"] = "pg_stat_statements"
 		}
 		if e.cluster, err = pgcluster.Start(ctx, pgcluster.Options{Log: log, Install: true, Settings: settings}); err != nil {
 			return e, err
 		}
 		dsn, e.server = e.cluster.DSN("postgres"), "throwaway"
 	}
-	connString = dsn
+	connString, e.dsn = dsn, dsn
 	// As the README's quick start: pgq.Open for lib/pq, whose pooled
 	// connections cannot listen (pgq then listens on the DSN), sql.Open
 	// for pgx (pgq borrows a pool connection to listen).
@@ -464,6 +477,11 @@ func openEnv(ctx context.Context, o *options, stderr io.Writer) (e *env, err err
 	}
 	if err := pgq.Upgrade(ctx, e.db, sopts...); err != nil {
 		return e, err
+	}
+	if o.processes > 0 && e.cluster != nil {
+		// Loaded above; elsewhere the claim statements are counted
+		// where the server has pg_stat_statements, -1 where not.
+		_, _ = e.db.ExecContext(ctx, sqlCreateStatStatements)
 	}
 	return e, nil
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -14,7 +15,14 @@ import (
 	"github.com/pgq-dev/pgq/pgqtest"
 )
 
-func TestMain(m *testing.M) { pgqtest.Main(m) }
+func TestMain(m *testing.M) {
+	// Run as `pgq bench ...`: drain --processes starts this program again
+	// as its worker processes.
+	if len(os.Args) > 2 && os.Args[1] == "bench" {
+		os.Exit(bench.Main(context.Background(), os.Args[2:], os.Stdout, os.Stderr))
+	}
+	pgqtest.Main(m)
+}
 
 // listenDSN is what Main passes: lib/pq needs a DSN of its own to listen.
 func listenDSN(driver, dsn string) string {
@@ -82,6 +90,43 @@ func TestDrain(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestDrainProcesses drains with workers in two OS processes (this test
+// program again, as `pgq bench drain-worker`): every job runs once (Drain
+// checks the log), and the workers' CPU and memory are theirs.
+func TestDrainProcesses(t *testing.T) {
+	t.Parallel()
+	for _, driver := range pgqtest.Drivers() {
+		t.Run(driver, func(t *testing.T) {
+			t.Parallel()
+			db, dsn := pgqtest.NewDB(t, driver)
+			res, err := bench.Drain(testContext(t), db, bench.DrainConfig{
+				Jobs: 3000, EnqueueBatch: 500, BatchSize: 50, Concurrency: 100,
+				Processes: 2, DSN: dsn, Driver: driver,
+			})
+			if err != nil {
+				t.Fatalf("Drain: %v", err)
+			}
+			if res.Settings.Processes != 2 || res.ProcessJobsPerSec <= 0 || res.Claims < 3000/50 || res.ClaimsPerSec <= 0 {
+				t.Errorf("result = %+v, want 2 processes, at least 60 claims, positive rates", res)
+			}
+			if res.ProcessClientCPUSeconds <= 0 || res.PeakRSSBytes < 1<<20 {
+				t.Errorf("workers' CPU %v s, peak RSS %d bytes: implausible", res.ProcessClientCPUSeconds, res.PeakRSSBytes)
+			}
+			// The test server does not load pg_stat_statements.
+			if res.ClaimStatements != -1 || res.EmptyClaims != -1 {
+				t.Errorf("claim statements %d, empty %d: want -1 (uncounted)", res.ClaimStatements, res.EmptyClaims)
+			}
+		})
+	}
+	t.Run("bad", func(t *testing.T) {
+		db, _ := pgqtest.NewDB(t, "pgx")
+		_, err := bench.Drain(testContext(t), db, bench.DrainConfig{Jobs: 10, Processes: 2})
+		if err == nil || !strings.Contains(err.Error(), "DSN") {
+			t.Errorf("Drain with processes and no DSN: err = %v, want one naming the DSN", err)
+		}
+	})
 }
 
 func TestDrainRejectsBadConfig(t *testing.T) {

@@ -56,6 +56,13 @@ type DrainConfig struct {
 	// ConcurrencyLimit is the entrypoint's fleet-wide concurrency limit
 	// (pgq.WithConcurrencyLimit); 0: none.
 	ConcurrencyLimit int
+	// Processes, when positive, runs the workers in that many OS
+	// processes (Executable, `pgq bench drain-worker`), each with Workers
+	// QueueManagers, on DSN with Driver, instead of in this process.
+	Processes  int
+	DSN        string
+	Driver     string // "pgx" (default) or "postgres"
+	Executable string // the pgq program; "" is this one (os.Executable)
 }
 
 func (c *DrainConfig) defaults() error {
@@ -66,6 +73,15 @@ func (c *DrainConfig) defaults() error {
 	c.Concurrency = orDefault(c.Concurrency, pgq.DefaultMaxConcurrentTasks)
 	if err := c.Handler.check(); err != nil {
 		return err
+	}
+	if c.Driver == "" {
+		c.Driver = "pgx"
+	}
+	switch {
+	case c.Processes < 0:
+		return fmt.Errorf("processes must not be negative, got %d", c.Processes)
+	case c.Processes > 0 && c.DSN == "":
+		return fmt.Errorf("%d worker processes need the DSN to connect to", c.Processes)
 	}
 	return positives(map[string]int{"jobs": c.Jobs, "enqueue batch": c.EnqueueBatch, "workers": c.Workers,
 		"batch size": c.BatchSize, "concurrency": c.Concurrency})
@@ -109,6 +125,14 @@ type DrainResult struct {
 	AvgFinishBatch       float64 `json:"avg_finish_batch_jobs"`
 	JobTableAutovacuums  int64   `json:"job_table_autovacuums"`
 	JobTableAutoanalyzes int64   `json:"job_table_autoanalyzes"`
+	// ClaimsPerSec is Claims over the process phase. ClaimStatements
+	// counts every run of the claim statement in the process phase, empty
+	// ones too, and EmptyClaims those that claimed nothing: both from
+	// pg_stat_statements, -1 when it cannot be read (`pgq bench drain
+	// --processes N` on a throwaway server loads it).
+	ClaimsPerSec    float64 `json:"claims_per_sec"`
+	ClaimStatements int64   `json:"claim_statements"`
+	EmptyClaims     int64   `json:"empty_claims"`
 	StatementTimes
 	Settings Settings `json:"settings"`
 }
@@ -129,7 +153,8 @@ func Drain(ctx context.Context, db *sql.DB, cfg DrainConfig) (DrainResult, error
 	settings.BatchSize, settings.Concurrency = cfg.BatchSize, cfg.Concurrency
 	settings.Analyze, settings.Vacuum, settings.SyncClaims = cfg.Analyze, cfg.Vacuum, cfg.SyncClaims
 	settings.setHandler(cfg.Handler)
-	res := DrainResult{Jobs: cfg.Jobs, Settings: settings}
+	settings.Processes = cfg.Processes
+	res := DrainResult{Jobs: cfg.Jobs, Settings: settings, ClaimStatements: -1, EmptyClaims: -1}
 	if err := cfg.Handler.prepare(ctx, db); err != nil {
 		return res, err
 	}
@@ -161,15 +186,29 @@ func Drain(ctx context.Context, db *sql.DB, cfg DrainConfig) (DrainResult, error
 	if err != nil {
 		return res, err
 	}
+	calls0, counted := claimStatements(ctx, db)
 	var ran atomic.Int64
 	marks := newDeciles(cfg.Jobs)
-	handler := cfg.Handler.handler(db, newRuns(), func() { marks.mark(ran.Add(1)) })
-	if err := runWorkers(ctx, db, cfg.Workers, workerOptions(cfg.ListenDSN, cfg.Logger), handler, cfg.ConcurrencyLimit,
-		pgq.WithMode(pgq.ModeDrain), pgq.WithBatchSize(cfg.BatchSize), pgq.WithMaxConcurrentTasks(cfg.Concurrency),
-		pgq.WithSynchronousClaims(cfg.SyncClaims)); err != nil {
-		return res, err
+	var workersCPU time.Duration // of the worker processes
+	if cfg.Processes > 0 {
+		var n int64
+		var rss int64
+		s1, t1, n, workersCPU, rss, err = runProcesses(ctx, &cfg, meter)
+		if err != nil {
+			return res, err
+		}
+		ran.Store(n)
+		res.PeakRSSBytes = rss
+	} else {
+		handler := cfg.Handler.handler(db, newRuns(), func() { marks.mark(ran.Add(1)) })
+		if err := runWorkers(ctx, db, cfg.Workers, workerOptions(cfg.ListenDSN, cfg.Logger), handler, cfg.ConcurrencyLimit,
+			pgq.WithMode(pgq.ModeDrain), pgq.WithBatchSize(cfg.BatchSize), pgq.WithMaxConcurrentTasks(cfg.Concurrency),
+			pgq.WithSynchronousClaims(cfg.SyncClaims)); err != nil {
+			return res, err
+		}
 	}
 	s2, t2 := meter.sample(), time.Now()
+	calls1, _ := claimStatements(ctx, db)
 	av1, aa1, err := autovacuumCounts(ctx, db)
 	if err != nil {
 		return res, err
@@ -178,6 +217,9 @@ func Drain(ctx context.Context, db *sql.DB, cfg DrainConfig) (DrainResult, error
 	res.ProcessDeciles = marks.rates(t1)
 
 	enq, proc := s1.sub(s0), s2.sub(s1)
+	if cfg.Processes > 0 {
+		proc.client = workersCPU // this process only waited
+	}
 	res.EnqueueSeconds, res.ProcessSeconds, res.Seconds = seconds(t1.Sub(t0)), seconds(t2.Sub(t1)), seconds(t2.Sub(t0))
 	res.EnqueueJobsPerSec = rate(int64(cfg.Jobs), t1.Sub(t0))
 	res.ProcessJobsPerSec = rate(int64(cfg.Jobs), t2.Sub(t1))
@@ -186,7 +228,9 @@ func Drain(ctx context.Context, db *sql.DB, cfg DrainConfig) (DrainResult, error
 	res.ClientCPUSeconds, res.ServerCPUSeconds = seconds(enq.client+proc.client), seconds(enq.server+proc.server)
 	res.ProcessClientUsPerJob = round3(float64(proc.client.Microseconds()) / float64(cfg.Jobs))
 	res.ProcessServerUsPerJob = round3(float64(proc.server.Microseconds()) / float64(cfg.Jobs))
-	res.PeakRSSBytes = peakRSS()
+	if cfg.Processes == 0 {
+		res.PeakRSSBytes = peakRSS()
+	}
 
 	if n := ran.Load(); n != int64(cfg.Jobs) {
 		return res, fmt.Errorf("drain: the handler ran %d times for %d jobs", n, cfg.Jobs)
@@ -201,6 +245,13 @@ func Drain(ctx context.Context, db *sql.DB, cfg DrainConfig) (DrainResult, error
 	if res.Claims > 0 && res.FinishBatches > 0 {
 		res.AvgClaim = round3(float64(cfg.Jobs) / float64(res.Claims))
 		res.AvgFinishBatch = round3(float64(cfg.Jobs) / float64(res.FinishBatches))
+	}
+	res.ClaimsPerSec = rate(res.Claims, t2.Sub(t1))
+	if counted {
+		// The statements that read the counts are not the claim: only
+		// the workers' claims are counted.
+		res.ClaimStatements = calls1 - calls0
+		res.EmptyClaims = max(0, res.ClaimStatements-res.Claims)
 	}
 	return res, nil
 }

@@ -22,6 +22,7 @@ type Settings struct {
 	Jobs         int     `json:"jobs,omitempty"`
 	EnqueueBatch int     `json:"enqueue_batch,omitempty"`
 	Workers      int     `json:"workers,omitempty"`
+	Processes    int     `json:"processes,omitempty"` // worker OS processes, each with Workers QueueManagers; 0: in this one
 	Producers    int     `json:"producers,omitempty"`
 	Rate         float64 `json:"rate,omitempty"` // jobs enqueued per second, all producers together; 0: unpaced
 	BatchSize    int     `json:"batch_size,omitempty"`

@@ -41,6 +41,14 @@ WHERE job_id BETWEEN $1 AND $2 AND entrypoint = $3 AND status = 'successful'`
 FROM pgqueuer_log
 WHERE job_id BETWEEN $1 AND $2 AND entrypoint = $3 AND status IN ('picked', 'successful')`
 
+	// sqlClaimCalls counts the runs of the claim statement (sqlc names it
+	// in a comment at its head) since pg_stat_statements was last reset.
+	sqlClaimCalls = `SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_statements
+WHERE query LIKE '-- name: JobsClaim %'`
+
+	// sqlCreateStatStatements makes pg_stat_statements readable.
+	sqlCreateStatStatements = `CREATE EXTENSION IF NOT EXISTS pg_stat_statements`
+
 	// sqlCountLeft counts the jobs of entrypoint $1 still in the job table.
 	sqlCountLeft = `SELECT count(*) FROM pgqueuer WHERE entrypoint = $1`
 
