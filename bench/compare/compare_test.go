@@ -62,13 +62,16 @@ func TestRotate(t *testing.T) {
 
 func TestTableRatiosPerRound(t *testing.T) {
 	cfg := &config{load: 0.5, latencyArgs: "--producers 4"}
-	drains := []system{{name: riverDrainName}, {name: pgqDefaultsName}}
+	const pq = "PGQueuer drain"
+	drains := []system{{name: riverDrainName}, {name: pgqDefaultsName}, {name: pq}}
 	tputs := []system{{name: riverDurationName}, {name: pgqMaxName}, {name: pgqPacedName(cfg.load)}}
 	tb := newTable(drains, tputs, 2)
 	tb.set(riverDrainName, 0, figures{rate: 20000, serverUs: 40, clientUs: 20, rss: 50 << 20})
 	tb.set(riverDrainName, 1, figures{rate: 10000, serverUs: 44, clientUs: 22, rss: 60 << 20})
 	tb.set(pgqDefaultsName, 0, figures{rate: 30000, serverUs: 20, clientUs: 5, rss: 20 << 20})
 	tb.set(pgqDefaultsName, 1, figures{rate: 25000, serverUs: 22, clientUs: 7, rss: 22 << 20})
+	tb.set(pq, 0, figures{rate: 3000})
+	tb.set(pq, 1, figures{rate: 2500})
 	tb.set(pgqPacedName(cfg.load), 0, figures{rate: 9000, p50: 1.5, p99: 9, offered: 9000, clientUs: -1, serverUs: -1})
 	var b strings.Builder
 	if err := tb.print(&b, cfg); err != nil {
@@ -79,6 +82,7 @@ func TestTableRatiosPerRound(t *testing.T) {
 		"| " + pgqDefaultsName + " | 30.0k, 25.0k | 27.5k | 1.50×, 2.50× | 2.00× | 21.0 + 6.0 = 27.0 | 21 |",
 		"| " + riverDrainName + " | 20.0k, 10.0k | 15.0k |  |  | 42.0 + 21.0 = 63.0 | 55 |",
 		"p50 1.5 ms (median 1.5), p99 9.0 ms (median 9.0)",
+		"| " + pgqDefaultsName + " | 10.00×, 10.00× | 10.00× |",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("table lacks %q:\n%s", want, out)

@@ -140,6 +140,15 @@ func (t *table) print(w io.Writer, cfg *config) error {
 			row(n, riverDurationName)
 		}
 	}
+	if pq := t.pgqueuer(); pq != "" {
+		fmt.Fprintf(w, "\n| pgq drain | ÷ PGQueuer, round by round | median |\n| --- | --- | --- |\n")
+		for _, n := range t.drains {
+			if strings.HasPrefix(n, "pgq ") {
+				rs := t.ratios(n, pq)
+				fmt.Fprintf(w, "| %s | %s | %s |\n", n, joined(rs, times), times(median(rs)))
+			}
+		}
+	}
 	p50 := t.column(paced, func(f figures) float64 { return f.p50 })
 	p99 := t.column(paced, func(f figures) float64 { return f.p99 })
 	offered := t.column(paced, func(f figures) float64 { return f.offered })
@@ -147,6 +156,16 @@ func (t *table) print(w io.Writer, cfg *config) error {
 		paced, cfg.latencyArgs, joined(p50, func(v float64) string { return num(v, 1) }), num(median(p50), 1),
 		joined(p99, func(v float64) string { return num(v, 1) }), num(median(p99), 1), joined(offered, kilo))
 	return nil
+}
+
+// pgqueuer returns the name of PGQueuer's row, "" when it did not run.
+func (t *table) pgqueuer() string {
+	for _, n := range t.drains {
+		if strings.HasPrefix(n, "PGQueuer") {
+			return n
+		}
+	}
+	return ""
 }
 
 func numCPU() int { return runtime.NumCPU() }
