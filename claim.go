@@ -30,6 +30,7 @@ type claimer struct {
 	limited    []string // those with a concurrency or rate limit
 	syncClaims bool
 	count      *atomic.Int64 // claims tried, for the tests
+	keyed      keyedState    // see claimRows
 }
 
 // claim takes up to n jobs. again, when positive, says a rate limit held
@@ -53,7 +54,7 @@ func (c *claimer) claim(ctx context.Context, n int) (jobs []*attempt, again time
 	var secs float64 = -1
 	err = c.lane.do(ctx, func(s session) (err error) {
 		if len(c.limited) == 0 {
-			rows, err = c.q.JobsClaim(ctx, s.db, params)
+			rows, err = c.claimRows(ctx, s.db, params)
 		} else {
 			rows, again, err = c.claimLimited(ctx, s, params)
 			if errors.Is(err, errSlotRace) {
@@ -139,7 +140,7 @@ func (c *claimer) claimLimited(ctx context.Context, s session, p dbgen.JobsClaim
 		}
 	}
 	again = limitCaps(p.Entrypoints, p.Caps, c.eps, runningBy, startedBy)
-	rows, err = q.JobsClaim(ctx, db, p)
+	rows, err = c.claimRows(ctx, db, p)
 	if err != nil {
 		return nil, 0, err
 	}

@@ -56,9 +56,16 @@ type entrypoint struct {
 	onFailure        FailureAction
 	timeout          time.Duration // 0 = none (see WithTimeout)
 	maxSnoozes       int
+	keyLimit         int  // fleet-wide per fairness key; 0 = none (WithKeyConcurrencyLimit)
+	serialByPriority bool // WithSerialPriority
+	serialSkipHeld   bool // WithSerialSkipHeld
 }
 
-func (e *entrypoint) limited() bool { return e.concurrencyLimit > 0 || e.rateLimit > 0 }
+// limited reports whether claims of the entrypoint count what the fleet
+// runs, under a fleet-wide lock (claimLimited).
+func (e *entrypoint) limited() bool {
+	return e.concurrencyLimit > 0 || e.rateLimit > 0 || e.keyLimit > 0
+}
 
 // EntrypointOption configures one entrypoint: WithConcurrencyLimit,
 // WithRateLimit, WithRetry, OnFailure, WithTimeout, WithMaxSnoozes.

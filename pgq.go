@@ -55,6 +55,8 @@ type Job struct {
 	Headers      map[string]string // nil when the job has none
 	Attempts     int32             // how many earlier attempts failed and were retried
 	DedupeKey    string            // "" when the job has none
+	FairnessKey  string            // "" when the job has none (WithFairnessKey)
+	SerialKey    string            // "" when the job has none (WithSerialKey)
 	Created      time.Time
 	ExecuteAfter time.Time
 

@@ -326,11 +326,14 @@ func TestPgqOnPGQueuer16Schema(t *testing.T) {
 			if diff := pgqueuer16Diff(t, db); len(diff) > 0 {
 				t.Fatalf("the test's 1.6 schema is off:\n%s", strings.Join(diff, "\n"))
 			}
-			// pgq needs only its own tables (paused entrypoints, progress),
-			// which Upgrade adds, leaving PGQueuer's objects as declared.
-			if err := pgq.Verify(ctx, db); err == nil || !strings.HasSuffix(err.Error(),
-				"missing table pgqueuer_pgq_paused, table pgqueuer_pgq_progress: run `pgq upgrade` (or pgq.Upgrade)") {
-				t.Fatalf("Verify on PGQueuer 1.6's schema = %v, want only pgq's own tables missing", err)
+			// pgq needs only its own objects: the tables for paused
+			// entrypoints and progress, the key columns and their indexes, which
+			// Upgrade adds, leaving PGQueuer's objects as declared.
+			const pgqOnly = "missing table pgqueuer_pgq_paused, table pgqueuer_pgq_progress, index pgqueuer_pgq_keyed_idx, index pgqueuer_pgq_fair_idx, " +
+				"index pgqueuer_pgq_fair_picked_idx, index pgqueuer_pgq_serial_idx, column pgqueuer.fairness_key, " +
+				"column pgqueuer.serial_key: run `pgq upgrade` (or pgq.Upgrade)"
+			if err := pgq.Verify(ctx, db); err == nil || !strings.HasSuffix(err.Error(), pgqOnly) {
+				t.Fatalf("Verify on PGQueuer 1.6's schema = %v, want only pgq's own objects missing", err)
 			}
 			if err := pgq.Upgrade(ctx, db); err != nil {
 				t.Fatal(err)

@@ -49,6 +49,8 @@ type NewJob struct {
 	Headers      map[string]string // free-form metadata, e.g. trace context
 	Timeout      time.Duration     // 0, or the job's own timeout: see WithJobTimeout
 	MaxAttempts  int               // 0, or the job's own total tries: see WithMaxAttempts
+	FairnessKey  string            // "" for none; see WithFairnessKey
+	SerialKey    string            // "" for none; see WithSerialKey
 }
 
 // EnqueueOption configures Enqueue (and, for WithSkipDuplicates,
@@ -61,6 +63,7 @@ type BatchOption interface{ applyBatch(*enqueueConfig) }
 type enqueueConfig struct {
 	job            NewJob
 	skipDuplicates bool
+	err            error // a bad option (an empty key)
 }
 
 type enqueueOption func(*enqueueConfig)
@@ -110,6 +113,9 @@ func (q *Queries) Enqueue(ctx context.Context, entrypoint string, payload []byte
 			o.applyEnqueue(&c)
 		}
 	}
+	if c.err != nil {
+		return 0, c.err
+	}
 	ids, err := q.enqueue(ctx, []NewJob{c.job}, c.skipDuplicates)
 	if err != nil {
 		return 0, err
@@ -147,6 +153,9 @@ func validateJob(i int, j NewJob) error {
 			i, j.Entrypoint, j.ExecuteAfter)
 	}
 	if err := checkControl(j); err != nil {
+		return fmt.Errorf("pgq: job %d (%s): %w", i, j.Entrypoint, err)
+	}
+	if err := checkKeys(j); err != nil {
 		return fmt.Errorf("pgq: job %d (%s): %w", i, j.Entrypoint, err)
 	}
 	return nil
@@ -202,6 +211,7 @@ func (q *Queries) insert(ctx context.Context, jobs []NewJob, skipDuplicates bool
 		DedupeKeys:     make([]string, n),
 		Headers:        make([]string, n),
 	}
+	var keys *jobKeys
 	for i, j := range jobs {
 		if err := validateJob(i, j); err != nil {
 			return nil, err
@@ -212,6 +222,7 @@ func (q *Queries) insert(ctx context.Context, jobs []NewJob, skipDuplicates bool
 		p.PayloadNulls[i] = j.Payload == nil
 		p.ExecuteAfterUs[i] = j.ExecuteAfter.Microseconds()
 		p.DedupeKeys[i] = j.DedupeKey
+		keys = keys.add(n, i, j)
 		if headers := controlHeaders(j); headers != nil {
 			h, err := json.Marshal(headers)
 			if err != nil {
@@ -222,7 +233,9 @@ func (q *Queries) insert(ctx context.Context, jobs []NewJob, skipDuplicates bool
 	}
 	var rows []*dbgen.JobsEnqueueRow
 	var err error
-	if skipDuplicates {
+	if keys != nil {
+		rows, err = q.insertKeyed(ctx, p, keys, skipDuplicates)
+	} else if skipDuplicates {
 		var srows []*dbgen.JobsEnqueueSkipDuplicatesRow
 		srows, err = q.q.JobsEnqueueSkipDuplicates(ctx, q.db, dbgen.JobsEnqueueSkipDuplicatesParams(p))
 		for _, r := range srows {

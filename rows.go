@@ -19,9 +19,19 @@ func jobFromClaim(r *dbgen.JobsClaimRow) *Job {
 		Headers:      decodeHeaders(r.Headers),
 		Attempts:     r.Attempts,
 		DedupeKey:    r.DedupeKey.String,
+		FairnessKey:  r.FairnessKey.String,
+		SerialKey:    r.SerialKey.String,
 		Created:      r.Created,
 		ExecuteAfter: r.ExecuteAfter,
 	}
+}
+
+// claimRowFromKeyed is a keyed claim's row as an ordinary claim's.
+func claimRowFromKeyed(r *dbgen.JobsClaimKeyedRow) *dbgen.JobsClaimRow {
+	return &dbgen.JobsClaimRow{ID: r.ID, Priority: r.Priority, Created: r.Created,
+		ExecuteAfter: r.ExecuteAfter, Entrypoint: r.Entrypoint, Payload: r.Payload,
+		Headers: r.Headers, Attempts: r.Attempts, DedupeKey: r.DedupeKey,
+		ClaimToken: r.ClaimToken, FairnessKey: r.FairnessKey, SerialKey: r.SerialKey}
 }
 
 // jobInfoFromRow is a job that is still in the job table.

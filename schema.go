@@ -277,7 +277,8 @@ func Uninstall(ctx context.Context, db *sql.DB, opts ...SchemaOption) error {
 var (
 	requiredColumns = map[string][]string{
 		sqlname.JobTable: {"id", "priority", "queue_manager_id", "created", "updated", "heartbeat",
-			"execute_after", "status", "entrypoint", "dedupe_key", "payload", "headers", "attempts", "slot"},
+			"execute_after", "status", "entrypoint", "dedupe_key", "payload", "headers", "attempts", "slot",
+			"fairness_key", "serial_key"}, // the keys: pgq only (migration 6)
 		sqlname.LogTable:        {"id", "created", "job_id", "status", "priority", "entrypoint", "traceback", "aggregated"},
 		sqlname.StatisticsTable: {"id", "created", "count", "priority", "status", "entrypoint"},
 		sqlname.SchedulesTable: {"id", "expression", "entrypoint", "heartbeat", "created", "updated",
@@ -291,6 +292,8 @@ var (
 		"pgqueuer_unique_dedupe_key", "pgqueuer_picked_slot_idx", "pgqueuer_log_not_aggregated",
 		"pgqueuer_log_created", "pgqueuer_log_status", "pgqueuer_log_job_id_status",
 		"pgqueuer_statistics_unique_count",
+		// pgq only (migration 6)
+		"pgqueuer_pgq_keyed_idx", "pgqueuer_pgq_fair_idx", "pgqueuer_pgq_fair_picked_idx", "pgqueuer_pgq_serial_idx",
 	}
 	// indexStandIns are indexes that serve as well as a required one, so
 	// that a schema PGQueuer 1.0-1.5 left behind passes: before 1.6 stale

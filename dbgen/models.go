@@ -108,6 +108,8 @@ type Pgqueuer struct {
 	Headers        []byte
 	Attempts       int32
 	Slot           sql.NullInt64
+	FairnessKey    sql.NullString
+	SerialKey      sql.NullString
 }
 
 type PgqueuerLog struct {

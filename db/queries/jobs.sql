@@ -116,6 +116,14 @@ due AS (
       -- Paused entrypoints (Queries.Pause) are skipped: one probe of the
       -- small paused table per entrypoint, none per job.
       AND NOT EXISTS (SELECT 1 FROM pgqueuer_pgq_paused AS p WHERE p.entrypoint = caps.entrypoint)
+      -- Entrypoints with queued jobs that carry a fairness or serial key
+      -- are JobsClaimKeyed's: one probe of pgqueuer_pgq_keyed_idx, empty
+      -- while no job has a key.
+      AND NOT EXISTS (
+          SELECT 1 FROM pgqueuer AS k
+          WHERE k.entrypoint = caps.entrypoint
+            AND k.status = 'queued'
+            AND (k.fairness_key IS NOT NULL OR k.serial_key IS NOT NULL))
 ),
 candidates AS (
     SELECT due.id FROM due
@@ -148,7 +156,8 @@ claimed AS (
     WHERE j.id = ANY(ARRAY(SELECT candidates.id FROM candidates))
     RETURNING j.id, j.priority, j.created, j.execute_after, j.entrypoint,
               j.payload, j.headers, j.attempts, j.dedupe_key,
-              (extract(epoch FROM j.updated) * 1000000)::bigint AS claim_token
+              (extract(epoch FROM j.updated) * 1000000)::bigint AS claim_token,
+              j.fairness_key, j.serial_key
 ),
 logged AS (
     INSERT INTO pgqueuer_log (job_id, status, priority, entrypoint, created)
@@ -157,7 +166,7 @@ logged AS (
 )
 SELECT claimed.id, claimed.priority, claimed.created, claimed.execute_after,
        claimed.entrypoint, claimed.payload, claimed.headers, claimed.attempts,
-       claimed.dedupe_key, claimed.claim_token
+       claimed.dedupe_key, claimed.claim_token, claimed.fairness_key, claimed.serial_key
 FROM claimed
 ORDER BY claimed.priority DESC, claimed.id ASC;
 

@@ -1,0 +1,345 @@
+-- name: JobsEnqueueKeyed :many
+-- JobsEnqueue for batches with fairness or serial keys ('' for none):
+-- the two key columns of migration 6 are set too. Batches without keys
+-- take JobsEnqueue, which a schema before migration 6 also serves.
+-- Inserts a batch of jobs (one array element per job, all arrays the same
+-- length) and their 'queued' log rows in one statement. Rows are inserted in
+-- array order, so ascending ids follow the input order.
+WITH input AS (
+    SELECT
+        unnest(@priorities::int[])             AS priority,
+        unnest(@entrypoints::text[])           AS entrypoint,
+        unnest(@payloads::bytea[])             AS payload,
+        unnest(@payload_nulls::boolean[])      AS payload_null,
+        unnest(@execute_after_us::bigint[])    AS execute_after_us,
+        unnest(@dedupe_keys::text[])           AS dedupe_key,
+        unnest(@headers::text[])               AS headers,
+        unnest(@fairness_keys::text[])         AS fairness_key,
+        unnest(@serial_keys::text[])           AS serial_key
+),
+inserted AS (
+    INSERT INTO pgqueuer (priority, entrypoint, payload, execute_after, status, dedupe_key, headers,
+                          fairness_key, serial_key)
+    SELECT
+        i.priority,
+        i.entrypoint,
+        CASE WHEN i.payload_null THEN NULL ELSE i.payload END,
+        now() + i.execute_after_us * interval '1 microsecond',
+        'queued',
+        NULLIF(i.dedupe_key, ''),
+        NULLIF(i.headers, '')::jsonb,
+        NULLIF(i.fairness_key, ''),
+        NULLIF(i.serial_key, '')
+    FROM input AS i
+    RETURNING id, priority, entrypoint, dedupe_key
+),
+logged AS (
+    INSERT INTO pgqueuer_log (job_id, status, priority, entrypoint)
+    SELECT inserted.id, 'queued', inserted.priority, inserted.entrypoint FROM inserted
+)
+SELECT inserted.id, inserted.dedupe_key FROM inserted ORDER BY inserted.id;
+
+-- name: JobsEnqueueKeyedSkipDuplicates :many
+-- JobsEnqueueSkipDuplicates with fairness and serial keys (see
+-- JobsEnqueueKeyed).
+-- Like JobsEnqueue, but a job whose dedupe key is already held by a queued or
+-- picked job (or by an earlier job of the same batch) is skipped, not an error.
+WITH input AS (
+    SELECT
+        unnest(@priorities::int[])             AS priority,
+        unnest(@entrypoints::text[])           AS entrypoint,
+        unnest(@payloads::bytea[])             AS payload,
+        unnest(@payload_nulls::boolean[])      AS payload_null,
+        unnest(@execute_after_us::bigint[])    AS execute_after_us,
+        unnest(@dedupe_keys::text[])           AS dedupe_key,
+        unnest(@headers::text[])               AS headers,
+        unnest(@fairness_keys::text[])         AS fairness_key,
+        unnest(@serial_keys::text[])           AS serial_key
+),
+inserted AS (
+    INSERT INTO pgqueuer (priority, entrypoint, payload, execute_after, status, dedupe_key, headers,
+                          fairness_key, serial_key)
+    SELECT
+        i.priority,
+        i.entrypoint,
+        CASE WHEN i.payload_null THEN NULL ELSE i.payload END,
+        now() + i.execute_after_us * interval '1 microsecond',
+        'queued',
+        NULLIF(i.dedupe_key, ''),
+        NULLIF(i.headers, '')::jsonb,
+        NULLIF(i.fairness_key, ''),
+        NULLIF(i.serial_key, '')
+    FROM input AS i
+    ON CONFLICT (dedupe_key) WHERE status IN ('queued', 'picked') AND dedupe_key IS NOT NULL
+    DO NOTHING
+    RETURNING id, priority, entrypoint, dedupe_key
+),
+logged AS (
+    INSERT INTO pgqueuer_log (job_id, status, priority, entrypoint)
+    SELECT inserted.id, 'queued', inserted.priority, inserted.entrypoint FROM inserted
+)
+SELECT inserted.id, inserted.dedupe_key FROM inserted ORDER BY inserted.id;
+
+-- name: JobsClaimKeyed :many
+-- The claim of entrypoints whose queued jobs carry fairness or serial keys
+-- (JobsClaim leaves those entrypoints to this statement, which skips the
+-- others: one probe of pgqueuer_pgq_keyed_idx each). Per entrypoint (caps,
+-- cursors, key_limits, by_priority and held_blocks are parallel to
+-- entrypoints) it shares the entrypoint's cap among:
+--
+--   - each fairness key with queued jobs, walked one index probe per key
+--     (pgqueuer_pgq_fair_idx) from just after fair_cursor, at most cap
+--     keys; a key takes its jobs in priority then id order, and at most
+--     key_limit minus its running jobs when key_limit > 0;
+--   - each serial key whose next job may start: no job of the key is
+--     running (or held, when held_blocks) and its next job by enqueue
+--     order (by priority first when by_priority) is due; at most one job a
+--     key; keys walked from just after serial_cursor, at most 4 cap + 64;
+--   - the jobs without a key, as one share, found among the first
+--     min(cap, 100) queued jobs of the entrypoint in priority order.
+--
+-- Every share gets the same number of jobs (cap divided by the shares,
+-- rounded up) and the batch takes their first jobs, then their second,
+-- and so on: round robin. A share with fewer jobs leaves its part unused;
+-- the caller claims again for it.
+--
+-- Claimed rows are marked and logged as JobsClaim does (same claim token,
+-- same synchronous_claim). One more row per entrypoint, with id 0 and no
+-- job, carries the cursors for the next claim: the last key walked when a
+-- walk stopped at its bound, '' when it reached the last key.
+WITH RECURSIVE commit_mode AS (
+    SELECT set_config('synchronous_commit',
+                      CASE WHEN @synchronous_claim::boolean
+                           THEN current_setting('synchronous_commit')
+                           ELSE 'off' END,
+                      true) AS mode
+),
+input AS (
+    SELECT unnest(@entrypoints::text[])     AS entrypoint,
+           unnest(@caps::int[])             AS cap,
+           unnest(@fair_cursors::text[])    AS fair_after,
+           unnest(@serial_cursors::text[])  AS serial_after,
+           unnest(@key_limits::int[])       AS key_limit,
+           unnest(@by_priority::boolean[])  AS by_priority,
+           unnest(@held_blocks::boolean[])  AS held_blocks
+    FROM commit_mode
+),
+eps AS MATERIALIZED (
+    SELECT input.entrypoint, input.cap, input.fair_after, input.serial_after,
+           input.key_limit, input.by_priority, input.held_blocks
+    FROM input
+    WHERE input.cap > 0
+      AND EXISTS (
+          SELECT 1 FROM pgqueuer AS k
+          WHERE k.entrypoint = input.entrypoint
+            AND k.status = 'queued'
+            AND (k.fairness_key IS NOT NULL OR k.serial_key IS NOT NULL))
+      AND NOT EXISTS (SELECT 1 FROM pgqueuer_pgq_paused AS p WHERE p.entrypoint = input.entrypoint)
+),
+-- A loose index scan: the next fairness key after the last, one probe each.
+fair_keys (entrypoint, fairness_key, n, lim) AS (
+    SELECT eps.entrypoint,
+           (SELECT min(f.fairness_key) FROM pgqueuer AS f
+            WHERE f.status = 'queued' AND f.fairness_key IS NOT NULL
+              AND f.entrypoint = eps.entrypoint AND f.fairness_key > eps.fair_after),
+           1,
+           eps.cap
+    FROM eps
+    UNION ALL
+    SELECT w.entrypoint,
+           (SELECT min(f.fairness_key) FROM pgqueuer AS f
+            WHERE f.status = 'queued' AND f.fairness_key IS NOT NULL
+              AND f.entrypoint = w.entrypoint AND f.fairness_key > w.fairness_key),
+           w.n + 1,
+           w.lim
+    FROM fair_keys AS w
+    WHERE w.fairness_key IS NOT NULL AND w.n < w.lim
+),
+serial_keys (entrypoint, serial_key, n, lim) AS (
+    SELECT eps.entrypoint,
+           (SELECT min(s.serial_key) FROM pgqueuer AS s
+            WHERE s.serial_key IS NOT NULL AND s.status = 'queued'
+              AND s.entrypoint = eps.entrypoint AND s.serial_key > eps.serial_after),
+           1,
+           eps.cap * 4 + 64
+    FROM eps
+    UNION ALL
+    SELECT w.entrypoint,
+           (SELECT min(s.serial_key) FROM pgqueuer AS s
+            WHERE s.serial_key IS NOT NULL AND s.status = 'queued'
+              AND s.entrypoint = w.entrypoint AND s.serial_key > w.serial_key),
+           w.n + 1,
+           w.lim
+    FROM serial_keys AS w
+    WHERE w.serial_key IS NOT NULL AND w.n < w.lim
+),
+fair_shares AS MATERIALIZED (
+    SELECT w.entrypoint, w.fairness_key FROM fair_keys AS w WHERE w.fairness_key IS NOT NULL
+),
+-- The next job of each serial key, when it may start.
+serial_heads AS MATERIALIZED (
+    SELECT w.entrypoint, h.id
+    FROM serial_keys AS w
+    JOIN eps ON eps.entrypoint = w.entrypoint
+    CROSS JOIN LATERAL (
+        SELECT CASE WHEN eps.by_priority THEN (
+                   SELECT q.id FROM pgqueuer AS q
+                   WHERE q.serial_key IS NOT NULL AND q.entrypoint = w.entrypoint
+                     AND q.serial_key = w.serial_key AND q.status = 'queued'
+                   ORDER BY q.priority DESC, q.id ASC LIMIT 1)
+               ELSE (
+                   SELECT q.id FROM pgqueuer AS q
+                   WHERE q.serial_key IS NOT NULL AND q.entrypoint = w.entrypoint
+                     AND q.serial_key = w.serial_key AND q.status = 'queued'
+                   ORDER BY q.id ASC LIMIT 1)
+               END AS id
+    ) AS c
+    JOIN pgqueuer AS h ON h.id = c.id
+    WHERE w.serial_key IS NOT NULL
+      AND h.execute_after <= now()
+      AND NOT EXISTS (
+          SELECT 1 FROM pgqueuer AS b
+          WHERE b.serial_key IS NOT NULL AND b.entrypoint = w.entrypoint
+            AND b.serial_key = w.serial_key
+            AND b.status = ANY(CASE WHEN eps.held_blocks
+                                    THEN '{picked,failed}'::pgqueuer_status[]
+                                    ELSE '{picked}'::pgqueuer_status[] END))
+),
+unkeyed AS MATERIALIZED (
+    SELECT eps.entrypoint, u.id
+    FROM eps
+    CROSS JOIN LATERAL (
+        SELECT s.id FROM (
+            SELECT d.id, d.fairness_key, d.serial_key
+            FROM pgqueuer AS d
+            WHERE d.status = 'queued'
+              AND d.entrypoint = eps.entrypoint
+              AND d.execute_after <= now()
+            ORDER BY d.priority DESC, d.id ASC
+            LIMIT LEAST(eps.cap, 100)
+        ) AS s
+        WHERE s.fairness_key IS NULL AND s.serial_key IS NULL
+    ) AS u
+),
+shares AS (
+    SELECT eps.entrypoint, eps.cap, eps.key_limit,
+           ceil(eps.cap::float8 / GREATEST(1,
+               (SELECT count(*) FROM fair_shares AS f WHERE f.entrypoint = eps.entrypoint)
+               + (SELECT count(*) FROM serial_heads AS h WHERE h.entrypoint = eps.entrypoint)
+               + (SELECT count(*) FROM (SELECT 1 FROM unkeyed AS u WHERE u.entrypoint = eps.entrypoint LIMIT 1) AS one)
+           ))::int AS per_share
+    FROM eps
+),
+fair_picks AS (
+    SELECT f.entrypoint, x.id, x.priority,
+           row_number() OVER (PARTITION BY f.entrypoint, f.fairness_key ORDER BY x.priority DESC, x.id ASC) AS rank
+    FROM fair_shares AS f
+    JOIN shares AS s ON s.entrypoint = f.entrypoint
+    CROSS JOIN LATERAL (
+        SELECT d.id, d.priority
+        FROM pgqueuer AS d
+        WHERE d.status = 'queued'
+          AND d.fairness_key IS NOT NULL
+          AND d.entrypoint = f.entrypoint
+          AND d.fairness_key = f.fairness_key
+          AND d.execute_after <= now()
+        ORDER BY d.priority DESC, d.id ASC
+        LIMIT CASE WHEN s.key_limit > 0
+                   THEN LEAST(s.per_share, GREATEST(0, s.key_limit - (
+                       SELECT count(*) FROM pgqueuer AS r
+                       WHERE r.status = 'picked' AND r.fairness_key IS NOT NULL
+                         AND r.entrypoint = f.entrypoint AND r.fairness_key = f.fairness_key)))
+                   ELSE s.per_share END
+        FOR UPDATE SKIP LOCKED
+    ) AS x
+),
+serial_picks AS (
+    SELECT h.entrypoint, x.id, x.priority, 1::bigint AS rank
+    FROM serial_heads AS h
+    CROSS JOIN LATERAL (
+        SELECT d.id, d.priority
+        FROM pgqueuer AS d
+        WHERE d.id = h.id AND d.status = 'queued' AND d.execute_after <= now()
+        FOR UPDATE SKIP LOCKED
+    ) AS x
+),
+unkeyed_picks AS (
+    SELECT s.entrypoint, x.id, x.priority,
+           row_number() OVER (PARTITION BY s.entrypoint ORDER BY x.priority DESC, x.id ASC) AS rank
+    FROM shares AS s
+    CROSS JOIN LATERAL (
+        SELECT d.id, d.priority
+        FROM pgqueuer AS d
+        WHERE d.id = ANY(ARRAY(SELECT u.id FROM unkeyed AS u WHERE u.entrypoint = s.entrypoint))
+          AND d.status = 'queued' AND d.execute_after <= now()
+        ORDER BY d.priority DESC, d.id ASC
+        LIMIT s.per_share
+        FOR UPDATE SKIP LOCKED
+    ) AS x
+),
+picks AS (
+    SELECT fair_picks.entrypoint, fair_picks.id, fair_picks.priority, fair_picks.rank FROM fair_picks
+    UNION ALL
+    SELECT serial_picks.entrypoint, serial_picks.id, serial_picks.priority, serial_picks.rank FROM serial_picks
+    UNION ALL
+    SELECT unkeyed_picks.entrypoint, unkeyed_picks.id, unkeyed_picks.priority, unkeyed_picks.rank FROM unkeyed_picks
+),
+ranked AS (
+    SELECT picks.id, picks.priority, picks.rank, eps.cap,
+           row_number() OVER (PARTITION BY picks.entrypoint ORDER BY picks.rank, picks.priority DESC, picks.id ASC) AS nth
+    FROM picks
+    JOIN eps ON eps.entrypoint = picks.entrypoint
+),
+candidates AS (
+    SELECT ranked.id FROM ranked
+    WHERE ranked.nth <= ranked.cap
+    ORDER BY ranked.rank, ranked.priority DESC, ranked.id ASC
+    LIMIT @batch_size::int
+),
+-- One clock reading for the row and its log row (see JobsClaim).
+claim_time AS MATERIALIZED (
+    SELECT clock_timestamp() AS at
+),
+claimed AS (
+    UPDATE pgqueuer AS j
+    SET status = 'picked',
+        updated = (SELECT claim_time.at FROM claim_time),
+        heartbeat = now(),
+        queue_manager_id = @queue_manager_id,
+        slot = NULL
+    WHERE j.id = ANY(ARRAY(SELECT candidates.id FROM candidates))
+    RETURNING j.id, j.priority, j.created, j.execute_after, j.entrypoint,
+              j.payload, j.headers, j.attempts, j.dedupe_key,
+              (extract(epoch FROM j.updated) * 1000000)::bigint AS claim_token,
+              j.fairness_key, j.serial_key
+),
+logged AS (
+    INSERT INTO pgqueuer_log (job_id, status, priority, entrypoint, created)
+    SELECT claimed.id, 'picked', claimed.priority, claimed.entrypoint, claim_time.at
+    FROM claimed CROSS JOIN claim_time
+)
+SELECT claimed.id, claimed.priority, claimed.created, claimed.execute_after,
+       claimed.entrypoint, claimed.payload, claimed.headers, claimed.attempts,
+       claimed.dedupe_key, claimed.claim_token, claimed.fairness_key, claimed.serial_key,
+       ''::text AS fair_cursor, ''::text AS serial_cursor
+FROM claimed
+UNION ALL
+SELECT 0::bigint, 0::int, now(), now(), eps.entrypoint, NULL::bytea, NULL::jsonb, 0::int,
+       NULL::text, 0::bigint, NULL::text, NULL::text,
+       COALESCE((SELECT w.fairness_key FROM fair_keys AS w
+                 WHERE w.entrypoint = eps.entrypoint ORDER BY w.n DESC LIMIT 1), '')::text,
+       COALESCE((SELECT w.serial_key FROM serial_keys AS w
+                 WHERE w.entrypoint = eps.entrypoint ORDER BY w.n DESC LIMIT 1), '')::text
+FROM eps;
+
+-- name: JobsKeyedWaiting :many
+-- Which of the entrypoints have queued jobs with a fairness or serial key:
+-- one probe of pgqueuer_pgq_keyed_idx each. A worker that found none asks
+-- this, not JobsClaimKeyed, until some appear.
+SELECT e.name::text AS entrypoint
+FROM unnest(@entrypoints::text[]) AS e(name)
+WHERE EXISTS (
+    SELECT 1 FROM pgqueuer AS k
+    WHERE k.entrypoint = e.name
+      AND k.status = 'queued'
+      AND (k.fairness_key IS NOT NULL OR k.serial_key IS NOT NULL));

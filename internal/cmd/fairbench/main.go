@@ -1,0 +1,203 @@
+// Command fairbench measures fair share across tenants (docs/fairness.md):
+// how long a small tenant's jobs wait while a big tenant's backlog drains,
+// and what the keys cost the drain.
+//
+//	go run ./internal/cmd/withpg -- go run ./internal/cmd/fairbench [flags]
+//
+// It runs three phases on PGQ_TEST_DSN (or --dsn), each on an empty queue
+// with one worker:
+//
+//   - idle: tenant B enqueues one job a second, nothing else is queued;
+//   - keyed: tenant A's --backlog jobs are queued with fairness key
+//     "tenant-a", then B enqueues with key "tenant-b" while they drain;
+//   - plain: the same backlog and B's jobs without keys.
+//
+// For each it prints B's enqueue-to-start wait (p50, p99, max) and the
+// backlog's drain rate (jobs per second from the worker's start to the
+// backlog's last start).
+package main
+
+import (
+	"context"
+	"database/sql"
+	"encoding/binary"
+	"flag"
+	"fmt"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	_ "github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/pgq-dev/pgq"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "fairbench:", err)
+		os.Exit(1)
+	}
+}
+
+type options struct {
+	dsn               string
+	backlog           int
+	idleSeconds       int
+	batch, concurrent int
+	phases            string
+}
+
+func run() error {
+	var o options
+	flag.StringVar(&o.dsn, "dsn", os.Getenv("PGQ_TEST_DSN"), "PostgreSQL connection string")
+	flag.IntVar(&o.backlog, "backlog", 1_000_000, "tenant A's queued jobs")
+	flag.IntVar(&o.idleSeconds, "idle-seconds", 60, "how long the idle phase samples B")
+	flag.IntVar(&o.batch, "batch-size", 100, "WithBatchSize")
+	flag.IntVar(&o.concurrent, "concurrency", 100, "WithMaxConcurrentTasks")
+	flag.StringVar(&o.phases, "phases", "idle,keyed,plain", "phases to run, in order")
+	flag.Parse()
+	ctx := context.Background()
+	db, err := sql.Open("pgx", o.dsn)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	if err := pgq.Upgrade(ctx, db); err != nil {
+		return err
+	}
+	for _, phase := range splitComma(o.phases) {
+		r, err := o.phase(ctx, db, phase)
+		if err != nil {
+			return fmt.Errorf("%s: %w", phase, err)
+		}
+		fmt.Printf("%-6s B jobs %4d  wait p50 %7.1f ms  p99 %7.1f ms  max %7.1f ms", phase, len(r.waits),
+			ms(pct(r.waits, 0.50)), ms(pct(r.waits, 0.99)), ms(pct(r.waits, 1)))
+		if r.backlog > 0 {
+			fmt.Printf("  backlog %d in %.1f s: %.0f jobs/s", r.backlog, r.drain.Seconds(), float64(r.backlog)/r.drain.Seconds())
+		}
+		fmt.Println()
+	}
+	return nil
+}
+
+type result struct {
+	waits   []time.Duration
+	backlog int
+	drain   time.Duration
+}
+
+func (o options) phase(ctx context.Context, db *sql.DB, phase string) (result, error) {
+	if _, err := db.ExecContext(ctx, "TRUNCATE pgqueuer, pgqueuer_log"); err != nil {
+		return result{}, err
+	}
+	q := pgq.NewQueries(db)
+	keyA, keyB := "", ""
+	backlog := o.backlog
+	switch phase {
+	case "idle":
+		backlog = 0
+	case "keyed":
+		keyA, keyB = "tenant-a", "tenant-b"
+	case "plain":
+	default:
+		return result{}, fmt.Errorf("unknown phase %q", phase)
+	}
+	for left := backlog; left > 0; {
+		n := min(left, 5000)
+		jobs := make([]pgq.NewJob, n)
+		for i := range jobs {
+			jobs[i] = pgq.NewJob{Entrypoint: "work", Payload: []byte{'a'}, FairnessKey: keyA}
+		}
+		if _, err := q.EnqueueBatch(ctx, jobs); err != nil {
+			return result{}, err
+		}
+		left -= n
+	}
+	if _, err := db.ExecContext(ctx, "VACUUM ANALYZE pgqueuer"); err != nil {
+		return result{}, err
+	}
+	var (
+		mu      sync.Mutex
+		waits   []time.Duration
+		started atomic.Int64
+		lastA   atomic.Int64
+	)
+	qm := pgq.NewQueueManager(db)
+	if err := qm.Entrypoint("work", func(_ context.Context, j *pgq.Job) error {
+		now := time.Now()
+		if len(j.Payload) == 9 { // B: 'b' and the enqueue time
+			sent := time.Unix(0, int64(binary.BigEndian.Uint64(j.Payload[1:])))
+			mu.Lock()
+			waits = append(waits, now.Sub(sent))
+			mu.Unlock()
+			return nil
+		}
+		if started.Add(1) == int64(backlog) {
+			lastA.Store(now.UnixNano())
+		}
+		return nil
+	}); err != nil {
+		return result{}, err
+	}
+	wctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	begin := time.Now()
+	go func() {
+		done <- qm.Run(wctx, pgq.WithBatchSize(o.batch), pgq.WithMaxConcurrentTasks(o.concurrent))
+	}()
+	var opts []pgq.EnqueueOption
+	if keyB != "" {
+		opts = append(opts, pgq.WithFairnessKey(keyB))
+	}
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for n := 0; ; n++ {
+		if backlog == 0 && n >= o.idleSeconds || backlog > 0 && started.Load() >= int64(backlog) {
+			break
+		}
+		payload := binary.BigEndian.AppendUint64([]byte{'b'}, uint64(time.Now().UnixNano()))
+		if _, err := q.Enqueue(ctx, "work", payload, opts...); err != nil {
+			stop()
+			return result{}, err
+		}
+		<-tick.C
+	}
+	time.Sleep(2 * time.Second) // B's last job
+	stop()
+	if err := <-done; err != nil {
+		return result{}, err
+	}
+	r := result{waits: waits, backlog: backlog}
+	if backlog > 0 {
+		r.drain = time.Unix(0, lastA.Load()).Sub(begin)
+	}
+	return r, nil
+}
+
+func pct(d []time.Duration, p float64) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	s := slices.Clone(d)
+	slices.Sort(s)
+	i := int(p*float64(len(s))+0.999999) - 1
+	return s[max(0, min(i, len(s)-1))]
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+func splitComma(s string) []string {
+	var out []string
+	start := 0
+	for i := 0; i <= len(s); i++ {
+		if i == len(s) || s[i] == ',' {
+			if i > start {
+				out = append(out, s[start:i])
+			}
+			start = i + 1
+		}
+	}
+	return out
+}

@@ -1,0 +1,315 @@
+package pgq_test
+
+import (
+	"context"
+	"database/sql"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pgq-dev/pgq"
+)
+
+// TestFairnessKeyShare: with 2,000 jobs of tenant A queued first, the
+// single job of tenant B enqueued after them starts within the first two
+// claims of 10 (old code, or without keys: after all of A's); each
+// claim takes both tenants' jobs while both have some.
+func TestFairnessKeyShare(t *testing.T) {
+	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
+		ctx := testCtx(t)
+		q := pgq.NewQueries(db)
+		jobs := make([]pgq.NewJob, 2000)
+		for i := range jobs {
+			jobs[i] = pgq.NewJob{Entrypoint: "fair", FairnessKey: "tenant-a", Payload: []byte("a")}
+		}
+		if _, err := q.EnqueueBatch(ctx, jobs); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := q.Enqueue(ctx, "fair", []byte("b"), pgq.WithFairnessKey("tenant-b")); err != nil {
+			t.Fatal(err)
+		}
+		var started atomic.Int64
+		var bAt atomic.Int64
+		qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
+		if err := qm.Entrypoint("fair", func(_ context.Context, j *pgq.Job) error {
+			n := started.Add(1)
+			if j.FairnessKey == "tenant-b" {
+				bAt.Store(n)
+			}
+			if want := "tenant-" + string(j.Payload); j.FairnessKey != want {
+				return fmt.Errorf("job %d: fairness key %q, want %q", j.ID, j.FairnessKey, want)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		drain(t, ctx, qm, pgq.WithBatchSize(10), pgq.WithMaxConcurrentTasks(10))
+		if got := started.Load(); got != 2001 {
+			t.Fatalf("%d jobs started, want 2001", got)
+		}
+		if b := bAt.Load(); b < 1 || b > 20 {
+			t.Fatalf("tenant B's job started as number %d of 2001, want within the first two claims of 10", b)
+		}
+		if n := scalar[int](t, db, `SELECT count(*) FROM pgqueuer_log WHERE status = 'exception'`); n != 0 {
+			t.Fatalf("%d jobs failed", n)
+		}
+	})
+}
+
+// TestKeyConcurrencyLimit: with WithKeyConcurrencyLimit(2), two workers
+// never run more than two jobs of one fairness key at once, while other
+// keys' jobs run beside them.
+func TestKeyConcurrencyLimit(t *testing.T) {
+	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
+		ctx := testCtx(t)
+		q := pgq.NewQueries(db)
+		var jobs []pgq.NewJob
+		for i := range 60 {
+			jobs = append(jobs, pgq.NewJob{Entrypoint: "lim", FairnessKey: fmt.Sprintf("k%d", i%3)})
+		}
+		if _, err := q.EnqueueBatch(ctx, jobs); err != nil {
+			t.Fatal(err)
+		}
+		var mu sync.Mutex
+		running, most := map[string]int{}, map[string]int{}
+		handler := func(_ context.Context, j *pgq.Job) error {
+			mu.Lock()
+			running[j.FairnessKey]++
+			most[j.FairnessKey] = max(most[j.FairnessKey], running[j.FairnessKey])
+			mu.Unlock()
+			time.Sleep(5 * time.Millisecond)
+			mu.Lock()
+			running[j.FairnessKey]--
+			mu.Unlock()
+			return nil
+		}
+		var wg sync.WaitGroup
+		errs := make(chan error, 2)
+		for range 2 {
+			qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
+			if err := qm.Entrypoint("lim", handler, pgq.WithKeyConcurrencyLimit(2)); err != nil {
+				t.Fatal(err)
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				errs <- qm.Run(ctx, pgq.WithMode(pgq.ModeDrain), pgq.WithMaxConcurrentTasks(10))
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		if n := scalar[int](t, db, `SELECT count(*) FROM pgqueuer`); n != 0 {
+			t.Fatalf("%d jobs left", n)
+		}
+		for k, n := range most {
+			if n > 2 {
+				t.Errorf("key %s: %d jobs ran at once, want at most 2", k, n)
+			}
+		}
+		if len(most) != 3 {
+			t.Errorf("keys run: %v", most)
+		}
+	})
+}
+
+// TestSerialKeyOrder: four workers run 100 keys x 100 jobs, enqueued in a
+// shuffled order of keys; every key's jobs start in enqueue order, each
+// exactly once, and no two of one key overlap in time.
+func TestSerialKeyOrder(t *testing.T) {
+	const keys, perKey = 100, 100
+	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
+		ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+		defer cancel()
+		q := pgq.NewQueries(db)
+		order := make([]int, 0, keys*perKey)
+		for k := range keys {
+			for range perKey {
+				order = append(order, k)
+			}
+		}
+		rand.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
+		next := make([]int, keys)
+		var jobs []pgq.NewJob
+		for _, k := range order {
+			jobs = append(jobs, pgq.NewJob{Entrypoint: "serial", SerialKey: fmt.Sprintf("account-%d", k),
+				Payload: binary.BigEndian.AppendUint32(nil, uint32(next[k]))})
+			next[k]++
+		}
+		for len(jobs) > 0 {
+			n := min(len(jobs), 1000)
+			if _, err := q.EnqueueBatch(ctx, jobs[:n]); err != nil {
+				t.Fatal(err)
+			}
+			jobs = jobs[n:]
+		}
+		type run struct {
+			seq        int
+			start, end time.Time
+		}
+		var mu sync.Mutex
+		runs := map[string][]run{}
+		active := map[string]bool{}
+		var overlaps atomic.Int64
+		handler := func(_ context.Context, j *pgq.Job) error {
+			mu.Lock()
+			if active[j.SerialKey] {
+				overlaps.Add(1)
+			}
+			active[j.SerialKey] = true
+			r := run{seq: int(binary.BigEndian.Uint32(j.Payload)), start: time.Now()}
+			mu.Unlock()
+			if rand.IntN(4) == 0 {
+				time.Sleep(time.Millisecond)
+			}
+			mu.Lock()
+			active[j.SerialKey] = false
+			r.end = time.Now()
+			runs[j.SerialKey] = append(runs[j.SerialKey], r)
+			mu.Unlock()
+			return nil
+		}
+		for range 4 {
+			qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
+			if err := qm.Entrypoint("serial", handler); err != nil {
+				t.Fatal(err)
+			}
+			runWorker(t, ctx, qm, pgq.WithMaxConcurrentTasks(16), pgq.WithBatchSize(16))
+		}
+		for scalar[int](t, db, `SELECT count(*) FROM pgqueuer`) > 0 {
+			if ctx.Err() != nil {
+				t.Fatalf("jobs left: %d", scalar[int](t, db, `SELECT count(*) FROM pgqueuer`))
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if n := overlaps.Load(); n > 0 {
+			t.Errorf("%d jobs started while another of their key ran", n)
+		}
+		if len(runs) != keys {
+			t.Fatalf("%d keys ran, want %d", len(runs), keys)
+		}
+		for k, rs := range runs {
+			if len(rs) != perKey {
+				t.Errorf("key %s: %d runs, want %d", k, len(rs), perKey)
+				continue
+			}
+			for i, r := range rs {
+				if r.seq != i {
+					t.Errorf("key %s: run %d was job %d of the key, want enqueue order", k, i, r.seq)
+					break
+				}
+				if i > 0 && r.start.Before(rs[i-1].end) {
+					t.Errorf("key %s: job %d started before job %d ended", k, i, i-1)
+					break
+				}
+			}
+		}
+	})
+}
+
+// TestSerialKeyHeld: a held (failed) job blocks its key until it is
+// requeued, unless the entrypoint has WithSerialSkipHeld; a later job of
+// another key runs meanwhile.
+func TestSerialKeyHeld(t *testing.T) {
+	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
+		ctx := testCtx(t)
+		q := pgq.NewQueries(db)
+		for _, skip := range []bool{false, true} {
+			ep := fmt.Sprintf("held-%v", skip)
+			var ran sync.Map
+			opts := []pgq.EntrypointOption{pgq.OnFailure(pgq.Hold)}
+			if skip {
+				opts = append(opts, pgq.WithSerialSkipHeld())
+			}
+			qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
+			if err := qm.Entrypoint(ep, func(_ context.Context, j *pgq.Job) error {
+				if _, again := ran.LoadOrStore(string(j.Payload), true); string(j.Payload) == "first" && !again {
+					return errors.New("first fails")
+				}
+				return nil
+			}, opts...); err != nil {
+				t.Fatal(err)
+			}
+			first, err := q.Enqueue(ctx, ep, []byte("first"), pgq.WithSerialKey("k"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range []string{"second", "other"} {
+				key := "k"
+				if p == "other" {
+					key = "k2"
+				}
+				if _, err := q.Enqueue(ctx, ep, []byte(p), pgq.WithSerialKey(key)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			drain(t, ctx, qm)
+			_, second := ran.Load("second")
+			_, other := ran.Load("other")
+			if !other || second != skip {
+				t.Fatalf("skip held %v: second ran %v, other ran %v", skip, second, other)
+			}
+			if !skip {
+				if _, err := q.RequeueJobs(ctx, pgq.JobFilter{Entrypoints: []string{ep}, Statuses: []pgq.Status{pgq.StatusFailed}}); err != nil {
+					t.Fatal(err)
+				}
+				drain(t, ctx, qm)
+				if _, second = ran.Load("second"); !second {
+					t.Fatalf("second did not run after the held job %d was requeued", first)
+				}
+			}
+		}
+	})
+}
+
+// TestKeysBadInput: empty, long, invalid and doubled keys are refused
+// with an error that names the value; nothing is enqueued.
+func TestKeysBadInput(t *testing.T) {
+	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
+		ctx := testCtx(t)
+		q := pgq.NewQueries(db)
+		long := strings.Repeat("x", pgq.MaxKeyLength+1)
+		cases := []struct {
+			name string
+			opts []pgq.EnqueueOption
+			want string
+		}{
+			{"empty fairness", []pgq.EnqueueOption{pgq.WithFairnessKey("")}, `WithFairnessKey("")`},
+			{"empty serial", []pgq.EnqueueOption{pgq.WithSerialKey("")}, `WithSerialKey("")`},
+			{"long fairness", []pgq.EnqueueOption{pgq.WithFairnessKey(long)}, "201 bytes, longer than MaxKeyLength (200)"},
+			{"long serial", []pgq.EnqueueOption{pgq.WithSerialKey(long)}, `serial key "xxxxxxxx`},
+			{"both", []pgq.EnqueueOption{pgq.WithFairnessKey("t"), pgq.WithSerialKey("s")}, `fairness key "t" and serial key "s"`},
+			{"nul", []pgq.EnqueueOption{pgq.WithSerialKey("a\x00b")}, `"a\x00b" contains a NUL byte`},
+			{"utf8", []pgq.EnqueueOption{pgq.WithFairnessKey("a\xffb")}, `"a\xffb" is not valid UTF-8`},
+		}
+		for _, c := range cases {
+			_, err := q.Enqueue(ctx, "bad", nil, c.opts...)
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("%s: err = %v, want one containing %s", c.name, err, c.want)
+			}
+		}
+		if _, err := q.Enqueue(ctx, "bad", nil, pgq.WithFairnessKey(long[:pgq.MaxKeyLength])); err != nil {
+			t.Errorf("a key of MaxKeyLength bytes: %v", err)
+		}
+		qm := pgq.NewQueueManager(db)
+		nop := func(context.Context, *pgq.Job) error { return nil }
+		if err := qm.Entrypoint("x", nop, pgq.WithKeyConcurrencyLimit(0)); err == nil || !strings.Contains(err.Error(), "got 0") {
+			t.Errorf("WithKeyConcurrencyLimit(0): %v", err)
+		}
+		if n := scalar[int](t, db, `SELECT count(*) FROM pgqueuer`); n != 1 {
+			t.Errorf("%d jobs enqueued, want the one good one", n)
+		}
+	})
+}
