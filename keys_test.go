@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -310,6 +311,69 @@ func TestKeysBadInput(t *testing.T) {
 		}
 		if n := scalar[int](t, db, `SELECT count(*) FROM pgqueuer`); n != 1 {
 			t.Errorf("%d jobs enqueued, want the one good one", n)
+		}
+	})
+}
+
+// TestSerialKeyWorkerCrash: a worker process runs the first job of a
+// serial key and is SIGKILLed; the key's second job does not start while
+// the first is held by the dead worker (not in that process, not in
+// another), and after the heartbeat rescue the first runs again, then
+// the second, in order.
+func TestSerialKeyWorkerCrash(t *testing.T) {
+	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
+		ctx := testCtx(t)
+		if _, err := db.Exec("CREATE TABLE crash_marks (job_id bigint, pid int)"); err != nil {
+			t.Fatal(err)
+		}
+		cmd := startWorker(t, driverName(db), dsn)
+		q := pgq.NewQueries(db)
+		first, err := q.Enqueue(ctx, "crash", []byte("first"), pgq.WithSerialKey("acct"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		second, err := q.Enqueue(ctx, "crash", []byte("second"), pgq.WithSerialKey("acct"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitMark(t, db, first, cmd.Process.Pid)
+		time.Sleep(500 * time.Millisecond) // the worker has free slots and claims on
+		if n := scalar[int](t, db, "SELECT count(*) FROM crash_marks WHERE job_id = $1", int64(second)); n != 0 {
+			t.Fatalf("the second job of the key started while the first ran")
+		}
+		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		_ = cmd.Wait()
+		var mu sync.Mutex
+		var order []string
+		qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
+		_ = qm.Entrypoint("crash", func(ctx context.Context, j *pgq.Job) error {
+			mu.Lock()
+			order = append(order, string(j.Payload))
+			mu.Unlock()
+			return nil
+		})
+		runCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		done := make(chan error, 1)
+		go func() {
+			done <- qm.Run(runCtx, pgq.WithHeartbeatTimeout(time.Second), pgq.WithDequeueTimeout(100*time.Millisecond))
+		}()
+		for scalar[int](t, db, "SELECT count(*) FROM pgqueuer") > 0 {
+			if runCtx.Err() != nil {
+				t.Fatalf("jobs not rescued and run: %d left", scalar[int](t, db, "SELECT count(*) FROM pgqueuer"))
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if strings.Join(order, ",") != "first,second" {
+			t.Fatalf("after the rescue the jobs ran as %v, want first then second", order)
 		}
 	})
 }
