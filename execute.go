@@ -26,8 +26,15 @@ type executor struct {
 	held      *holdings
 	outcomes  *completer
 	progress  *progressWriter // ReportProgress's writes
-	done      chan<- JobID    // a handler returned (its outcome, if any, is with the completer)
+	done      chan<- JobID    // a handler returned, or a job was given back (its outcome, if any, is with the completer)
+	slots     chan struct{}   // a token per running handler (WithMaxConcurrentTasks)
+
+	handlerTime atomic.Int64 // handlers' recent run time in ns, a moving average (0: none yet)
 }
+
+// aheadHandlerTime is the longest recent mean handler time at which a
+// worker claims jobs ahead of its free slots (see WithMaxConcurrentTasks).
+const aheadHandlerTime = 50 * time.Millisecond
 
 // chain wraps each entrypoint's handler in the middleware (the first one
 // outermost), once for the whole run.
@@ -47,22 +54,88 @@ func chain(eps map[string]*entrypoint, mw []Middleware) map[string]Handler {
 
 // start registers the claimed jobs as held (so that cancellations and
 // heartbeats find them) and runs each one's handler in its own goroutine
-// of wg, with a context under jobsCtx.
-func (x *executor) start(jobsCtx context.Context, atts []*attempt, wg *sync.WaitGroup) {
+// of wg, with a context under jobsCtx, as handler slots free up, in claim
+// order. A job canceled while it waits for its slot ends without running;
+// once runCtx has ended (Run is stopping), the jobs still waiting go back
+// to the queue instead.
+func (x *executor) start(runCtx, jobsCtx context.Context, atts []*attempt, wg *sync.WaitGroup) {
 	ctxs := x.held.add(jobsCtx, atts)
 	for i, a := range atts {
-		wg.Go(func() { x.execute(ctxs[i], a) })
+		ctx := ctxs[i]
+		slot := false
+		if runCtx.Err() == nil && ctx.Err() == nil {
+			select {
+			case x.slots <- struct{}{}:
+				slot = true
+			case <-runCtx.Done():
+			case <-ctx.Done():
+			}
+		}
+		if !slot || runCtx.Err() != nil {
+			if slot {
+				<-x.slots
+			}
+			x.giveBack(ctx, a)
+			continue
+		}
+		wg.Go(func() {
+			x.execute(ctx, a)
+			<-x.slots // free before done: the next claim's jobs may start at once
+			x.done <- a.job.ID
+		})
 	}
 }
 
+// shortHandlers reports whether the handlers lately took so little time
+// that jobs claimed ahead of free slots wait no longer than
+// aheadHandlerTime for them: only then does the worker claim ahead, so
+// that it never holds back from other workers more than that much work.
+func (x *executor) shortHandlers() bool {
+	d := x.handlerTime.Load()
+	return d > 0 && d <= int64(aheadHandlerTime)
+}
+
+// timed folds one handler's run time into handlerTime, a moving average.
+func (x *executor) timed(d time.Duration) {
+	for {
+		old := x.handlerTime.Load()
+		avg := int64(d)
+		if old > 0 {
+			avg = old + (int64(d)-old)/16
+		}
+		if x.handlerTime.CompareAndSwap(old, max(avg, 1)) {
+			return
+		}
+	}
+}
+
+// giveBack ends an attempt whose handler never started because Run is
+// stopping: the job goes back to the queue, unless it was canceled
+// meanwhile.
+func (x *executor) giveBack(ctx context.Context, a *attempt) {
+	cause := context.Cause(ctx)
+	if cause == nil {
+		cause = errShutdown
+	}
+	x.finish(a, cause, cause)
+	x.done <- a.job.ID
+}
+
 // execute runs one job's handler and hands its outcome to the completer,
-// unless the attempt lost its claim meanwhile.
+// unless the attempt lost its claim meanwhile. A job canceled (or whose
+// claim was lost) while it waited for a slot is not started.
 func (x *executor) execute(ctx context.Context, a *attempt) {
+	if cause := context.Cause(ctx); cause != nil {
+		x.finish(a, cause, cause)
+		return
+	}
 	job := a.job
 	ep := x.eps[job.Entrypoint]
 	ctl := controlOf(job, ep)
 	ctx = context.WithValue(ctx, scopeKey{}, &jobScope{job: job, resources: x.resources, base: x.logger, progress: x.progress})
 	var err error
+	began := time.Now()
+	defer func() { x.timed(time.Since(began)) }()
 	if ctl.timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeoutCause(ctx, ctl.timeout, &timeoutError{ctl.timeout})
@@ -71,15 +144,23 @@ func (x *executor) execute(ctx context.Context, a *attempt) {
 	} else {
 		err = x.call(ctx, job)
 	}
-	out := decide(context.Cause(ctx), ep, ctl, job, err, x.qmID)
-	out.att = a
 	if x.progress != nil {
 		x.progress.finished(context.WithoutCancel(ctx), job.ID) // before the outcome removes the row
 	}
+	x.finish(a, context.Cause(ctx), err)
+}
+
+// finish turns the result of a's handler (err, with cause, why its context
+// ended, if it did) into an outcome for the completer, unless the attempt
+// lost its claim.
+func (x *executor) finish(a *attempt, cause, err error) {
+	job := a.job
+	ep := x.eps[job.Entrypoint]
+	out := decide(cause, ep, controlOf(job, ep), job, err, x.qmID)
+	out.att = a
 	if x.held.returned(a) {
 		x.outcomes.add(out)
 	}
-	x.done <- job.ID
 }
 
 // call runs the job's handler (inside the middleware), turning a panic

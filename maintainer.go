@@ -26,8 +26,10 @@ const (
 	// table).
 	vacuumMinDead = 10_000
 	// Log folding and pruning batch sizes: small, so that no statement
-	// holds locks long.
-	foldBatch  = 5000
+	// holds locks long or takes more than a few milliseconds (every log
+	// row folded is an update that writes an entry into each of the log's
+	// five indexes).
+	foldBatch  = 500
 	pruneBatch = 1000
 )
 

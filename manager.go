@@ -219,6 +219,9 @@ type run struct {
 	wakeIn  chan time.Duration // look again after this long (a retry is due)
 	done    chan JobID         // a handler returned (its outcome is with the completer)
 	limited bool               // some entrypoint has a fleet-wide limit
+	// ahead is how many jobs a claim may take beyond the free handler
+	// slots while the queue is deep (see WithMaxConcurrentTasks).
+	ahead int
 }
 
 // newRun builds a run and its roles.
@@ -232,7 +235,6 @@ func (qm *QueueManager) newRun(rc runConfig, eps map[string]*entrypoint) *run {
 		held:   newHoldings(logger),
 		wake:   make(chan struct{}, 1),
 		wakeIn: make(chan time.Duration, 1),
-		done:   make(chan JobID, rc.maxConcurrent),
 	}
 	// The claim, the outcome writes and the heartbeat each hold a
 	// connection; the listener may borrow a fourth.
@@ -248,12 +250,18 @@ func (qm *QueueManager) newRun(rc runConfig, eps map[string]*entrypoint) *run {
 		}
 	}
 	w.limited = len(limited) > 0
+	if !w.limited {
+		w.ahead = min(rc.batchSize, rc.maxConcurrent)
+	}
+	// Every job claimed, run or given back, says so once on done.
+	w.done = make(chan JobID, rc.maxConcurrent+w.ahead)
 	w.claimer = &claimer{qm: qm, qmID: qm.id, q: qm.q, sqlNames: qm.cfg.names, lane: w.claims, eps: eps,
 		names: names, limited: limited, syncClaims: rc.syncClaims, count: &qm.claims}
-	w.completer = newCompleter(qm.q, w.outcomes, qm.id, w.held, logger, rc.maxConcurrent, w.written)
+	w.completer = newCompleter(qm.q, w.outcomes, qm.id, w.held, logger, rc.maxConcurrent+w.ahead, w.written)
 	w.progress = newProgressWriter(qm.q, qm.rdb, qm.cfg.names, logger)
 	w.executor = &executor{qmID: qm.id, abandoned: &qm.abandoned, eps: eps, handlers: chain(eps, append(slices.Clip(qm.cfg.middleware), rc.middleware...)),
-		resources: qm.cfg.resources, logger: logger, held: w.held, outcomes: w.completer, progress: w.progress, done: w.done}
+		resources: qm.cfg.resources, logger: logger, held: w.held, outcomes: w.completer, progress: w.progress, done: w.done,
+		slots: make(chan struct{}, rc.maxConcurrent)}
 	w.maintainer = &maintainer{q: qm.q, db: qm.db, rdb: qm.rdb, names: qm.cfg.names, lane: w.beats, qmID: qm.id,
 		held: w.held, logger: logger, wake: func() { signal(w.wake) }, entrypoints: names,
 		heartbeatTimeout: rc.heartbeatTimeout, upkeepInterval: rc.upkeepInterval,
@@ -272,8 +280,8 @@ func (qm *QueueManager) newRun(rc runConfig, eps map[string]*entrypoint) *run {
 // over).
 //
 // Shutdown, in this order: (1) claims stop, and so do the listener, the
-// pool check, the upkeep and the log folding; the jobs already claimed are
-// started; (2) running handlers have the shutdown grace period to finish,
+// pool check, the upkeep and the log folding; jobs claimed ahead that have
+// no handler slot yet go back to the queue; (2) running handlers have the shutdown grace period to finish,
 // then their contexts are canceled and they are waited for; (3) the
 // completer writes every outcome; (4) the heartbeat stops: it ran until
 // now so that no job held went stale meanwhile; (5) every goroutine has
@@ -293,14 +301,15 @@ func (w *run) loop(ctx context.Context) error {
 		defer close(completed)
 		w.completer.run()
 	}()
-	// Claimed jobs are started by a dispatcher, in claim order, so that
-	// the next claim does not wait for a batch's handlers to be started.
-	// (It never waits for anything but a mutex, so a send to it is never
-	// held for long.)
+	// Claimed jobs are started by a dispatcher, in claim order, as handler
+	// slots free up, so that the next claim does not wait for a batch's
+	// handlers to be started. (It waits for slots only for the jobs claimed
+	// ahead, at most one batch, which finished handlers free at the rate
+	// they run, so a send to it is never held for long.)
 	dispatch := make(chan []*attempt, 16)
 	bg.Go(func() {
 		for jobs := range dispatch {
-			w.executor.start(jobsCtx, jobs, &bg)
+			w.executor.start(ctx, jobsCtx, jobs, &bg)
 		}
 	})
 
@@ -375,6 +384,9 @@ func (w *run) claimLoop(ctx context.Context, poll time.Duration, dispatch chan<-
 	// next one start at once.
 	var notBefore time.Time
 	claimed := 0 // for WithMaxJobs
+	// deep says the last claim came back full: the queue probably holds
+	// more, and claims may take w.ahead jobs beyond the free slots.
+	deep := false
 
 	for ctx.Err() == nil {
 		// Count every handler that has returned, so that a claim under load
@@ -389,6 +401,9 @@ func (w *run) claimLoop(ctx context.Context, poll time.Duration, dispatch chan<-
 			}
 		}
 		free := w.rc.maxConcurrent - inFlight
+		if deep && w.executor.shortHandlers() {
+			free += w.ahead
+		}
 		if w.rc.maxJobs > 0 {
 			if claimed >= w.rc.maxJobs {
 				// WithMaxJobs: claim no more; return once they have run
@@ -426,6 +441,7 @@ func (w *run) claimLoop(ctx context.Context, poll time.Duration, dispatch chan<-
 			default:
 				failures.ok()
 				notBefore = time.Time{}
+				deep = len(jobs) == n
 				if len(jobs) == 0 {
 					notBefore = began.Add(wakeGap)
 				}

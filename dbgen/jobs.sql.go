@@ -739,13 +739,16 @@ func (q *Queries) JobsFinish(ctx context.Context, db DBTX, arg JobsFinishParams)
 }
 
 const jobsHeartbeat = `-- name: JobsHeartbeat :many
-WITH free AS (
+WITH commit_mode AS (
+    SELECT set_config('synchronous_commit', 'off', true) AS mode
+),
+free AS (
     SELECT f.id
-    FROM pgqueuer AS f
+    FROM pgqueuer AS f, commit_mode
     WHERE f.id = ANY($1::bigint[])
       AND f.status IS NOT DISTINCT FROM 'picked'
       AND f.queue_manager_id IS NOT DISTINCT FROM $2
-    FOR UPDATE SKIP LOCKED
+    FOR UPDATE OF f SKIP LOCKED
 ),
 beaten AS (
     UPDATE pgqueuer AS j
@@ -785,6 +788,12 @@ type JobsHeartbeatRow struct {
 // cancellation in progress) is skipped, not refreshed, and reported as its
 // last committed version says, so that one open transaction does not hold
 // up the heartbeats of every other job of the worker.
+//
+// Its transaction commits without waiting for its WAL to reach disk
+// (synchronous_commit off for this transaction only, as JobsClaim's): a
+// heartbeat lost in a server crash only makes its jobs look older, and no
+// heartbeat waits in the queue of WAL flushes behind the commits of the
+// handlers' own transactions, however many there are.
 func (q *Queries) JobsHeartbeat(ctx context.Context, db DBTX, arg JobsHeartbeatParams) ([]*JobsHeartbeatRow, error) {
 	rows, err := db.QueryContext(ctx, jobsHeartbeat, pq.Array(arg.Ids), arg.QueueManagerID)
 	if err != nil {

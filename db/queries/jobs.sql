@@ -434,13 +434,22 @@ SELECT finished.id, 'successful', finished.priority, finished.entrypoint FROM fi
 -- cancellation in progress) is skipped, not refreshed, and reported as its
 -- last committed version says, so that one open transaction does not hold
 -- up the heartbeats of every other job of the worker.
-WITH free AS (
+--
+-- Its transaction commits without waiting for its WAL to reach disk
+-- (synchronous_commit off for this transaction only, as JobsClaim's): a
+-- heartbeat lost in a server crash only makes its jobs look older, and no
+-- heartbeat waits in the queue of WAL flushes behind the commits of the
+-- handlers' own transactions, however many there are.
+WITH commit_mode AS (
+    SELECT set_config('synchronous_commit', 'off', true) AS mode
+),
+free AS (
     SELECT f.id
-    FROM pgqueuer AS f
+    FROM pgqueuer AS f, commit_mode
     WHERE f.id = ANY(@ids::bigint[])
       AND f.status IS NOT DISTINCT FROM 'picked'
       AND f.queue_manager_id IS NOT DISTINCT FROM @queue_manager_id
-    FOR UPDATE SKIP LOCKED
+    FOR UPDATE OF f SKIP LOCKED
 ),
 beaten AS (
     UPDATE pgqueuer AS j

@@ -1,0 +1,180 @@
+package pgq_test
+
+import (
+	"context"
+	"database/sql"
+	"slices"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pgq-dev/pgq"
+)
+
+// pickedIDs returns the ids of the picked jobs of entrypoint.
+func pickedIDs(t *testing.T, db *sql.DB, entrypoint string) []pgq.JobID {
+	t.Helper()
+	rows, err := db.Query(`SELECT id FROM pgqueuer WHERE status = 'picked' AND entrypoint = $1 ORDER BY id`, entrypoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var ids []pgq.JobID
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, pgq.JobID(id))
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return ids
+}
+
+// While the queue is deep and handlers are short, a worker claims one
+// batch ahead of its free slots: those jobs are held but do not start
+// until a slot frees; one canceled meanwhile never starts, and at shutdown
+// the others go back to the queue at once, while the running handlers
+// finish in the grace period.
+func TestClaimsAheadOfFreeSlots(t *testing.T) {
+	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
+		ctx := testCtx(t)
+		q := pgq.NewQueries(db)
+		var block atomic.Bool
+		started := make(chan pgq.JobID, 100)
+		release := make(chan struct{})
+		qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
+		_ = qm.Entrypoint("ahead", func(ctx context.Context, j *pgq.Job) error {
+			started <- j.ID
+			if block.Load() {
+				<-release
+			}
+			return nil
+		})
+		runCtx, stop := context.WithCancel(ctx)
+		defer stop()
+		done := make(chan error, 1)
+		go func() {
+			done <- qm.Run(runCtx, pgq.WithMaxConcurrentTasks(2), pgq.WithBatchSize(2),
+				pgq.WithShutdownTimeout(20*time.Second))
+		}()
+
+		// Short handlers first, so that the worker knows them to be short.
+		for range 6 {
+			if _, err := q.Enqueue(ctx, "ahead", nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for range 6 {
+			receive(t, started, 10*time.Second, "a short job")
+		}
+		eventually(t, "the short jobs to finish", func() bool {
+			return scalar[int](t, db, `SELECT count(*) FROM pgqueuer WHERE entrypoint = 'ahead'`) == 0
+		})
+
+		block.Store(true)
+		jobs := make([]pgq.NewJob, 10)
+		for i := range jobs {
+			jobs[i] = pgq.NewJob{Entrypoint: "ahead"}
+		}
+		if _, err := q.EnqueueBatch(ctx, jobs); err != nil {
+			t.Fatal(err)
+		}
+		running := []pgq.JobID{receive(t, started, 10*time.Second, "run 1"), receive(t, started, 10*time.Second, "run 2")}
+		eventually(t, "two running and two claimed ahead", func() bool { return len(pickedIDs(t, db, "ahead")) == 4 })
+		time.Sleep(300 * time.Millisecond)
+		if n := len(pickedIDs(t, db, "ahead")); n != 4 {
+			t.Fatalf("%d jobs picked with 2 slots and a batch of 2, want 4", n)
+		}
+		select {
+		case id := <-started:
+			t.Fatalf("job %d started while both slots were taken", id)
+		default:
+		}
+		var waiting []pgq.JobID
+		for _, id := range pickedIDs(t, db, "ahead") {
+			if !slices.Contains(running, id) {
+				waiting = append(waiting, id)
+			}
+		}
+		if len(waiting) != 2 {
+			t.Fatalf("jobs waiting for a slot: %v", waiting)
+		}
+
+		// The first in line is canceled: it ends canceled without running.
+		if _, err := q.CancelJobs(ctx, pgq.JobFilter{IDs: waiting[:1]}); err != nil {
+			t.Fatal(err)
+		}
+		waitStatus(t, ctx, q, waiting[0], pgq.StatusCanceled)
+
+		// Shutdown: the other one goes back to the queue at once, while
+		// the running handlers still run.
+		stop()
+		waitStatus(t, ctx, q, waiting[1], pgq.StatusQueued)
+		if l := logOf(t, db, waiting[1]); l != "queued picked queued" {
+			t.Fatalf("job claimed ahead, given back at shutdown: log %q", l)
+		}
+		close(release)
+		if err := receive(t, done, 20*time.Second, "Run to return"); err != nil {
+			t.Fatal(err)
+		}
+		for _, id := range running {
+			if l := logOf(t, db, id); l != "queued picked successful" {
+				t.Fatalf("job %d: log %q", id, l)
+			}
+		}
+		if l := logOf(t, db, waiting[0]); l != "queued picked canceled" {
+			t.Fatalf("job canceled while claimed ahead: log %q", l)
+		}
+		close(started)
+		for id := range started {
+			if id == waiting[0] || id == waiting[1] {
+				t.Fatalf("job %d started, though it waited for a slot until it was canceled or given back", id)
+			}
+		}
+	})
+}
+
+// A worker with a fleet-wide concurrency limit never claims ahead: its
+// waiting jobs would hold the limit's slots.
+func TestNoClaimsAheadUnderALimit(t *testing.T) {
+	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
+		ctx := testCtx(t)
+		q := pgq.NewQueries(db)
+		var block atomic.Bool
+		started := make(chan pgq.JobID, 100)
+		release := make(chan struct{})
+		defer close(release)
+		qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
+		_ = qm.Entrypoint("limited", func(ctx context.Context, j *pgq.Job) error {
+			started <- j.ID
+			if block.Load() {
+				<-release
+			}
+			return nil
+		}, pgq.WithConcurrencyLimit(10))
+		runWorker(t, ctx, qm, pgq.WithMaxConcurrentTasks(2), pgq.WithBatchSize(2))
+		for range 6 {
+			if _, err := q.Enqueue(ctx, "limited", nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for range 6 {
+			receive(t, started, 10*time.Second, "a short job")
+		}
+		block.Store(true)
+		for range 10 {
+			if _, err := q.Enqueue(ctx, "limited", nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		receive(t, started, 10*time.Second, "run 1")
+		receive(t, started, 10*time.Second, "run 2")
+		time.Sleep(500 * time.Millisecond)
+		if n := len(pickedIDs(t, db, "limited")); n != 2 {
+			t.Fatalf("%d jobs picked with 2 slots under a concurrency limit, want 2", n)
+		}
+	})
+}
