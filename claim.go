@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"log/slog"
 	"math"
 	"strings"
 	"sync/atomic"
@@ -31,6 +32,7 @@ type claimer struct {
 	syncClaims bool
 	count      *atomic.Int64 // claims tried, for the tests
 	keyed      keyedState    // see claimRows
+	logger     *slog.Logger
 }
 
 // claim takes up to n jobs. again, when positive, says a rate limit held
@@ -231,4 +233,41 @@ func limitCaps(names []string, caps []int32, eps map[string]*entrypoint, running
 		}
 	}
 	return again
+}
+
+// confirm refreshes the heartbeat of jobs a slow claim has just taken
+// (JobsConfirmClaim) and returns those still held by the claim: a claim's
+// rows carry the heartbeat of its start, so after a claim that took a good
+// part of the heartbeat timeout another worker may already have released
+// them as stale, and may run them. The others are dropped, not run: they
+// are another claim's now, or, if a transient lock hid them, go back to
+// the queue as stale after the heartbeat timeout. When the refresh fails,
+// every job is dropped so.
+func (c *claimer) confirm(ctx context.Context, jobs []*attempt, took time.Duration) []*attempt {
+	ids := make([]int64, len(jobs))
+	for i, a := range jobs {
+		ids[i] = int64(a.job.ID)
+	}
+	var rows []*dbgen.JobsConfirmClaimRow
+	err := c.lane.do(ctx, func(s session) (err error) {
+		rows, err = c.q.JobsConfirmClaim(ctx, s.db, dbgen.JobsConfirmClaimParams{
+			Ids: ids, QueueManagerID: uuid.NullUUID{UUID: c.qmID, Valid: true},
+		})
+		return err
+	})
+	token := make(map[int64]int64, len(rows))
+	for _, r := range rows {
+		token[r.ID] = r.ClaimToken
+	}
+	kept := jobs[:0]
+	for _, a := range jobs {
+		if t, ok := token[int64(a.job.ID)]; ok && t == a.token {
+			kept = append(kept, a)
+		}
+	}
+	if n := len(jobs) - len(kept); n > 0 {
+		c.logger.Warn("pgq: a claim took so long that some of its jobs may have gone stale; not running them",
+			"took", took, "jobs", n, "err", err)
+	}
+	return kept
 }

@@ -256,7 +256,7 @@ func (qm *QueueManager) newRun(rc runConfig, eps map[string]*entrypoint) *run {
 	// Every job claimed, run or given back, says so once on done.
 	w.done = make(chan JobID, rc.maxConcurrent+w.ahead)
 	w.claimer = &claimer{qm: qm, qmID: qm.id, q: qm.q, sqlNames: qm.cfg.names, lane: w.claims, eps: eps,
-		names: names, limited: limited, syncClaims: rc.syncClaims, count: &qm.claims}
+		names: names, limited: limited, syncClaims: rc.syncClaims, count: &qm.claims, logger: logger}
 	w.completer = newCompleter(qm.q, w.outcomes, qm.id, w.held, logger, rc.maxConcurrent+w.ahead, w.written)
 	w.progress = newProgressWriter(qm.q, qm.rdb, qm.cfg.names, logger)
 	w.executor = &executor{qmID: qm.id, abandoned: &qm.abandoned, eps: eps, handlers: chain(eps, append(slices.Clip(qm.cfg.middleware), rc.middleware...)),
@@ -442,6 +442,9 @@ func (w *run) claimLoop(ctx context.Context, poll time.Duration, dispatch chan<-
 				failures.ok()
 				notBefore = time.Time{}
 				deep = len(jobs) == n
+				if took := time.Since(began); len(jobs) > 0 && took > w.rc.heartbeatTimeout/4 {
+					jobs = w.claimer.confirm(ctx, jobs, took)
+				}
 				if len(jobs) == 0 {
 					notBefore = began.Add(wakeGap)
 				}

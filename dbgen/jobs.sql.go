@@ -368,6 +368,66 @@ func (q *Queries) JobsCompleteTx(ctx context.Context, db DBTX, arg JobsCompleteT
 	return result.RowsAffected()
 }
 
+const jobsConfirmClaim = `-- name: JobsConfirmClaim :many
+WITH commit_mode AS (
+    SELECT set_config('synchronous_commit', 'off', true) AS mode
+),
+free AS (
+    SELECT f.id
+    FROM pgqueuer AS f, commit_mode
+    WHERE f.id = ANY($1::bigint[])
+      AND f.status IS NOT DISTINCT FROM 'picked'
+      AND f.queue_manager_id IS NOT DISTINCT FROM $2
+    FOR UPDATE OF f SKIP LOCKED
+)
+UPDATE pgqueuer AS j
+SET heartbeat = now()
+WHERE j.id = ANY(ARRAY(SELECT free.id FROM free))
+RETURNING j.id, (extract(epoch FROM j.updated) * 1000000)::bigint AS claim_token
+`
+
+type JobsConfirmClaimParams struct {
+	Ids            []int64
+	QueueManagerID uuid.NullUUID
+}
+
+type JobsConfirmClaimRow struct {
+	ID         int64
+	ClaimToken int64
+}
+
+// Refreshes the heartbeat of jobs a slow claim of this queue manager has
+// just taken, before their handlers start, and returns the ids it
+// refreshed with their claim tokens (see JobsClaim). A claim's rows carry
+// the heartbeat of its transaction's start; when the claim took long,
+// another worker may find them stale the moment they commit and release
+// them. Only the rows this statement could lock and still finds picked by
+// the caller are returned: a row another transaction holds (a release in
+// progress) is left out, and the caller does not run it. Commits without
+// waiting for the WAL flush, as JobsHeartbeat does.
+func (q *Queries) JobsConfirmClaim(ctx context.Context, db DBTX, arg JobsConfirmClaimParams) ([]*JobsConfirmClaimRow, error) {
+	rows, err := db.QueryContext(ctx, jobsConfirmClaim, pq.Array(arg.Ids), arg.QueueManagerID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []*JobsConfirmClaimRow
+	for rows.Next() {
+		var i JobsConfirmClaimRow
+		if err := rows.Scan(&i.ID, &i.ClaimToken); err != nil {
+			return nil, err
+		}
+		items = append(items, &i)
+	}
+	if err := rows.Close(); err != nil {
+		return nil, err
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const jobsCountByStatus = `-- name: JobsCountByStatus :many
 SELECT j.entrypoint, j.priority, j.status, count(*)::bigint AS count
 FROM pgqueuer AS j

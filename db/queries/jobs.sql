@@ -466,6 +466,32 @@ WHERE b.id = ANY(@ids::bigint[])
   AND b.queue_manager_id IS NOT DISTINCT FROM @queue_manager_id
   AND b.id <> ALL(ARRAY(SELECT free.id FROM free));
 
+-- name: JobsConfirmClaim :many
+-- Refreshes the heartbeat of jobs a slow claim of this queue manager has
+-- just taken, before their handlers start, and returns the ids it
+-- refreshed with their claim tokens (see JobsClaim). A claim's rows carry
+-- the heartbeat of its transaction's start; when the claim took long,
+-- another worker may find them stale the moment they commit and release
+-- them. Only the rows this statement could lock and still finds picked by
+-- the caller are returned: a row another transaction holds (a release in
+-- progress) is left out, and the caller does not run it. Commits without
+-- waiting for the WAL flush, as JobsHeartbeat does.
+WITH commit_mode AS (
+    SELECT set_config('synchronous_commit', 'off', true) AS mode
+),
+free AS (
+    SELECT f.id
+    FROM pgqueuer AS f, commit_mode
+    WHERE f.id = ANY(@ids::bigint[])
+      AND f.status IS NOT DISTINCT FROM 'picked'
+      AND f.queue_manager_id IS NOT DISTINCT FROM @queue_manager_id
+    FOR UPDATE OF f SKIP LOCKED
+)
+UPDATE pgqueuer AS j
+SET heartbeat = now()
+WHERE j.id = ANY(ARRAY(SELECT free.id FROM free))
+RETURNING j.id, (extract(epoch FROM j.updated) * 1000000)::bigint AS claim_token;
+
 -- name: JobsRequeue :many
 -- Puts held (failed) jobs back in the queue, due now, with a fresh set of
 -- attempts (as PGQueuer's requeue does), and logs them 'queued'; returns the
