@@ -110,7 +110,7 @@ func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 			}
 			prev[s.name] = f
 			t.set(s.name, r, f)
-			fmt.Fprintf(stderr, "compare: round %d/%d %-45.45s %9.0f jobs/s\n", r+1, cfg.rounds, s.name, f.rate)
+			fmt.Fprintf(stderr, "compare: round %d/%d %-62.62s %9.0f jobs/s\n", r+1, cfg.rounds, s.name, f.rate)
 		}
 	}
 	fmt.Fprintf(stdout, "\nPostgreSQL %s (stock settings, jit = off), %d cores; %d rounds; drains of %d jobs; throughput runs of %v\n",
