@@ -1138,14 +1138,13 @@ func (q *Queries) JobsRunningByEntrypoint(ctx context.Context, db DBTX, entrypoi
 }
 
 const jobsTableUpkeep = `-- name: JobsTableUpkeep :one
-SELECT COALESCE(s.n_mod_since_analyze > greatest(1000, c.reltuples * 0.2), false)::boolean AS needs_analyze,
-       COALESCE(s.n_dead_tup > greatest($1::bigint, c.reltuples * 0.1), false)::boolean AS needs_vacuum,
+SELECT COALESCE(pg_catalog.pg_stat_get_mod_since_analyze(c.oid) > greatest(1000, c.reltuples * 0.2), false)::boolean AS needs_analyze,
+       COALESCE(pg_catalog.pg_stat_get_dead_tuples(c.oid) > greatest($1::bigint, c.reltuples * 0.1), false)::boolean AS needs_vacuum,
        (pg_catalog.pg_has_role(c.relowner, 'USAGE')
         OR CASE WHEN current_setting('server_version_num')::int >= 170000
                 THEN pg_catalog.has_table_privilege(c.oid, 'MAINTAIN')
                 ELSE false END)::boolean AS may_maintain
 FROM pg_catalog.pg_class AS c
-LEFT JOIN pg_catalog.pg_stat_user_tables AS s ON s.relid = c.oid
 WHERE c.oid = to_regclass($2::text)
 `
 
@@ -1169,6 +1168,10 @@ type JobsTableUpkeepRow struct {
 // may_maintain when the current user may VACUUM and ANALYZE it (has the
 // privileges of its owner, or, from PostgreSQL 17, MAINTAIN on it; else
 // PostgreSQL skips the table with a warning each time).
+//
+// It reads the two counters with the statistics functions for the one
+// table rather than through pg_stat_user_tables, a view that computes
+// every counter of every table before the filter.
 func (q *Queries) JobsTableUpkeep(ctx context.Context, db DBTX, arg JobsTableUpkeepParams) (*JobsTableUpkeepRow, error) {
 	row := db.QueryRowContext(ctx, jobsTableUpkeep, arg.MinDead, arg.TableName)
 	var i JobsTableUpkeepRow
