@@ -56,7 +56,7 @@ func (c *claimer) claim(ctx context.Context, n int) (jobs []*attempt, again time
 	var secs float64 = -1
 	err = c.lane.do(ctx, func(s session) (err error) {
 		if len(c.limited) == 0 {
-			rows, err = c.claimRows(ctx, s.db, params)
+			rows, err = c.claimRows(ctx, s, s.db, false, params)
 		} else {
 			rows, again, err = c.claimLimited(ctx, s, params)
 			if errors.Is(err, errSlotRace) {
@@ -142,7 +142,7 @@ func (c *claimer) claimLimited(ctx context.Context, s session, p dbgen.JobsClaim
 		}
 	}
 	again = limitCaps(p.Entrypoints, p.Caps, c.eps, runningBy, startedBy)
-	rows, err = c.claimRows(ctx, db, p)
+	rows, err = c.claimRows(ctx, s, db, true, p)
 	if err != nil {
 		return nil, 0, err
 	}

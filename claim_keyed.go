@@ -42,7 +42,7 @@ const keyedRounds = 4
 // alone, followed, when it left room or at the look's interval, by the
 // small JobsKeyedWaiting: a workload without keys never plans the keyed
 // statement.
-func (c *claimer) claimRows(ctx context.Context, db sqlname.DBTX, p dbgen.JobsClaimParams) ([]*dbgen.JobsClaimRow, error) {
+func (c *claimer) claimRows(ctx context.Context, s session, db sqlname.DBTX, inTx bool, p dbgen.JobsClaimParams) ([]*dbgen.JobsClaimRow, error) {
 	k := &c.keyed
 	k.claims++
 	if !k.active && k.claims-k.lookedN >= keyedLookClaims && time.Since(k.looked) >= keyedLookEvery {
@@ -64,7 +64,7 @@ func (c *claimer) claimRows(ctx context.Context, db sqlname.DBTX, p dbgen.JobsCl
 			}
 		}
 	}
-	more, err := c.claimKeyed(ctx, db, p, rows)
+	more, err := c.claimKeyedTx(ctx, s, db, inTx, p, rows)
 	if err != nil {
 		return nil, err
 	}
@@ -104,6 +104,31 @@ func leftOver(p dbgen.JobsClaimParams, rows []*dbgen.JobsClaimRow) dbgen.JobsCla
 	}
 	q.BatchSize = max(p.BatchSize-int32(len(rows)), 0)
 	return q
+}
+
+// claimKeyedTx runs claimKeyed in a transaction with JIT off (see
+// JobsKeyedTxSettings): db's when inTx, else one of its own on s.
+func (c *claimer) claimKeyedTx(ctx context.Context, s session, db sqlname.DBTX, inTx bool, p dbgen.JobsClaimParams, rows []*dbgen.JobsClaimRow) ([]*dbgen.JobsClaimRow, error) {
+	if inTx {
+		if err := c.q.JobsKeyedTxSettings(ctx, db); err != nil {
+			return nil, err
+		}
+		return c.claimKeyed(ctx, db, p, rows)
+	}
+	tx, err := s.begin(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback()
+	tdb := wrapDB(c.sqlNames, tx)
+	if err := c.q.JobsKeyedTxSettings(ctx, tdb); err != nil {
+		return nil, err
+	}
+	got, err := c.claimKeyed(ctx, tdb, p, rows)
+	if err != nil {
+		return nil, err
+	}
+	return got, tx.Commit()
 }
 
 // claimKeyed claims keyed entrypoints' jobs (JobsClaimKeyed) within what

@@ -530,6 +530,19 @@ func (q *Queries) JobsEnqueueKeyedSkipDuplicates(ctx context.Context, db DBTX, a
 	return items, nil
 }
 
+const jobsKeyedTxSettings = `-- name: JobsKeyedTxSettings :exec
+SELECT set_config('jit', 'off', true)
+`
+
+// Turns JIT compilation off for the rest of the transaction that runs
+// JobsClaimKeyed: the planner's estimates for its key walks on a large
+// table pass jit_above_cost, and compiling the statement's expressions
+// takes far longer (hundreds of ms) than running it (a few ms).
+func (q *Queries) JobsKeyedTxSettings(ctx context.Context, db DBTX) error {
+	_, err := db.ExecContext(ctx, jobsKeyedTxSettings)
+	return err
+}
+
 const jobsKeyedWaiting = `-- name: JobsKeyedWaiting :many
 SELECT e.name::text AS entrypoint
 FROM unnest($1::text[]) AS e(name)

@@ -343,3 +343,10 @@ WHERE EXISTS (
     WHERE k.entrypoint = e.name
       AND k.status = 'queued'
       AND (k.fairness_key IS NOT NULL OR k.serial_key IS NOT NULL));
+
+-- name: JobsKeyedTxSettings :exec
+-- Turns JIT compilation off for the rest of the transaction that runs
+-- JobsClaimKeyed: the planner's estimates for its key walks on a large
+-- table pass jit_above_cost, and compiling the statement's expressions
+-- takes far longer (hundreds of ms) than running it (a few ms).
+SELECT set_config('jit', 'off', true);
