@@ -158,8 +158,10 @@ func (c *claimer) claimKeyed(ctx context.Context, db sqlname.DBTX, p dbgen.JobsC
 			BatchSize:        left.BatchSize,
 			QueueManagerID:   p.QueueManagerID,
 		}
+		fromCursor := false
 		for i, name := range left.Entrypoints {
 			cur := k.cursors[name]
+			fromCursor = fromCursor || cur != [2]string{}
 			kp.FairCursors[i], kp.SerialCursors[i] = cur[0], cur[1]
 			if ep := c.eps[name]; ep != nil {
 				kp.KeyLimits[i] = int32(ep.keyLimit)
@@ -190,9 +192,12 @@ func (c *claimer) claimKeyed(ctx context.Context, db sqlname.DBTX, p dbgen.JobsC
 		if round == 0 {
 			k.active, k.all = len(seen) > 0, len(seen) == len(left.Entrypoints)
 		}
-		if n == 0 {
+		if n == 0 && !fromCursor {
 			break
 		}
+		// Nothing after the cursors: the walks reached the last key and
+		// the next round (cursors now reset) starts at the first.
+
 	}
 	return got, nil
 }
