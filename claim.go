@@ -83,10 +83,16 @@ func (c *claimer) claim(ctx context.Context, n int) (jobs []*attempt, again time
 		jobs[i].job.att = jobs[i]
 	}
 	if secs >= 0 {
-		again = max(time.Duration(secs*float64(time.Second)), time.Millisecond)
+		// Capped: a job waiting for others (WithAfter) is due in 9999,
+		// past what a Duration holds.
+		again = max(time.Duration(min(secs, maxNextDue.Seconds())*float64(time.Second)), time.Millisecond)
 	}
 	return jobs, again, raced, nil
 }
+
+// maxNextDue caps how long a claim that found nothing says to wait for
+// the next delayed job.
+const maxNextDue = 24 * time.Hour
 
 // claimLimited claims in a transaction that first takes the fleet-wide
 // locks of the limited entrypoints, then counts their held jobs and

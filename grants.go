@@ -87,6 +87,9 @@ func GrantsSQL(role string, r Role, opts ...SchemaOption) (string, error) {
 	job, log := n.Qualified(sqlname.JobTable), n.Qualified(sqlname.LogTable)
 	stats, sched := n.Qualified(sqlname.StatisticsTable), n.Qualified(sqlname.SchedulesTable)
 	paused, progress := n.Qualified(sqlname.PausedTable), n.Qualified(sqlname.ProgressTable)
+	after := n.Qualified(sqlname.AfterTable)
+	afterLock := n.Qualified(sqlname.AfterLock) + "(bigint[])"
+	afterSettle := n.Qualified(sqlname.AfterSettle) + "(bigint[], text[])"
 	seq := func(base string) string { return n.Qualified(base + "_id_seq") }
 
 	var b strings.Builder
@@ -106,6 +109,9 @@ func GrantsSQL(role string, r Role, opts ...SchemaOption) (string, error) {
 		line("-- QueueSize and JobStatus: queue depth and each job's latest status (no payloads).")
 		line("GRANT SELECT (id, priority, entrypoint, status, dedupe_key) ON %s TO %s;", job, to)
 		line("GRANT SELECT (%s) ON %s TO %s;", statusCols, log, to)
+		line("-- WithAfter: a waiting job's edges, and the lock on the jobs it waits for.")
+		line("GRANT INSERT ON %s TO %s;", after, to)
+		line("GRANT EXECUTE ON FUNCTION %s TO %s;", afterLock, to)
 	case RoleWatcher:
 		line("-- CompletionWatcher: which jobs exist, and their log's latest status.")
 		line("GRANT SELECT (id) ON %s TO %s;", job, to)
@@ -128,16 +134,20 @@ func GrantsSQL(role string, r Role, opts ...SchemaOption) (string, error) {
 		line("GRANT SELECT ON %s TO %s;", paused, to)
 		line("-- ReportProgress: handlers' progress, written and pruned by the worker.")
 		line("GRANT SELECT, INSERT, UPDATE, DELETE ON %s TO %s;", progress, to)
+		line("-- WithAfter: enqueue waiting jobs; the sweep settles dependencies that ended meanwhile.")
+		line("GRANT SELECT, INSERT, DELETE ON %s TO %s;", after, to)
+		line("GRANT EXECUTE ON FUNCTION %s, %s TO %s;", afterLock, afterSettle, to)
 		maintain(line, job, to)
 	case RoleAdmin:
 		line("-- Every read and change of pgq's rows. (Install, Upgrade and Uninstall need the")
 		line("-- owner of pgq's objects: run them as that role.)")
-		for _, t := range []string{job, log, stats, sched, paused, progress} {
+		for _, t := range []string{job, log, stats, sched, paused, progress, after} {
 			line("GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON %s TO %s;", t, to)
 		}
 		for _, base := range []string{sqlname.JobTable, sqlname.StatisticsTable, sqlname.SchedulesTable} {
 			line("GRANT USAGE, SELECT ON SEQUENCE %s TO %s;", seq(base), to)
 		}
+		line("GRANT EXECUTE ON FUNCTION %s, %s TO %s;", afterLock, afterSettle, to)
 		maintain(line, job, to)
 	}
 	return b.String(), nil

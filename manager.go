@@ -356,6 +356,7 @@ func (w *run) startUp(ctx, auxCtx, hbCtx context.Context, bg *sync.WaitGroup) (p
 	bg.Go(func() { w.progress.run(hbCtx) }) // outlives the handlers, as the heartbeat does
 	bg.Go(func() { w.pool.run(auxCtx) })
 	bg.Go(func() { w.maintainer.tendJobTable(auxCtx) })
+	bg.Go(func() { sweepAfter(auxCtx, w.qm.q, w.qm.rdb, w.logger) })
 	if w.rc.statsInterval > 0 {
 		bg.Go(func() { w.maintainer.foldLog(auxCtx) })
 	}

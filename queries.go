@@ -3,6 +3,7 @@ package pgq
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -51,6 +52,12 @@ type NewJob struct {
 	MaxAttempts  int               // 0, or the job's own total tries: see WithMaxAttempts
 	FairnessKey  string            // "" for none; see WithFairnessKey
 	SerialKey    string            // "" for none; see WithSerialKey
+	// After lists jobs enqueued earlier that this one waits for: see
+	// WithAfter. Jobs of one batch cannot wait for each other.
+	After []JobID
+	// HoldOnDependencyFailure holds the job, rather than cancel it, when
+	// a job of After fails: see WithHoldOnDependencyFailure.
+	HoldOnDependencyFailure bool
 }
 
 // EnqueueOption configures Enqueue (and, for WithSkipDuplicates,
@@ -158,6 +165,9 @@ func validateJob(i int, j NewJob) error {
 	if err := checkKeys(j); err != nil {
 		return fmt.Errorf("pgq: job %d (%s): %w", i, j.Entrypoint, err)
 	}
+	if err := checkAfter(j); err != nil {
+		return fmt.Errorf("pgq: job %d (%s): %w", i, j.Entrypoint, err)
+	}
 	return nil
 }
 
@@ -233,6 +243,17 @@ func (q *Queries) insert(ctx context.Context, jobs []NewJob, skipDuplicates bool
 	}
 	var rows []*dbgen.JobsEnqueueRow
 	var err error
+	waits := slices.ContainsFunc(jobs, func(j NewJob) bool { return len(j.After) > 0 })
+	if waits && skipDuplicates {
+		return nil, errors.New("pgq: enqueue: WithSkipDuplicates does not combine with WithAfter (NewJob.After)")
+	}
+	if waits {
+		rows, err = q.insertAfter(ctx, jobs, p, keys)
+		if err != nil {
+			return nil, err
+		}
+		return matchIDs(jobs, rows, false)
+	}
 	if keys != nil {
 		rows, err = q.insertKeyed(ctx, p, keys, skipDuplicates)
 	} else if skipDuplicates {

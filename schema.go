@@ -285,6 +285,7 @@ var (
 			"next_run", "last_run", "status"},
 		sqlname.PausedTable:   {"entrypoint", "paused_at"},               // pgq only (migration 4)
 		sqlname.ProgressTable: {"job_id", "fraction", "note", "updated"}, // pgq only (migration 5)
+		sqlname.AfterTable:    {"after_id", "job_id", "due", "hold"},     // pgq only (migration 7)
 	}
 	requiredIndexes = []string{
 		"pgqueuer_priority_id_id1_idx", "pgqueuer_updated_id_id1_idx", "pgqueuer_picked_heartbeat_idx",
@@ -436,6 +437,24 @@ func verify(ctx context.Context, db DBTX, c common) error {
 	}
 	if !ok {
 		missing = append(missing, "trigger "+n(sqlname.Trigger))
+	}
+	// Dependencies (migration 7): the log's trigger settles them.
+	for _, f := range []string{sqlname.AfterFunction, sqlname.AfterSettle, sqlname.AfterLock} {
+		ok, err := q.SchemaFunctionExists(ctx, db, dbgen.SchemaFunctionExistsParams{SchemaName: schema, FunctionName: n(f)})
+		if err != nil {
+			return fmt.Errorf("pgq: verify: %w", err)
+		}
+		if !ok {
+			missing = append(missing, "function "+n(f))
+		}
+	}
+	ok, err = q.SchemaTriggerExists(ctx, db, dbgen.SchemaTriggerExistsParams{
+		SchemaName: schema, TableName: n(sqlname.LogTable), TriggerName: n(sqlname.AfterTrigger)})
+	if err != nil {
+		return fmt.Errorf("pgq: verify: %w", err)
+	}
+	if !ok {
+		missing = append(missing, "trigger "+n(sqlname.AfterTrigger))
 	}
 	if len(missing) > 0 {
 		se := &SchemaError{Schema: schema, Missing: missing}

@@ -123,6 +123,13 @@ type PgqueuerLog struct {
 	Aggregated sql.NullBool
 }
 
+type PgqueuerPgqAfter struct {
+	AfterID int64
+	JobID   int64
+	Due     time.Time
+	Hold    bool
+}
+
 type PgqueuerPgqPaused struct {
 	Entrypoint string
 	PausedAt   time.Time

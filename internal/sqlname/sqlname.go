@@ -28,6 +28,11 @@ const (
 	VersionTable    = "pgqueuer_pgq_version"
 	PausedTable     = "pgqueuer_pgq_paused"   // pgq only: the paused entrypoints
 	ProgressTable   = "pgqueuer_pgq_progress" // pgq only: progress handlers report
+	AfterTable      = "pgqueuer_pgq_after"    // pgq only: jobs waiting for others (WithAfter)
+	AfterLock       = "pgqueuer_pgq_after_lock"
+	AfterSettle     = "pgqueuer_pgq_after_settle"
+	AfterFunction   = "fn_pgqueuer_pgq_after" // the log's trigger function that settles dependencies
+	AfterTrigger    = "tg_pgqueuer_pgq_after"
 	// ProgressChannel is the pgq-only NOTIFY channel of progress writes
 	// (PGQueuer's listeners never see it).
 	ProgressChannel = "ch_pgqueuer_pgq_progress"
@@ -65,7 +70,7 @@ func (n Names) IsDefault() bool { return n.Prefix == "" && n.Schema == "" }
 
 // queryRefs matches the references a query makes to tables and the enum
 // type: whole words only, so index names and 'ch_pgqueuer' are untouched.
-var queryRefs = regexp.MustCompile(`\bpgqueuer(_log|_statistics|_schedules|_status|_pgq_paused|_pgq_progress)?\b`)
+var queryRefs = regexp.MustCompile(`\bpgqueuer(_log|_statistics|_schedules|_status|_pgq_paused|_pgq_progress|_pgq_after|_pgq_after_lock|_pgq_after_settle)?\b`)
 
 // ddlNames matches every object name in the migrations: tables, indexes,
 // the type, the function, the trigger and the channel.

@@ -1,0 +1,104 @@
+-- name: AfterCheck :many
+-- For each of ids (the dependencies of jobs about to be enqueued, see
+-- WithAfter): whether it has a row in the job table, and its latest status
+-- in the log ('' when it has none).
+SELECT i.id::bigint AS id,
+       EXISTS (SELECT 1 FROM pgqueuer AS j WHERE j.id = i.id)::boolean AS live,
+       COALESCE((
+           SELECT l.status::text
+           FROM pgqueuer_log AS l
+           WHERE l.job_id = i.id
+           ORDER BY l.created DESC, l.id DESC
+           LIMIT 1
+       ), '')::text AS status
+FROM unnest(@ids::bigint[]) AS i (id);
+
+-- name: JobsEnqueueAfter :many
+-- JobsEnqueueKeyed for a batch in which some jobs wait for others (WithAfter):
+-- a job with waits set is inserted with execute_after 9999-12-31, outside
+-- the claimable set of every worker, and gets one edge in
+-- pgqueuer_pgq_after per dependency (edge_jobs: the 1-based position of
+-- the waiting job in the batch, edge_after: the job it waits for) with
+-- the time it becomes due once released. The dependencies' rows are
+-- locked FOR KEY SHARE (pgqueuer_pgq_after_lock) until the transaction
+-- ends, so that none finishes before the edges are visible to the log's
+-- trigger, which releases or cancels the waiting jobs.
+WITH input AS (
+    SELECT
+        -- In step with the unnests (a window function would run before
+        -- them, numbering one row).
+        generate_subscripts(@priorities::int[], 1) AS n,
+        unnest(@priorities::int[])             AS priority,
+        unnest(@entrypoints::text[])           AS entrypoint,
+        unnest(@payloads::bytea[])             AS payload,
+        unnest(@payload_nulls::boolean[])      AS payload_null,
+        unnest(@execute_after_us::bigint[])    AS execute_after_us,
+        unnest(@dedupe_keys::text[])           AS dedupe_key,
+        unnest(@headers::text[])               AS headers,
+        unnest(@fairness_keys::text[])         AS fairness_key,
+        unnest(@serial_keys::text[])           AS serial_key,
+        unnest(@waits::boolean[])              AS waits,
+        unnest(@holds::boolean[])              AS hold
+),
+locked AS (
+    SELECT count(*) AS n FROM pgqueuer_pgq_after_lock(@edge_after::bigint[])
+),
+inserted AS (
+    INSERT INTO pgqueuer (priority, entrypoint, payload, execute_after, status, dedupe_key, headers,
+                          fairness_key, serial_key)
+    SELECT
+        i.priority,
+        i.entrypoint,
+        CASE WHEN i.payload_null THEN NULL ELSE i.payload END,
+        CASE WHEN i.waits THEN '9999-12-31 00:00:00+00'::timestamptz
+             ELSE now() + i.execute_after_us * interval '1 microsecond' END,
+        'queued',
+        NULLIF(i.dedupe_key, ''),
+        NULLIF(i.headers, '')::jsonb,
+        NULLIF(i.fairness_key, ''),
+        NULLIF(i.serial_key, '')
+    FROM input AS i
+    ORDER BY i.n
+    RETURNING id, priority, entrypoint, dedupe_key
+),
+numbered AS (
+    SELECT inserted.id, row_number() OVER (ORDER BY inserted.id) AS n FROM inserted
+),
+edges AS (
+    INSERT INTO pgqueuer_pgq_after (after_id, job_id, due, hold)
+    SELECT e.after_id, numbered.id, now() + input.execute_after_us * interval '1 microsecond', input.hold
+    FROM (
+        SELECT unnest(@edge_jobs::bigint[]) AS n, unnest(@edge_after::bigint[]) AS after_id
+    ) AS e
+    JOIN numbered ON numbered.n = e.n
+    JOIN input ON input.n = e.n
+    ON CONFLICT DO NOTHING
+),
+logged AS (
+    INSERT INTO pgqueuer_log (job_id, status, priority, entrypoint)
+    SELECT inserted.id, 'queued', inserted.priority, inserted.entrypoint FROM inserted
+)
+SELECT inserted.id, inserted.dedupe_key
+FROM inserted CROSS JOIN locked
+ORDER BY inserted.id;
+
+-- name: AfterSweep :one
+-- Settles the edges whose dependency has left the job table without the
+-- log's trigger seeing them (it finished while the waiting job's enqueue
+-- was in progress): by the dependency's latest log status, or as deleted
+-- when the log has no terminal row for it. Returns how many waiting jobs
+-- were released, canceled or held.
+SELECT COALESCE(pgqueuer_pgq_after_settle(array_agg(v.after_id), array_agg(v.status)), 0)::int AS settled
+FROM (
+    SELECT DISTINCT a.after_id,
+           COALESCE((
+               SELECT l.status::text
+               FROM pgqueuer_log AS l
+               WHERE l.job_id = a.after_id
+                 AND l.status IN ('successful', 'exception', 'canceled', 'deleted')
+               ORDER BY l.created DESC, l.id DESC
+               LIMIT 1
+           ), 'deleted') AS status
+    FROM pgqueuer_pgq_after AS a
+    WHERE NOT EXISTS (SELECT 1 FROM pgqueuer AS j WHERE j.id = a.after_id)
+) AS v;

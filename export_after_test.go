@@ -1,0 +1,16 @@
+package pgq
+
+import (
+	"context"
+	"database/sql"
+
+	"github.com/pgq-dev/pgq/dbgen"
+	"github.com/pgq-dev/pgq/internal/sqlname"
+)
+
+// SettleDependencies runs one sweep of the dependencies (what every worker
+// does each afterSweepInterval) on a schema with default names.
+func SettleDependencies(ctx context.Context, db *sql.DB) (int, error) {
+	n, err := dbgen.New().AfterSweep(ctx, wrapDB(sqlname.Names{}, db))
+	return int(n), err
+}
