@@ -30,8 +30,8 @@ import (
 // 2,000 workers on the default queue, a no-op worker, jobs counted through a
 // subscription to completed, cancelled and failed events, and inserts with
 // InsertMany in batches of 5,000. With --num-total-jobs (drain) all jobs
-// are inserted before the client starts; with --duration, batches are
-// inserted every 250 ms while fewer than 75,000 jobs are left. The rate is
+// are inserted before the client starts; with --duration, every 250 ms one
+// batch is inserted, and more until at least 75,000 jobs are left. The rate is
 // jobs worked ÷ (last job worked − client start), as River's bench reports
 // it ("overall job/sec").
 const (
@@ -166,13 +166,18 @@ func riverChild(ctx context.Context, dsn string, jobs int, duration time.Duratio
 		wg.Go(func() {
 			first := true
 			for {
-				for left.Load() < riverMinJobs {
+				// As insertJobsContinuously: at least one batch each
+				// time, then more until riverMinJobs are left.
+				for {
 					if err := insert(riverInsertBatch); err != nil {
 						if ctx.Err() == nil {
 							insertErr = err
 						}
 						cancel()
 						return
+					}
+					if left.Load() >= riverMinJobs {
+						break
 					}
 				}
 				if first {

@@ -126,6 +126,11 @@ func TestDrainProcesses(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "DSN") {
 			t.Errorf("Drain with processes and no DSN: err = %v, want one naming the DSN", err)
 		}
+		_, err = bench.Drain(testContext(t), db, bench.DrainConfig{Jobs: 10, Processes: 2, DSN: "dbname=x",
+			Executable: "/bin/false"})
+		if err == nil || !strings.Contains(err.Error(), "did not start") {
+			t.Errorf("Drain with worker processes that exit at once: err = %v, want \"did not start\"", err)
+		}
 	})
 }
 

@@ -97,7 +97,9 @@ func runProcesses(ctx context.Context, cfg *DrainConfig, meter *cpuMeter) (s cpu
 	for i, p := range procs {
 		line, err := p.stdout.ReadString('\n')
 		if strings.TrimSpace(line) != workerReady {
-			return s, start, 0, 0, 0, fmt.Errorf("worker process %d did not start (%v): %s", i+1, err, oneLine(errors.New(p.stderr.String()+" ")))
+			_ = p.cmd.Process.Kill()
+			_ = p.cmd.Wait() // stderr is complete after it
+			return s, start, 0, 0, 0, fmt.Errorf("worker process %d did not start (%v): %s", i+1, err, words(p.stderr.String()))
 		}
 	}
 	s, start = meter.sample(), time.Now()
@@ -113,7 +115,7 @@ func runProcesses(ctx context.Context, cfg *DrainConfig, meter *cpuMeter) (s cpu
 		wg.Go(func() {
 			b, _ := io.ReadAll(p.stdout)
 			if err := p.cmd.Wait(); err != nil {
-				errs[i] = fmt.Errorf("worker process %d: %w: %s", i+1, err, oneLine(errors.New(p.stderr.String()+" ")))
+				errs[i] = fmt.Errorf("worker process %d: %w: %s", i+1, err, words(p.stderr.String()))
 				return
 			}
 			if err := json.Unmarshal(b, &results[i]); err != nil {
@@ -132,6 +134,9 @@ func runProcesses(ctx context.Context, cfg *DrainConfig, meter *cpuMeter) (s cpu
 	}
 	return s, start, ran, cpu, rss, nil
 }
+
+// words is s on one line.
+func words(s string) string { return strings.Join(strings.Fields(s), " ") }
 
 // drainWorker is `pgq bench drain-worker`: it opens the database, sets its
 // workers up, says so, waits for a line on stdin, runs them in ModeDrain
