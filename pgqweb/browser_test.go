@@ -295,6 +295,9 @@ func TestBrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := qm.Entrypoint("live", func(ctx context.Context, job *pgq.Job) error {
+		if err := pgq.ReportProgress(ctx, 0.4, "step 2 of 5"); err != nil {
+			return err
+		}
 		select {
 		case <-release:
 			return nil
@@ -433,6 +436,11 @@ func TestBrowser(t *testing.T) {
 	// A job a worker finishes shows without a reload within 3 s.
 	open(t, b, base+"/jobs/"+itoa(liveID))
 	waitJS(t, b, 5*time.Second, `document.querySelector("h1 .status")?.textContent === "running"`, "the live job running")
+	// Its progress (pgq.ReportProgress) shows as a bar with its note.
+	waitJS(t, b, 20*time.Second, `document.querySelector("#job-progress")?.value === 0.4`, "the live job's progress bar")
+	if got := js[string](t, b, `document.querySelector("dd.progress").textContent.replace(/\s+/g, " ").trim()`); !strings.HasPrefix(got, "40% 40% step 2 of 5") {
+		t.Errorf("the progress reads %q, want 40%% and its note", got)
+	}
 	shot(t, b, "job-running")
 	origin := js[float64](t, b, `performance.timeOrigin`)
 	close(release)

@@ -76,7 +76,9 @@ var funcs = template.FuncMap{
 	"int":   func(n int) string { return groupDigits(int64(n)) },
 	"lower": strings.ToLower,
 	"plus":  func(a, b int) int { return a + b },
-	"minus": func(a, b int) int { return a - b },
+	// percent renders a progress fraction in [0, 1] as a whole percentage.
+	"percent": func(f float64) string { return fmt.Sprintf("%.0f%%", f*100) },
+	"minus":   func(a, b int) int { return a - b },
 	"query": func(kv ...string) template.URL {
 		v := url.Values{}
 		for i := 0; i+1 < len(kv); i += 2 {
