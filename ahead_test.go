@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -231,6 +232,79 @@ func TestSlowClaimNotRunTwice(t *testing.T) {
 		time.Sleep(2 * hb)
 		if n := runs.Load(); n != 1 {
 			t.Fatalf("the job ran %d times (log %q)", n, logOf(t, db, id))
+		}
+	})
+}
+
+// Jobs claimed ahead wait for slots in several claims' batches; every one
+// of them is heartbeated from its claim on, however long the slots stay
+// taken, so that no other worker releases and runs them meanwhile. (pgq
+// chaos found the batches queued behind the first one unheld: they went
+// stale, another worker ran them, and then so did the first.)
+func TestJobsClaimedAheadHeartbeated(t *testing.T) {
+	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
+		ctx := testCtx(t)
+		q := pgq.NewQueries(db)
+		var block atomic.Bool
+		var mu sync.Mutex
+		runs := map[pgq.JobID]int{}
+		release := make(chan struct{})
+		var released sync.Once
+		free := func() { released.Do(func() { close(release) }) }
+		handler := func(ctx context.Context, j *pgq.Job) error {
+			mu.Lock()
+			runs[j.ID]++
+			mu.Unlock()
+			if block.Load() {
+				<-release
+			}
+			return nil
+		}
+		const hb = 900 * time.Millisecond
+		a := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
+		_ = a.Entrypoint("aheadhb", handler)
+		stopA := startRun(t, ctx, a, pgq.WithHeartbeatTimeout(hb), pgq.WithMaxConcurrentTasks(3), pgq.WithBatchSize(2),
+			pgq.WithShutdownTimeout(20*time.Second))
+		defer stopA()
+		defer free()
+		// Short handlers first, so that the worker knows them to be short.
+		for range 6 {
+			if _, err := q.Enqueue(ctx, "aheadhb", nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		eventually(t, "the short jobs to finish", func() bool {
+			return scalar[int](t, db, `SELECT count(*) FROM pgqueuer WHERE entrypoint = 'aheadhb'`) == 0
+		})
+		block.Store(true)
+		// Claimed in batches of 2, 2 and 1: three run, one waits for a
+		// slot in the dispatcher, and the last claim's batch waits
+		// behind it.
+		jobs := make([]pgq.NewJob, 5)
+		for i := range jobs {
+			jobs[i] = pgq.NewJob{Entrypoint: "aheadhb"}
+		}
+		if _, err := q.EnqueueBatch(ctx, jobs); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "five jobs picked", func() bool { return len(pickedIDs(t, db, "aheadhb")) == 5 })
+
+		// Another worker would release and run any of them gone stale.
+		b := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
+		_ = b.Entrypoint("aheadhb", handler)
+		runWorker(t, ctx, b, pgq.WithHeartbeatTimeout(hb), pgq.WithDequeueTimeout(100*time.Millisecond))
+		time.Sleep(4 * hb)
+		free()
+		eventually(t, "every job to finish", func() bool {
+			return scalar[int](t, db, `SELECT count(*) FROM pgqueuer WHERE entrypoint = 'aheadhb'`) == 0
+		})
+		stopA()
+		mu.Lock()
+		defer mu.Unlock()
+		for id, n := range runs {
+			if n != 1 {
+				t.Errorf("job %d ran %d times (log %q)", id, n, logOf(t, db, id))
+			}
 		}
 	})
 }

@@ -52,16 +52,21 @@ func chain(eps map[string]*entrypoint, mw []Middleware) map[string]Handler {
 	return hs
 }
 
-// start registers the claimed jobs as held (so that cancellations and
-// heartbeats find them) and runs each one's handler in its own goroutine
-// of wg, with a context under jobsCtx, as handler slots free up, in claim
-// order. A job canceled while it waits for its slot ends without running;
-// once runCtx has ended (Run is stopping), the jobs still waiting go back
-// to the queue instead.
-func (x *executor) start(runCtx, jobsCtx context.Context, atts []*attempt, wg *sync.WaitGroup) {
-	ctxs := x.held.add(jobsCtx, atts)
-	for i, a := range atts {
-		ctx := ctxs[i]
+// heldBatch is a claim's jobs, held (holdings.add) since the claim, with
+// the context of each.
+type heldBatch struct {
+	atts []*attempt
+	ctxs []context.Context
+}
+
+// start runs the handler of each of a claim's jobs in its own goroutine of
+// wg, as handler slots free up, in claim order. A job canceled (or whose
+// claim was lost) while it waits for its slot ends without running; once
+// runCtx has ended (Run is stopping), the jobs still waiting go back to
+// the queue instead.
+func (x *executor) start(runCtx context.Context, b heldBatch, wg *sync.WaitGroup) {
+	for i, a := range b.atts {
+		ctx := b.ctxs[i]
 		slot := false
 		if runCtx.Err() == nil && ctx.Err() == nil {
 			select {

@@ -306,14 +306,14 @@ func (w *run) loop(ctx context.Context) error {
 	// handlers to be started. (It waits for slots only for the jobs claimed
 	// ahead, at most one batch, which finished handlers free at the rate
 	// they run, so a send to it is never held for long.)
-	dispatch := make(chan []*attempt, 16)
+	dispatch := make(chan heldBatch, 16)
 	bg.Go(func() {
-		for jobs := range dispatch {
-			w.executor.start(ctx, jobsCtx, jobs, &bg)
+		for b := range dispatch {
+			w.executor.start(ctx, b, &bg)
 		}
 	})
 
-	inFlight := w.claimLoop(ctx, poll, dispatch)
+	inFlight := w.claimLoop(ctx, poll, jobsCtx, dispatch)
 
 	stopAux()                                                                                           // (1)
 	close(dispatch)                                                                                     //
@@ -366,7 +366,7 @@ func (w *run) startUp(ctx, auxCtx, hbCtx context.Context, bg *sync.WaitGroup) (p
 // claimLoop claims jobs while handler slots are free and hands them to
 // dispatch, until ctx ends or, in ModeDrain, nothing is left to run. It
 // returns how many handlers are still running or about to start.
-func (w *run) claimLoop(ctx context.Context, poll time.Duration, dispatch chan<- []*attempt) (inFlight int) {
+func (w *run) claimLoop(ctx context.Context, poll time.Duration, jobsCtx context.Context, dispatch chan<- heldBatch) (inFlight int) {
 	want := true // look for jobs now
 	threshold := max(1, min(w.rc.batchSize, w.rc.maxConcurrent)/4)
 	timer := time.NewTimer(0)
@@ -455,7 +455,10 @@ func (w *run) claimLoop(ctx context.Context, poll time.Duration, dispatch chan<-
 				inFlight += len(jobs)
 				claimed += len(jobs)
 				if len(jobs) > 0 {
-					dispatch <- jobs
+					// Held from now on, so that heartbeats and
+					// cancellations find them while they wait for the
+					// dispatcher and for slots.
+					dispatch <- heldBatch{jobs, w.held.add(jobsCtx, jobs)}
 				}
 				if len(jobs) == n {
 					want = true // probably more waiting
