@@ -33,10 +33,12 @@ func TestOwnJobsNotReleasedWhenHeartbeatsFail(t *testing.T) {
 		qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
 		_ = qm.Entrypoint("slow", func(ctx context.Context, j *pgq.Job) error {
 			defer close(done)
-			time.Sleep(1500 * time.Millisecond) // five heartbeat timeouts
+			time.Sleep(3 * time.Second) // three heartbeat timeouts
 			return nil
 		})
-		runWorker(t, ctx, qm, pgq.WithHeartbeatTimeout(300*time.Millisecond))
+		// A timeout a loaded machine's stalls stay under (300 ms once
+		// was not: the claim itself outlasted it).
+		runWorker(t, ctx, qm, pgq.WithHeartbeatTimeout(time.Second))
 		receive(t, done, 20*time.Second, "the handler to return")
 		deadline := time.Now().Add(10 * time.Second)
 		for scalar[int](t, db, "SELECT count(*) FROM pgqueuer") != 0 && time.Now().Before(deadline) {
