@@ -146,8 +146,10 @@ func TestDrainRejectsBadConfig(t *testing.T) {
 func TestThroughput(t *testing.T) {
 	t.Parallel()
 	db, _ := pgqtest.NewDB(t, "pgx")
+	// Long enough for a worker to start and work on a machine loaded by
+	// the other tests (2 s once saw it work nothing).
 	res, err := bench.Throughput(testContext(t), db, bench.ThroughputConfig{
-		Duration: 2 * time.Second, Producers: 2, EnqueueBatch: 100, Workers: 1,
+		Duration: 4 * time.Second, Producers: 2, EnqueueBatch: 100, Workers: 1,
 	})
 	if err != nil {
 		t.Fatalf("Throughput: %v", err)
@@ -161,7 +163,7 @@ func TestThroughput(t *testing.T) {
 	if res.QueueDepthEnd < 0 || (res.Bound != "producers" && res.Bound != "workers") {
 		t.Errorf("depth %d, bound %q", res.QueueDepthEnd, res.Bound)
 	}
-	if res.Settings.Producers != 2 || res.Settings.Duration != "2s" {
+	if res.Settings.Producers != 2 || res.Settings.Duration != "4s" {
 		t.Errorf("settings = %+v", res.Settings)
 	}
 	if n := countJobs(t, db); n != 0 {
