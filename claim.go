@@ -248,7 +248,7 @@ func limitCaps(names []string, caps []int32, eps map[string]*entrypoint, running
 // them as stale, and may run them. The others are dropped, not run: they
 // are another claim's now, or, if a transient lock hid them, go back to
 // the queue as stale after the heartbeat timeout. When the refresh fails,
-// every job is dropped so.
+// every job is kept, as after a quick claim: the heartbeats decide.
 func (c *claimer) confirm(ctx context.Context, jobs []*attempt, took time.Duration) []*attempt {
 	ids := make([]int64, len(jobs))
 	for i, a := range jobs {
@@ -261,6 +261,11 @@ func (c *claimer) confirm(ctx context.Context, jobs []*attempt, took time.Durati
 		})
 		return err
 	})
+	if err != nil {
+		c.logger.Warn("pgq: refreshing the heartbeats of a slow claim's jobs failed; running them",
+			"took", took, "jobs", len(jobs), "err", err)
+		return jobs
+	}
 	token := make(map[int64]int64, len(rows))
 	for _, r := range rows {
 		token[r.ID] = r.ClaimToken
@@ -273,7 +278,7 @@ func (c *claimer) confirm(ctx context.Context, jobs []*attempt, took time.Durati
 	}
 	if n := len(jobs) - len(kept); n > 0 {
 		c.logger.Warn("pgq: a claim took so long that some of its jobs may have gone stale; not running them",
-			"took", took, "jobs", n, "err", err)
+			"took", took, "jobs", n)
 	}
 	return kept
 }
