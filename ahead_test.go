@@ -40,6 +40,7 @@ func pickedIDs(t *testing.T, db *sql.DB, entrypoint string) []pgq.JobID {
 // the others go back to the queue at once, while the running handlers
 // finish in the grace period.
 func TestClaimsAheadOfFreeSlots(t *testing.T) {
+	t.Skip("claiming ahead of free slots is off (see run.ahead in manager.go)")
 	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
 		ctx := testCtx(t)
 		q := pgq.NewQueries(db)
@@ -242,6 +243,7 @@ func TestSlowClaimNotRunTwice(t *testing.T) {
 // chaos found the batches queued behind the first one unheld: they went
 // stale, another worker ran them, and then so did the first.)
 func TestJobsClaimedAheadHeartbeated(t *testing.T) {
+	t.Skip("claiming ahead of free slots is off (see run.ahead in manager.go)")
 	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
 		ctx := testCtx(t)
 		q := pgq.NewQueries(db)

@@ -250,9 +250,11 @@ func (qm *QueueManager) newRun(rc runConfig, eps map[string]*entrypoint) *run {
 		}
 	}
 	w.limited = len(limited) > 0
-	if !w.limited {
-		w.ahead = min(rc.batchSize, rc.maxConcurrent)
-	}
+	// Claiming ahead of free slots (w.ahead > 0) is off: in a 30-minute
+	// chaos run, jobs that waited for a slot while the worker's heartbeats
+	// failed (after a server restart) went stale, ran elsewhere, and then
+	// started here too. It needs a check of each waiting job's heartbeat
+	// before it starts; until then a claim takes at most the free slots.
 	// Every job claimed, run or given back, says so once on done.
 	w.done = make(chan JobID, rc.maxConcurrent+w.ahead)
 	w.claimer = &claimer{qm: qm, qmID: qm.id, q: qm.q, sqlNames: qm.cfg.names, lane: w.claims, eps: eps,
