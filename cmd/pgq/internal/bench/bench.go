@@ -50,7 +50,7 @@ type options struct {
 	samples, lookupIDs, repeats, consume                           int
 	logRows                                                        int64
 	analyze, vacuum, syncClaims                                    bool
-	duration, interval                                             time.Duration
+	duration, interval, warmup                                     time.Duration
 	handler                                                        string
 	rate                                                           float64
 	handlerTime                                                    time.Duration
@@ -103,6 +103,8 @@ var benchmarks = []benchmark{
 		summary: "run --producers and --workers together for --duration",
 		flags: func(fs *flag.FlagSet, o *options) {
 			fs.DurationVar(&o.duration, "duration", DefaultDuration, "how long to run")
+			fs.DurationVar(&o.warmup, "warmup", 0,
+				"run this long first, unmeasured (pools fill, caches warm; rates, latencies and --statement-times leave it out)")
 			fs.IntVar(&o.producers, "producers", DefaultProducers, "goroutines enqueuing in a loop")
 			fs.IntVar(&o.enqueueBatch, "enqueue-batch", DefaultEnqueueBatch, "jobs per EnqueueBatch call")
 			fs.Float64Var(&o.rate, "rate", 0, "jobs enqueued per second, all producers together (0: as fast as they can)")
@@ -115,14 +117,17 @@ var benchmarks = []benchmark{
 			if o.rate < 0 {
 				return fmt.Errorf("--rate must not be negative, got %v", o.rate)
 			}
+			if o.warmup < 0 {
+				return fmt.Errorf("--warmup must not be negative, got %v", o.warmup)
+			}
 			return positives(map[string]int{"--producers": o.producers, "--enqueue-batch": o.enqueueBatch,
 				"--workers": o.workers, "--batch-size": o.batchSize, "--concurrency": o.concurrency})
 		},
 		run: func(ctx context.Context, e *env, o *options) (any, error) {
-			return ptr(Throughput(ctx, e.db, ThroughputConfig{Duration: o.duration, Producers: o.producers, Rate: o.rate,
+			return ptr(Throughput(ctx, e.db, ThroughputConfig{Duration: o.duration, Warmup: o.warmup, Producers: o.producers, Rate: o.rate,
 				EnqueueBatch: o.enqueueBatch, Workers: o.workers, BatchSize: o.batchSize,
 				Concurrency: o.concurrency, SyncClaims: o.syncClaims, ListenDSN: e.listenDSN, Logger: e.logger,
-				Handler: HandlerConfig{Kind: o.handler, Time: o.handlerTime}}))
+				Handler: HandlerConfig{Kind: o.handler, Time: o.handlerTime}, Warmed: e.markStatementLog}))
 		},
 	},
 	{
@@ -311,9 +316,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	defer e.close(stderr)
 
-	var logOffset int64
 	if o.statementTimes {
-		logOffset = fileSize(e.cluster.LogFile())
+		e.markStatementLog()
 	}
 	result, err := profiled(&o, func() (any, error) { return b.run(ctx, e, &o) })
 	if err != nil {
@@ -321,7 +325,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	setServer(result, e.server, o.maxIdleConns)
 	if o.statementTimes {
-		times, err := readStatementTimes(e.cluster.LogFile(), logOffset)
+		times, err := readStatementTimes(e.cluster.LogFile(), e.logOffset)
 		if err != nil {
 			return fmt.Errorf("%s: --statement-times: %w", b.name, err)
 		}
@@ -411,6 +415,15 @@ type env struct {
 	server    string // "throwaway" or "dsn"
 	logger    *slog.Logger
 	cluster   *pgcluster.Cluster
+	logOffset int64 // where --statement-times starts reading the server log
+}
+
+// markStatementLog makes --statement-times read the server's log from here
+// on: a benchmark calls it as its warm-up ends.
+func (e *env) markStatementLog() {
+	if e.cluster != nil {
+		e.logOffset = fileSize(e.cluster.LogFile())
+	}
 }
 
 // openEnv connects to --dsn, $PGQ_DSN or a throwaway server, and brings the

@@ -198,6 +198,39 @@ func TestThroughputPacedLatency(t *testing.T) {
 	}
 }
 
+// TestThroughputWarmup: jobs of the warm-up count in no figure, and
+// Warmed is called once, as it ends.
+func TestThroughputWarmup(t *testing.T) {
+	t.Parallel()
+	db, _ := pgqtest.NewDB(t, "pgx")
+	start := time.Now()
+	var warmed []time.Duration
+	res, err := bench.Throughput(testContext(t), db, bench.ThroughputConfig{
+		Duration: 2 * time.Second, Warmup: time.Second, Producers: 1, EnqueueBatch: 10, Rate: 500,
+		Warmed: func() { warmed = append(warmed, time.Since(start)) },
+	})
+	if err != nil {
+		t.Fatalf("Throughput: %v", err)
+	}
+	if len(warmed) != 1 || warmed[0] < time.Second || warmed[0] > 5*time.Second {
+		t.Errorf("Warmed called at %v, want once, 1-5 s after the start (1 s and the set-up)", warmed)
+	}
+	// 2 s at 500/s: 1,000 jobs; the warm-up's 500 more must not count.
+	if res.Enqueued < 100 || res.Enqueued > 1200 {
+		t.Errorf("enqueued %d in the measured 2 s at 500/s (1 s of warm-up before)", res.Enqueued)
+	}
+	if res.LatencySamples > res.Enqueued+20 {
+		t.Errorf("%d latency samples for %d jobs enqueued", res.LatencySamples, res.Enqueued)
+	}
+	if res.Settings.Warmup != "1s" {
+		t.Errorf("settings.warmup = %q", res.Settings.Warmup)
+	}
+	if _, err := bench.Throughput(testContext(t), db, bench.ThroughputConfig{Warmup: -time.Second}); err == nil ||
+		!strings.Contains(err.Error(), "-1s") {
+		t.Errorf("negative warm-up: %v, want an error naming -1s", err)
+	}
+}
+
 // TestLatency runs the latency benchmark on pools opened as the README's
 // quick start opens them (pgq.Open for lib/pq, sql.Open for pgx), without
 // a listen DSN: completions reach WaitFor in real time, well under the

@@ -28,6 +28,7 @@ type Settings struct {
 	BatchSize    int     `json:"batch_size,omitempty"`
 	Concurrency  int     `json:"concurrency,omitempty"`
 	Duration     string  `json:"duration,omitempty"`
+	Warmup       string  `json:"warmup,omitempty"` // run unmeasured before Duration
 	Samples      int     `json:"samples,omitempty"`
 	Interval     string  `json:"interval,omitempty"` // pause between latency samples
 	LogRows      int64   `json:"log_rows,omitempty"`

@@ -32,6 +32,12 @@ type ThroughputConfig struct {
 	ListenDSN    string        // pgq.WithListenDSN for the workers
 	Logger       *slog.Logger  // the workers' logger (pgq.WithLogger); nil: quiet
 	Handler      HandlerConfig // what each job's handler does (default: nothing)
+	// Warmup, when positive, runs producers and workers this long before
+	// the measured Duration: the pool fills and the server's caches warm
+	// up. Jobs enqueued or worked during it count in no rate, latency or
+	// CPU figure. Warmed, when not nil, is called as it ends.
+	Warmup time.Duration
+	Warmed func()
 }
 
 func (c *ThroughputConfig) defaults() error {
@@ -43,6 +49,9 @@ func (c *ThroughputConfig) defaults() error {
 	}
 	if c.Rate < 0 {
 		return fmt.Errorf("rate must not be negative, got %v", c.Rate)
+	}
+	if c.Warmup < 0 {
+		return fmt.Errorf("warmup must not be negative, got %v", c.Warmup)
 	}
 	c.Producers = orDefault(c.Producers, DefaultProducers)
 	c.EnqueueBatch = orDefault(c.EnqueueBatch, DefaultEnqueueBatch)
@@ -114,6 +123,9 @@ func Throughput(ctx context.Context, db *sql.DB, cfg ThroughputConfig) (Throughp
 	settings.Producers, settings.EnqueueBatch, settings.Workers = cfg.Producers, cfg.EnqueueBatch, cfg.Workers
 	settings.BatchSize, settings.Concurrency, settings.Duration = cfg.BatchSize, cfg.Concurrency, cfg.Duration.String()
 	settings.SyncClaims, settings.Rate = cfg.SyncClaims, cfg.Rate
+	if cfg.Warmup > 0 {
+		settings.Warmup = cfg.Warmup.String()
+	}
 	settings.setHandler(cfg.Handler)
 	res := ThroughputResult{Settings: settings}
 	if err := purge(ctx, db); err != nil {
@@ -125,22 +137,36 @@ func Throughput(ctx context.Context, db *sql.DB, cfg ThroughputConfig) (Throughp
 	meter := newCPUMeter(ctx, db)
 	res.ServerCPUReadable = meter.serverReadable()
 
-	p0 := db.Stats()
-	s0, start := meter.sample(), time.Now()
-	deadline := start.Add(cfg.Duration)
+	warmed := time.Now().Add(cfg.Warmup) // the measured span: warmed to deadline
+	deadline := warmed.Add(cfg.Duration)
 	runCtx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
+	measured := func(t time.Time) bool { return !t.Before(warmed) && t.Before(deadline) }
 
 	var worked, enqueued, firstID atomic.Int64
 	ran := newRuns()
 	handler := cfg.Handler.handler(db, ran, func() {
-		if time.Now().Before(deadline) {
+		if measured(time.Now()) {
 			worked.Add(1)
 		}
 	})
 	logger, stale := newLogCounter(cfg.Logger)
 	var wg sync.WaitGroup
 	var workErr, ageErr error
+	var p0 sql.DBStats
+	var s0 cpuSample
+	wg.Go(func() {
+		// Sampled once the warm-up is over; wg.Wait orders it before the
+		// reads below.
+		select {
+		case <-runCtx.Done():
+		case <-time.After(time.Until(warmed)):
+		}
+		p0, s0 = db.Stats(), meter.sample()
+		if cfg.Warmed != nil {
+			cfg.Warmed()
+		}
+	})
 	wg.Go(func() { res.MaxHeartbeatAgeMs, ageErr = heartbeatAge(runCtx, db) })
 	wg.Go(func() {
 		workErr = runWorkers(runCtx, db, cfg.Workers, workerOptions(cfg.ListenDSN, logger), handler, 0,
@@ -158,7 +184,7 @@ func Throughput(ctx context.Context, db *sql.DB, cfg ThroughputConfig) (Throughp
 			if cfg.Rate > 0 {
 				every = time.Duration(float64(time.Second) * float64(cfg.EnqueueBatch*cfg.Producers) / cfg.Rate)
 			}
-			prodErrs[i] = produce(ctx, runCtx, pgq.NewQueries(db), cfg.EnqueueBatch, every, deadline, &enqueued, &firstID, commits)
+			prodErrs[i] = produce(ctx, runCtx, pgq.NewQueries(db), cfg.EnqueueBatch, every, measured, &enqueued, &firstID, commits)
 		})
 	}
 	wg.Wait()
@@ -205,8 +231,9 @@ func Throughput(ctx context.Context, db *sql.DB, cfg ThroughputConfig) (Throughp
 // after the call returned, and so escape the clean-up that follows.
 // firstID is lowered to the smallest job id enqueued. every, when
 // positive, paces the batches: one per every, late ones not made up for
-// beyond one. commits, when not nil, records when each batch committed.
-func produce(ctx, run context.Context, q *pgq.Queries, batch int, every time.Duration, deadline time.Time,
+// beyond one. commits, when not nil, records when each batch that committed
+// in the measured span (measured) committed.
+func produce(ctx, run context.Context, q *pgq.Queries, batch int, every time.Duration, measured func(time.Time) bool,
 	enqueued, firstID *atomic.Int64, commits *commitTimes) error {
 	jobs := make([]pgq.NewJob, batch)
 	for i := range jobs {
@@ -234,8 +261,9 @@ func produce(ctx, run context.Context, q *pgq.Queries, batch int, every time.Dur
 			}
 			return fmt.Errorf("enqueue: %w", err)
 		}
-		if commits != nil {
-			commits.add(ids, time.Now())
+		now := time.Now()
+		if commits != nil && measured(now) {
+			commits.add(ids, now)
 		}
 		for id := int64(ids[0]); ; {
 			old := firstID.Load()
@@ -243,7 +271,7 @@ func produce(ctx, run context.Context, q *pgq.Queries, batch int, every time.Dur
 				break
 			}
 		}
-		if time.Now().Before(deadline) {
+		if measured(now) {
 			enqueued.Add(int64(batch))
 		}
 	}
