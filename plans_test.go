@@ -13,6 +13,7 @@ import (
 	"github.com/lib/pq"
 
 	"github.com/pgq-dev/pgq"
+	"github.com/pgq-dev/pgq/dbgen"
 )
 
 // namedQuery returns the statement called name in db/queries/file with its
@@ -151,6 +152,33 @@ func TestHotStatementPlans(t *testing.T) {
 					t.Errorf("%s uses %s:\n%s", c.name, n, plan)
 				}
 			}
+		}
+	})
+}
+
+// TestLogFoldPlan checks that folding the log into the statistics reads
+// its batch from the partial index of rows not folded yet: on a log of
+// 200,000 folded rows and 20,000 new ones, a plan that walks the primary
+// key steps over every folded row for each batch of 500.
+func TestLogFoldPlan(t *testing.T) {
+	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
+		ctx := testCtx(t)
+		if _, err := db.ExecContext(ctx, `INSERT INTO pgqueuer_log (created, job_id, status, priority, entrypoint, aggregated)
+			SELECT now() - interval '1 hour' + g * interval '10 milliseconds', g, 'successful', 0, 'fold', g <= 200000
+			FROM generate_series(1, 220000) AS g`); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.ExecContext(ctx, "VACUUM ANALYZE pgqueuer_log"); err != nil {
+			t.Fatal(err)
+		}
+		query, args := boundQuery(t, "log.sql", "LogFoldStatistics", map[string]any{"@batch_size": 500})
+		plan := explain(t, db, query, args...)
+		if !strings.Contains(plan, "using pgqueuer_log_not_aggregated on pgqueuer_log l") ||
+			strings.Contains(plan, "using pgqueuer_log_pkey on pgqueuer_log l") {
+			t.Errorf("LogFoldStatistics does not read its batch from pgqueuer_log_not_aggregated:\n%s", plan)
+		}
+		if n, err := dbgen.New().LogFoldStatistics(ctx, pgq.QueryDB(db), 500); err != nil || n < 1 {
+			t.Errorf("LogFoldStatistics = %d, %v; want some statistics rows written", n, err)
 		}
 	})
 }

@@ -22,7 +22,11 @@ ORDER BY i.job_id;
 -- pg_try_advisory_xact_lock(hashtext('<statistics table>')) with the
 -- table's name schema-qualified when a schema is configured (the rewriter
 -- qualifies the literal the same way); when a PGQueuer worker holds it,
--- this folds nothing (0 rows).
+-- this folds nothing (0 rows). The batch is any batch_size rows of the
+-- partial index pgqueuer_log_not_aggregated, in no order: with an ORDER BY
+-- id the planner walks the primary key from the log's first row, stepping
+-- over every row folded already (all the rows a retention keeps, or the
+-- whole log without one), so each batch cost more the longer the log.
 WITH guard AS (
     SELECT pg_try_advisory_xact_lock(hashtext('pgqueuer_statistics')) AS proceed
 ),
@@ -30,7 +34,6 @@ batch AS (
     SELECT l.id
     FROM pgqueuer_log AS l, guard
     WHERE guard.proceed AND NOT l.aggregated
-    ORDER BY l.id
     LIMIT @batch_size::int
     FOR UPDATE SKIP LOCKED
 ),
