@@ -51,6 +51,7 @@ type options struct {
 	logRows                                                        int64
 	analyze, vacuum, syncClaims                                    bool
 	duration, interval, warmup                                     time.Duration
+	reportEvery, logRetention, statsInterval                       time.Duration
 	handler                                                        string
 	rate                                                           float64
 	handlerTime                                                    time.Duration
@@ -108,6 +109,13 @@ var benchmarks = []benchmark{
 			fs.IntVar(&o.producers, "producers", DefaultProducers, "goroutines enqueuing in a loop")
 			fs.IntVar(&o.enqueueBatch, "enqueue-batch", DefaultEnqueueBatch, "jobs per EnqueueBatch call")
 			fs.Float64Var(&o.rate, "rate", 0, "jobs enqueued per second, all producers together (0: as fast as they can)")
+			fs.DurationVar(&o.reportEvery, "report-every", 0,
+				"print a row every so long (rates, enqueue→start, table and index sizes, client memory), "+
+					"and compare the first tenth of the run with the last (0: none)")
+			fs.DurationVar(&o.logRetention, "log-retention", 0,
+				"the workers delete log rows older than this (WithLogRetention; 0: the library's default, keep the log)")
+			fs.DurationVar(&o.statsInterval, "stats-interval", 0,
+				"the workers fold the log into the statistics this often (WithStatisticsInterval; 0: the library's default)")
 			workerFlags(fs, o)
 		},
 		check: func(o *options) error {
@@ -120,6 +128,16 @@ var benchmarks = []benchmark{
 			if o.warmup < 0 {
 				return fmt.Errorf("--warmup must not be negative, got %v", o.warmup)
 			}
+			switch {
+			case o.reportEvery < 0:
+				return fmt.Errorf("--report-every must not be negative, got %v", o.reportEvery)
+			case o.reportEvery > o.duration:
+				return fmt.Errorf("--report-every %v is longer than --duration %v", o.reportEvery, o.duration)
+			case o.logRetention < 0:
+				return fmt.Errorf("--log-retention must not be negative, got %v", o.logRetention)
+			case o.statsInterval < 0:
+				return fmt.Errorf("--stats-interval must not be negative, got %v", o.statsInterval)
+			}
 			return positives(map[string]int{"--producers": o.producers, "--enqueue-batch": o.enqueueBatch,
 				"--workers": o.workers, "--batch-size": o.batchSize, "--concurrency": o.concurrency})
 		},
@@ -127,7 +145,8 @@ var benchmarks = []benchmark{
 			return ptr(Throughput(ctx, e.db, ThroughputConfig{Duration: o.duration, Warmup: o.warmup, Producers: o.producers, Rate: o.rate,
 				EnqueueBatch: o.enqueueBatch, Workers: o.workers, BatchSize: o.batchSize,
 				Concurrency: o.concurrency, SyncClaims: o.syncClaims, ListenDSN: e.listenDSN, Logger: e.logger,
-				Handler: HandlerConfig{Kind: o.handler, Time: o.handlerTime}, Warmed: e.markStatementLog}))
+				Handler: HandlerConfig{Kind: o.handler, Time: o.handlerTime}, Warmed: e.markStatementLog,
+				ReportEvery: o.reportEvery, Report: e.report, LogRetention: o.logRetention, StatsInterval: o.statsInterval}))
 		},
 	},
 	{
@@ -315,6 +334,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("%s: %w", b.name, err)
 	}
 	defer e.close(stderr)
+	// Rows printed as a run goes: on stdout before the table, on stderr
+	// when stdout is to hold one JSON object.
+	e.report = stdout
+	if o.json {
+		e.report = stderr
+	}
 
 	if o.statementTimes {
 		e.markStatementLog()
@@ -415,7 +440,8 @@ type env struct {
 	server    string // "throwaway" or "dsn"
 	logger    *slog.Logger
 	cluster   *pgcluster.Cluster
-	logOffset int64 // where --statement-times starts reading the server log
+	logOffset int64     // where --statement-times starts reading the server log
+	report    io.Writer // where rows printed as a run goes are written
 }
 
 // markStatementLog makes --statement-times read the server's log from here

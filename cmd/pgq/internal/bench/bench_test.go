@@ -80,6 +80,9 @@ func TestDrain(t *testing.T) {
 			if n := countJobs(t, db); n != 0 {
 				t.Errorf("%d jobs left after the drain", n)
 			}
+			if len(res.ProcessDecilesHeapInuse) != 10 || res.ProcessDecilesHeapInuse[9] <= 0 || res.PeakHeapInuseBytes <= 0 {
+				t.Errorf("heap by decile %v, peak %d: want 10 positive figures", res.ProcessDecilesHeapInuse, res.PeakHeapInuseBytes)
+			}
 			var logged int
 			if err := db.QueryRow(`SELECT count(*) FROM pgqueuer_log WHERE entrypoint = $1 AND status = 'successful'`,
 				bench.Entrypoint).Scan(&logged); err != nil {
@@ -196,6 +199,102 @@ func TestThroughputPacedLatency(t *testing.T) {
 	if res.LatencySamples != 0 || res.EnqueueToStart != (bench.Percentiles{}) {
 		t.Errorf("unpaced run: %d latency samples, %+v", res.LatencySamples, res.EnqueueToStart)
 	}
+}
+
+// TestThroughputReportEvery: a run with ReportEvery takes a row per
+// interval (printed as a line under a header), with the tables' sizes and
+// the client's memory, and compares its first tenth with its last; with a
+// log retention the workers prune the log as they go.
+func TestThroughputReportEvery(t *testing.T) {
+	t.Parallel()
+	db, _ := pgqtest.NewDB(t, "pgx")
+	var out bytes.Buffer
+	res, err := bench.Throughput(testContext(t), db, bench.ThroughputConfig{
+		Duration: 3 * time.Second, Warmup: 2 * time.Second, Producers: 1, EnqueueBatch: 10, Rate: 400,
+		ReportEvery: time.Second, Report: &out, LogRetention: time.Second, StatsInterval: 300 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatalf("Throughput: %v", err)
+	}
+	if len(res.Intervals) != 3 {
+		t.Fatalf("%d intervals in 3 s every 1 s, want 3: %+v", len(res.Intervals), res.Intervals)
+	}
+	var samples int64
+	for i, r := range res.Intervals {
+		if r.Seconds < 0.99 || r.Seconds > 1.01 || r.EndSeconds < float64(i)+0.99 || r.EndSeconds > float64(i)+1.01 {
+			t.Errorf("interval %d: %v s ending at %v s", i, r.Seconds, r.EndSeconds)
+		}
+		ts := r.Tables
+		if ts.JobTotalBytes < ts.JobHeapBytes+ts.JobIndexBytes || ts.JobIndexBytes <= 0 ||
+			ts.LogTotalBytes < ts.LogHeapBytes+ts.LogIndexBytes || ts.LogHeapBytes <= 0 || ts.LogIndexBytes <= 0 {
+			t.Errorf("interval %d: table sizes %+v", i, ts)
+		}
+		if r.HeapInuseBytes <= 0 || r.LoadAvg == "" && r.RSSBytes != 0 {
+			t.Errorf("interval %d: heap %d, RSS %d, load %q", i, r.HeapInuseBytes, r.RSSBytes, r.LoadAvg)
+		}
+		samples += r.LatencySamples
+	}
+	if samples != res.LatencySamples || samples == 0 || res.Worked == 0 {
+		t.Errorf("%d latency samples in the intervals, %d in all; %d worked", samples, res.LatencySamples, res.Worked)
+	}
+	if lines := strings.Split(strings.TrimSpace(out.String()), "\n"); len(lines) != 4 || !strings.Contains(lines[0], "worked/s") {
+		t.Errorf("report: want a header and 3 rows:\n%s", out.String())
+	}
+	d := res.Decay
+	if d.FirstTenth.WorkedJobsPerSec <= 0 || d.LastTenth.WorkedJobsPerSec <= 0 || d.WorkedRatio <= 0 ||
+		d.FirstTenth.LatencySamples == 0 || d.LastTenth.LatencySamples == 0 || d.LogTotalGrowthLastHalf <= 0 {
+		t.Errorf("decay = %+v", d)
+	}
+	if s := res.Settings; s.ReportEvery != "1s" || s.LogRetention != "1s" || s.StatsInterval != "300ms" {
+		t.Errorf("settings = %+v", s)
+	}
+	if res.PeakHeapInuseBytes <= 0 {
+		t.Errorf("peak heap %d", res.PeakHeapInuseBytes)
+	}
+	// Every job worked wrote three log rows (queued, picked, successful);
+	// with a retention of 1 s the rows of the run's first seconds are gone.
+	var rows int64
+	if err := db.QueryRow(`SELECT count(*) FROM pgqueuer_log WHERE entrypoint = $1`, bench.Entrypoint).Scan(&rows); err != nil {
+		t.Fatal(err)
+	}
+	if rows >= 2*res.Worked {
+		t.Errorf("%d log rows left for %d jobs worked: the log was not pruned", rows, res.Worked)
+	}
+	if _, err := bench.Throughput(testContext(t), db, bench.ThroughputConfig{Duration: time.Second, ReportEvery: 2 * time.Second}); err == nil ||
+		!strings.Contains(err.Error(), "2s") {
+		t.Errorf("report interval over the duration: %v, want an error naming 2s", err)
+	}
+}
+
+// TestMainThroughputReport: `pgq bench throughput --report-every` prints
+// its rows before the table, and the table the decay summary.
+func TestMainThroughputReport(t *testing.T) {
+	t.Parallel()
+	_, dsn := pgqtest.NewDB(t, "pgx")
+	code, out, errOut := runMain(t, "throughput", "--dsn", dsn, "--duration", "2s", "--report-every", "1s",
+		"--rate", "200", "--enqueue-batch", "10", "--log-retention", "1m")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	header := strings.Index(out, "worked/s")
+	table := strings.Index(out, "pgq bench throughput")
+	if header < 0 || table < header || strings.Count(out[header:table], "\n") != 3 {
+		t.Errorf("want a header, 2 rows, then the table:\n%s", out)
+	}
+	for _, want := range []string{"decay.worked_ratio", "decay.first_tenth.enqueue_to_start.p99_ms", "settings.log_retention"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("table lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "intervals[") {
+		t.Errorf("the table repeats the rows:\n%s", out)
+	}
+	// With --json the rows go to stderr and stdout holds one object.
+	code, out, errOut = runMain(t, "throughput", "--dsn", dsn, "--duration", "1s", "--report-every", "1s", "--json")
+	if code != 0 || !strings.Contains(errOut, "worked/s") {
+		t.Fatalf("exit %d, stderr %q", code, errOut)
+	}
+	jsonObject(t, out, "intervals", "decay.worked_ratio", "settings.report_every")
 }
 
 // TestThroughputWarmup: jobs of the warm-up count in no figure, and
@@ -467,6 +566,10 @@ func TestMainErrors(t *testing.T) {
 		{[]string{"latency", "--driver", "mysql"}, 2, `--driver "mysql"`},
 		{[]string{"index", "--durability", "eternal"}, 2, `"eternal"`},
 		{[]string{"throughput", "--duration", "-1s"}, 2, "--duration must be positive"},
+		{[]string{"throughput", "--report-every", "-1s"}, 2, "--report-every must not be negative, got -1s"},
+		{[]string{"throughput", "--report-every", "1m"}, 2, "--report-every 1m0s is longer than --duration 10s"},
+		{[]string{"throughput", "--log-retention", "-2s"}, 2, "--log-retention must not be negative, got -2s"},
+		{[]string{"throughput", "--stats-interval", "-3s"}, 2, "--stats-interval must not be negative, got -3s"},
 		{[]string{"latency", "--interval", "-1s"}, 2, "--interval must not be negative"},
 		{[]string{"explain", "--consume", "-2"}, 2, "--consume"},
 		{[]string{"drain", "--dsn", bad, "--jobs", "10"}, 1, "drain: connect with pgx"},

@@ -113,6 +113,13 @@ type DrainResult struct {
 	// order: a slow start (no statistics yet) or a slow end (dead rows)
 	// shows here.
 	ProcessDeciles []float64 `json:"process_deciles_jobs_per_sec"`
+	// ProcessDecilesHeapInuse is the client's runtime.MemStats.HeapInuse
+	// as each tenth of the jobs was done, and PeakHeapInuseBytes the
+	// largest HeapInuse sampled every second over enqueue and process:
+	// flat when the client keeps nothing per job. (Not measured with
+	// Processes: this process then only waits.)
+	ProcessDecilesHeapInuse []int64 `json:"process_deciles_heap_inuse_bytes,omitempty"`
+	PeakHeapInuseBytes      int64   `json:"peak_heap_inuse_bytes,omitempty"`
 	// JobTableAutovacuums and JobTableAutoanalyzes count autovacuum's
 	// runs on the job table during the process phase (as far as the
 	// statistics collector has reported them).
@@ -170,6 +177,8 @@ func Drain(ctx context.Context, db *sql.DB, cfg DrainConfig) (DrainResult, error
 	meter := newCPUMeter(ctx, db)
 	res.ServerCPUReadable = meter.serverReadable()
 
+	peakHeap := heapPeak(time.Second)
+	defer peakHeap()
 	s0, t0 := meter.sample(), time.Now()
 	first, last, err := enqueueAll(ctx, pgq.NewQueries(db), cfg.Jobs, cfg.EnqueueBatch)
 	if err != nil {
@@ -200,7 +209,10 @@ func Drain(ctx context.Context, db *sql.DB, cfg DrainConfig) (DrainResult, error
 		ran.Store(n)
 		res.PeakRSSBytes = rss
 	} else {
-		handler := cfg.Handler.handler(db, newRuns(), func() { marks.mark(ran.Add(1)) })
+		// No per-job bookkeeping here: a job run twice shows in the log
+		// (checkAllRan) and in the count, and a backlog of millions
+		// must drain in flat memory.
+		handler := cfg.Handler.handler(db, nil, func() { marks.mark(ran.Add(1)) })
 		if err := runWorkers(ctx, db, cfg.Workers, workerOptions(cfg.ListenDSN, cfg.Logger), handler, cfg.ConcurrencyLimit,
 			pgq.WithMode(pgq.ModeDrain), pgq.WithBatchSize(cfg.BatchSize), pgq.WithMaxConcurrentTasks(cfg.Concurrency),
 			pgq.WithSynchronousClaims(cfg.SyncClaims)); err != nil {
@@ -208,6 +220,10 @@ func Drain(ctx context.Context, db *sql.DB, cfg DrainConfig) (DrainResult, error
 		}
 	}
 	s2, t2 := meter.sample(), time.Now()
+	if peak := peakHeap(); cfg.Processes == 0 {
+		res.PeakHeapInuseBytes = peak
+		res.ProcessDecilesHeapInuse = marks.heaps()
+	}
 	calls1, _ := claimStatements(ctx, db)
 	av1, aa1, err := autovacuumCounts(ctx, db)
 	if err != nil {
@@ -305,10 +321,12 @@ func runWorkers(ctx context.Context, db *sql.DB, n int, mopts []pgq.ManagerOptio
 	return ctx.Err()
 }
 
-// deciles records when each tenth of n jobs was done.
+// deciles records when each tenth of n jobs was done, and the client's
+// HeapInuse then.
 type deciles struct {
 	n     int64
 	times [10]atomic.Int64 // UnixNano
+	heap  [10]atomic.Int64
 }
 
 func newDeciles(n int) *deciles { return &deciles{n: int64(n)} }
@@ -317,8 +335,8 @@ func newDeciles(n int) *deciles { return &deciles{n: int64(n)} }
 func (d *deciles) mark(done int64) {
 	// The k-th tenth ends with job ceil(k*n/10).
 	for k := int64(1); k <= 10; k++ {
-		if done == (k*d.n+9)/10 {
-			d.times[k-1].CompareAndSwap(0, time.Now().UnixNano())
+		if done == (k*d.n+9)/10 && d.times[k-1].CompareAndSwap(0, time.Now().UnixNano()) {
+			d.heap[k-1].Store(heapInuse())
 		}
 	}
 }
@@ -335,6 +353,18 @@ func (d *deciles) rates(start time.Time) []float64 {
 		end := (k*d.n + 9) / 10
 		out = append(out, rate(end-prevN, time.Duration(t-prevT)))
 		prevT, prevN = t, end
+	}
+	return out
+}
+
+// heaps returns the HeapInuse at the end of each tenth that was completed.
+func (d *deciles) heaps() []int64 {
+	var out []int64
+	for k := range d.heap {
+		if d.times[k].Load() == 0 {
+			break
+		}
+		out = append(out, d.heap[k].Load())
 	}
 	return out
 }

@@ -56,39 +56,54 @@ func (h *HandlerConfig) prepare(ctx context.Context, db *sql.DB) error {
 	return nil
 }
 
-// runs counts the runs of each job, so that a job run twice is seen
-// whatever the log says, and keeps when each job's handler first started.
+// runs counts the jobs that ran more than once, so that a job run twice is
+// seen whatever the log says. It keeps one bit per job id seen, in pages
+// of runsPage ids made as ids arrive: a run of hours costs an eighth of a
+// byte per job, not a map entry.
 type runs struct {
 	mu    sync.Mutex
-	first map[pgq.JobID]time.Time
+	pages map[int64]*[runsPage / 64]uint64
 	twice atomic.Int64
+	// onStart, when not nil, is called with each job's id as its handler
+	// starts (Throughput times enqueue → start with it).
+	onStart func(id pgq.JobID, at time.Time)
 }
 
-func newRuns() *runs { return &runs{first: map[pgq.JobID]time.Time{}} }
+// runsPage is how many job ids one page of runs covers (8 KiB of bits).
+const runsPage = 1 << 16
 
+func newRuns() *runs { return &runs{pages: map[int64]*[runsPage / 64]uint64{}} }
+
+// add notes that job id ran; a nil *runs notes nothing.
 func (r *runs) add(id pgq.JobID) {
-	now := time.Now()
-	r.mu.Lock()
-	_, again := r.first[id]
-	if !again {
-		r.first[id] = now
+	if r == nil {
+		return
 	}
+	if r.onStart != nil {
+		r.onStart(id, time.Now())
+	}
+	n := int64(id)
+	page, bit := n/runsPage, n%runsPage
+	if bit < 0 { // ids are positive; keep negative ones apart all the same
+		page, bit = page-1, bit+runsPage
+	}
+	r.mu.Lock()
+	p := r.pages[page]
+	if p == nil {
+		p = new([runsPage / 64]uint64)
+		r.pages[page] = p
+	}
+	again := p[bit/64]&(1<<(bit%64)) != 0
+	p[bit/64] |= 1 << (bit % 64)
 	r.mu.Unlock()
 	if again {
 		r.twice.Add(1)
 	}
 }
 
-// started returns when job id's handler first started.
-func (r *runs) started(id pgq.JobID) (time.Time, bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	t, ok := r.first[id]
-	return t, ok
-}
-
-// handler returns the job handler h describes, on db; done is called
-// after the job's work, before the handler returns.
+// handler returns the job handler h describes, on db; r, when not nil,
+// is told of each job's start, and done is called after the job's work,
+// before the handler returns.
 func (h *HandlerConfig) handler(db *sql.DB, r *runs, done func()) pgq.Handler {
 	return func(ctx context.Context, job *pgq.Job) error {
 		r.add(job.ID)

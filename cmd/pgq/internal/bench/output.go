@@ -53,6 +53,9 @@ func printTable(w io.Writer, name string, result any) error {
 				walk(prefix, fv)
 				continue
 			}
+			if f.Tag.Get("table") == "-" { // printed otherwise
+				continue
+			}
 			key = prefix + key
 			tag := f.Tag.Get("json")
 			switch {

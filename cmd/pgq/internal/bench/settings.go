@@ -29,16 +29,21 @@ type Settings struct {
 	Concurrency  int     `json:"concurrency,omitempty"`
 	Duration     string  `json:"duration,omitempty"`
 	Warmup       string  `json:"warmup,omitempty"` // run unmeasured before Duration
-	Samples      int     `json:"samples,omitempty"`
-	Interval     string  `json:"interval,omitempty"` // pause between latency samples
-	LogRows      int64   `json:"log_rows,omitempty"`
-	LookupIDs    int     `json:"lookup_ids,omitempty"`
-	Repeats      int     `json:"repeats,omitempty"`
-	Analyze      bool    `json:"analyze,omitempty"` // ANALYZE of the job table before processing
-	Vacuum       bool    `json:"vacuum,omitempty"`  // VACUUM of the job table before enqueuing
-	SyncClaims   bool    `json:"sync_claims"`       // claims wait for their commit to reach disk
-	Handler      string  `json:"handler,omitempty"` // what each job's handler does: "noop" or "sql"
-	HandlerTime  string  `json:"handler_time,omitempty"`
+	ReportEvery  string  `json:"report_every,omitempty"`
+	// LogRetention and StatsInterval are the workers' WithLogRetention
+	// and WithStatisticsInterval, when set.
+	LogRetention  string `json:"log_retention,omitempty"`
+	StatsInterval string `json:"stats_interval,omitempty"`
+	Samples       int    `json:"samples,omitempty"`
+	Interval      string `json:"interval,omitempty"` // pause between latency samples
+	LogRows       int64  `json:"log_rows,omitempty"`
+	LookupIDs     int    `json:"lookup_ids,omitempty"`
+	Repeats       int    `json:"repeats,omitempty"`
+	Analyze       bool   `json:"analyze,omitempty"` // ANALYZE of the job table before processing
+	Vacuum        bool   `json:"vacuum,omitempty"`  // VACUUM of the job table before enqueuing
+	SyncClaims    bool   `json:"sync_claims"`       // claims wait for their commit to reach disk
+	Handler       string `json:"handler,omitempty"` // what each job's handler does: "noop" or "sql"
+	HandlerTime   string `json:"handler_time,omitempty"`
 	// MaxIdleConns is the pool's SetMaxIdleConns (database/sql's default
 	// is 2); set by Main.
 	MaxIdleConns int `json:"max_idle_conns,omitempty"`

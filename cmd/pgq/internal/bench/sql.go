@@ -107,6 +107,18 @@ FROM pg_stat_user_tables WHERE relid = to_regclass('pgqueuer')`
        coalesce(greatest(last_analyze, last_autoanalyze)::text, 'never')
 FROM pg_stat_user_tables WHERE relid = to_regclass('pgqueuer')`
 
+	// sqlTableSizes reads the sizes of the job table and the log (all,
+	// heap, indexes), their live and dead rows, and autovacuum's runs on
+	// the log.
+	sqlTableSizes = `SELECT pg_total_relation_size(j.oid), pg_relation_size(j.oid), pg_indexes_size(j.oid),
+       coalesce(js.n_live_tup, 0), coalesce(js.n_dead_tup, 0),
+       pg_total_relation_size(l.oid), pg_relation_size(l.oid), pg_indexes_size(l.oid),
+       coalesce(ls.n_live_tup, 0), coalesce(ls.n_dead_tup, 0), coalesce(ls.autovacuum_count, 0)
+FROM (SELECT to_regclass('pgqueuer') AS oid) AS j
+CROSS JOIN (SELECT to_regclass('pgqueuer_log') AS oid) AS l
+LEFT JOIN pg_stat_user_tables AS js ON js.relid = j.oid
+LEFT JOIN pg_stat_user_tables AS ls ON ls.relid = l.oid`
+
 	// sqlNoRow returns no row.
 	sqlNoRow = `SELECT 1 WHERE false`
 

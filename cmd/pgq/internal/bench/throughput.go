@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -38,6 +39,19 @@ type ThroughputConfig struct {
 	// CPU figure. Warmed, when not nil, is called as it ends.
 	Warmup time.Duration
 	Warmed func()
+	// ReportEvery, when positive, takes a row (an Interval) every so long
+	// of the measured span, writes it to Report as a line (when Report is
+	// not nil; a header line first) and compares the span's first tenth
+	// with its last (ThroughputResult.Decay): for runs of many minutes,
+	// to see whether the queue keeps its pace and its tables their size.
+	ReportEvery time.Duration
+	Report      io.Writer
+	// LogRetention and StatsInterval are the workers'
+	// pgq.WithLogRetention and pgq.WithStatisticsInterval (0: the
+	// library's defaults: the log is kept, and folded into the statistics
+	// only with a retention, then every minute).
+	LogRetention  time.Duration
+	StatsInterval time.Duration
 }
 
 func (c *ThroughputConfig) defaults() error {
@@ -52,6 +66,16 @@ func (c *ThroughputConfig) defaults() error {
 	}
 	if c.Warmup < 0 {
 		return fmt.Errorf("warmup must not be negative, got %v", c.Warmup)
+	}
+	switch {
+	case c.ReportEvery < 0:
+		return fmt.Errorf("report interval must not be negative, got %v", c.ReportEvery)
+	case c.ReportEvery > c.Duration:
+		return fmt.Errorf("report interval %v is longer than the duration %v", c.ReportEvery, c.Duration)
+	case c.LogRetention < 0:
+		return fmt.Errorf("log retention must not be negative, got %v", c.LogRetention)
+	case c.StatsInterval < 0:
+		return fmt.Errorf("statistics interval must not be negative, got %v", c.StatsInterval)
 	}
 	c.Producers = orDefault(c.Producers, DefaultProducers)
 	c.EnqueueBatch = orDefault(c.EnqueueBatch, DefaultEnqueueBatch)
@@ -98,6 +122,9 @@ type ThroughputResult struct {
 	ServerCPUSeconds  float64 `json:"server_cpu_seconds"`
 	ServerCPUReadable bool    `json:"server_cpu_readable"`
 	PeakRSSBytes      int64   `json:"peak_rss_bytes"`
+	// PeakHeapInuseBytes is the largest runtime.MemStats.HeapInuse of
+	// the client, sampled every second over warm-up and run.
+	PeakHeapInuseBytes int64 `json:"peak_heap_inuse_bytes"`
 	// EnqueueToStart is, in a paced run (Rate > 0), the time from an
 	// EnqueueBatch call's return (its commit done) to the start of the
 	// handler of each job it enqueued, over the jobs that started before
@@ -105,6 +132,11 @@ type ThroughputResult struct {
 	// before the producer had read the commit's reply counts as 0.
 	EnqueueToStart Percentiles `json:"enqueue_to_start,omitzero"`
 	LatencySamples int64       `json:"latency_samples,omitempty"`
+	// Intervals and Decay are reported with ReportEvery: one row per
+	// interval (the table output printed them as they came), and the
+	// first tenth against the last.
+	Intervals []Interval `json:"intervals,omitempty" table:"-"`
+	Decay     Decay      `json:"decay,omitzero"`
 	StatementTimes
 	Settings Settings `json:"settings"`
 }
@@ -123,6 +155,15 @@ func Throughput(ctx context.Context, db *sql.DB, cfg ThroughputConfig) (Throughp
 	settings.Producers, settings.EnqueueBatch, settings.Workers = cfg.Producers, cfg.EnqueueBatch, cfg.Workers
 	settings.BatchSize, settings.Concurrency, settings.Duration = cfg.BatchSize, cfg.Concurrency, cfg.Duration.String()
 	settings.SyncClaims, settings.Rate = cfg.SyncClaims, cfg.Rate
+	if cfg.ReportEvery > 0 {
+		settings.ReportEvery = cfg.ReportEvery.String()
+	}
+	if cfg.LogRetention > 0 {
+		settings.LogRetention = cfg.LogRetention.String()
+	}
+	if cfg.StatsInterval > 0 {
+		settings.StatsInterval = cfg.StatsInterval.String()
+	}
 	if cfg.Warmup > 0 {
 		settings.Warmup = cfg.Warmup.String()
 	}
@@ -142,17 +183,33 @@ func Throughput(ctx context.Context, db *sql.DB, cfg ThroughputConfig) (Throughp
 	runCtx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	measured := func(t time.Time) bool { return !t.Before(warmed) && t.Before(deadline) }
+	firstTenth, lastTenth := tenthSpans(warmed, deadline)
 
-	var worked, enqueued, firstID atomic.Int64
+	var counts workCounts
+	var firstID atomic.Int64
 	ran := newRuns()
+	var starts *startTimes
+	if cfg.Rate > 0 {
+		starts = newStartTimes(measured, warmed, deadline)
+		ran.onStart = starts.started
+	}
 	handler := cfg.Handler.handler(db, ran, func() {
-		if measured(time.Now()) {
-			worked.Add(1)
+		now := time.Now()
+		if !measured(now) {
+			return
+		}
+		counts.worked.Add(1)
+		for i, span := range [2][2]time.Time{firstTenth, lastTenth} {
+			if within(now, span) {
+				counts.tenths[i].Add(1)
+			}
 		}
 	})
+	peakHeap := heapPeak(time.Second)
+	defer peakHeap()
 	logger, stale := newLogCounter(cfg.Logger)
 	var wg sync.WaitGroup
-	var workErr, ageErr error
+	var workErr, ageErr, reportErr error
 	var p0 sql.DBStats
 	var s0 cpuSample
 	wg.Go(func() {
@@ -168,15 +225,18 @@ func Throughput(ctx context.Context, db *sql.DB, cfg ThroughputConfig) (Throughp
 		}
 	})
 	wg.Go(func() { res.MaxHeartbeatAgeMs, ageErr = heartbeatAge(runCtx, db) })
+	var rep *reporter
+	if cfg.ReportEvery > 0 {
+		rep = &reporter{db: db, every: cfg.ReportEvery, out: cfg.Report, counts: &counts, starts: starts}
+		// ctx, not runCtx: the last row is taken at the deadline.
+		wg.Go(func() { reportErr = rep.run(ctx, warmed, deadline) })
+	}
 	wg.Go(func() {
 		workErr = runWorkers(runCtx, db, cfg.Workers, workerOptions(cfg.ListenDSN, logger), handler, 0,
 			pgq.WithBatchSize(cfg.BatchSize), pgq.WithMaxConcurrentTasks(cfg.Concurrency),
-			pgq.WithSynchronousClaims(cfg.SyncClaims))
+			pgq.WithSynchronousClaims(cfg.SyncClaims), pgq.WithLogRetention(cfg.LogRetention),
+			pgq.WithStatisticsInterval(cfg.StatsInterval))
 	})
-	var commits *commitTimes
-	if cfg.Rate > 0 {
-		commits = &commitTimes{at: map[pgq.JobID]time.Time{}}
-	}
 	prodErrs := make([]error, cfg.Producers)
 	for i := range cfg.Producers {
 		wg.Go(func() {
@@ -184,11 +244,12 @@ func Throughput(ctx context.Context, db *sql.DB, cfg ThroughputConfig) (Throughp
 			if cfg.Rate > 0 {
 				every = time.Duration(float64(time.Second) * float64(cfg.EnqueueBatch*cfg.Producers) / cfg.Rate)
 			}
-			prodErrs[i] = produce(ctx, runCtx, pgq.NewQueries(db), cfg.EnqueueBatch, every, measured, &enqueued, &firstID, commits)
+			prodErrs[i] = produce(ctx, runCtx, pgq.NewQueries(db), cfg.EnqueueBatch, every, measured, &counts.enqueued, &firstID, starts)
 		})
 	}
 	wg.Wait()
 	s1, p1 := meter.sample(), db.Stats()
+	res.PeakHeapInuseBytes = peakHeap()
 	res.PoolIdleClosed, res.PoolWaitCount = p1.MaxIdleClosed-p0.MaxIdleClosed, p1.WaitCount-p0.WaitCount
 	if err := ctx.Err(); err != nil {
 		return res, err
@@ -196,7 +257,7 @@ func Throughput(ctx context.Context, db *sql.DB, cfg ThroughputConfig) (Throughp
 	if workErr != nil && !errors.Is(workErr, context.DeadlineExceeded) {
 		return res, workErr
 	}
-	if err := errors.Join(append(prodErrs, ageErr)...); err != nil {
+	if err := errors.Join(append(prodErrs, ageErr, reportErr)...); err != nil {
 		return res, err
 	}
 
@@ -205,7 +266,7 @@ func Throughput(ctx context.Context, db *sql.DB, cfg ThroughputConfig) (Throughp
 	}
 	used := s1.sub(s0)
 	res.Seconds = seconds(cfg.Duration)
-	res.Enqueued, res.Worked = enqueued.Load(), worked.Load()
+	res.Enqueued, res.Worked = counts.enqueued.Load(), counts.worked.Load()
 	res.EnqueuedJobsPerSec, res.WorkedJobsPerSec = rate(res.Enqueued, cfg.Duration), rate(res.Worked, cfg.Duration)
 	res.Bound = "workers"
 	if res.QueueDepthEnd <= int64(cfg.Producers*cfg.EnqueueBatch) {
@@ -214,8 +275,12 @@ func Throughput(ctx context.Context, db *sql.DB, cfg ThroughputConfig) (Throughp
 	res.ClientCPUSeconds, res.ServerCPUSeconds = seconds(used.client), seconds(used.server)
 	res.PeakRSSBytes = peakRSS()
 	res.RanTwice, res.StaleRescues = ran.twice.Load(), stale.Load()
-	if commits != nil {
-		res.EnqueueToStart, res.LatencySamples = commits.toStart(ran)
+	if starts != nil {
+		res.EnqueueToStart, res.LatencySamples, _, _ = starts.totals()
+	}
+	if rep != nil {
+		res.Intervals = rep.rows
+		res.Decay = decay(&counts, starts, cfg.Duration, rep.rows)
 	}
 	if first := firstID.Load(); first > 0 {
 		if err := db.QueryRowContext(ctx, sqlPickedTwice, Entrypoint, first).Scan(&res.PickedTwice); err != nil {
@@ -231,10 +296,9 @@ func Throughput(ctx context.Context, db *sql.DB, cfg ThroughputConfig) (Throughp
 // after the call returned, and so escape the clean-up that follows.
 // firstID is lowered to the smallest job id enqueued. every, when
 // positive, paces the batches: one per every, late ones not made up for
-// beyond one. commits, when not nil, records when each batch that committed
-// in the measured span (measured) committed.
+// beyond one. starts, when not nil, is told when each batch committed.
 func produce(ctx, run context.Context, q *pgq.Queries, batch int, every time.Duration, measured func(time.Time) bool,
-	enqueued, firstID *atomic.Int64, commits *commitTimes) error {
+	enqueued, firstID *atomic.Int64, starts *startTimes) error {
 	jobs := make([]pgq.NewJob, batch)
 	for i := range jobs {
 		jobs[i] = pgq.NewJob{Entrypoint: Entrypoint}
@@ -262,8 +326,8 @@ func produce(ctx, run context.Context, q *pgq.Queries, batch int, every time.Dur
 			return fmt.Errorf("enqueue: %w", err)
 		}
 		now := time.Now()
-		if commits != nil && measured(now) {
-			commits.add(ids, now)
+		if starts != nil {
+			starts.committed(ids, now)
 		}
 		for id := int64(ids[0]); ; {
 			old := firstID.Load()
@@ -305,33 +369,4 @@ func heartbeatAge(ctx context.Context, db *sql.DB) (float64, error) {
 		}
 		most = max(most, ms)
 	}
-}
-
-// commitTimes records when each job's enqueue committed (as its producer
-// saw the call return).
-type commitTimes struct {
-	mu sync.Mutex
-	at map[pgq.JobID]time.Time
-}
-
-func (c *commitTimes) add(ids []pgq.JobID, t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, id := range ids {
-		c.at[id] = t
-	}
-}
-
-// toStart returns the percentiles of commit → handler start over the
-// jobs that started, and their number.
-func (c *commitTimes) toStart(r *runs) (Percentiles, int64) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	ds := make([]time.Duration, 0, len(c.at))
-	for id, committed := range c.at {
-		if started, ok := r.started(id); ok {
-			ds = append(ds, max(0, started.Sub(committed)))
-		}
-	}
-	return percentiles(ds), int64(len(ds))
 }
