@@ -145,12 +145,12 @@ func (qm *QueueManager) Entrypoint(name string, h Handler, opts ...EntrypointOpt
 //
 // Connections: Run holds three connections of the QueueManager's pool for
 // as long as it runs, one each for claiming, for writing outcomes, and for
-// heartbeats (with the release of stale jobs and the listener's health
-// checks), so that neither the program's own traffic on the pool nor the
-// pool's settings slow them down or make heartbeats late; a connection
-// that fails is replaced. The listener takes a fourth (borrowed from a
-// pgx pool, or its own on WithListenDSN's DSN), and maintenance
-// (statistics, vacuum) borrows one now and then. Handlers that use the
+// heartbeats (with the release of stale jobs), so that neither the
+// program's own traffic on the pool nor the pool's settings slow them down
+// or make heartbeats late; a connection that fails is replaced. The
+// listener takes a fourth (borrowed from a pgx pool, or its own on
+// WithListenDSN's DSN), and its health checks, maintenance (statistics,
+// vacuum) and dependency sweeps borrow one now and then. Handlers that use the
 // pool need as many more as run at once (WithMaxConcurrentTasks): size
 // the server's max_connections for that, per worker, and keep as many
 // idle (db.SetMaxIdleConns; see WithPoolTuning). A pool whose
@@ -208,8 +208,7 @@ type run struct {
 	pool       *poolCheck
 
 	// The worker's own connections (see lane): claims, outcome writes,
-	// and heartbeats (with the release of stale jobs and the listener's
-	// health checks). The heartbeat and the outcome write may run at
+	// and heartbeats (with the release of stale jobs). The heartbeat and the outcome write may run at
 	// once: the heartbeat never waits for a row lock (see JobsHeartbeat),
 	// so the two cannot deadlock, and a slow outcome write does not hold
 	// up the heartbeats of the worker's other jobs.
@@ -340,8 +339,14 @@ func (w *run) startUp(ctx, auxCtx, hbCtx context.Context, bg *sync.WaitGroup) (p
 		taking.Go(func() { l.take(ctx) })
 	}
 	poll = w.rc.dequeueTimeout
+	// The listener's echoes (after each LISTEN, and the health checks)
+	// go through the pool, never on the heartbeat's connection: a NOTIFY
+	// commits behind every other notifying commit of the server (one
+	// lock, held through each one's WAL flush), and after a server
+	// restart, when every listener reconnects and echoes at once, that
+	// queue held a worker's heartbeats up past the heartbeat timeout.
 	w.listen = startListening(auxCtx, bg, w.qm.db, w.qm.cfg.common, workerAppName(w.qm.id, w.qm.cfg.names.Channel()),
-		w.beats, w.logger, min(w.rc.dequeueTimeout, 5*time.Second), "pgq: listener not connected yet; claiming anyway",
+		newLane(w.qm.db, w.qm.cfg.names, false), w.logger, min(w.rc.dequeueTimeout, 5*time.Second), "pgq: listener not connected yet; claiming anyway",
 		listenHooks{notify: w.onEvent, up: func() { signal(w.wake) }})
 	if w.listen != nil {
 		bg.Go(func() {
