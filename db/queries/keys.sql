@@ -83,7 +83,8 @@ SELECT inserted.id, inserted.dedupe_key FROM inserted ORDER BY inserted.id;
 -- name: JobsClaimKeyed :many
 -- The claim of entrypoints whose queued jobs carry fairness or serial keys
 -- (JobsClaim leaves those entrypoints to this statement, which skips the
--- others: one probe of pgqueuer_pgq_keyed_idx each). Per entrypoint (caps,
+-- others: a probe of pgqueuer_pgq_fair_idx, and of pgqueuer_pgq_serial_idx
+-- when that finds none, each). Per entrypoint (caps,
 -- cursors, key_limits, by_priority and held_blocks are parallel to
 -- entrypoints) it shares the entrypoint's cap among:
 --
@@ -100,8 +101,10 @@ SELECT inserted.id, inserted.dedupe_key FROM inserted ORDER BY inserted.id;
 --
 -- Every share gets the same number of jobs (cap divided by the shares,
 -- rounded up) and the batch takes their first jobs, then their second,
--- and so on: round robin. A share with fewer jobs leaves its part unused;
--- the caller claims again for it.
+-- and so on: round robin. What shares with fewer jobs leave goes to the
+-- fairness keys that filled theirs, again in equal parts, ranked after
+-- every first pick; what is still left (a key ran out, jobs locked by
+-- other workers, serial keys, jobs without a key) the caller claims again.
 --
 -- Claimed rows are marked and logged as JobsClaim does (same claim token,
 -- same synchronous_claim). One more row per entrypoint, with id 0 and no
@@ -129,11 +132,17 @@ eps AS MATERIALIZED (
            input.key_limit, input.by_priority, input.held_blocks
     FROM input
     WHERE input.cap > 0
-      AND EXISTS (
-          SELECT 1 FROM pgqueuer AS k
-          WHERE k.entrypoint = input.entrypoint
-            AND k.status = 'queued'
-            AND (k.fairness_key IS NOT NULL OR k.serial_key IS NOT NULL))
+      -- The first fairness key, or serial key, of the entrypoint: a probe
+      -- of an index that the min() needs for its order, so that the plan
+      -- stays on it even when generic (an EXISTS on pgqueuer_pgq_keyed_idx
+      -- became a hash join over every keyed row there, and a LIMIT 1 a
+      -- sequential scan).
+      AND ((SELECT min(f.fairness_key) FROM pgqueuer AS f
+            WHERE f.status = 'queued' AND f.fairness_key IS NOT NULL
+              AND f.entrypoint = input.entrypoint) IS NOT NULL
+           OR (SELECT min(s.serial_key) FROM pgqueuer AS s
+               WHERE s.serial_key IS NOT NULL AND s.status = 'queued'
+                 AND s.entrypoint = input.entrypoint) IS NOT NULL)
       AND NOT EXISTS (SELECT 1 FROM pgqueuer_pgq_paused AS p WHERE p.entrypoint = input.entrypoint)
 ),
 -- A loose index scan: the next fairness key after the last, one probe each.
@@ -230,11 +239,23 @@ shares AS (
            ))::int AS per_share
     FROM eps
 ),
-fair_picks AS (
-    SELECT f.entrypoint, x.id, x.priority,
-           row_number() OVER (PARTITION BY f.entrypoint, f.fairness_key ORDER BY x.priority DESC, x.id ASC) AS rank
+-- Each fairness key's part: its share, and at most what WithKeyConcurrencyLimit
+-- leaves it (room; the cap without a limit).
+fair_lims AS MATERIALIZED (
+    SELECT f.entrypoint, f.fairness_key, s.per_share,
+           CASE WHEN s.key_limit > 0
+                THEN GREATEST(0, s.key_limit - (
+                    SELECT count(*) FROM pgqueuer AS r
+                    WHERE r.status = 'picked' AND r.fairness_key IS NOT NULL
+                      AND r.entrypoint = f.entrypoint AND r.fairness_key = f.fairness_key))::int
+                ELSE s.cap END AS room
     FROM fair_shares AS f
     JOIN shares AS s ON s.entrypoint = f.entrypoint
+),
+fair_picks AS (
+    SELECT f.entrypoint, f.fairness_key, x.id, x.priority,
+           row_number() OVER (PARTITION BY f.entrypoint, f.fairness_key ORDER BY x.priority DESC, x.id ASC) AS rank
+    FROM fair_lims AS f
     CROSS JOIN LATERAL (
         SELECT d.id, d.priority
         FROM pgqueuer AS d
@@ -244,12 +265,7 @@ fair_picks AS (
           AND d.fairness_key = f.fairness_key
           AND d.execute_after <= now()
         ORDER BY d.priority DESC, d.id ASC
-        LIMIT CASE WHEN s.key_limit > 0
-                   THEN LEAST(s.per_share, GREATEST(0, s.key_limit - (
-                       SELECT count(*) FROM pgqueuer AS r
-                       WHERE r.status = 'picked' AND r.fairness_key IS NOT NULL
-                         AND r.entrypoint = f.entrypoint AND r.fairness_key = f.fairness_key)))
-                   ELSE s.per_share END
+        LIMIT LEAST(f.per_share, f.room)
         FOR UPDATE SKIP LOCKED
     ) AS x
 ),
@@ -277,8 +293,52 @@ unkeyed_picks AS (
         FOR UPDATE SKIP LOCKED
     ) AS x
 ),
+-- The keys that filled their share and may take more ("full") share what
+-- the others left of the entrypoint's cap (or the batch), as equally: so
+-- when one key holds nearly all the due jobs, one statement fills the
+-- batch. Their extra jobs rank after every first pick: round robin still.
+fair_full AS MATERIALIZED (
+    SELECT f.entrypoint, f.fairness_key, f.per_share, f.room,
+           array_agg(p.id) AS taken
+    FROM fair_lims AS f
+    JOIN fair_picks AS p ON p.entrypoint = f.entrypoint AND p.fairness_key = f.fairness_key
+    WHERE f.room > f.per_share
+    GROUP BY f.entrypoint, f.fairness_key, f.per_share, f.room
+    HAVING count(*) = f.per_share
+),
+leftover AS (
+    SELECT s.entrypoint,
+           LEAST(s.cap, @batch_size::int)
+               - (SELECT count(*) FROM fair_picks AS p WHERE p.entrypoint = s.entrypoint)
+               - (SELECT count(*) FROM serial_picks AS p WHERE p.entrypoint = s.entrypoint)
+               - (SELECT count(*) FROM unkeyed_picks AS p WHERE p.entrypoint = s.entrypoint) AS n,
+           (SELECT count(*) FROM fair_full AS f WHERE f.entrypoint = s.entrypoint) AS full_keys
+    FROM shares AS s
+),
+fair_more AS (
+    SELECT f.entrypoint, x.id, x.priority,
+           f.per_share + row_number() OVER (PARTITION BY f.entrypoint, f.fairness_key ORDER BY x.priority DESC, x.id ASC) AS rank
+    FROM fair_full AS f
+    JOIN leftover AS l ON l.entrypoint = f.entrypoint
+    CROSS JOIN LATERAL (
+        SELECT d.id, d.priority
+        FROM pgqueuer AS d
+        WHERE d.status = 'queued'
+          AND d.fairness_key IS NOT NULL
+          AND d.entrypoint = f.entrypoint
+          AND d.fairness_key = f.fairness_key
+          AND d.execute_after <= now()
+          AND d.id <> ALL(f.taken)
+        ORDER BY d.priority DESC, d.id ASC
+        LIMIT LEAST(ceil(l.n::float8 / GREATEST(1, l.full_keys))::int, f.room - f.per_share)
+        FOR UPDATE SKIP LOCKED
+    ) AS x
+    WHERE l.n > 0
+),
 picks AS (
     SELECT fair_picks.entrypoint, fair_picks.id, fair_picks.priority, fair_picks.rank FROM fair_picks
+    UNION ALL
+    SELECT fair_more.entrypoint, fair_more.id, fair_more.priority, fair_more.rank FROM fair_more
     UNION ALL
     SELECT serial_picks.entrypoint, serial_picks.id, serial_picks.priority, serial_picks.rank FROM serial_picks
     UNION ALL
@@ -345,8 +405,15 @@ WHERE EXISTS (
       AND (k.fairness_key IS NOT NULL OR k.serial_key IS NOT NULL));
 
 -- name: JobsKeyedTxSettings :exec
--- Turns JIT compilation off for the rest of the transaction that runs
--- JobsClaimKeyed: the planner's estimates for its key walks on a large
--- table pass jit_above_cost, and compiling the statement's expressions
--- takes far longer (hundreds of ms) than running it (a few ms).
-SELECT set_config('jit', 'off', true);
+-- Settings for the rest of the transaction that runs JobsClaimKeyed:
+--
+--   - JIT compilation off: the planner's estimates for its key walks on a
+--     large table pass jit_above_cost, and compiling the statement's
+--     expressions takes far longer (hundreds of ms) than running it (a
+--     few ms);
+--   - a generic plan: planning the statement's dozen CTEs costs more than
+--     running it, and every choice in its plan follows from its CTEs, not
+--     from its parameter values. A driver that prepares statements once
+--     per connection (pgx) then plans it once per connection; one that
+--     sends it unnamed each time (lib/pq) plans it each time either way.
+SELECT set_config('jit', 'off', true), set_config('plan_cache_mode', 'force_generic_plan', true);

@@ -5,7 +5,7 @@
 //	go run ./internal/cmd/withpg -- go run ./internal/cmd/fairbench [flags]
 //
 // It runs three phases on PGQ_TEST_DSN (or --dsn), each on an empty queue
-// with one worker:
+// with one worker (pgx, or lib/pq with --driver postgres):
 //
 //   - idle: tenant B enqueues one job a second, nothing else is queued;
 //   - keyed: tenant A's --backlog jobs are queued with fairness key
@@ -30,6 +30,7 @@ import (
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib"
+	_ "github.com/lib/pq"
 
 	"github.com/pgq-dev/pgq"
 )
@@ -43,6 +44,7 @@ func main() {
 
 type options struct {
 	dsn               string
+	driver            string
 	backlog           int
 	idleSeconds       int
 	batch, concurrent int
@@ -52,6 +54,7 @@ type options struct {
 func run() error {
 	var o options
 	flag.StringVar(&o.dsn, "dsn", os.Getenv("PGQ_TEST_DSN"), "PostgreSQL connection string")
+	flag.StringVar(&o.driver, "driver", "pgx", "database/sql driver: pgx or postgres (lib/pq)")
 	flag.IntVar(&o.backlog, "backlog", 1_000_000, "tenant A's queued jobs")
 	flag.IntVar(&o.idleSeconds, "idle-seconds", 60, "how long the idle phase samples B")
 	flag.IntVar(&o.batch, "batch-size", 100, "WithBatchSize")
@@ -59,7 +62,7 @@ func run() error {
 	flag.StringVar(&o.phases, "phases", "idle,keyed,plain", "phases to run, in order")
 	flag.Parse()
 	ctx := context.Background()
-	db, err := sql.Open("pgx", o.dsn)
+	db, err := sql.Open(o.driver, o.dsn)
 	if err != nil {
 		return err
 	}
