@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/pgq-dev/pgq"
-	"github.com/pgq-dev/pgq/internal/pgcluster"
 )
 
 // TestHeartbeatsNotHeldUpByNotifyCommits: a NOTIFY commits behind every
@@ -24,15 +23,8 @@ import (
 // asynchronously). The listener's connection is then terminated, so that
 // it reconnects and echoes. The running jobs' heartbeats must stay fresh.
 func TestHeartbeatsNotHeldUpByNotifyCommits(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts its own PostgreSQL")
-	}
 	ctx := testCtx(t)
-	cl, err := pgcluster.Start(ctx, pgcluster.Options{Settings: map[string]string{"fsync": "off"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cl.Stop() }) // after the worker's own clean-up
+	cl := ownServer(t, ctx)
 	for _, driver := range []string{"pgx", "postgres"} {
 		t.Run(driver, func(t *testing.T) {
 			dsn := cl.DSN("postgres")

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/pgq-dev/pgq"
+	"github.com/pgq-dev/pgq/internal/pgcluster"
 	"github.com/pgq-dev/pgq/pgqtest"
 )
 
@@ -20,6 +21,22 @@ func eachDriver(t *testing.T, f func(t *testing.T, db *sql.DB, dsn string)) {
 			f(t, db, dsn)
 		})
 	}
+}
+
+// ownServer starts a PostgreSQL server for t alone (fsync off), for tests
+// that restart it or change its settings, and stops it when t ends: after
+// the clean-ups registered later, such as runWorker's.
+func ownServer(t *testing.T, ctx context.Context) *pgcluster.Cluster {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("starts its own PostgreSQL")
+	}
+	cl, err := pgcluster.Start(ctx, pgcluster.Options{Settings: map[string]string{"fsync": "off"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cl.Stop() })
+	return cl
 }
 
 func testCtx(t *testing.T) context.Context {

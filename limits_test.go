@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/pgq-dev/pgq"
-	"github.com/pgq-dev/pgq/internal/pgcluster"
 	"github.com/pgq-dev/pgq/internal/syncbuf"
 )
 
@@ -372,15 +371,8 @@ func TestHandlerContext(t *testing.T) {
 // crash (-m immediate, which loses claims whose commit was not yet flushed:
 // their jobs run again): every job completes.
 func TestServerRestartMidRun(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts its own PostgreSQL")
-	}
 	ctx := testCtx(t)
-	cl, err := pgcluster.Start(ctx, pgcluster.Options{Settings: map[string]string{"fsync": "off"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Stop()
+	cl := ownServer(t, ctx)
 	for _, c := range []struct {
 		driver, mode string
 		restart      func(context.Context) error
