@@ -28,13 +28,7 @@ type executor struct {
 	progress  *progressWriter // ReportProgress's writes
 	done      chan<- JobID    // a handler returned, or a job was given back (its outcome, if any, is with the completer)
 	slots     chan struct{}   // a token per running handler (WithMaxConcurrentTasks)
-
-	handlerTime atomic.Int64 // handlers' recent run time in ns, a moving average (0: none yet)
 }
-
-// aheadHandlerTime is the longest recent mean handler time at which a
-// worker claims jobs ahead of its free slots (see WithMaxConcurrentTasks).
-const aheadHandlerTime = 50 * time.Millisecond
 
 // chain wraps each entrypoint's handler in the middleware (the first one
 // outermost), once for the whole run.
@@ -91,29 +85,6 @@ func (x *executor) start(runCtx context.Context, b heldBatch, wg *sync.WaitGroup
 	}
 }
 
-// shortHandlers reports whether the handlers lately took so little time
-// that jobs claimed ahead of free slots wait no longer than
-// aheadHandlerTime for them: only then does the worker claim ahead, so
-// that it never holds back from other workers more than that much work.
-func (x *executor) shortHandlers() bool {
-	d := x.handlerTime.Load()
-	return d > 0 && d <= int64(aheadHandlerTime)
-}
-
-// timed folds one handler's run time into handlerTime, a moving average.
-func (x *executor) timed(d time.Duration) {
-	for {
-		old := x.handlerTime.Load()
-		avg := int64(d)
-		if old > 0 {
-			avg = old + (int64(d)-old)/16
-		}
-		if x.handlerTime.CompareAndSwap(old, max(avg, 1)) {
-			return
-		}
-	}
-}
-
 // giveBack ends an attempt whose handler never started because Run is
 // stopping: the job goes back to the queue, unless it was canceled
 // meanwhile.
@@ -139,8 +110,6 @@ func (x *executor) execute(ctx context.Context, a *attempt) {
 	ctl := controlOf(job, ep)
 	ctx = context.WithValue(ctx, scopeKey{}, &jobScope{job: job, resources: x.resources, base: x.logger, progress: x.progress})
 	var err error
-	began := time.Now()
-	defer func() { x.timed(time.Since(began)) }()
 	if ctl.timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeoutCause(ctx, ctl.timeout, &timeoutError{ctl.timeout})

@@ -150,8 +150,8 @@ func (qm *QueueManager) Entrypoint(name string, h Handler, opts ...EntrypointOpt
 // or make heartbeats late; a connection that fails is replaced. The
 // listener takes a fourth (borrowed from a pgx pool, or its own on
 // WithListenDSN's DSN), and its health checks, maintenance (statistics,
-// vacuum) and dependency sweeps borrow one now and then. Handlers that use the
-// pool need as many more as run at once (WithMaxConcurrentTasks): size
+// vacuum) and dependency sweeps borrow one now and then. Handlers that use
+// the pool need as many more as run at once (WithMaxConcurrentTasks): size
 // the server's max_connections for that, per worker, and keep as many
 // idle (db.SetMaxIdleConns; see WithPoolTuning). A pool whose
 // SetMaxOpenConns leaves fewer than five makes Run share the pool for
@@ -208,19 +208,17 @@ type run struct {
 	pool       *poolCheck
 
 	// The worker's own connections (see lane): claims, outcome writes,
-	// and heartbeats (with the release of stale jobs). The heartbeat and the outcome write may run at
-	// once: the heartbeat never waits for a row lock (see JobsHeartbeat),
-	// so the two cannot deadlock, and a slow outcome write does not hold
-	// up the heartbeats of the worker's other jobs.
+	// and heartbeats (with the release of stale jobs). The heartbeat and
+	// the outcome write may run at once: the heartbeat never waits for a
+	// row lock (see JobsHeartbeat), so the two cannot deadlock, and a slow
+	// outcome write does not hold up the heartbeats of the worker's other
+	// jobs.
 	claims, outcomes, beats *lane
 
 	wake    chan struct{}      // a notification said jobs may be waiting
 	wakeIn  chan time.Duration // look again after this long (a retry is due)
 	done    chan JobID         // a handler returned (its outcome is with the completer)
 	limited bool               // some entrypoint has a fleet-wide limit
-	// ahead is how many jobs a claim may take beyond the free handler
-	// slots while the queue is deep (see WithMaxConcurrentTasks).
-	ahead int
 }
 
 // newRun builds a run and its roles.
@@ -249,16 +247,11 @@ func (qm *QueueManager) newRun(rc runConfig, eps map[string]*entrypoint) *run {
 		}
 	}
 	w.limited = len(limited) > 0
-	// Claiming ahead of free slots (w.ahead > 0) is off: in a 30-minute
-	// chaos run, jobs that waited for a slot while the worker's heartbeats
-	// failed (after a server restart) went stale, ran elsewhere, and then
-	// started here too. It needs a check of each waiting job's heartbeat
-	// before it starts; until then a claim takes at most the free slots.
 	// Every job claimed, run or given back, says so once on done.
-	w.done = make(chan JobID, rc.maxConcurrent+w.ahead)
+	w.done = make(chan JobID, rc.maxConcurrent)
 	w.claimer = &claimer{qm: qm, qmID: qm.id, q: qm.q, sqlNames: qm.cfg.names, lane: w.claims, eps: eps,
 		names: names, limited: limited, syncClaims: rc.syncClaims, count: &qm.claims, logger: logger}
-	w.completer = newCompleter(qm.q, w.outcomes, qm.id, w.held, logger, rc.maxConcurrent+w.ahead, w.written)
+	w.completer = newCompleter(qm.q, w.outcomes, qm.id, w.held, logger, rc.maxConcurrent, w.written)
 	w.progress = newProgressWriter(qm.q, qm.rdb, qm.cfg.names, logger)
 	w.executor = &executor{qmID: qm.id, abandoned: &qm.abandoned, eps: eps, handlers: chain(eps, append(slices.Clip(qm.cfg.middleware), rc.middleware...)),
 		resources: qm.cfg.resources, logger: logger, held: w.held, outcomes: w.completer, progress: w.progress, done: w.done,
@@ -281,9 +274,9 @@ func (qm *QueueManager) newRun(rc runConfig, eps map[string]*entrypoint) *run {
 // over).
 //
 // Shutdown, in this order: (1) claims stop, and so do the listener, the
-// pool check, the upkeep and the log folding; jobs claimed ahead that have
-// no handler slot yet go back to the queue; (2) running handlers have the shutdown grace period to finish,
-// then their contexts are canceled and they are waited for; (3) the
+// pool check, the upkeep and the log folding; claimed jobs not started yet
+// go back to the queue; (2) running handlers have the shutdown grace period
+// to finish, then their contexts are canceled and they are waited for; (3) the
 // completer writes every outcome; (4) the heartbeat stops: it ran until
 // now so that no job held went stale meanwhile; (5) every goroutine has
 // ended; (6) the connections go back to the pool.
@@ -302,11 +295,10 @@ func (w *run) loop(ctx context.Context) error {
 		defer close(completed)
 		w.completer.run()
 	}()
-	// Claimed jobs are started by a dispatcher, in claim order, as handler
-	// slots free up, so that the next claim does not wait for a batch's
-	// handlers to be started. (It waits for slots only for the jobs claimed
-	// ahead, at most one batch, which finished handlers free at the rate
-	// they run, so a send to it is never held for long.)
+	// Claimed jobs are started by a dispatcher, in claim order, so that the
+	// next claim does not wait for a batch's handlers to be started. A
+	// claim takes at most the free slots, so a send to it is never held
+	// for long.
 	dispatch := make(chan heldBatch, 16)
 	bg.Go(func() {
 		for b := range dispatch {
@@ -392,9 +384,6 @@ func (w *run) claimLoop(ctx context.Context, poll time.Duration, jobsCtx context
 	// next one start at once.
 	var notBefore time.Time
 	claimed := 0 // for WithMaxJobs
-	// deep says the last claim came back full: the queue probably holds
-	// more, and claims may take w.ahead jobs beyond the free slots.
-	deep := false
 
 	for ctx.Err() == nil {
 		// Count every handler that has returned, so that a claim under load
@@ -408,10 +397,11 @@ func (w *run) claimLoop(ctx context.Context, poll time.Duration, jobsCtx context
 				break counted
 			}
 		}
+		// A claim takes no more than the free slots. (Claiming ahead of
+		// them, for jobs to wait for a slot, made jobs run twice in chaos
+		// runs: a waiting job whose worker's heartbeats failed went stale
+		// and ran elsewhere too; see docs/chaos.md, runs 4 and 5.)
 		free := w.rc.maxConcurrent - inFlight
-		if deep && w.executor.shortHandlers() {
-			free += w.ahead
-		}
 		if w.rc.maxJobs > 0 {
 			if claimed >= w.rc.maxJobs {
 				// WithMaxJobs: claim no more; return once they have run
@@ -449,7 +439,6 @@ func (w *run) claimLoop(ctx context.Context, poll time.Duration, jobsCtx context
 			default:
 				failures.ok()
 				notBefore = time.Time{}
-				deep = len(jobs) == n
 				if took := time.Since(began); len(jobs) > 0 && took > w.rc.heartbeatTimeout/4 {
 					jobs = w.claimer.confirm(ctx, jobs, took)
 				}

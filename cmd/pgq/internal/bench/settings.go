@@ -8,6 +8,7 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/lib/pq"
@@ -71,9 +72,7 @@ type Settings struct {
 
 func (s *Settings) setHandler(h HandlerConfig) {
 	s.Handler = h.Kind
-	if h.Time > 0 {
-		s.HandlerTime = h.Time.String()
-	}
+	s.HandlerTime = optionalDuration(h.Time)
 }
 
 // driverName names db's driver as sql.Open does.
@@ -152,4 +151,13 @@ func loadAvg() string {
 		return ""
 	}
 	return strings.Join(f[:3], " ")
+}
+
+// optionalDuration renders a setting that is off at 0: "" then (left out
+// of the JSON), d.String() otherwise.
+func optionalDuration(d time.Duration) string {
+	if d <= 0 {
+		return ""
+	}
+	return d.String()
 }

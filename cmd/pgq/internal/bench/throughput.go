@@ -155,18 +155,8 @@ func Throughput(ctx context.Context, db *sql.DB, cfg ThroughputConfig) (Throughp
 	settings.Producers, settings.EnqueueBatch, settings.Workers = cfg.Producers, cfg.EnqueueBatch, cfg.Workers
 	settings.BatchSize, settings.Concurrency, settings.Duration = cfg.BatchSize, cfg.Concurrency, cfg.Duration.String()
 	settings.SyncClaims, settings.Rate = cfg.SyncClaims, cfg.Rate
-	if cfg.ReportEvery > 0 {
-		settings.ReportEvery = cfg.ReportEvery.String()
-	}
-	if cfg.LogRetention > 0 {
-		settings.LogRetention = cfg.LogRetention.String()
-	}
-	if cfg.StatsInterval > 0 {
-		settings.StatsInterval = cfg.StatsInterval.String()
-	}
-	if cfg.Warmup > 0 {
-		settings.Warmup = cfg.Warmup.String()
-	}
+	settings.ReportEvery, settings.LogRetention = optionalDuration(cfg.ReportEvery), optionalDuration(cfg.LogRetention)
+	settings.StatsInterval, settings.Warmup = optionalDuration(cfg.StatsInterval), optionalDuration(cfg.Warmup)
 	settings.setHandler(cfg.Handler)
 	res := ThroughputResult{Settings: settings}
 	if err := purge(ctx, db); err != nil {
