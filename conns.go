@@ -69,7 +69,6 @@ func (l *lane) do(ctx context.Context, f func(s session) error) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for attempt := 0; ; attempt++ {
-		reused := l.conn != nil
 		if err := l.connectLocked(ctx); err != nil {
 			return err
 		}
@@ -82,14 +81,22 @@ func (l *lane) do(ctx context.Context, f func(s session) error) error {
 			l.conn, l.rdb = nil, nil
 			// A connection that died while it sat idle (a server
 			// restart, a terminated backend) fails the next statement
-			// before sending it: that one is safe to run again.
-			if reused && attempt == 0 && ctx.Err() == nil && unsent(err) {
+			// before sending it: that one is safe to run again. After a
+			// restart the pool's idle connections are all dead, and the
+			// next ones it hands out fail the same way: go through them
+			// now, rather than one per statement (a heartbeat a second
+			// stayed behind for seconds, and its jobs went stale).
+			if attempt < maxDeadConns && ctx.Err() == nil && unsent(err) {
 				continue
 			}
 		}
 		return hintPooler(err)
 	}
 }
+
+// maxDeadConns bounds the dead connections one statement of a lane goes
+// through before it gives up (see do): about what a pool holds idle.
+const maxDeadConns = 64
 
 // take gets the lane its connection now, if it has none, so that a lane
 // used first while the program holds all of a limited pool's connections
