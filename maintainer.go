@@ -65,7 +65,12 @@ type maintainer struct {
 func (m *maintainer) heartbeat(ctx context.Context) {
 	every(ctx, max(m.heartbeatTimeout/3, 10*time.Millisecond), func() {
 		m.beat(ctx)
+		began := time.Now()
 		m.releaseStale(ctx)
+		if took := time.Since(began); took > m.heartbeatTimeout/3 && ctx.Err() == nil {
+			// The next heartbeat waited for this.
+			m.logger.Warn("pgq: releasing stale jobs slow", "took", took, "heartbeat_timeout", m.heartbeatTimeout)
+		}
 	})
 }
 
@@ -100,12 +105,27 @@ func (m *maintainer) beat(ctx context.Context) {
 		return
 	}
 	var held []*dbgen.JobsHeartbeatRow
+	began := time.Now()
+	var sent time.Time // when the last attempt's statement was sent
+	attempts := 0
 	err := m.lane.do(ctx, func(s session) (err error) {
+		sent = time.Now()
+		attempts++
 		held, err = m.q.JobsHeartbeat(ctx, s.db, dbgen.JobsHeartbeatParams{
 			Ids: ids, QueueManagerID: uuid.NullUUID{UUID: m.qmID, Valid: true},
 		})
 		return err
 	})
+	if took := time.Since(began); took > m.heartbeatTimeout/3 && ctx.Err() == nil {
+		// A heartbeat this late lets the worker's jobs go stale: say
+		// where the time went (a connection to get, or the statement).
+		var statement time.Duration
+		if !sent.IsZero() {
+			statement = time.Since(sent)
+		}
+		m.logger.Warn("pgq: heartbeat slow", "took", took, "statement", statement,
+			"attempts", attempts, "jobs", len(ids), "heartbeat_timeout", m.heartbeatTimeout, "err", err)
+	}
 	if err != nil {
 		m.warn(ctx, "pgq: heartbeat failed", err, "jobs", len(ids))
 		return
