@@ -3,12 +3,140 @@ package pgq_test
 import (
 	"context"
 	"database/sql"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/pgq-dev/pgq"
 )
+
+// pickedIDs returns the ids of the picked jobs of entrypoint.
+func pickedIDs(t *testing.T, db *sql.DB, entrypoint string) []pgq.JobID {
+	t.Helper()
+	rows, err := db.Query(`SELECT id FROM pgqueuer WHERE status = 'picked' AND entrypoint = $1 ORDER BY id`, entrypoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var ids []pgq.JobID
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, pgq.JobID(id))
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return ids
+}
+
+// While the queue is deep and handlers are short, a worker claims one
+// batch ahead of its free slots: those jobs are held but do not start
+// until a slot frees; one canceled meanwhile never starts, and at shutdown
+// the others go back to the queue at once, while the running handlers
+// finish in the grace period.
+func TestClaimsAheadOfFreeSlots(t *testing.T) {
+	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
+		ctx := testCtx(t)
+		q := pgq.NewQueries(db)
+		var block atomic.Bool
+		started := make(chan pgq.JobID, 100)
+		release := make(chan struct{})
+		qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
+		_ = qm.Entrypoint("ahead", func(ctx context.Context, j *pgq.Job) error {
+			started <- j.ID
+			if block.Load() {
+				<-release
+			}
+			return nil
+		})
+		runCtx, stop := context.WithCancel(ctx)
+		defer stop()
+		done := make(chan error, 1)
+		go func() {
+			done <- qm.Run(runCtx, pgq.WithMaxConcurrentTasks(2), pgq.WithBatchSize(2),
+				pgq.WithShutdownTimeout(20*time.Second))
+		}()
+
+		// Short handlers first, so that the worker knows them to be short.
+		for range 6 {
+			if _, err := q.Enqueue(ctx, "ahead", nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for range 6 {
+			receive(t, started, 10*time.Second, "a short job")
+		}
+		eventually(t, "the short jobs to finish", func() bool {
+			return scalar[int](t, db, `SELECT count(*) FROM pgqueuer WHERE entrypoint = 'ahead'`) == 0
+		})
+
+		block.Store(true)
+		jobs := make([]pgq.NewJob, 10)
+		for i := range jobs {
+			jobs[i] = pgq.NewJob{Entrypoint: "ahead"}
+		}
+		if _, err := q.EnqueueBatch(ctx, jobs); err != nil {
+			t.Fatal(err)
+		}
+		running := []pgq.JobID{receive(t, started, 10*time.Second, "run 1"), receive(t, started, 10*time.Second, "run 2")}
+		eventually(t, "two running and two claimed ahead", func() bool { return len(pickedIDs(t, db, "ahead")) == 4 })
+		time.Sleep(300 * time.Millisecond)
+		if n := len(pickedIDs(t, db, "ahead")); n != 4 {
+			t.Fatalf("%d jobs picked with 2 slots and a batch of 2, want 4", n)
+		}
+		select {
+		case id := <-started:
+			t.Fatalf("job %d started while both slots were taken", id)
+		default:
+		}
+		var waiting []pgq.JobID
+		for _, id := range pickedIDs(t, db, "ahead") {
+			if !slices.Contains(running, id) {
+				waiting = append(waiting, id)
+			}
+		}
+		if len(waiting) != 2 {
+			t.Fatalf("jobs waiting for a slot: %v", waiting)
+		}
+
+		// The first in line is canceled: it ends canceled without running.
+		if _, err := q.CancelJobs(ctx, pgq.JobFilter{IDs: waiting[:1]}); err != nil {
+			t.Fatal(err)
+		}
+		waitStatus(t, ctx, q, waiting[0], pgq.StatusCanceled)
+
+		// Shutdown: the other one goes back to the queue at once, while
+		// the running handlers still run.
+		stop()
+		waitStatus(t, ctx, q, waiting[1], pgq.StatusQueued)
+		if l := logOf(t, db, waiting[1]); l != "queued picked queued" {
+			t.Fatalf("job claimed ahead, given back at shutdown: log %q", l)
+		}
+		close(release)
+		if err := receive(t, done, 20*time.Second, "Run to return"); err != nil {
+			t.Fatal(err)
+		}
+		for _, id := range running {
+			if l := logOf(t, db, id); l != "queued picked successful" {
+				t.Fatalf("job %d: log %q", id, l)
+			}
+		}
+		if l := logOf(t, db, waiting[0]); l != "queued picked canceled" {
+			t.Fatalf("job canceled while claimed ahead: log %q", l)
+		}
+		close(started)
+		for id := range started {
+			if id == waiting[0] || id == waiting[1] {
+				t.Fatalf("job %d started, though it waited for a slot until it was canceled or given back", id)
+			}
+		}
+	})
+}
 
 // A worker with a fleet-wide concurrency limit never claims ahead: its
 // waiting jobs would hold the limit's slots.
@@ -46,7 +174,7 @@ func TestNoClaimsAheadUnderALimit(t *testing.T) {
 		receive(t, started, 10*time.Second, "run 1")
 		receive(t, started, 10*time.Second, "run 2")
 		time.Sleep(500 * time.Millisecond)
-		if n := scalar[int](t, db, "SELECT count(*) FROM pgqueuer WHERE status = 'picked' AND entrypoint = 'limited'"); n != 2 {
+		if n := len(pickedIDs(t, db, "limited")); n != 2 {
 			t.Fatalf("%d jobs picked with 2 slots under a concurrency limit, want 2", n)
 		}
 	})
@@ -104,6 +232,173 @@ func TestSlowClaimNotRunTwice(t *testing.T) {
 		time.Sleep(2 * hb)
 		if n := runs.Load(); n != 1 {
 			t.Fatalf("the job ran %d times (log %q)", n, logOf(t, db, id))
+		}
+	})
+}
+
+// Jobs claimed ahead wait for slots in several claims' batches; every one
+// of them is heartbeated from its claim on, however long the slots stay
+// taken, so that no other worker releases and runs them meanwhile. (pgq
+// chaos found the batches queued behind the first one unheld: they went
+// stale, another worker ran them, and then so did the first.)
+func TestJobsClaimedAheadHeartbeated(t *testing.T) {
+	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
+		ctx := testCtx(t)
+		q := pgq.NewQueries(db)
+		var block atomic.Bool
+		var mu sync.Mutex
+		runs := map[pgq.JobID]int{}
+		release := make(chan struct{})
+		var released sync.Once
+		free := func() { released.Do(func() { close(release) }) }
+		handler := func(ctx context.Context, j *pgq.Job) error {
+			mu.Lock()
+			runs[j.ID]++
+			mu.Unlock()
+			if block.Load() {
+				<-release
+			}
+			return nil
+		}
+		const hb = 900 * time.Millisecond
+		a := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
+		_ = a.Entrypoint("aheadhb", handler)
+		stopA := startRun(t, ctx, a, pgq.WithHeartbeatTimeout(hb), pgq.WithMaxConcurrentTasks(3), pgq.WithBatchSize(2),
+			pgq.WithShutdownTimeout(20*time.Second))
+		defer stopA()
+		defer free()
+		// Short handlers first, so that the worker knows them to be short.
+		for range 6 {
+			if _, err := q.Enqueue(ctx, "aheadhb", nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		eventually(t, "the short jobs to finish", func() bool {
+			return scalar[int](t, db, `SELECT count(*) FROM pgqueuer WHERE entrypoint = 'aheadhb'`) == 0
+		})
+		block.Store(true)
+		// Claimed in batches of 2, 2 and 1: three run, one waits for a
+		// slot in the dispatcher, and the last claim's batch waits
+		// behind it.
+		jobs := make([]pgq.NewJob, 5)
+		for i := range jobs {
+			jobs[i] = pgq.NewJob{Entrypoint: "aheadhb"}
+		}
+		if _, err := q.EnqueueBatch(ctx, jobs); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "five jobs picked", func() bool { return len(pickedIDs(t, db, "aheadhb")) == 5 })
+
+		// Another worker would release and run any of them gone stale.
+		b := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
+		_ = b.Entrypoint("aheadhb", handler)
+		runWorker(t, ctx, b, pgq.WithHeartbeatTimeout(hb), pgq.WithDequeueTimeout(100*time.Millisecond))
+		time.Sleep(4 * hb)
+		free()
+		eventually(t, "every job to finish", func() bool {
+			return scalar[int](t, db, `SELECT count(*) FROM pgqueuer WHERE entrypoint = 'aheadhb'`) == 0
+		})
+		stopA()
+		mu.Lock()
+		defer mu.Unlock()
+		for id, n := range runs {
+			if n != 1 {
+				t.Errorf("job %d ran %d times (log %q)", id, n, logOf(t, db, id))
+			}
+		}
+	})
+}
+
+// Jobs claimed ahead wait for a slot while the worker's heartbeats cannot
+// refresh them (here a lock on the job table holds the heartbeat up): when
+// their slot comes after half the heartbeat timeout, they go back to the
+// queue instead of starting, since another worker could soon find them
+// stale and run them too (chaos runs 4 and 5 in docs/chaos.md ran jobs
+// twice that way). They run once the heartbeats go through again.
+func TestJobsClaimedAheadGivenBackWhenHeartbeatsFail(t *testing.T) {
+	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
+		ctx := testCtx(t)
+		q := pgq.NewQueries(db)
+		var block atomic.Bool
+		type start struct {
+			id pgq.JobID
+			at time.Time
+		}
+		started := make(chan start, 100)
+		release := make(chan struct{})
+		qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
+		_ = qm.Entrypoint("ahead", func(ctx context.Context, j *pgq.Job) error {
+			started <- start{j.ID, time.Now()}
+			if block.Load() {
+				<-release
+			}
+			return nil
+		})
+		const timeout = time.Second
+		runWorker(t, ctx, qm, pgq.WithMaxConcurrentTasks(2), pgq.WithBatchSize(2), pgq.WithHeartbeatTimeout(timeout))
+
+		for range 6 { // short handlers first, so that the worker claims ahead
+			if _, err := q.Enqueue(ctx, "ahead", nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for range 6 {
+			receive(t, started, 10*time.Second, "a short job")
+		}
+		eventually(t, "the short jobs to finish", func() bool {
+			return scalar[int](t, db, `SELECT count(*) FROM pgqueuer WHERE entrypoint = 'ahead'`) == 0
+		})
+		block.Store(true)
+		jobs := []pgq.NewJob{{Entrypoint: "ahead"}, {Entrypoint: "ahead"}, {Entrypoint: "ahead"}, {Entrypoint: "ahead"}}
+		ids, err := q.EnqueueBatch(ctx, jobs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		running := []pgq.JobID{receive(t, started, 10*time.Second, "run 1").id, receive(t, started, 10*time.Second, "run 2").id}
+		eventually(t, "two running and two claimed ahead", func() bool {
+			return scalar[int](t, db, `SELECT count(*) FROM pgqueuer WHERE status = 'picked' AND entrypoint = 'ahead'`) == 4
+		})
+
+		// The heartbeats stall: a lock makes their UPDATE wait.
+		locker, err := sql.Open(driverName(db), dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer locker.Close()
+		tx, err := locker.BeginTx(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tx.Rollback()
+		if _, err := tx.ExecContext(ctx, "LOCK TABLE pgqueuer IN SHARE MODE"); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(timeout * 7 / 10)
+		close(release) // the slots free up, past half the timeout
+		time.Sleep(200 * time.Millisecond)
+		unlocked := time.Now()
+		if err := tx.Commit(); err != nil {
+			t.Fatal(err)
+		}
+
+		for _, id := range ids {
+			waitStatus(t, ctx, q, id, pgq.StatusSuccessful)
+		}
+		close(started)
+		for s := range started {
+			if !slices.Contains(running, s.id) && s.at.Before(unlocked) {
+				t.Fatalf("job %d, claimed ahead, started %v before the heartbeats could go through again",
+					s.id, unlocked.Sub(s.at).Round(time.Millisecond))
+			}
+		}
+		for _, id := range ids {
+			want := "queued picked successful"
+			if !slices.Contains(running, id) {
+				want = "queued picked queued picked successful"
+			}
+			if l := logOf(t, db, id); l != want {
+				t.Fatalf("job %d: log %q, want %q", id, l, want)
+			}
 		}
 	})
 }

@@ -255,7 +255,9 @@ func (c *claimer) confirm(ctx context.Context, jobs []*attempt, took time.Durati
 		ids[i] = int64(a.job.ID)
 	}
 	var rows []*dbgen.JobsConfirmClaimRow
+	var sent time.Time
 	err := c.lane.do(ctx, func(s session) (err error) {
+		sent = time.Now()
 		rows, err = c.q.JobsConfirmClaim(ctx, s.db, dbgen.JobsConfirmClaimParams{
 			Ids: ids, QueueManagerID: uuid.NullUUID{UUID: c.qmID, Valid: true},
 		})
@@ -273,6 +275,7 @@ func (c *claimer) confirm(ctx context.Context, jobs []*attempt, took time.Durati
 	kept := jobs[:0]
 	for _, a := range jobs {
 		if t, ok := token[int64(a.job.ID)]; ok && t == a.token {
+			a.confirmed = sent // not held yet: no lock needed
 			kept = append(kept, a)
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"database/sql/driver"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -36,6 +37,9 @@ type lane struct {
 	// appName, when set, is the application_name of the lane's
 	// connection while the lane holds it (see named).
 	appName string
+	// connectTimeout, when set, bounds each wait for a connection (see
+	// connectWithin).
+	connectTimeout time.Duration
 
 	mu   sync.Mutex // one statement (or transaction) at a time
 	conn *sql.Conn  // nil until the first statement, and after a failure
@@ -58,6 +62,14 @@ func newLane(db *sql.DB, names sqlname.Names, pin bool) *lane {
 // whose it is; a lane that does not pin a connection cannot be named.
 func (l *lane) named(appName string) *lane {
 	l.appName = appName
+	return l
+}
+
+// connectWithin bounds each wait of the lane for a connection from the
+// pool (a new one included) to d: a statement that cannot get one in that
+// time fails, and the next one tries again.
+func (l *lane) connectWithin(d time.Duration) *lane {
+	l.connectTimeout = d
 	return l
 }
 
@@ -117,8 +129,17 @@ func (l *lane) connectLocked(ctx context.Context) error {
 	if l.conn != nil {
 		return nil
 	}
-	c, err := l.db.Conn(ctx)
+	connCtx := ctx
+	if l.connectTimeout > 0 {
+		var cancel context.CancelFunc
+		connCtx, cancel = context.WithTimeout(ctx, l.connectTimeout)
+		defer cancel()
+	}
+	c, err := l.conn0(connCtx)
 	if err != nil {
+		if ctx.Err() == nil && connCtx.Err() != nil {
+			return fmt.Errorf("pgq: no connection within %v: %w", l.connectTimeout, err)
+		}
 		return err
 	}
 	if l.appName != "" {
@@ -127,6 +148,37 @@ func (l *lane) connectLocked(ctx context.Context) error {
 	}
 	l.conn, l.rdb = c, wrapDB(l.names, c)
 	return nil
+}
+
+// conn0 takes a connection from the pool, giving up when ctx ends even if
+// the driver does not (lib/pq waits for a new connection's server to
+// answer whatever the context says). A connection that comes after that
+// goes back to the pool: the goroutine that waits for it ends when the
+// driver returns.
+func (l *lane) conn0(ctx context.Context) (*sql.Conn, error) {
+	if l.connectTimeout <= 0 {
+		return l.db.Conn(ctx)
+	}
+	type result struct {
+		c   *sql.Conn
+		err error
+	}
+	got := make(chan result, 1)
+	go func() {
+		c, err := l.db.Conn(ctx)
+		got <- result{c, err}
+	}()
+	select {
+	case r := <-got:
+		return r.c, r.err
+	case <-ctx.Done():
+		go func() {
+			if r := <-got; r.c != nil {
+				_ = r.c.Close()
+			}
+		}()
+		return nil, context.Cause(ctx)
+	}
 }
 
 // unsent reports whether err says the statement never reached the server.

@@ -28,6 +28,39 @@ type executor struct {
 	progress  *progressWriter // ReportProgress's writes
 	done      chan<- JobID    // a handler returned, or a job was given back (its outcome, if any, is with the completer)
 	slots     chan struct{}   // a token per running handler (WithMaxConcurrentTasks)
+	// holdLimit is the oldest a job's last confirmed hold may be when its
+	// handler starts (half the heartbeat timeout): one older goes back to
+	// the queue instead (see start).
+	holdLimit time.Duration
+
+	handlerTime atomic.Int64 // handlers' recent run time in ns, a moving average (0: none yet)
+}
+
+// aheadHandlerTime is the longest recent mean handler time at which a
+// worker claims jobs ahead of its free slots (see WithMaxConcurrentTasks).
+const aheadHandlerTime = 50 * time.Millisecond
+
+// shortHandlers reports whether the handlers lately took so little time
+// that jobs claimed ahead of free slots wait no longer than
+// aheadHandlerTime for them: only then does the worker claim ahead, so
+// that it never holds back from other workers more than that much work.
+func (x *executor) shortHandlers() bool {
+	d := x.handlerTime.Load()
+	return d > 0 && d <= int64(aheadHandlerTime)
+}
+
+// timed folds one handler's run time into handlerTime, a moving average.
+func (x *executor) timed(d time.Duration) {
+	for {
+		old := x.handlerTime.Load()
+		avg := int64(d)
+		if old > 0 {
+			avg = old + (int64(d)-old)/16
+		}
+		if x.handlerTime.CompareAndSwap(old, max(avg, 1)) {
+			return
+		}
+	}
 }
 
 // chain wraps each entrypoint's handler in the middleware (the first one
@@ -57,8 +90,18 @@ type heldBatch struct {
 // wg, as handler slots free up, in claim order. A job canceled (or whose
 // claim was lost) while it waits for its slot ends without running; once
 // runCtx has ended (Run is stopping), the jobs still waiting go back to
-// the queue instead.
+// the queue instead. So does a job whose hold was last confirmed (by its
+// claim or a heartbeat) holdLimit ago or more when its slot comes: the
+// heartbeats are failing, and before the handler could finish another
+// worker might find the job stale and run it too.
 func (x *executor) start(runCtx context.Context, b heldBatch, wg *sync.WaitGroup) {
+	unconfirmed := 0
+	defer func() {
+		if unconfirmed > 0 {
+			x.logger.Warn("pgq: jobs waited for a handler slot while their heartbeats failed; giving them back",
+				"jobs", unconfirmed, "limit", x.holdLimit)
+		}
+	}()
 	for i, a := range b.atts {
 		ctx := b.ctxs[i]
 		slot := false
@@ -74,7 +117,13 @@ func (x *executor) start(runCtx context.Context, b heldBatch, wg *sync.WaitGroup
 			if slot {
 				<-x.slots
 			}
-			x.giveBack(ctx, a)
+			x.giveBack(ctx, a, errShutdown)
+			continue
+		}
+		if x.holdLimit > 0 && !x.held.fresh(a, time.Now(), x.holdLimit) {
+			<-x.slots
+			unconfirmed++
+			x.giveBack(ctx, a, errHoldUnconfirmed)
 			continue
 		}
 		wg.Go(func() {
@@ -85,13 +134,13 @@ func (x *executor) start(runCtx context.Context, b heldBatch, wg *sync.WaitGroup
 	}
 }
 
-// giveBack ends an attempt whose handler never started because Run is
-// stopping: the job goes back to the queue, unless it was canceled
-// meanwhile.
-func (x *executor) giveBack(ctx context.Context, a *attempt) {
+// giveBack ends an attempt whose handler never started, for why (Run is
+// stopping, or its hold is unconfirmed): the job goes back to the queue,
+// unless it was canceled meanwhile.
+func (x *executor) giveBack(ctx context.Context, a *attempt, why error) {
 	cause := context.Cause(ctx)
 	if cause == nil {
-		cause = errShutdown
+		cause = why
 	}
 	x.finish(a, cause, cause)
 	x.done <- a.job.ID
@@ -105,6 +154,8 @@ func (x *executor) execute(ctx context.Context, a *attempt) {
 		x.finish(a, cause, cause)
 		return
 	}
+	began := time.Now()
+	defer func() { x.timed(time.Since(began)) }()
 	job := a.job
 	ep := x.eps[job.Entrypoint]
 	ctl := controlOf(job, ep)
@@ -219,9 +270,10 @@ func decide(cause error, ep *entrypoint, ctl control, job *Job, err error, qmID 
 		return out
 	case err == nil:
 		return out
-	case errors.Is(cause, errShutdown):
-		// Not finished when the grace period ended: another worker (or
-		// this one, restarted) runs it again.
+	case errors.Is(cause, errShutdown), errors.Is(cause, errHoldUnconfirmed), errors.Is(cause, errHoldExpired):
+		// Not finished when the grace period ended, or not started or
+		// stopped because its hold could not be confirmed: another worker
+		// (or this one) runs it again.
 		out.action, out.status = actionRelease, StatusQueued
 		return out
 	}

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Causes of a job context's end.
@@ -18,6 +19,18 @@ var (
 	// and the notification missed. Its outcome is dropped: the job belongs
 	// to whoever holds it now.
 	errJobLost = errors.New("pgq: job no longer held by this worker (its heartbeat went stale, or it was canceled)")
+	// errHoldExpired ends the handler of a job whose heartbeat this worker
+	// could not refresh for most of the heartbeat timeout (see
+	// holdings.expire): soon another worker may find it stale and run it.
+	// Unless the handler finished anyway, the job goes back to the queue.
+	errHoldExpired = errors.New("pgq: job's heartbeat not refreshed for most of the heartbeat timeout; " +
+		"stopping its handler before another worker may run the job")
+	// errHoldUnconfirmed ends, before its handler starts, an attempt
+	// claimed ahead of a free slot whose hold the heartbeat has not
+	// confirmed lately (see holdings.fresh): another worker may soon find
+	// it stale, so it goes back to the queue instead of running.
+	errHoldUnconfirmed = errors.New("pgq: job claimed ahead waited for a slot while its heartbeat could not be refreshed; " +
+		"giving it back instead of starting it")
 )
 
 // attempt is one claim of a job by one run, from the claim until its
@@ -36,6 +49,12 @@ type attempt struct {
 	// Guarded by holdings.mu.
 	returned bool // the handler returned; its outcome is on its way
 	lost     bool // the claim was lost: the outcome is dropped
+	expired  bool // its context ended with errHoldExpired
+	// confirmed is when (this host's clock) the last statement that found
+	// the job held by this attempt was sent: its claim, the claim's
+	// confirmation, a heartbeat. The job's heartbeat in the database is
+	// no older than that.
+	confirmed time.Time
 }
 
 // holdings are the jobs one run holds: its current attempt of each, from
@@ -109,24 +128,66 @@ func (h *holdings) snapshot() ([]*attempt, []int64) {
 }
 
 // verify gives up the attempts among atts whose claim the heartbeat found
-// lost: token holds the claim token of each job the heartbeat found held
-// by this worker. A running attempt whose job is gone, or held by a later
-// claim, lost it: the job was canceled (its notification missed), or
-// released after a stale heartbeat. An attempt whose outcome is being
-// written is left to the write, which changes nothing when the job is not
-// held; one that CompleteTx completed is done, not lost.
-func (h *holdings) verify(atts []*attempt, token map[int64]int64) {
+// lost, and records sent (when the heartbeat was sent) as the time the
+// others were last confirmed: token holds the claim token of each job the
+// heartbeat found held by this worker. A running attempt whose job is
+// gone, or held by a later claim, lost it: the job was canceled (its
+// notification missed), or released after a stale heartbeat. An attempt
+// whose outcome is being written is left to the write, which changes
+// nothing when the job is not held; one that CompleteTx completed is done,
+// not lost.
+func (h *holdings) verify(atts []*attempt, token map[int64]int64, sent time.Time) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for _, a := range atts {
 		t, ok := token[int64(a.job.ID)]
-		if ok && t == a.token || !ok && a.completedTx.Load() {
+		if ok && t == a.token {
+			if sent.After(a.confirmed) {
+				a.confirmed = sent
+			}
+			continue
+		}
+		if !ok && a.completedTx.Load() {
 			continue
 		}
 		if h.running[a.job.ID] == a && !a.returned {
 			h.loseLocked(a, "by the heartbeat")
 		}
 	}
+}
+
+// expire stops the handlers of the attempts whose hold was last confirmed
+// over limit before now (see maintainer.expireHolds): the heartbeat could
+// not refresh them (the database slow or out of reach, no connection to
+// be had), so that soon another worker may find them stale, release them
+// and run them. Their contexts end with errHoldExpired before that can
+// happen. The attempts stay held: the heartbeat goes on trying, and the
+// outcome (the job put back in the queue, or whatever the handler
+// returned) is written if the job is still this attempt's by then, and
+// dropped if not.
+func (h *holdings) expire(now time.Time, limit time.Duration) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := 0
+	for _, a := range h.running {
+		if !a.returned && !a.lost && !a.expired && now.Sub(a.confirmed) > limit {
+			a.expired = true
+			a.cancel(errHoldExpired)
+			n++
+		}
+	}
+	if n > 0 {
+		h.logger.Warn("pgq: heartbeats failed for most of the heartbeat timeout; stopping the handlers of the jobs "+
+			"they could not refresh, before another worker may run them", "jobs", n, "limit", limit)
+	}
+}
+
+// fresh reports whether a's hold was confirmed (by its claim, or a
+// heartbeat that found it held) less than limit before now.
+func (h *holdings) fresh(a *attempt, now time.Time, limit time.Duration) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return now.Sub(a.confirmed) < limit
 }
 
 // live drops the outcomes of attempts that lost their claim from batch

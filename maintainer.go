@@ -74,6 +74,25 @@ func (m *maintainer) heartbeat(ctx context.Context) {
 	})
 }
 
+// holdExpiry is the part of the heartbeat timeout after which the handler
+// of a job whose hold this worker could not confirm is stopped
+// (holdings.expire). The job's heartbeat in the database is at least as
+// recent as the confirmation, so another worker can release it a quarter
+// of the timeout later at the earliest: the handler has that long to see
+// its context end.
+const holdExpiry = 0.75
+
+// expireHolds stops, looking ten times per heartbeat timeout, the handlers
+// of the jobs whose hold could not be confirmed for holdExpiry of it (see
+// holdings.expire). It runs apart from the heartbeat, so that a heartbeat
+// stuck on a slow statement or connection does not hold it up.
+func (m *maintainer) expireHolds(ctx context.Context) {
+	limit := time.Duration(float64(m.heartbeatTimeout) * holdExpiry)
+	every(ctx, max(m.heartbeatTimeout/10, 10*time.Millisecond), func() {
+		m.held.expire(time.Now(), limit)
+	})
+}
+
 // every calls f every d until ctx ends.
 func every(ctx context.Context, d time.Duration, f func()) {
 	t := time.NewTicker(d)
@@ -134,7 +153,7 @@ func (m *maintainer) beat(ctx context.Context) {
 	for _, h := range held {
 		token[h.ID] = h.ClaimToken
 	}
-	m.held.verify(atts, token)
+	m.held.verify(atts, token, sent)
 }
 
 // releaseStale puts the jobs of this worker's entrypoints whose heartbeat

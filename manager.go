@@ -219,6 +219,9 @@ type run struct {
 	wakeIn  chan time.Duration // look again after this long (a retry is due)
 	done    chan JobID         // a handler returned (its outcome is with the completer)
 	limited bool               // some entrypoint has a fleet-wide limit
+	// ahead is how many jobs a claim may take beyond the free handler
+	// slots while the queue is deep (see WithMaxConcurrentTasks).
+	ahead int
 }
 
 // newRun builds a run and its roles.
@@ -238,7 +241,11 @@ func (qm *QueueManager) newRun(rc runConfig, eps map[string]*entrypoint) *run {
 	pin := canPin(qm.db, workerConns+1, "the worker", logger)
 	w.claims = newLane(qm.db, qm.cfg.names, pin).named(claimsAppName(qm.id, qm.cfg.names.Channel()))
 	w.outcomes = newLane(qm.db, qm.cfg.names, pin)
-	w.beats = newLane(qm.db, qm.cfg.names, pin)
+	// A heartbeat that waits on one connection attempt past a third of
+	// the timeout gives it up and tries a new one on its next beat: after
+	// a server restart, in chaos runs, a connection attempt hung for
+	// seconds while others went through.
+	w.beats = newLane(qm.db, qm.cfg.names, pin).connectWithin(rc.heartbeatTimeout / 3)
 
 	var limited []string
 	for _, name := range names {
@@ -247,15 +254,18 @@ func (qm *QueueManager) newRun(rc runConfig, eps map[string]*entrypoint) *run {
 		}
 	}
 	w.limited = len(limited) > 0
+	if !w.limited {
+		w.ahead = min(rc.batchSize, rc.maxConcurrent)
+	}
 	// Every job claimed, run or given back, says so once on done.
-	w.done = make(chan JobID, rc.maxConcurrent)
+	w.done = make(chan JobID, rc.maxConcurrent+w.ahead)
 	w.claimer = &claimer{qm: qm, qmID: qm.id, q: qm.q, sqlNames: qm.cfg.names, lane: w.claims, eps: eps,
 		names: names, limited: limited, syncClaims: rc.syncClaims, count: &qm.claims, logger: logger}
-	w.completer = newCompleter(qm.q, w.outcomes, qm.id, w.held, logger, rc.maxConcurrent, w.written)
+	w.completer = newCompleter(qm.q, w.outcomes, qm.id, w.held, logger, rc.maxConcurrent+w.ahead, w.written)
 	w.progress = newProgressWriter(qm.q, qm.rdb, qm.cfg.names, logger)
 	w.executor = &executor{qmID: qm.id, abandoned: &qm.abandoned, eps: eps, handlers: chain(eps, append(slices.Clip(qm.cfg.middleware), rc.middleware...)),
 		resources: qm.cfg.resources, logger: logger, held: w.held, outcomes: w.completer, progress: w.progress, done: w.done,
-		slots: make(chan struct{}, rc.maxConcurrent)}
+		slots: make(chan struct{}, rc.maxConcurrent), holdLimit: rc.heartbeatTimeout / 2}
 	w.maintainer = &maintainer{q: qm.q, db: qm.db, rdb: qm.rdb, names: qm.cfg.names, lane: w.beats, qmID: qm.id,
 		held: w.held, logger: logger, wake: func() { signal(w.wake) }, entrypoints: names,
 		heartbeatTimeout: rc.heartbeatTimeout, upkeepInterval: rc.upkeepInterval,
@@ -274,9 +284,10 @@ func (qm *QueueManager) newRun(rc runConfig, eps map[string]*entrypoint) *run {
 // over).
 //
 // Shutdown, in this order: (1) claims stop, and so do the listener, the
-// pool check, the upkeep and the log folding; claimed jobs not started yet
-// go back to the queue; (2) running handlers have the shutdown grace period
-// to finish, then their contexts are canceled and they are waited for; (3) the
+// pool check, the upkeep and the log folding; jobs claimed ahead that have
+// no handler slot yet go back to the queue; (2) running handlers have the
+// shutdown grace period to finish, then their contexts are canceled and
+// they are waited for; (3) the
 // completer writes every outcome; (4) the heartbeat stops: it ran until
 // now so that no job held went stale meanwhile; (5) every goroutine has
 // ended; (6) the connections go back to the pool.
@@ -295,10 +306,11 @@ func (w *run) loop(ctx context.Context) error {
 		defer close(completed)
 		w.completer.run()
 	}()
-	// Claimed jobs are started by a dispatcher, in claim order, so that the
-	// next claim does not wait for a batch's handlers to be started. A
-	// claim takes at most the free slots, so a send to it is never held
-	// for long.
+	// Claimed jobs are started by a dispatcher, in claim order, as handler
+	// slots free up, so that the next claim does not wait for a batch's
+	// handlers to be started. (It waits for slots only for the jobs
+	// claimed ahead, at most one batch, which finished handlers free at
+	// the rate they run, so a send to it is never held for long.)
 	dispatch := make(chan heldBatch, 16)
 	bg.Go(func() {
 		for b := range dispatch {
@@ -352,6 +364,7 @@ func (w *run) startUp(ctx, auxCtx, hbCtx context.Context, bg *sync.WaitGroup) (p
 	w.maintainer.upkeep(ctx, false) // statistics before the first claim
 	w.maintainer.releaseStale(ctx)
 	bg.Go(func() { w.maintainer.heartbeat(hbCtx) })
+	bg.Go(func() { w.maintainer.expireHolds(hbCtx) })
 	bg.Go(func() { w.progress.run(hbCtx) }) // outlives the handlers, as the heartbeat does
 	bg.Go(func() { w.pool.run(auxCtx) })
 	bg.Go(func() { w.maintainer.tendJobTable(auxCtx) })
@@ -384,6 +397,9 @@ func (w *run) claimLoop(ctx context.Context, poll time.Duration, jobsCtx context
 	// next one start at once.
 	var notBefore time.Time
 	claimed := 0 // for WithMaxJobs
+	// deep says the last claim came back full: the queue probably holds
+	// more, and claims may take w.ahead jobs beyond the free slots.
+	deep := false
 
 	for ctx.Err() == nil {
 		// Count every handler that has returned, so that a claim under load
@@ -397,11 +413,16 @@ func (w *run) claimLoop(ctx context.Context, poll time.Duration, jobsCtx context
 				break counted
 			}
 		}
-		// A claim takes no more than the free slots. (Claiming ahead of
-		// them, for jobs to wait for a slot, made jobs run twice in chaos
-		// runs: a waiting job whose worker's heartbeats failed went stale
-		// and ran elsewhere too; see docs/chaos.md, runs 4 and 5.)
+		// While the queue is deep and handlers short, a claim takes up to
+		// w.ahead jobs beyond the free slots: they wait for a slot, held
+		// and heartbeated, and one whose hold the heartbeats could not
+		// confirm lately goes back to the queue instead of starting (see
+		// executor.start; without that check, chaos runs 4 and 5 in
+		// docs/chaos.md ran jobs twice).
 		free := w.rc.maxConcurrent - inFlight
+		if deep && w.executor.shortHandlers() {
+			free += w.ahead
+		}
 		if w.rc.maxJobs > 0 {
 			if claimed >= w.rc.maxJobs {
 				// WithMaxJobs: claim no more; return once they have run
@@ -439,6 +460,10 @@ func (w *run) claimLoop(ctx context.Context, poll time.Duration, jobsCtx context
 			default:
 				failures.ok()
 				notBefore = time.Time{}
+				deep = len(jobs) == n
+				for _, a := range jobs {
+					a.confirmed = began // the claim's heartbeat is no older
+				}
 				if took := time.Since(began); len(jobs) > 0 && took > w.rc.heartbeatTimeout/4 {
 					jobs = w.claimer.confirm(ctx, jobs, took)
 				}

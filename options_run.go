@@ -142,10 +142,20 @@ func WithBatchSize(n int) RunOption {
 }
 
 // WithMaxConcurrentTasks bounds how many jobs this worker runs at once
-// (default DefaultMaxConcurrentTasks). Claimed jobs count against it until
-// their handler returns, and a claim takes at most the free slots; with a
-// limit of twice the batch size the worker claims the next full batch while
-// the last one runs, which keeps a busy queue moving fastest.
+// (default DefaultMaxConcurrentTasks). A claim takes at most the free
+// slots, except while the queue is deep (the last claim came back full)
+// and handlers are short (lately 50 ms or less on average): then the
+// worker claims up to one batch (at most n) ahead, so that a slot that
+// frees up starts its next job at once instead of waiting for a claim,
+// and it holds back from other workers at most about 50 ms of work. Jobs
+// claimed ahead are held and heartbeated like running ones and start in
+// claim order as slots free up; one canceled meanwhile never starts, one
+// whose heartbeats failed for half the heartbeat timeout goes back to the
+// queue instead of starting, and when Run stops, those not started go back
+// to the queue at once. Entrypoints with a fleet-wide concurrency or rate
+// limit (WithConcurrencyLimit, WithRateLimit) make the worker claim no
+// further than its free slots, so as not to hold the limit's slots with
+// jobs that wait.
 func WithMaxConcurrentTasks(n int) RunOption {
 	return runOption(func(c *runConfig) {
 		if n < 1 {
