@@ -57,21 +57,41 @@ type maintainer struct {
 	vacuum           bool
 
 	noRights sync.Once // logs that the role may not vacuum the job table
+	// beatWarned is when a failed heartbeat was last logged: retried
+	// soon after each failure, they are logged once per interval.
+	// Only the heartbeat's goroutine uses it.
+	beatWarned time.Time
 }
 
 // heartbeat refreshes the heartbeat of the held jobs, all in one
 // statement, three times per heartbeat timeout, and each time then puts
-// jobs abandoned by dead workers back in the queue.
+// jobs abandoned by dead workers back in the queue. A heartbeat that
+// failed is tried again after a tenth of that interval, on a new
+// connection, and the stale release waits for one that succeeds: it needs
+// the same connection, and after a server restart, waiting for it held
+// the next heartbeat up until the worker's jobs were about to go stale.
 func (m *maintainer) heartbeat(ctx context.Context) {
-	every(ctx, max(m.heartbeatTimeout/3, 10*time.Millisecond), func() {
-		m.beat(ctx)
-		began := time.Now()
-		m.releaseStale(ctx)
-		if took := time.Since(began); took > m.heartbeatTimeout/3 && ctx.Err() == nil {
-			// The next heartbeat waited for this.
-			m.logger.Warn("pgq: releasing stale jobs slow", "took", took, "heartbeat_timeout", m.heartbeatTimeout)
+	interval := max(m.heartbeatTimeout/3, 10*time.Millisecond)
+	t := time.NewTimer(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
 		}
-	})
+		tick := time.Now()
+		if !m.beat(ctx) {
+			t.Reset(max(interval/10, 10*time.Millisecond))
+			continue
+		}
+		m.releaseStale(ctx)
+		if took := time.Since(tick); took > interval && ctx.Err() == nil {
+			// The next heartbeat waited for this.
+			m.logger.Warn("pgq: heartbeat and stale release slow", "took", took, "heartbeat_timeout", m.heartbeatTimeout)
+		}
+		t.Reset(max(interval-time.Since(tick), 0))
+	}
 }
 
 // holdExpiry is the part of the heartbeat timeout after which the handler
@@ -117,11 +137,11 @@ func (m *maintainer) warn(ctx context.Context, msg string, err error, args ...an
 
 // beat refreshes the heartbeat of the jobs this run holds (running, or
 // with their outcome on its way) and gives up the attempts whose claim was
-// lost (see holdings.verify).
-func (m *maintainer) beat(ctx context.Context) {
+// lost (see holdings.verify). It reports whether it could.
+func (m *maintainer) beat(ctx context.Context) bool {
 	atts, ids := m.held.snapshot()
 	if len(ids) == 0 {
-		return
+		return true
 	}
 	var held []*dbgen.JobsHeartbeatRow
 	began := time.Now()
@@ -146,14 +166,18 @@ func (m *maintainer) beat(ctx context.Context) {
 			"attempts", attempts, "jobs", len(ids), "heartbeat_timeout", m.heartbeatTimeout, "err", err)
 	}
 	if err != nil {
-		m.warn(ctx, "pgq: heartbeat failed", err, "jobs", len(ids))
-		return
+		if time.Since(m.beatWarned) >= m.heartbeatTimeout/3 {
+			m.beatWarned = time.Now()
+			m.warn(ctx, "pgq: heartbeat failed", err, "jobs", len(ids))
+		}
+		return false
 	}
 	token := make(map[int64]int64, len(held))
 	for _, h := range held {
 		token[h.ID] = h.ClaimToken
 	}
 	m.held.verify(atts, token, sent)
+	return true
 }
 
 // releaseStale puts the jobs of this worker's entrypoints whose heartbeat

@@ -241,11 +241,11 @@ func (qm *QueueManager) newRun(rc runConfig, eps map[string]*entrypoint) *run {
 	pin := canPin(qm.db, workerConns+1, "the worker", logger)
 	w.claims = newLane(qm.db, qm.cfg.names, pin).named(claimsAppName(qm.id, qm.cfg.names.Channel()))
 	w.outcomes = newLane(qm.db, qm.cfg.names, pin)
-	// A heartbeat that waits on one connection attempt past a third of
-	// the timeout gives it up and tries a new one on its next beat: after
-	// a server restart, in chaos runs, a connection attempt hung for
-	// seconds while others went through.
-	w.beats = newLane(qm.db, qm.cfg.names, pin).connectWithin(rc.heartbeatTimeout / 3)
+	// A heartbeat that waits on one connection attempt past a quarter of
+	// the timeout gives it up and tries a new one soon after (see
+	// maintainer.heartbeat): after a server restart, in chaos runs, a
+	// connection attempt hung for seconds while others went through.
+	w.beats = newLane(qm.db, qm.cfg.names, pin).connectWithin(rc.heartbeatTimeout / 4)
 
 	var limited []string
 	for _, name := range names {

@@ -176,6 +176,14 @@ func WithDequeueTimeout(d time.Duration) RunOption {
 // job (or, for a SchedulerManager, a running schedule) counts as abandoned
 // and is taken over (default DefaultHeartbeatTimeout). Every worker and
 // scheduler of a queue, pgq's and PGQueuer's, should use the same value.
+//
+// A worker heartbeats its jobs three times per timeout. When it cannot
+// (the database slow or out of reach) for three quarters of the timeout,
+// it cancels the contexts of the handlers of the jobs it could not
+// refresh, before another worker may take them over; such a job goes back
+// to the queue unless its handler finished anyway. Handlers that honour
+// their context therefore do not run at the same time as the same job on
+// another worker.
 func WithHeartbeatTimeout(d time.Duration) TimingOption {
 	return TimingOption{"heartbeat timeout", d, func(t *timing, d time.Duration) { t.heartbeatTimeout = d }}
 }
