@@ -96,6 +96,7 @@ type heldBatch struct {
 // worker might find the job stale and run it too.
 func (x *executor) start(runCtx context.Context, b heldBatch, wg *sync.WaitGroup) {
 	unconfirmed := 0
+	waited := false
 	defer func() {
 		if unconfirmed > 0 {
 			x.logger.Warn("pgq: jobs waited for a handler slot while their heartbeats failed; giving them back",
@@ -109,8 +110,14 @@ func (x *executor) start(runCtx context.Context, b heldBatch, wg *sync.WaitGroup
 			select {
 			case x.slots <- struct{}{}:
 				slot = true
-			case <-runCtx.Done():
-			case <-ctx.Done():
+			default:
+				waited = true // claimed ahead: this job and the rest of the batch wait for slots
+				select {
+				case x.slots <- struct{}{}:
+					slot = true
+				case <-runCtx.Done():
+				case <-ctx.Done():
+				}
 			}
 		}
 		if !slot || runCtx.Err() != nil {
@@ -120,7 +127,9 @@ func (x *executor) start(runCtx context.Context, b heldBatch, wg *sync.WaitGroup
 			x.giveBack(ctx, a, errShutdown)
 			continue
 		}
-		if x.holdLimit > 0 && !x.held.fresh(a, time.Now(), x.holdLimit) {
+		// A job that found its slot free starts as fresh as its claim
+		// (one that took long was confirmed; see claimer.confirm).
+		if waited && x.holdLimit > 0 && !x.held.fresh(a, time.Now(), x.holdLimit) {
 			<-x.slots
 			unconfirmed++
 			x.giveBack(ctx, a, errHoldUnconfirmed)

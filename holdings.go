@@ -170,7 +170,9 @@ func (h *holdings) expire(now time.Time, limit time.Duration) {
 	defer h.mu.Unlock()
 	n := 0
 	for _, a := range h.running {
-		if !a.returned && !a.lost && !a.expired && now.Sub(a.confirmed) > limit {
+		// A job CompleteTx completed is done: its heartbeat no longer
+		// finds the row, and nothing is left to protect.
+		if !a.returned && !a.lost && !a.expired && !a.completedTx.Load() && now.Sub(a.confirmed) > limit {
 			a.expired = true
 			a.cancel(errHoldExpired)
 			n++
