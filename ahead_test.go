@@ -62,18 +62,10 @@ func TestClaimsAheadOfFreeSlots(t *testing.T) {
 				pgq.WithShutdownTimeout(20*time.Second))
 		}()
 
-		// Short handlers first, so that the worker knows them to be short.
-		for range 6 {
-			if _, err := q.Enqueue(ctx, "ahead", nil); err != nil {
-				t.Fatal(err)
-			}
-		}
+		runShortJobs(t, ctx, db, "ahead", 6)
 		for range 6 {
 			receive(t, started, 10*time.Second, "a short job")
 		}
-		eventually(t, "the short jobs to finish", func() bool {
-			return scalar[int](t, db, `SELECT count(*) FROM pgqueuer WHERE entrypoint = 'ahead'`) == 0
-		})
 
 		block.Store(true)
 		jobs := make([]pgq.NewJob, 10)
@@ -267,15 +259,7 @@ func TestJobsClaimedAheadHeartbeated(t *testing.T) {
 			pgq.WithShutdownTimeout(20*time.Second))
 		defer stopA()
 		defer free()
-		// Short handlers first, so that the worker knows them to be short.
-		for range 6 {
-			if _, err := q.Enqueue(ctx, "aheadhb", nil); err != nil {
-				t.Fatal(err)
-			}
-		}
-		eventually(t, "the short jobs to finish", func() bool {
-			return scalar[int](t, db, `SELECT count(*) FROM pgqueuer WHERE entrypoint = 'aheadhb'`) == 0
-		})
+		runShortJobs(t, ctx, db, "aheadhb", 6)
 		block.Store(true)
 		// Claimed in batches of 2, 2 and 1: three run, one waits for a
 		// slot in the dispatcher, and the last claim's batch waits
@@ -337,17 +321,10 @@ func TestJobsClaimedAheadGivenBackWhenHeartbeatsFail(t *testing.T) {
 		const timeout = time.Second
 		runWorker(t, ctx, qm, pgq.WithMaxConcurrentTasks(2), pgq.WithBatchSize(2), pgq.WithHeartbeatTimeout(timeout))
 
-		for range 6 { // short handlers first, so that the worker claims ahead
-			if _, err := q.Enqueue(ctx, "ahead", nil); err != nil {
-				t.Fatal(err)
-			}
-		}
+		runShortJobs(t, ctx, db, "ahead", 6)
 		for range 6 {
 			receive(t, started, 10*time.Second, "a short job")
 		}
-		eventually(t, "the short jobs to finish", func() bool {
-			return scalar[int](t, db, `SELECT count(*) FROM pgqueuer WHERE entrypoint = 'ahead'`) == 0
-		})
 		block.Store(true)
 		jobs := []pgq.NewJob{{Entrypoint: "ahead"}, {Entrypoint: "ahead"}, {Entrypoint: "ahead"}, {Entrypoint: "ahead"}}
 		ids, err := q.EnqueueBatch(ctx, jobs)
@@ -355,31 +332,14 @@ func TestJobsClaimedAheadGivenBackWhenHeartbeatsFail(t *testing.T) {
 			t.Fatal(err)
 		}
 		running := []pgq.JobID{receive(t, started, 10*time.Second, "run 1").id, receive(t, started, 10*time.Second, "run 2").id}
-		eventually(t, "two running and two claimed ahead", func() bool {
-			return scalar[int](t, db, `SELECT count(*) FROM pgqueuer WHERE status = 'picked' AND entrypoint = 'ahead'`) == 4
-		})
+		eventually(t, "two running and two claimed ahead", func() bool { return len(pickedIDs(t, db, "ahead")) == 4 })
 
-		// The heartbeats stall: a lock makes their UPDATE wait.
-		locker, err := sql.Open(driverName(db), dsn)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer locker.Close()
-		tx, err := locker.BeginTx(ctx, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer tx.Rollback()
-		if _, err := tx.ExecContext(ctx, "LOCK TABLE pgqueuer IN SHARE MODE"); err != nil {
-			t.Fatal(err)
-		}
+		unstall := stallHeartbeats(t, ctx, db)
 		time.Sleep(timeout * 7 / 10)
 		close(release) // the slots free up, past half the timeout
 		time.Sleep(200 * time.Millisecond)
 		unlocked := time.Now()
-		if err := tx.Commit(); err != nil {
-			t.Fatal(err)
-		}
+		unstall()
 
 		for _, id := range ids {
 			waitStatus(t, ctx, q, id, pgq.StatusSuccessful)

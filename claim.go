@@ -41,6 +41,7 @@ type claimer struct {
 // nothing: jobs may well be waiting.
 func (c *claimer) claim(ctx context.Context, n int) (jobs []*attempt, again time.Duration, raced bool, err error) {
 	c.count.Add(1)
+	began := time.Now() // the claim's heartbeat is no older
 	caps := make([]int32, len(c.names))
 	for i := range caps {
 		caps[i] = int32(n)
@@ -79,7 +80,7 @@ func (c *claimer) claim(ctx context.Context, n int) (jobs []*attempt, again time
 	}
 	jobs = make([]*attempt, len(rows))
 	for i, r := range rows {
-		jobs[i] = &attempt{token: r.ClaimToken, qm: c.qm, job: jobFromClaim(r)}
+		jobs[i] = &attempt{token: r.ClaimToken, qm: c.qm, job: jobFromClaim(r), confirmed: began}
 		jobs[i].job.att = jobs[i]
 	}
 	if secs >= 0 {

@@ -129,17 +129,8 @@ func (l *lane) connectLocked(ctx context.Context) error {
 	if l.conn != nil {
 		return nil
 	}
-	connCtx := ctx
-	if l.connectTimeout > 0 {
-		var cancel context.CancelFunc
-		connCtx, cancel = context.WithTimeout(ctx, l.connectTimeout)
-		defer cancel()
-	}
-	c, err := l.conn0(connCtx)
+	c, err := l.poolConn(ctx)
 	if err != nil {
-		if ctx.Err() == nil && connCtx.Err() != nil {
-			return fmt.Errorf("pgq: no connection within %v: %w", l.connectTimeout, err)
-		}
 		return err
 	}
 	if l.appName != "" {
@@ -150,35 +141,46 @@ func (l *lane) connectLocked(ctx context.Context) error {
 	return nil
 }
 
-// conn0 takes a connection from the pool, giving up when ctx ends even if
-// the driver does not (lib/pq waits for a new connection's server to
-// answer whatever the context says). A connection that comes after that
-// goes back to the pool: the goroutine that waits for it ends when the
-// driver returns.
-func (l *lane) conn0(ctx context.Context) (*sql.Conn, error) {
+// poolConn takes a connection from the pool, waiting at most
+// connectTimeout when that is set. The wait ends then even if the
+// driver's does not (lib/pq waits for a new connection's server to answer
+// whatever the context says): a connection that comes later goes back to
+// the pool, and the goroutine that waits for it ends when the driver
+// returns.
+func (l *lane) poolConn(ctx context.Context) (*sql.Conn, error) {
 	if l.connectTimeout <= 0 {
 		return l.db.Conn(ctx)
 	}
+	connCtx, cancel := context.WithTimeout(ctx, l.connectTimeout)
+	defer cancel()
 	type result struct {
 		c   *sql.Conn
 		err error
 	}
 	got := make(chan result, 1)
 	go func() {
-		c, err := l.db.Conn(ctx)
+		c, err := l.db.Conn(connCtx)
 		got <- result{c, err}
 	}()
+	var err error
 	select {
 	case r := <-got:
-		return r.c, r.err
-	case <-ctx.Done():
+		if r.err == nil || ctx.Err() != nil || connCtx.Err() == nil {
+			return r.c, r.err
+		}
+		err = r.err
+	case <-connCtx.Done():
 		go func() {
 			if r := <-got; r.c != nil {
 				_ = r.c.Close()
 			}
 		}()
-		return nil, context.Cause(ctx)
+		if ctx.Err() != nil {
+			return nil, context.Cause(ctx)
+		}
+		err = connCtx.Err()
 	}
+	return nil, fmt.Errorf("pgq: no connection within %v: %w", l.connectTimeout, err)
 }
 
 // unsent reports whether err says the statement never reached the server.

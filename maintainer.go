@@ -72,26 +72,18 @@ type maintainer struct {
 // the next heartbeat up until the worker's jobs were about to go stale.
 func (m *maintainer) heartbeat(ctx context.Context) {
 	interval := max(m.heartbeatTimeout/3, 10*time.Millisecond)
-	t := time.NewTimer(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		tick := time.Now()
+	repeat(ctx, interval, func() time.Duration {
 		if !m.beat(ctx) {
-			t.Reset(max(interval/10, 10*time.Millisecond))
-			continue
+			return max(interval/10, 10*time.Millisecond)
 		}
+		began := time.Now()
 		m.releaseStale(ctx)
-		if took := time.Since(tick); took > interval && ctx.Err() == nil {
+		if took := time.Since(began); took > interval && ctx.Err() == nil {
 			// The next heartbeat waited for this.
-			m.logger.Warn("pgq: heartbeat and stale release slow", "took", took, "heartbeat_timeout", m.heartbeatTimeout)
+			m.logger.Warn("pgq: releasing stale jobs slow", "took", took, "heartbeat_timeout", m.heartbeatTimeout)
 		}
-		t.Reset(max(interval-time.Since(tick), 0))
-	}
+		return interval
+	})
 }
 
 // holdExpiry is the part of the heartbeat timeout after which the handler
@@ -115,15 +107,23 @@ func (m *maintainer) expireHolds(ctx context.Context) {
 
 // every calls f every d until ctx ends.
 func every(ctx context.Context, d time.Duration, f func()) {
-	t := time.NewTicker(d)
+	repeat(ctx, d, func() time.Duration { f(); return d })
+}
+
+// repeat calls f after first, and then each time the delay f returned
+// after f's start (at once when f took longer), until ctx ends.
+func repeat(ctx context.Context, first time.Duration, f func() (next time.Duration)) {
+	t := time.NewTimer(first)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			f()
 		}
+		began := time.Now()
+		next := f()
+		t.Reset(max(next-time.Since(began), 0))
 	}
 }
 

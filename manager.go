@@ -461,9 +461,6 @@ func (w *run) claimLoop(ctx context.Context, poll time.Duration, jobsCtx context
 				failures.ok()
 				notBefore = time.Time{}
 				deep = len(jobs) == n
-				for _, a := range jobs {
-					a.confirmed = began // the claim's heartbeat is no older
-				}
 				if took := time.Since(began); len(jobs) > 0 && took > w.rc.heartbeatTimeout/4 {
 					jobs = w.claimer.confirm(ctx, jobs, took)
 				}
