@@ -279,3 +279,104 @@ func TestClaimLogsAfterAConcurrentRelease(t *testing.T) {
 		}
 	})
 }
+
+// TestDrainGoesOnAfterASlowClaimsJobsWereReleased: a claim slower than a
+// quarter of the heartbeat timeout has its jobs confirmed before they run,
+// and jobs released as stale meanwhile are dropped, not run. A drain took
+// the dropped batch for an empty queue and returned with every job left
+// (under -race and load, with a 150 ms heartbeat timeout, the worker's own
+// maintenance released the slow claim's jobs).
+func TestDrainGoesOnAfterASlowClaimsJobsWereReleased(t *testing.T) {
+	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
+		ctx := testCtx(t)
+		const n = 300
+		jobs := make([]pgq.NewJob, n)
+		for i := range jobs {
+			jobs[i] = pgq.NewJob{Entrypoint: "d"}
+		}
+		if _, err := pgq.NewQueries(db).EnqueueBatch(ctx, jobs); err != nil {
+			t.Fatal(err)
+		}
+		// The first statement that marks rows picked (the first claim)
+		// waits, in its trigger, for the advisory lock the test holds.
+		for _, stmt := range []string{
+			`CREATE TABLE slow_once (x int)`,
+			`INSERT INTO slow_once VALUES (1)`,
+			`CREATE FUNCTION slow_claim() RETURNS trigger LANGUAGE plpgsql AS $$
+			BEGIN
+				IF EXISTS (SELECT 1 FROM picked_rows WHERE status = 'picked') THEN
+					DELETE FROM slow_once;
+					IF FOUND THEN PERFORM pg_advisory_xact_lock(4242); END IF;
+				END IF;
+				RETURN NULL;
+			END $$`,
+			`CREATE TRIGGER slow_claim AFTER UPDATE ON pgqueuer REFERENCING NEW TABLE AS picked_rows
+				FOR EACH STATEMENT EXECUTE FUNCTION slow_claim()`,
+		} {
+			if _, err := db.ExecContext(ctx, stmt); err != nil {
+				t.Fatalf("%s: %v", stmt, err)
+			}
+		}
+		gate, err := db.Conn(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer gate.Close()
+		if _, err := gate.ExecContext(ctx, `SELECT pg_advisory_lock(4242)`); err != nil {
+			t.Fatal(err)
+		}
+
+		qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
+		_ = qm.Entrypoint("d", func(context.Context, *pgq.Job) error { return nil })
+		const timeout = time.Second
+		drained := make(chan error, 1)
+		go func() {
+			drained <- qm.Run(ctx, pgq.WithMode(pgq.ModeDrain), pgq.WithHeartbeatTimeout(timeout),
+				pgq.WithBatchSize(100), pgq.WithMaxConcurrentTasks(100))
+		}()
+		eventually(t, "the claim waits for the gate", func() bool {
+			return scalar[int](t, db, `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
+				AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`) > 0
+		})
+		time.Sleep(timeout / 2) // slow enough to be confirmed
+
+		// Another worker releases the claim's jobs as stale the moment it
+		// commits: its table lock waits behind the claim, and the claim's
+		// confirmation behind the lock.
+		released := make(chan error, 1)
+		go func() {
+			tx, err := db.BeginTx(ctx, nil)
+			if err != nil {
+				released <- err
+				return
+			}
+			defer tx.Rollback()
+			if _, err := tx.ExecContext(ctx, `LOCK TABLE pgqueuer IN SHARE ROW EXCLUSIVE MODE`); err != nil {
+				released <- err
+				return
+			}
+			if _, err := tx.ExecContext(ctx, `UPDATE pgqueuer SET status = 'queued', queue_manager_id = NULL, updated = now()
+				WHERE status = 'picked'`); err != nil {
+				released <- err
+				return
+			}
+			released <- tx.Commit()
+		}()
+		eventually(t, "the release waits for the claim", func() bool {
+			return scalar[int](t, db, `SELECT count(*) FROM pg_locks WHERE locktype = 'relation' AND NOT granted
+				AND mode = 'ShareRowExclusiveLock' AND relation = 'pgqueuer'::regclass`) > 0
+		})
+		if _, err := gate.ExecContext(ctx, `SELECT pg_advisory_unlock(4242)`); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-released; err != nil {
+			t.Fatalf("releasing the claim's jobs: %v", err)
+		}
+		if err := <-drained; err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+		if left := scalar[int](t, db, "SELECT count(*) FROM pgqueuer"); left != 0 {
+			t.Fatalf("the drain returned with %d of %d jobs left", left, n)
+		}
+	})
+}

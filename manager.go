@@ -460,11 +460,16 @@ func (w *run) claimLoop(ctx context.Context, poll time.Duration, jobsCtx context
 			default:
 				failures.ok()
 				notBefore = time.Time{}
-				deep = len(jobs) == n
-				if took := time.Since(began); len(jobs) > 0 && took > w.rc.heartbeatTimeout/4 {
+				// got, not what confirm keeps, says whether the queue had
+				// jobs: the ones confirm drops were released as stale
+				// while the claim was slow (by this worker's own
+				// maintenance too) and are probably claimable again.
+				got := len(jobs)
+				deep = got == n
+				if took := time.Since(began); got > 0 && took > w.rc.heartbeatTimeout/4 {
 					jobs = w.claimer.confirm(ctx, jobs, took)
 				}
-				if len(jobs) == 0 {
+				if got == 0 {
 					notBefore = began.Add(wakeGap)
 				}
 				// The jobs count against the limit from now on; the
@@ -478,7 +483,7 @@ func (w *run) claimLoop(ctx context.Context, poll time.Duration, jobsCtx context
 					// dispatcher and for slots.
 					dispatch <- heldBatch{jobs, w.held.add(jobsCtx, jobs)}
 				}
-				if len(jobs) == n {
+				if got == n || got > len(jobs) {
 					want = true // probably more waiting
 					continue
 				}
