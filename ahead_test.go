@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -360,5 +361,92 @@ func TestJobsClaimedAheadGivenBackWhenHeartbeatsFail(t *testing.T) {
 				t.Fatalf("job %d: log %q, want %q", id, l, want)
 			}
 		}
+	})
+}
+
+// A claim under way when Run stops is let finish, and the jobs that no
+// slot started (claimed ahead, or by that claim) go back to the queue only
+// after it: given back at once, they were claimed again by it (picked
+// twice), and a claim cut off as it committed left its jobs picked by
+// nobody until they went stale. The claim is held up before it reads the
+// table (a lock on the paused table, which it reads and the outcome
+// writes do not) while Run stops.
+func TestShutdownGivesBackAfterTheLastClaim(t *testing.T) {
+	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
+		ctx := testCtx(t)
+		q := pgq.NewQueries(db)
+		var block atomic.Bool
+		started := make(chan pgq.JobID, 100)
+		release := make(chan struct{}, 100)
+		qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
+		_ = qm.Entrypoint("ahead", func(ctx context.Context, j *pgq.Job) error {
+			started <- j.ID
+			if block.Load() {
+				<-release
+			}
+			return nil
+		})
+		runCtx, stop := context.WithCancel(ctx)
+		defer stop()
+		done := make(chan error, 1)
+		go func() {
+			done <- qm.Run(runCtx, pgq.WithMaxConcurrentTasks(2), pgq.WithBatchSize(2),
+				pgq.WithShutdownTimeout(20*time.Second))
+		}()
+		runShortJobs(t, ctx, db, "ahead", 6)
+		for range 6 {
+			receive(t, started, 10*time.Second, "a short job")
+		}
+
+		block.Store(true)
+		jobs := make([]pgq.NewJob, 10)
+		for i := range jobs {
+			jobs[i] = pgq.NewJob{Entrypoint: "ahead"}
+		}
+		ids, err := q.EnqueueBatch(ctx, jobs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		receive(t, started, 10*time.Second, "run 1")
+		receive(t, started, 10*time.Second, "run 2")
+		eventually(t, "two running and two claimed ahead", func() bool { return len(pickedIDs(t, db, "ahead")) == 4 })
+
+		// The next claim waits for the lock; one handler returns so that
+		// it is made, and a job claimed ahead takes the slot.
+		lock, err := db.BeginTx(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer lock.Rollback()
+		if _, err := lock.ExecContext(ctx, `LOCK TABLE pgqueuer_pgq_paused IN ACCESS EXCLUSIVE MODE`); err != nil {
+			t.Fatal(err)
+		}
+		release <- struct{}{}
+		receive(t, started, 10*time.Second, "run 3")
+		eventually(t, "a claim waiting for the lock", func() bool {
+			return scalar[int](t, db, `SELECT count(*) FROM pg_locks WHERE NOT granted
+				AND relation = 'pgqueuer_pgq_paused'::regclass`) > 0
+		})
+		stop()
+		time.Sleep(500 * time.Millisecond) // time to give the waiting job back, were it given back now
+		if err := lock.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		close(release)
+		if err := receive(t, done, 20*time.Second, "Run to return"); err != nil {
+			t.Fatal(err)
+		}
+		if picked := pickedIDs(t, db, "ahead"); len(picked) > 0 {
+			t.Errorf("jobs left picked after Run returned: %v", picked)
+		}
+		for _, id := range ids {
+			if l := logOf(t, db, id); strings.Count(l, "picked") > 1 {
+				t.Errorf("job %d picked twice: log %q", id, l)
+			}
+		}
+		if n := scalar[int](t, db, `SELECT count(*) FROM pgqueuer WHERE entrypoint = 'ahead'`); n != 7 {
+			t.Errorf("%d jobs queued after Run returned, want 7 (10, of which 3 ran)", n)
+		}
+		close(started)
 	})
 }

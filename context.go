@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"sync"
+	"time"
 )
 
 // scopeKey keys the one value a handler's ctx carries: its jobScope.
@@ -63,3 +64,28 @@ func (o resourcesOption) applyManager(c *managerConfig) { c.resources = o.v }
 // share) to every handler of the QueueManager; handlers get it back with
 // Resources[T](ctx).
 func WithResources(v any) ManagerOption { return resourcesOption{v} }
+
+// outlive returns a context that ends grace after ctx ends (with ctx's
+// cause), or when stop is called: for a statement that should not be cut
+// off midway when Run stops, but not wait forever either.
+func outlive(ctx context.Context, grace time.Duration) (_ context.Context, stop func()) {
+	c, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
+	var mu sync.Mutex
+	var timer *time.Timer
+	stopAfter := context.AfterFunc(ctx, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if c.Err() == nil {
+			timer = time.AfterFunc(grace, func() { cancel(context.Cause(ctx)) })
+		}
+	})
+	return c, func() {
+		stopAfter()
+		mu.Lock()
+		defer mu.Unlock()
+		if timer != nil {
+			timer.Stop()
+		}
+		cancel(context.Canceled)
+	}
+}

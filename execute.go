@@ -88,13 +88,17 @@ type heldBatch struct {
 
 // start runs the handler of each of a claim's jobs in its own goroutine of
 // wg, as handler slots free up, in claim order. A job canceled (or whose
-// claim was lost) while it waits for its slot ends without running; once
-// runCtx has ended (Run is stopping), the jobs still waiting go back to
-// the queue instead. So does a job whose hold was last confirmed (by its
-// claim or a heartbeat) holdLimit ago or more when its slot comes: the
-// heartbeats are failing, and before the handler could finish another
-// worker might find the job stale and run it too.
-func (x *executor) start(runCtx context.Context, b heldBatch, wg *sync.WaitGroup) {
+// claim was lost) while it waits for its slot ends without running. Once
+// runCtx has ended (Run is stopping), the jobs still waiting are not
+// started: start adds them to parked, which it returns, and the caller
+// gives them back (parked.giveBack) once claims have stopped. Given back
+// at once, they could be taken again by a claim still under way, which
+// takes its snapshot when the server starts it. A job whose hold was
+// last confirmed (by its claim or a heartbeat) holdLimit ago or more when
+// its slot comes goes back to the queue at once: the heartbeats are
+// failing, and before the handler could finish another worker might find
+// the job stale and run it too.
+func (x *executor) start(runCtx context.Context, b heldBatch, wg *sync.WaitGroup, parked parked) parked {
 	unconfirmed := 0
 	waited := false
 	defer func() {
@@ -124,7 +128,11 @@ func (x *executor) start(runCtx context.Context, b heldBatch, wg *sync.WaitGroup
 			if slot {
 				<-x.slots
 			}
-			x.giveBack(ctx, a, errShutdown)
+			if ctx.Err() == nil {
+				parked = append(parked, parkedAttempt{ctx, a})
+			} else {
+				x.giveBack(ctx, a, errShutdown) // canceled or lost: nothing goes back to the queue
+			}
 			continue
 		}
 		// A job that found its slot free starts as fresh as its claim
@@ -140,6 +148,23 @@ func (x *executor) start(runCtx context.Context, b heldBatch, wg *sync.WaitGroup
 			<-x.slots // free before done: the next claim's jobs may start at once
 			x.done <- a.job.ID
 		})
+	}
+	return parked
+}
+
+// parked holds the jobs Run's end kept from starting, until claims stop.
+type parked []parkedAttempt
+
+type parkedAttempt struct {
+	ctx context.Context
+	a   *attempt
+}
+
+// giveBack puts the parked jobs back in the queue (unless canceled
+// meanwhile).
+func (p parked) giveBack(x *executor) {
+	for _, pa := range p {
+		x.giveBack(pa.ctx, pa.a, errShutdown)
 	}
 }
 

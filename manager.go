@@ -136,10 +136,11 @@ func (qm *QueueManager) Entrypoint(name string, h Handler, opts ...EntrypointOpt
 // queue has nothing it can run). It wakes on the job table's notifications
 // and also looks every dequeue timeout. Running jobs heartbeat; jobs whose
 // worker died (heartbeat older than the heartbeat timeout) are claimed
-// again. When ctx ends it stops claiming, lets running handlers finish for
-// up to the shutdown timeout, then cancels their contexts, puts the jobs
-// that did not finish back in the queue, writes every outcome, and returns
-// nil. When it returns, every goroutine it started has ended, except the
+// again. When ctx ends it stops claiming (a claim under way finishes,
+// within 2 s), puts the jobs claimed but not started back in the queue,
+// lets running handlers finish for up to the shutdown timeout, then
+// cancels their contexts, puts the jobs that did not finish back in the
+// queue, writes every outcome, and returns nil. When it returns, every goroutine it started has ended, except the
 // handlers abandoned after their job's timeout (see WithTimeout and
 // AbandonedHandlers).
 //
@@ -283,9 +284,10 @@ func (qm *QueueManager) newRun(rc runConfig, eps map[string]*entrypoint) *run {
 // dispatcher start, and the claim loop runs until ctx ends (or a drain is
 // over).
 //
-// Shutdown, in this order: (1) claims stop, and so do the listener, the
-// pool check, the upkeep and the log folding; jobs claimed ahead that have
-// no handler slot yet go back to the queue; (2) running handlers have the
+// Shutdown, in this order: (1) claims stop (one under way finishes), and
+// so do the listener, the pool check, the upkeep and the log folding; jobs
+// claimed that have no handler slot yet go back to the queue, once no
+// claim can take them again; (2) running handlers have the
 // shutdown grace period to finish, then their contexts are canceled and
 // they are waited for; (3) the
 // completer writes every outcome; (4) the heartbeat stops: it ran until
@@ -313,9 +315,12 @@ func (w *run) loop(ctx context.Context) error {
 	// the rate they run, so a send to it is never held for long.)
 	dispatch := make(chan heldBatch, 16)
 	bg.Go(func() {
+		var parked parked
 		for b := range dispatch {
-			w.executor.start(ctx, b, &bg)
+			parked = w.executor.start(ctx, b, &bg, parked)
 		}
+		// Claims have stopped: none can take these jobs again.
+		parked.giveBack(w.executor)
 	})
 
 	inFlight := w.claimLoop(ctx, poll, jobsCtx, dispatch)
@@ -375,6 +380,10 @@ func (w *run) startUp(ctx, auxCtx, hbCtx context.Context, bg *sync.WaitGroup) (p
 	return poll
 }
 
+// claimShutdownGrace bounds how long a claim under way when Run stops may
+// still take.
+const claimShutdownGrace = 2 * time.Second
+
 // claimLoop claims jobs while handler slots are free and hands them to
 // dispatch, until ctx ends or, in ModeDrain, nothing is left to run. It
 // returns how many handlers are still running or about to start.
@@ -391,6 +400,13 @@ func (w *run) claimLoop(ctx context.Context, poll time.Duration, jobsCtx context
 		}
 	}
 	var failures backoff
+	// A claim under way when ctx ends is let finish (within
+	// claimShutdownGrace): cut off, it may still commit on the server
+	// after the client gave up, and its jobs stay picked, unrun, until
+	// they go stale. Finished, its jobs go back to the queue with the
+	// others claimed ahead (see executor.start).
+	claimCtx, stopClaims := outlive(ctx, min(claimShutdownGrace, w.rc.shutdownTimeout))
+	defer stopClaims()
 	// Notifications before notBefore wait for it (the timer then looks):
 	// after a failed claim, its backoff; after a claim that found
 	// nothing, wakeGap from its start. A claim that found jobs lets the
@@ -447,7 +463,7 @@ func (w *run) claimLoop(ctx context.Context, poll time.Duration, jobsCtx context
 			n := min(w.rc.batchSize, free)
 			unwritten := w.completer.pending() // before the claim: see the drain check
 			began := time.Now()
-			jobs, again, raced, err := w.claimer.claim(ctx, n)
+			jobs, again, raced, err := w.claimer.claim(claimCtx, n)
 			switch {
 			case err != nil && ctx.Err() != nil:
 				continue
@@ -467,7 +483,7 @@ func (w *run) claimLoop(ctx context.Context, poll time.Duration, jobsCtx context
 				got := len(jobs)
 				deep = got == n
 				if took := time.Since(began); got > 0 && took > w.rc.heartbeatTimeout/4 {
-					jobs = w.claimer.confirm(ctx, jobs, took)
+					jobs = w.claimer.confirm(claimCtx, jobs, took)
 				}
 				if got == 0 {
 					notBefore = began.Add(wakeGap)
