@@ -35,6 +35,48 @@ func pickedIDs(t *testing.T, db *sql.DB, entrypoint string) []pgq.JobID {
 	return ids
 }
 
+// aheadWorker is a worker with 2 handler slots and batches of 2, its
+// entrypoint "ahead" warmed up with short jobs, then given 10 jobs whose
+// handlers block: 2 run and 2 are claimed ahead, waiting for a slot.
+type aheadWorker struct {
+	started chan pgq.JobID // each handler's job, as it starts
+	release chan struct{}  // a receive lets a blocked handler return
+	stop    func()         // ends Run's ctx
+	done    chan error     // Run's result
+	ids     []pgq.JobID    // the 10 jobs
+	running []pgq.JobID    // the 2 running
+}
+
+func startAheadWorker(t *testing.T, ctx context.Context, db *sql.DB, dsn string) *aheadWorker {
+	t.Helper()
+	var block atomic.Bool
+	w := &aheadWorker{started: make(chan pgq.JobID, 100), release: make(chan struct{}, 100), done: make(chan error, 1)}
+	qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
+	_ = qm.Entrypoint("ahead", func(ctx context.Context, j *pgq.Job) error {
+		w.started <- j.ID
+		if block.Load() {
+			<-w.release
+		}
+		return nil
+	})
+	runCtx, stop := context.WithCancel(ctx)
+	t.Cleanup(stop)
+	w.stop = stop
+	go func() {
+		w.done <- qm.Run(runCtx, pgq.WithMaxConcurrentTasks(2), pgq.WithBatchSize(2),
+			pgq.WithShutdownTimeout(20*time.Second))
+	}()
+	runShortJobs(t, ctx, db, "ahead", 6)
+	for range 6 {
+		receive(t, w.started, 10*time.Second, "a short job")
+	}
+	block.Store(true)
+	w.ids = enqueueN(t, ctx, db, "ahead", 10)
+	w.running = []pgq.JobID{receive(t, w.started, 10*time.Second, "run 1"), receive(t, w.started, 10*time.Second, "run 2")}
+	eventually(t, "two running and two claimed ahead", func() bool { return len(pickedIDs(t, db, "ahead")) == 4 })
+	return w
+}
+
 // While the queue is deep and handlers are short, a worker claims one
 // batch ahead of its free slots: those jobs are held but do not start
 // until a slot frees; one canceled meanwhile never starts, and at shutdown
@@ -44,40 +86,9 @@ func TestClaimsAheadOfFreeSlots(t *testing.T) {
 	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
 		ctx := testCtx(t)
 		q := pgq.NewQueries(db)
-		var block atomic.Bool
-		started := make(chan pgq.JobID, 100)
-		release := make(chan struct{})
-		qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
-		_ = qm.Entrypoint("ahead", func(ctx context.Context, j *pgq.Job) error {
-			started <- j.ID
-			if block.Load() {
-				<-release
-			}
-			return nil
-		})
-		runCtx, stop := context.WithCancel(ctx)
-		defer stop()
-		done := make(chan error, 1)
-		go func() {
-			done <- qm.Run(runCtx, pgq.WithMaxConcurrentTasks(2), pgq.WithBatchSize(2),
-				pgq.WithShutdownTimeout(20*time.Second))
-		}()
-
-		runShortJobs(t, ctx, db, "ahead", 6)
-		for range 6 {
-			receive(t, started, 10*time.Second, "a short job")
-		}
-
-		block.Store(true)
-		jobs := make([]pgq.NewJob, 10)
-		for i := range jobs {
-			jobs[i] = pgq.NewJob{Entrypoint: "ahead"}
-		}
-		if _, err := q.EnqueueBatch(ctx, jobs); err != nil {
-			t.Fatal(err)
-		}
-		running := []pgq.JobID{receive(t, started, 10*time.Second, "run 1"), receive(t, started, 10*time.Second, "run 2")}
-		eventually(t, "two running and two claimed ahead", func() bool { return len(pickedIDs(t, db, "ahead")) == 4 })
+		w := startAheadWorker(t, ctx, db, dsn)
+		started, release, stop, done := w.started, w.release, w.stop, w.done
+		running := w.running
 		time.Sleep(300 * time.Millisecond)
 		if n := len(pickedIDs(t, db, "ahead")); n != 4 {
 			t.Fatalf("%d jobs picked with 2 slots and a batch of 2, want 4", n)
@@ -237,7 +248,6 @@ func TestSlowClaimNotRunTwice(t *testing.T) {
 func TestJobsClaimedAheadHeartbeated(t *testing.T) {
 	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
 		ctx := testCtx(t)
-		q := pgq.NewQueries(db)
 		var block atomic.Bool
 		var mu sync.Mutex
 		runs := map[pgq.JobID]int{}
@@ -265,13 +275,7 @@ func TestJobsClaimedAheadHeartbeated(t *testing.T) {
 		// Claimed in batches of 2, 2 and 1: three run, one waits for a
 		// slot in the dispatcher, and the last claim's batch waits
 		// behind it.
-		jobs := make([]pgq.NewJob, 5)
-		for i := range jobs {
-			jobs[i] = pgq.NewJob{Entrypoint: "aheadhb"}
-		}
-		if _, err := q.EnqueueBatch(ctx, jobs); err != nil {
-			t.Fatal(err)
-		}
+		enqueueN(t, ctx, db, "aheadhb", 5)
 		eventually(t, "five jobs picked", func() bool { return len(pickedIDs(t, db, "aheadhb")) == 5 })
 
 		// Another worker would release and run any of them gone stale.
@@ -374,42 +378,8 @@ func TestJobsClaimedAheadGivenBackWhenHeartbeatsFail(t *testing.T) {
 func TestShutdownGivesBackAfterTheLastClaim(t *testing.T) {
 	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
 		ctx := testCtx(t)
-		q := pgq.NewQueries(db)
-		var block atomic.Bool
-		started := make(chan pgq.JobID, 100)
-		release := make(chan struct{}, 100)
-		qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
-		_ = qm.Entrypoint("ahead", func(ctx context.Context, j *pgq.Job) error {
-			started <- j.ID
-			if block.Load() {
-				<-release
-			}
-			return nil
-		})
-		runCtx, stop := context.WithCancel(ctx)
-		defer stop()
-		done := make(chan error, 1)
-		go func() {
-			done <- qm.Run(runCtx, pgq.WithMaxConcurrentTasks(2), pgq.WithBatchSize(2),
-				pgq.WithShutdownTimeout(20*time.Second))
-		}()
-		runShortJobs(t, ctx, db, "ahead", 6)
-		for range 6 {
-			receive(t, started, 10*time.Second, "a short job")
-		}
-
-		block.Store(true)
-		jobs := make([]pgq.NewJob, 10)
-		for i := range jobs {
-			jobs[i] = pgq.NewJob{Entrypoint: "ahead"}
-		}
-		ids, err := q.EnqueueBatch(ctx, jobs)
-		if err != nil {
-			t.Fatal(err)
-		}
-		receive(t, started, 10*time.Second, "run 1")
-		receive(t, started, 10*time.Second, "run 2")
-		eventually(t, "two running and two claimed ahead", func() bool { return len(pickedIDs(t, db, "ahead")) == 4 })
+		w := startAheadWorker(t, ctx, db, dsn)
+		started, release, stop, done, ids := w.started, w.release, w.stop, w.done, w.ids
 
 		// The next claim waits for the lock; one handler returns so that
 		// it is made, and a job claimed ahead takes the slot.

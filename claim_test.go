@@ -290,13 +290,7 @@ func TestDrainGoesOnAfterASlowClaimsJobsWereReleased(t *testing.T) {
 	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
 		ctx := testCtx(t)
 		const n = 300
-		jobs := make([]pgq.NewJob, n)
-		for i := range jobs {
-			jobs[i] = pgq.NewJob{Entrypoint: "d"}
-		}
-		if _, err := pgq.NewQueries(db).EnqueueBatch(ctx, jobs); err != nil {
-			t.Fatal(err)
-		}
+		enqueueN(t, ctx, db, "d", n)
 		// The first statement that marks rows picked (the first claim)
 		// waits, in its trigger, for the advisory lock the test holds.
 		for _, stmt := range []string{
@@ -334,10 +328,7 @@ func TestDrainGoesOnAfterASlowClaimsJobsWereReleased(t *testing.T) {
 			drained <- qm.Run(ctx, pgq.WithMode(pgq.ModeDrain), pgq.WithHeartbeatTimeout(timeout),
 				pgq.WithBatchSize(100), pgq.WithMaxConcurrentTasks(100))
 		}()
-		eventually(t, "the claim waits for the gate", func() bool {
-			return scalar[int](t, db, `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
-				AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`) > 0
-		})
+		waitAdvisoryLockWait(t, db, "the claim waits for the gate")
 		time.Sleep(timeout / 2) // slow enough to be confirmed
 
 		// Another worker releases the claim's jobs as stale the moment it

@@ -22,13 +22,7 @@ func TestHeartbeatAndOutcomesDoNotDeadlock(t *testing.T) {
 	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
 		ctx := testCtx(t)
 		const n = 3000
-		jobs := make([]pgq.NewJob, n)
-		for i := range jobs {
-			jobs[i] = pgq.NewJob{Entrypoint: "d"}
-		}
-		if _, err := pgq.NewQueries(db).EnqueueBatch(ctx, jobs); err != nil {
-			t.Fatal(err)
-		}
+		enqueueN(t, ctx, db, "d", n)
 		var logs syncbuf.Buffer
 		logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
 		qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn), pgq.WithLogger(logger))

@@ -67,25 +67,15 @@ func WithResources(v any) ManagerOption { return resourcesOption{v} }
 
 // outlive returns a context that ends grace after ctx ends (with ctx's
 // cause), or when stop is called: for a statement that should not be cut
-// off midway when Run stops, but not wait forever either.
+// off midway when Run stops, but not wait forever either. (A timer left
+// running by stop cancels a context already canceled.)
 func outlive(ctx context.Context, grace time.Duration) (_ context.Context, stop func()) {
 	c, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
-	var mu sync.Mutex
-	var timer *time.Timer
 	stopAfter := context.AfterFunc(ctx, func() {
-		mu.Lock()
-		defer mu.Unlock()
-		if c.Err() == nil {
-			timer = time.AfterFunc(grace, func() { cancel(context.Cause(ctx)) })
-		}
+		time.AfterFunc(grace, func() { cancel(context.Cause(ctx)) })
 	})
 	return c, func() {
 		stopAfter()
-		mu.Lock()
-		defer mu.Unlock()
-		if timer != nil {
-			timer.Stop()
-		}
 		cancel(context.Canceled)
 	}
 }

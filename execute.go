@@ -90,15 +90,15 @@ type heldBatch struct {
 // wg, as handler slots free up, in claim order. A job canceled (or whose
 // claim was lost) while it waits for its slot ends without running. Once
 // runCtx has ended (Run is stopping), the jobs still waiting are not
-// started: start adds them to parked, which it returns, and the caller
-// gives them back (parked.giveBack) once claims have stopped. Given back
+// started: start adds them to parked, and the caller gives them back
+// (giveBackAll) once claims have stopped. Given back
 // at once, they could be taken again by a claim still under way, which
 // takes its snapshot when the server starts it. A job whose hold was
 // last confirmed (by its claim or a heartbeat) holdLimit ago or more when
 // its slot comes goes back to the queue at once: the heartbeats are
 // failing, and before the handler could finish another worker might find
 // the job stale and run it too.
-func (x *executor) start(runCtx context.Context, b heldBatch, wg *sync.WaitGroup, parked parked) parked {
+func (x *executor) start(runCtx context.Context, b heldBatch, wg *sync.WaitGroup, parked *heldBatch) {
 	unconfirmed := 0
 	waited := false
 	defer func() {
@@ -129,7 +129,7 @@ func (x *executor) start(runCtx context.Context, b heldBatch, wg *sync.WaitGroup
 				<-x.slots
 			}
 			if ctx.Err() == nil {
-				parked = append(parked, parkedAttempt{ctx, a})
+				parked.atts, parked.ctxs = append(parked.atts, a), append(parked.ctxs, ctx)
 			} else {
 				x.giveBack(ctx, a, errShutdown) // canceled or lost: nothing goes back to the queue
 			}
@@ -149,22 +149,13 @@ func (x *executor) start(runCtx context.Context, b heldBatch, wg *sync.WaitGroup
 			x.done <- a.job.ID
 		})
 	}
-	return parked
 }
 
-// parked holds the jobs Run's end kept from starting, until claims stop.
-type parked []parkedAttempt
-
-type parkedAttempt struct {
-	ctx context.Context
-	a   *attempt
-}
-
-// giveBack puts the parked jobs back in the queue (unless canceled
-// meanwhile).
-func (p parked) giveBack(x *executor) {
-	for _, pa := range p {
-		x.giveBack(pa.ctx, pa.a, errShutdown)
+// giveBackAll gives back the jobs Run's end kept from starting (see
+// start).
+func (x *executor) giveBackAll(b heldBatch) {
+	for i, a := range b.atts {
+		x.giveBack(b.ctxs[i], a, errShutdown)
 	}
 }
 

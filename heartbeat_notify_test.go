@@ -43,13 +43,7 @@ func TestHeartbeatsNotHeldUpByNotifyCommits(t *testing.T) {
 				t.Fatal(err)
 			}
 			const n = 3
-			jobs := make([]pgq.NewJob, n)
-			for i := range jobs {
-				jobs[i] = pgq.NewJob{Entrypoint: "hold"}
-			}
-			if _, err := pgq.NewQueries(db).EnqueueBatch(ctx, jobs); err != nil {
-				t.Fatal(err)
-			}
+			enqueueN(t, ctx, db, "hold", n)
 			release := make(chan struct{})
 			qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
 			_ = qm.Entrypoint("hold", func(ctx context.Context, j *pgq.Job) error {

@@ -77,3 +77,18 @@ func scalar[T any](t *testing.T, db *sql.DB, query string, args ...any) T {
 	}
 	return v
 }
+
+// enqueueN enqueues n jobs of entrypoint with no payload, in one batch,
+// and returns their ids.
+func enqueueN(t testing.TB, ctx context.Context, db *sql.DB, entrypoint string, n int) []pgq.JobID {
+	t.Helper()
+	jobs := make([]pgq.NewJob, n)
+	for i := range jobs {
+		jobs[i] = pgq.NewJob{Entrypoint: entrypoint}
+	}
+	ids, err := pgq.NewQueries(db).EnqueueBatch(ctx, jobs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ids
+}

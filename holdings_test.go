@@ -148,7 +148,14 @@ func waitFinished(t *testing.T, db *sql.DB, id pgq.JobID) {
 // waitBlockedOutcome waits until an outcome write waits in blockOutcomes.
 func waitBlockedOutcome(t *testing.T, db *sql.DB) {
 	t.Helper()
-	eventually(t, "an outcome write blocked", func() bool {
+	waitAdvisoryLockWait(t, db, "an outcome write blocked")
+}
+
+// waitAdvisoryLockWait waits until a session of db's database waits for
+// an advisory lock (what says which).
+func waitAdvisoryLockWait(t *testing.T, db *sql.DB, what string) {
+	t.Helper()
+	eventually(t, what, func() bool {
 		return scalar[int](t, db, `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
 			AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`) > 0
 	})

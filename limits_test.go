@@ -69,14 +69,7 @@ func TestConcurrencyLimitFleetWide(t *testing.T) {
 func TestRateLimit(t *testing.T) {
 	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
 		ctx := testCtx(t)
-		q := pgq.NewQueries(db)
-		jobs := make([]pgq.NewJob, 400)
-		for i := range jobs {
-			jobs[i] = pgq.NewJob{Entrypoint: "rl"}
-		}
-		if _, err := q.EnqueueBatch(ctx, jobs); err != nil {
-			t.Fatal(err)
-		}
+		enqueueN(t, ctx, db, "rl", 400)
 		// Run for 6 s from the first job's start (a loaded machine can take
 		// seconds to start a worker), with a bound on the whole run.
 		runCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -273,13 +266,7 @@ func TestRetentionPrunesLog(t *testing.T) {
 	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
 		ctx := testCtx(t)
 		q := pgq.NewQueries(db)
-		jobs := make([]pgq.NewJob, 50)
-		for i := range jobs {
-			jobs[i] = pgq.NewJob{Entrypoint: "r"}
-		}
-		if _, err := q.EnqueueBatch(ctx, jobs); err != nil {
-			t.Fatal(err)
-		}
+		enqueueN(t, ctx, db, "r", 50)
 		qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
 		_ = qm.Entrypoint("r", func(ctx context.Context, j *pgq.Job) error { return nil })
 		drain(t, ctx, qm)
@@ -389,14 +376,7 @@ func TestServerRestartMidRun(t *testing.T) {
 				t.Fatal(err)
 			}
 			const n = 5000
-			jobs := make([]pgq.NewJob, n)
-			for i := range jobs {
-				jobs[i] = pgq.NewJob{Entrypoint: "r"}
-			}
-			ids, err := pgq.NewQueries(db).EnqueueBatch(ctx, jobs)
-			if err != nil {
-				t.Fatal(err)
-			}
+			ids := enqueueN(t, ctx, db, "r", n)
 			var ran atomic.Int32
 			restarted := make(chan struct{})
 			qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))

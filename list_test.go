@@ -349,13 +349,7 @@ func TestBulkActionStopsAtStart(t *testing.T) {
 	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
 		ctx := testCtx(t)
 		q := pgq.NewQueries(db)
-		jobs := make([]pgq.NewJob, 50)
-		for i := range jobs {
-			jobs[i] = pgq.NewJob{Entrypoint: "s"}
-		}
-		if _, err := q.EnqueueBatch(ctx, jobs); err != nil {
-			t.Fatal(err)
-		}
+		enqueueN(t, ctx, db, "s", 50)
 		n, err := q.DeleteJobs(ctx, pgq.JobFilter{}, pgq.WithBulkBatchSize(10), pgq.WithBulkProgress(func(int64) {
 			if _, err := q.Enqueue(ctx, "s", nil); err != nil {
 				t.Error(err)

@@ -140,9 +140,9 @@ func (qm *QueueManager) Entrypoint(name string, h Handler, opts ...EntrypointOpt
 // within 2 s), puts the jobs claimed but not started back in the queue,
 // lets running handlers finish for up to the shutdown timeout, then
 // cancels their contexts, puts the jobs that did not finish back in the
-// queue, writes every outcome, and returns nil. When it returns, every goroutine it started has ended, except the
-// handlers abandoned after their job's timeout (see WithTimeout and
-// AbandonedHandlers).
+// queue, writes every outcome, and returns nil. When it returns, every
+// goroutine it started has ended, except the handlers abandoned after
+// their job's timeout (see WithTimeout and AbandonedHandlers).
 //
 // Connections: Run holds three connections of the QueueManager's pool for
 // as long as it runs, one each for claiming, for writing outcomes, and for
@@ -287,12 +287,11 @@ func (qm *QueueManager) newRun(rc runConfig, eps map[string]*entrypoint) *run {
 // Shutdown, in this order: (1) claims stop (one under way finishes), and
 // so do the listener, the pool check, the upkeep and the log folding; jobs
 // claimed that have no handler slot yet go back to the queue, once no
-// claim can take them again; (2) running handlers have the
-// shutdown grace period to finish, then their contexts are canceled and
-// they are waited for; (3) the
-// completer writes every outcome; (4) the heartbeat stops: it ran until
-// now so that no job held went stale meanwhile; (5) every goroutine has
-// ended; (6) the connections go back to the pool.
+// claim can take them again; (2) running handlers have the shutdown grace
+// period to finish, then their contexts are canceled and they are waited
+// for; (3) the completer writes every outcome; (4) the heartbeat stops:
+// it ran until now so that no job held went stale meanwhile; (5) every
+// goroutine has ended; (6) the connections go back to the pool.
 func (w *run) loop(ctx context.Context) error {
 	var bg sync.WaitGroup // every goroutine of the run, handlers included
 	// Handlers' contexts outlive ctx by the shutdown grace period, the
@@ -315,12 +314,12 @@ func (w *run) loop(ctx context.Context) error {
 	// the rate they run, so a send to it is never held for long.)
 	dispatch := make(chan heldBatch, 16)
 	bg.Go(func() {
-		var parked parked
+		var parked heldBatch
 		for b := range dispatch {
-			parked = w.executor.start(ctx, b, &bg, parked)
+			w.executor.start(ctx, b, &bg, &parked)
 		}
 		// Claims have stopped: none can take these jobs again.
-		parked.giveBack(w.executor)
+		w.executor.giveBackAll(parked)
 	})
 
 	inFlight := w.claimLoop(ctx, poll, jobsCtx, dispatch)

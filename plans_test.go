@@ -90,14 +90,7 @@ func explain(t *testing.T, db *sql.DB, query string, args ...any) string {
 func TestHotStatementPlans(t *testing.T) {
 	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
 		ctx := testCtx(t)
-		jobs := make([]pgq.NewJob, 22_000)
-		for i := range jobs {
-			jobs[i] = pgq.NewJob{Entrypoint: "plan"}
-		}
-		ids, err := pgq.NewQueries(db).EnqueueBatch(ctx, jobs)
-		if err != nil {
-			t.Fatal(err)
-		}
+		ids := enqueueN(t, ctx, db, "plan", 22_000)
 		if _, err := db.ExecContext(ctx, "ANALYZE pgqueuer"); err != nil {
 			t.Fatal(err)
 		}

@@ -24,13 +24,7 @@ func TestHeartbeatsDoNotQueueForThePool(t *testing.T) {
 	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
 		ctx := testCtx(t)
 		const n = 8
-		jobs := make([]pgq.NewJob, n)
-		for i := range jobs {
-			jobs[i] = pgq.NewJob{Entrypoint: "hold"}
-		}
-		if _, err := pgq.NewQueries(db).EnqueueBatch(ctx, jobs); err != nil {
-			t.Fatal(err)
-		}
+		enqueueN(t, ctx, db, "hold", n)
 		var mu sync.Mutex
 		runs := map[pgq.JobID]int{}
 		record := func(id pgq.JobID) {
@@ -119,13 +113,7 @@ func TestPoolChurnRaisesIdleLimit(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
 				ctx := testCtx(t)
-				jobs := make([]pgq.NewJob, 120)
-				for i := range jobs {
-					jobs[i] = pgq.NewJob{Entrypoint: "q"}
-				}
-				if _, err := pgq.NewQueries(db).EnqueueBatch(ctx, jobs); err != nil {
-					t.Fatal(err)
-				}
+				enqueueN(t, ctx, db, "q", 120)
 				var logs syncbuf.Buffer
 				qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn),
 					pgq.WithLogger(slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))))
@@ -164,14 +152,7 @@ func TestTerminatedConnectionsReplaced(t *testing.T) {
 	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
 		ctx := testCtx(t)
 		const n = 3000
-		jobs := make([]pgq.NewJob, n)
-		for i := range jobs {
-			jobs[i] = pgq.NewJob{Entrypoint: "t"}
-		}
-		ids, err := pgq.NewQueries(db).EnqueueBatch(ctx, jobs)
-		if err != nil {
-			t.Fatal(err)
-		}
+		ids := enqueueN(t, ctx, db, "t", n)
 		admin, err := sql.Open(map[bool]string{true: "postgres", false: "pgx"}[strings.HasSuffix(t.Name(), "/postgres")], dsn)
 		if err != nil {
 			t.Fatal(err)
