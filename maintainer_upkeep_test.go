@@ -184,3 +184,45 @@ func TestVacuumNeedsOwner(t *testing.T) {
 		}
 	})
 }
+
+// TestWorkerAnalyzesBeforeTheStatisticsCountersCatchUp: a bulk enqueue
+// onto a job table vacuumed while empty, with the statistics counters not
+// yet showing it (a backend reports its changes up to 10 s late; here they
+// are reset), is analyzed by the worker before its first claim. Left with
+// the statistics of the empty table, the planner takes the partial indexes
+// for empty and plans each claim as a sort of every queued row (a 100,000
+// job drain ran 5× slower until the next ANALYZE).
+func TestWorkerAnalyzesBeforeTheStatisticsCountersCatchUp(t *testing.T) {
+	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
+		ctx := testCtx(t)
+		const n = 3000
+		execSQL(t, db, `ALTER TABLE pgqueuer SET (autovacuum_enabled = off)`)
+		execSQL(t, db, `VACUUM pgqueuer`)
+		if got := scalar[float64](t, db, `SELECT reltuples FROM pg_class WHERE oid = 'pgqueuer'::regclass`); got != 0 {
+			t.Fatalf("reltuples of the vacuumed empty table: %v, want 0", got)
+		}
+		enqueueN(t, ctx, db, "a", n)
+		// What the worker sees when the counters lag: no change since the
+		// last ANALYZE.
+		execSQL(t, db, `SELECT pg_stat_reset_single_table_counters('pgqueuer'::regclass)`)
+		if got := scalar[int64](t, db, `SELECT pg_stat_get_mod_since_analyze('pgqueuer'::regclass)`); got != 0 {
+			t.Fatalf("rows changed since the last ANALYZE after the reset: %d, want 0", got)
+		}
+
+		var ran atomic.Int64
+		qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
+		if err := qm.Entrypoint("a", func(ctx context.Context, j *pgq.Job) error {
+			ran.Add(1)
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		drain(t, ctx, qm, pgq.WithUpkeepInterval(time.Hour))
+		if got := ran.Load(); got != n {
+			t.Fatalf("ran %d jobs, want %d", got, n)
+		}
+		if got := scalar[float64](t, db, `SELECT reltuples FROM pg_class WHERE oid = 'pgqueuer'::regclass`); got < n/2 {
+			t.Errorf("reltuples of the job table after the worker started on %d queued jobs: %v: it was not analyzed", n, got)
+		}
+	})
+}

@@ -1138,7 +1138,10 @@ func (q *Queries) JobsRunningByEntrypoint(ctx context.Context, db DBTX, entrypoi
 }
 
 const jobsTableUpkeep = `-- name: JobsTableUpkeep :one
-SELECT COALESCE(pg_catalog.pg_stat_get_mod_since_analyze(c.oid) > greatest(1000, c.reltuples * 0.2), false)::boolean AS needs_analyze,
+SELECT (COALESCE(pg_catalog.pg_stat_get_mod_since_analyze(c.oid) > greatest(1000, c.reltuples * 0.2), false)
+        OR (c.reltuples < 1000
+            AND (SELECT count(*) FROM (SELECT 1 FROM pgqueuer AS q WHERE q.status = 'queued' LIMIT 1000) AS s) >= 1000)
+       )::boolean AS needs_analyze,
        COALESCE(pg_catalog.pg_stat_get_dead_tuples(c.oid) > greatest($1::bigint, c.reltuples * 0.1), false)::boolean AS needs_vacuum,
        (pg_catalog.pg_has_role(c.relowner, 'USAGE')
         OR CASE WHEN current_setting('server_version_num')::int >= 170000
@@ -1161,8 +1164,9 @@ type JobsTableUpkeepRow struct {
 
 // Reports what the job table needs: needs_analyze when its planner
 // statistics are missing or far behind its contents (more rows changed
-// since the last ANALYZE than a fifth of the table, and over 1000), which
-// the claim plan depends on; needs_vacuum when its dead rows (every claimed
+// since the last ANALYZE than a fifth of the table, and over 1000; or the
+// statistics put the table under 1000 rows while 1000 or more are queued),
+// which the claim plan depends on; needs_vacuum when its dead rows (every claimed
 // and finished job leaves two) outnumber min_dead and a tenth of the table,
 // which autovacuum, waking once a minute, lets pile up under load; and
 // may_maintain when the current user may VACUUM and ANALYZE it (has the
@@ -1172,6 +1176,16 @@ type JobsTableUpkeepRow struct {
 // It reads the two counters with the statistics functions for the one
 // table rather than through pg_stat_user_tables, a view that computes
 // every counter of every table before the filter.
+//
+// The counters lag: a backend reports its changes at most once a second,
+// and when idle up to 10 s later, so right after a bulk enqueue they may
+// still say nothing changed. The second test does not wait for them. It
+// matters most after a VACUUM of the empty table, which records 0 rows for
+// the table and its indexes: the planner then takes the partial indexes
+// for empty, whatever their size, and plans the claim as a scan of
+// pgqueuer_ep_ea_idx that sorts every queued row on each claim (a drain of
+// 100,000 jobs ran 5× slower until the next ANALYZE). The count stops at
+// 1000 queued rows.
 func (q *Queries) JobsTableUpkeep(ctx context.Context, db DBTX, arg JobsTableUpkeepParams) (*JobsTableUpkeepRow, error) {
 	row := db.QueryRowContext(ctx, jobsTableUpkeep, arg.MinDead, arg.TableName)
 	var i JobsTableUpkeepRow
