@@ -229,7 +229,7 @@ func (m *maintainer) tendJobTable(ctx context.Context) {
 // upkeep analyses the job table if its statistics are stale and, when
 // vacuum is set, vacuums it if its dead rows pile up.
 func (m *maintainer) upkeep(ctx context.Context, vacuum bool) {
-	need, err := m.q.JobsTableUpkeep(ctx, m.db, dbgen.JobsTableUpkeepParams{
+	need, err := m.q.JobsTableUpkeep(ctx, m.rdb, dbgen.JobsTableUpkeepParams{
 		MinDead: vacuumMinDead, TableName: m.names.Qualified(sqlname.JobTable),
 	})
 	if err != nil {
