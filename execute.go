@@ -27,13 +27,24 @@ type executor struct {
 	outcomes  *completer
 	progress  *progressWriter // ReportProgress's writes
 	done      chan<- JobID    // a handler returned, or a job was given back (its outcome, if any, is with the completer)
-	slots     chan struct{}   // a token per running handler (WithMaxConcurrentTasks)
+	limit     int             // handlers that may run at once (WithMaxConcurrentTasks)
 	// holdLimit is the oldest a job's last confirmed hold may be when its
 	// handler starts (half the heartbeat timeout): one older goes back to
 	// the queue instead (see start).
 	holdLimit time.Duration
 
 	handlerTime atomic.Int64 // handlers' recent run time in ns, a moving average (0: none yet)
+
+	mu      sync.Mutex
+	running int       // handler goroutines (each runs one job, then the next waiting one)
+	waiting []heldJob // jobs claimed ahead of free slots, in claim order
+	stopped bool      // giveBackAll has run: nothing waiting starts any more
+}
+
+// heldJob is one job of a heldBatch.
+type heldJob struct {
+	att *attempt
+	ctx context.Context
 }
 
 // aheadHandlerTime is the longest recent mean handler time at which a
@@ -86,48 +97,24 @@ type heldBatch struct {
 	ctxs []context.Context
 }
 
-// start runs the handler of each of a claim's jobs in its own goroutine of
-// wg, as handler slots free up, in claim order. A job canceled (or whose
-// claim was lost) while it waits for its slot ends without running. Once
-// runCtx has ended (Run is stopping), the jobs still waiting are not
-// started: start adds them to parked, and the caller gives them back
-// (giveBackAll) once claims have stopped. Given back
-// at once, they could be taken again by a claim still under way, which
-// takes its snapshot when the server starts it. A job whose hold was
-// last confirmed (by its claim or a heartbeat) holdLimit ago or more when
-// its slot comes goes back to the queue at once: the heartbeats are
-// failing, and before the handler could finish another worker might find
-// the job stale and run it too.
+// start runs the handler of each of a claim's jobs, in claim order: at
+// once in a goroutine of wg while fewer than limit run, else after the
+// jobs before it, by the first handler goroutine to finish its job (so
+// that a freed slot takes the next job without a hand-over). start never
+// waits. A job canceled (or whose claim was lost) while it waits for its
+// slot ends without running. Once runCtx has ended (Run is stopping),
+// jobs are no longer started: start adds the batch's to parked, the ones
+// waiting stay, and the caller gives both back (giveBackAll) once claims
+// have stopped. Given back at once, they could be taken again by a claim
+// still under way, which takes its snapshot when the server starts it. A
+// job whose hold was last confirmed (by its claim or a heartbeat)
+// holdLimit ago or more when its slot comes goes back to the queue at
+// once: the heartbeats are failing, and before the handler could finish
+// another worker might find the job stale and run it too.
 func (x *executor) start(runCtx context.Context, b heldBatch, wg *sync.WaitGroup, parked *heldBatch) {
-	unconfirmed := 0
-	waited := false
-	defer func() {
-		if unconfirmed > 0 {
-			x.logger.Warn("pgq: jobs waited for a handler slot while their heartbeats failed; giving them back",
-				"jobs", unconfirmed, "limit", x.holdLimit)
-		}
-	}()
 	for i, a := range b.atts {
 		ctx := b.ctxs[i]
-		slot := false
-		if runCtx.Err() == nil && ctx.Err() == nil {
-			select {
-			case x.slots <- struct{}{}:
-				slot = true
-			default:
-				waited = true // claimed ahead: this job and the rest of the batch wait for slots
-				select {
-				case x.slots <- struct{}{}:
-					slot = true
-				case <-runCtx.Done():
-				case <-ctx.Done():
-				}
-			}
-		}
-		if !slot || runCtx.Err() != nil {
-			if slot {
-				<-x.slots
-			}
+		if runCtx.Err() != nil {
 			if ctx.Err() == nil {
 				parked.atts, parked.ctxs = append(parked.atts, a), append(parked.ctxs, ctx)
 			} else {
@@ -135,27 +122,79 @@ func (x *executor) start(runCtx context.Context, b heldBatch, wg *sync.WaitGroup
 			}
 			continue
 		}
-		// A job that found its slot free starts as fresh as its claim
-		// (one that took long was confirmed; see claimer.confirm).
-		if waited && x.holdLimit > 0 && !x.held.fresh(a, time.Now(), x.holdLimit) {
-			<-x.slots
-			unconfirmed++
-			x.giveBack(ctx, a, errHoldUnconfirmed)
+		x.mu.Lock()
+		if x.running < x.limit && len(x.waiting) == 0 {
+			x.running++
+			x.mu.Unlock()
+			// A job that found its slot free starts as fresh as its
+			// claim (one that took long was confirmed; see
+			// claimer.confirm).
+			wg.Go(func() { x.runFrom(runCtx, heldJob{a, ctx}) })
 			continue
 		}
-		wg.Go(func() {
-			x.execute(ctx, a)
-			<-x.slots // free before done: the next claim's jobs may start at once
-			x.done <- a.job.ID
-		})
+		x.waiting = append(x.waiting, heldJob{a, ctx})
+		x.mu.Unlock()
 	}
 }
 
-// giveBackAll gives back the jobs Run's end kept from starting (see
-// start).
-func (x *executor) giveBackAll(b heldBatch) {
-	for i, a := range b.atts {
-		x.giveBack(b.ctxs[i], a, errShutdown)
+// runFrom runs j, then the jobs waiting for a slot, one after another,
+// until none waits or Run stops.
+func (x *executor) runFrom(runCtx context.Context, j heldJob) {
+	for {
+		x.execute(j.ctx, j.att)
+		id := j.att.job.ID
+		var ok bool
+		j, ok = x.next(runCtx)
+		x.done <- id // after the next job took the slot: the claim loop may count it free
+		if !ok {
+			return
+		}
+	}
+}
+
+// next takes the first job waiting for a slot that may start, or frees
+// the caller's slot and reports false.
+func (x *executor) next(runCtx context.Context) (heldJob, bool) {
+	unconfirmed := 0
+	defer func() {
+		if unconfirmed > 0 {
+			x.logger.Warn("pgq: jobs waited for a handler slot while their heartbeats failed; giving them back",
+				"jobs", unconfirmed, "limit", x.holdLimit)
+		}
+	}()
+	for {
+		x.mu.Lock()
+		if len(x.waiting) == 0 || x.stopped || runCtx.Err() != nil {
+			x.running--
+			x.mu.Unlock()
+			return heldJob{}, false
+		}
+		j := x.waiting[0]
+		x.waiting[0] = heldJob{}
+		x.waiting = x.waiting[1:]
+		x.mu.Unlock()
+		if x.holdLimit > 0 && j.ctx.Err() == nil && !x.held.fresh(j.att, time.Now(), x.holdLimit) {
+			unconfirmed++
+			x.giveBack(j.ctx, j.att, errHoldUnconfirmed)
+			continue
+		}
+		return j, true
+	}
+}
+
+// giveBackAll gives back the jobs Run's end kept from starting: parked
+// (see start) and the ones still waiting for a slot.
+func (x *executor) giveBackAll(parked heldBatch) {
+	x.mu.Lock()
+	x.stopped = true
+	waiting := x.waiting
+	x.waiting = nil
+	x.mu.Unlock()
+	for i, a := range parked.atts {
+		x.giveBack(parked.ctxs[i], a, errShutdown)
+	}
+	for _, j := range waiting {
+		x.giveBack(j.ctx, j.att, errShutdown)
 	}
 }
 

@@ -266,7 +266,7 @@ func (qm *QueueManager) newRun(rc runConfig, eps map[string]*entrypoint) *run {
 	w.progress = newProgressWriter(qm.q, qm.rdb, qm.cfg.names, logger)
 	w.executor = &executor{qmID: qm.id, abandoned: &qm.abandoned, eps: eps, handlers: chain(eps, append(slices.Clip(qm.cfg.middleware), rc.middleware...)),
 		resources: qm.cfg.resources, logger: logger, held: w.held, outcomes: w.completer, progress: w.progress, done: w.done,
-		slots: make(chan struct{}, rc.maxConcurrent), holdLimit: rc.heartbeatTimeout / 2}
+		limit: rc.maxConcurrent, holdLimit: rc.heartbeatTimeout / 2}
 	w.maintainer = &maintainer{q: qm.q, db: qm.db, rdb: qm.rdb, names: qm.cfg.names, lane: w.beats, qmID: qm.id,
 		held: w.held, logger: logger, wake: func() { signal(w.wake) }, entrypoints: names,
 		heartbeatTimeout: rc.heartbeatTimeout, upkeepInterval: rc.upkeepInterval,
@@ -307,11 +307,11 @@ func (w *run) loop(ctx context.Context) error {
 		defer close(completed)
 		w.completer.run()
 	}()
-	// Claimed jobs are started by a dispatcher, in claim order, as handler
-	// slots free up, so that the next claim does not wait for a batch's
-	// handlers to be started. (It waits for slots only for the jobs
-	// claimed ahead, at most one batch, which finished handlers free at
-	// the rate they run, so a send to it is never held for long.)
+	// Claimed jobs are handed to a dispatcher, so that the next claim
+	// does not wait for a batch's handlers to be started. It starts a job
+	// at once while a slot is free and queues the rest, the jobs claimed
+	// ahead, which handlers that finish take in claim order (see
+	// executor.start); it never waits for a slot.
 	dispatch := make(chan heldBatch, 16)
 	bg.Go(func() {
 		var parked heldBatch
