@@ -181,13 +181,23 @@ func (qm *QueueManager) Run(ctx context.Context, opts ...RunOption) error {
 	return w.loop(ctx)
 }
 
-// wakeGap is the least time from the start of a claim that found nothing
-// to the next claim a notification starts: notifications that arrive
-// sooner wait for it, together. A flood of notifications (each enqueue of
-// any entrypoint notifies every worker) then costs an idle worker at most
-// one claim per wakeGap, not one per notification; a claim that found
-// jobs lets the next one start at once.
+// wakeGap is the longest time from the start of a claim that found
+// nothing to the next claim a notification starts: notifications that
+// arrive sooner wait for it, together. A flood of notifications (each
+// enqueue of any entrypoint notifies every worker) then costs an idle
+// worker at most one claim per wakeGap, not one per notification. The gap
+// starts at a millisecond after a claim that found jobs and doubles with
+// each claim in a row that found none (emptyGap): a busy worker's claim
+// comes back empty when it took the jobs of a commit before that commit's
+// notification arrived, and a full gap then held the next commit's jobs
+// for up to 20 ms (the p90 of enqueue → start at half the maximum rate).
 const wakeGap = 20 * time.Millisecond
+
+// emptyGap is the gap after the n-th claim in a row that found nothing
+// (n ≥ 1): 1, 2, 4, 8, 16 ms, then wakeGap.
+func emptyGap(n int) time.Duration {
+	return min(wakeGap, time.Millisecond<<min(n-1, 5))
+}
 
 // workerConns is how many connections of its pool a running worker holds
 // for its own statements, besides the listener's.
@@ -408,9 +418,10 @@ func (w *run) claimLoop(ctx context.Context, poll time.Duration, jobsCtx context
 	defer stopClaims()
 	// Notifications before notBefore wait for it (the timer then looks):
 	// after a failed claim, its backoff; after a claim that found
-	// nothing, wakeGap from its start. A claim that found jobs lets the
+	// nothing, emptyGap from its start. A claim that found jobs lets the
 	// next one start at once.
 	var notBefore time.Time
+	empties := 0 // claims in a row that found nothing
 	claimed := 0 // for WithMaxJobs
 	// deep says the last claim came back full: the queue probably holds
 	// more, and claims may take w.ahead jobs beyond the free slots.
@@ -485,7 +496,10 @@ func (w *run) claimLoop(ctx context.Context, poll time.Duration, jobsCtx context
 					jobs = w.claimer.confirm(claimCtx, jobs, took)
 				}
 				if got == 0 {
-					notBefore = began.Add(wakeGap)
+					empties++
+					notBefore = began.Add(emptyGap(empties))
+				} else {
+					empties = 0
 				}
 				// The jobs count against the limit from now on; the
 				// dispatcher starts them while this loop may already
