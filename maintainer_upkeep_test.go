@@ -130,7 +130,7 @@ func TestStaleJobReleasedAndLogged(t *testing.T) {
 // TestVacuumNeedsOwner: the upkeep check asks for VACUUM when dead rows
 // pile up, but only of a role with the privileges of the job table's owner
 // (a worker of another role would have PostgreSQL skip it with a warning
-// every 10 s).
+// every upkeep check).
 func TestVacuumNeedsOwner(t *testing.T) {
 	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
 		ctx := testCtx(t)
