@@ -23,7 +23,7 @@ func WithUpkeepInterval(d time.Duration) RunOption {
 // db: whether it wants ANALYZE and VACUUM (and the role may run them).
 func JobTableNeeds(ctx context.Context, db dbgen.DBTX) (analyze, vacuum bool, err error) {
 	r, err := dbgen.New().JobsTableUpkeep(ctx, db, dbgen.JobsTableUpkeepParams{
-		MinDead: vacuumMinDead, TableName: sqlname.Names{}.Qualified(sqlname.JobTable),
+		MinDead: vacuumMinDead, VacuumGapS: vacuumGap.Seconds(), AnalyzeGapS: analyzeGap.Seconds(), TableName: sqlname.Names{}.Qualified(sqlname.JobTable),
 	})
 	return r.NeedsAnalyze && r.MayMaintain, r.NeedsVacuum && r.MayMaintain, err
 }

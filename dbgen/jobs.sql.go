@@ -1138,22 +1138,29 @@ func (q *Queries) JobsRunningByEntrypoint(ctx context.Context, db DBTX, entrypoi
 }
 
 const jobsTableUpkeep = `-- name: JobsTableUpkeep :one
-SELECT (COALESCE(pg_catalog.pg_stat_get_mod_since_analyze(c.oid) > greatest(1000, c.reltuples * 0.2), false)
+SELECT ((COALESCE(pg_catalog.pg_stat_get_mod_since_analyze(c.oid) > greatest(1000, c.reltuples * 0.2), false)
+         AND COALESCE(greatest(pg_catalog.pg_stat_get_last_analyze_time(c.oid), pg_catalog.pg_stat_get_last_autoanalyze_time(c.oid))
+                      < now() - make_interval(secs => $1::float8), true))
         OR (c.reltuples < 1000
             AND (SELECT count(*) FROM (SELECT 1 FROM pgqueuer AS q WHERE q.status = 'queued' LIMIT 1000) AS s) >= 1000)
        )::boolean AS needs_analyze,
-       COALESCE(pg_catalog.pg_stat_get_dead_tuples(c.oid) > greatest($1::bigint, c.reltuples * 0.1), false)::boolean AS needs_vacuum,
+       (COALESCE(pg_catalog.pg_stat_get_dead_tuples(c.oid) > greatest($2::bigint, c.reltuples * 0.1), false)
+        AND COALESCE(greatest(pg_catalog.pg_stat_get_last_vacuum_time(c.oid), pg_catalog.pg_stat_get_last_autovacuum_time(c.oid))
+                     < now() - make_interval(secs => $3::float8), true)
+       )::boolean AS needs_vacuum,
        (pg_catalog.pg_has_role(c.relowner, 'USAGE')
         OR CASE WHEN current_setting('server_version_num')::int >= 170000
                 THEN pg_catalog.has_table_privilege(c.oid, 'MAINTAIN')
                 ELSE false END)::boolean AS may_maintain
 FROM pg_catalog.pg_class AS c
-WHERE c.oid = to_regclass($2::text)
+WHERE c.oid = to_regclass($4::text)
 `
 
 type JobsTableUpkeepParams struct {
-	MinDead   int64
-	TableName string
+	AnalyzeGapS float64
+	MinDead     int64
+	VacuumGapS  float64
+	TableName   string
 }
 
 type JobsTableUpkeepRow struct {
@@ -1164,11 +1171,15 @@ type JobsTableUpkeepRow struct {
 
 // Reports what the job table needs: needs_analyze when its planner
 // statistics are missing or far behind its contents (more rows changed
-// since the last ANALYZE than a fifth of the table, and over 1000; or the
-// statistics put the table under 1000 rows while 1000 or more are queued),
+// since the last ANALYZE than a fifth of the table, and over 1000, and no
+// ANALYZE of it ended in the last analyze_gap_s seconds; or the statistics
+// put the table under 1000 rows while 1000 or more are queued),
 // which the claim plan depends on; needs_vacuum when its dead rows (every claimed
 // and finished job leaves two) outnumber min_dead and a tenth of the table,
-// which autovacuum, waking once a minute, lets pile up under load; and
+// which autovacuum, waking once a minute, lets pile up under load, and no
+// vacuum of it (any worker's, or autovacuum's) ended in the last
+// vacuum_gap_s seconds, so that the workers of a fleet, each checking
+// every second, do not vacuum it several times a second between them; and
 // may_maintain when the current user may VACUUM and ANALYZE it (has the
 // privileges of its owner, or, from PostgreSQL 17, MAINTAIN on it; else
 // PostgreSQL skips the table with a warning each time).
@@ -1187,7 +1198,12 @@ type JobsTableUpkeepRow struct {
 // 100,000 jobs ran 5× slower until the next ANALYZE). The count stops at
 // 1000 queued rows.
 func (q *Queries) JobsTableUpkeep(ctx context.Context, db DBTX, arg JobsTableUpkeepParams) (*JobsTableUpkeepRow, error) {
-	row := db.QueryRowContext(ctx, jobsTableUpkeep, arg.MinDead, arg.TableName)
+	row := db.QueryRowContext(ctx, jobsTableUpkeep,
+		arg.AnalyzeGapS,
+		arg.MinDead,
+		arg.VacuumGapS,
+		arg.TableName,
+	)
 	var i JobsTableUpkeepRow
 	err := row.Scan(&i.NeedsAnalyze, &i.NeedsVacuum, &i.MayMaintain)
 	return &i, err

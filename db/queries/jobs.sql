@@ -563,11 +563,15 @@ WHERE j.status = 'queued'
 -- name: JobsTableUpkeep :one
 -- Reports what the job table needs: needs_analyze when its planner
 -- statistics are missing or far behind its contents (more rows changed
--- since the last ANALYZE than a fifth of the table, and over 1000; or the
--- statistics put the table under 1000 rows while 1000 or more are queued),
+-- since the last ANALYZE than a fifth of the table, and over 1000, and no
+-- ANALYZE of it ended in the last analyze_gap_s seconds; or the statistics
+-- put the table under 1000 rows while 1000 or more are queued),
 -- which the claim plan depends on; needs_vacuum when its dead rows (every claimed
 -- and finished job leaves two) outnumber min_dead and a tenth of the table,
--- which autovacuum, waking once a minute, lets pile up under load; and
+-- which autovacuum, waking once a minute, lets pile up under load, and no
+-- vacuum of it (any worker's, or autovacuum's) ended in the last
+-- vacuum_gap_s seconds, so that the workers of a fleet, each checking
+-- every second, do not vacuum it several times a second between them; and
 -- may_maintain when the current user may VACUUM and ANALYZE it (has the
 -- privileges of its owner, or, from PostgreSQL 17, MAINTAIN on it; else
 -- PostgreSQL skips the table with a warning each time).
@@ -585,11 +589,16 @@ WHERE j.status = 'queued'
 -- pgqueuer_ep_ea_idx that sorts every queued row on each claim (a drain of
 -- 100,000 jobs ran 5× slower until the next ANALYZE). The count stops at
 -- 1000 queued rows.
-SELECT (COALESCE(pg_catalog.pg_stat_get_mod_since_analyze(c.oid) > greatest(1000, c.reltuples * 0.2), false)
+SELECT ((COALESCE(pg_catalog.pg_stat_get_mod_since_analyze(c.oid) > greatest(1000, c.reltuples * 0.2), false)
+         AND COALESCE(greatest(pg_catalog.pg_stat_get_last_analyze_time(c.oid), pg_catalog.pg_stat_get_last_autoanalyze_time(c.oid))
+                      < now() - make_interval(secs => @analyze_gap_s::float8), true))
         OR (c.reltuples < 1000
             AND (SELECT count(*) FROM (SELECT 1 FROM pgqueuer AS q WHERE q.status = 'queued' LIMIT 1000) AS s) >= 1000)
        )::boolean AS needs_analyze,
-       COALESCE(pg_catalog.pg_stat_get_dead_tuples(c.oid) > greatest(@min_dead::bigint, c.reltuples * 0.1), false)::boolean AS needs_vacuum,
+       (COALESCE(pg_catalog.pg_stat_get_dead_tuples(c.oid) > greatest(@min_dead::bigint, c.reltuples * 0.1), false)
+        AND COALESCE(greatest(pg_catalog.pg_stat_get_last_vacuum_time(c.oid), pg_catalog.pg_stat_get_last_autovacuum_time(c.oid))
+                     < now() - make_interval(secs => @vacuum_gap_s::float8), true)
+       )::boolean AS needs_vacuum,
        (pg_catalog.pg_has_role(c.relowner, 'USAGE')
         OR CASE WHEN current_setting('server_version_num')::int >= 170000
                 THEN pg_catalog.has_table_privilege(c.oid, 'MAINTAIN')
