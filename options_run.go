@@ -234,11 +234,12 @@ func WithLogRetention(d time.Duration) RunOption {
 // WithVacuum says whether the worker vacuums the job table itself when its
 // dead rows pile up (default true). Under load every claimed and finished
 // job leaves two dead rows, and autovacuum, which wakes once a minute, lets
-// hundreds of thousands gather, slowing claims; so every 10 seconds the
-// worker checks pg_stat_user_tables and runs VACUUM (SKIP_LOCKED) on the job
-// table when it holds over 10,000 dead rows and over a tenth of its size
-// (a second or so on a table of a million rows; a vacuum already running,
-// such as another worker's, is skipped). Like VACUUM it needs the
+// hundreds of thousands gather, slowing claims; so every second the worker
+// reads the job table's statistics counters and runs VACUUM (SKIP_LOCKED) on
+// it when it holds over 10,000 dead rows and over a tenth of its size, and
+// no vacuum of it (another worker's, or autovacuum's) ended in the last 2 s
+// (a second or so on a table of a million rows; a vacuum already running is
+// skipped). Like VACUUM it needs the
 // privileges of the table's owner: a worker whose role lacks them leaves
 // the table to autovacuum. Pass false to leave vacuuming to autovacuum
 // alone.
