@@ -113,6 +113,11 @@ type progressWriter struct {
 	mu      sync.Mutex
 	pending map[JobID]reported
 	kick    chan struct{}
+	// writing is held by a flush from taking its reports to writing them,
+	// so that writes land in the order of the reports: a job's last
+	// report, written as its handler returns, once raced a periodic
+	// write of its earlier one, which committed last and stayed.
+	writing sync.Mutex
 }
 
 func newProgressWriter(q *dbgen.Queries, db sqlname.DBTX, names sqlname.Names, logger *slog.Logger) *progressWriter {
@@ -169,6 +174,8 @@ func (p *progressWriter) finished(ctx context.Context, id JobID) {
 
 // flush writes the pending reports (only id's, when id is not nil).
 func (p *progressWriter) flush(ctx context.Context, id *JobID) {
+	p.writing.Lock()
+	defer p.writing.Unlock()
 	p.mu.Lock()
 	var batch map[JobID]reported
 	if id != nil {
