@@ -37,8 +37,7 @@ type executor struct {
 
 	mu      sync.Mutex
 	running int       // handler goroutines (each runs one job, then the next waiting one)
-	waiting []heldJob // jobs claimed ahead of free slots, in claim order
-	stopped bool      // giveBackAll has run: nothing waiting starts any more
+	waiting []heldJob // jobs claimed ahead of free slots, in claim order; after Run's end, the ones it kept from starting
 }
 
 // heldJob is one job of a heldBatch.
@@ -103,27 +102,23 @@ type heldBatch struct {
 // that a freed slot takes the next job without a hand-over). start never
 // waits. A job canceled (or whose claim was lost) while it waits for its
 // slot ends without running. Once runCtx has ended (Run is stopping),
-// jobs are no longer started: start adds the batch's to parked, the ones
-// waiting stay, and the caller gives both back (giveBackAll) once claims
-// have stopped. Given back at once, they could be taken again by a claim
-// still under way, which takes its snapshot when the server starts it. A
+// jobs are no longer started: they wait, and the caller gives them back
+// (giveBackAll) once claims have stopped. Given back at once, they could
+// be taken again by a claim still under way, which takes its snapshot when
+// the server starts it. A
 // job whose hold was last confirmed (by its claim or a heartbeat)
 // holdLimit ago or more when its slot comes goes back to the queue at
 // once: the heartbeats are failing, and before the handler could finish
 // another worker might find the job stale and run it too.
-func (x *executor) start(runCtx context.Context, b heldBatch, wg *sync.WaitGroup, parked *heldBatch) {
+func (x *executor) start(runCtx context.Context, b heldBatch, wg *sync.WaitGroup) {
 	for i, a := range b.atts {
 		ctx := b.ctxs[i]
-		if runCtx.Err() != nil {
-			if ctx.Err() == nil {
-				parked.atts, parked.ctxs = append(parked.atts, a), append(parked.ctxs, ctx)
-			} else {
-				x.giveBack(ctx, a, errShutdown) // canceled or lost: nothing goes back to the queue
-			}
+		if runCtx.Err() != nil && ctx.Err() != nil {
+			x.giveBack(ctx, a, errShutdown) // canceled or lost: nothing goes back to the queue
 			continue
 		}
 		x.mu.Lock()
-		if x.running < x.limit && len(x.waiting) == 0 {
+		if runCtx.Err() == nil && x.running < x.limit && len(x.waiting) == 0 {
 			x.running++
 			x.mu.Unlock()
 			// A job that found its slot free starts as fresh as its
@@ -164,7 +159,7 @@ func (x *executor) next(runCtx context.Context) (heldJob, bool) {
 	}()
 	for {
 		x.mu.Lock()
-		if len(x.waiting) == 0 || x.stopped || runCtx.Err() != nil {
+		if len(x.waiting) == 0 || runCtx.Err() != nil {
 			x.running--
 			x.mu.Unlock()
 			return heldJob{}, false
@@ -182,17 +177,13 @@ func (x *executor) next(runCtx context.Context) (heldJob, bool) {
 	}
 }
 
-// giveBackAll gives back the jobs Run's end kept from starting: parked
-// (see start) and the ones still waiting for a slot.
-func (x *executor) giveBackAll(parked heldBatch) {
+// giveBackAll gives back the jobs Run's end kept from starting (see
+// start), once no claim can take them again.
+func (x *executor) giveBackAll() {
 	x.mu.Lock()
-	x.stopped = true
 	waiting := x.waiting
 	x.waiting = nil
 	x.mu.Unlock()
-	for i, a := range parked.atts {
-		x.giveBack(parked.ctxs[i], a, errShutdown)
-	}
 	for _, j := range waiting {
 		x.giveBack(j.ctx, j.att, errShutdown)
 	}

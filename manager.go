@@ -324,12 +324,11 @@ func (w *run) loop(ctx context.Context) error {
 	// executor.start); it never waits for a slot.
 	dispatch := make(chan heldBatch, 16)
 	bg.Go(func() {
-		var parked heldBatch
 		for b := range dispatch {
-			w.executor.start(ctx, b, &bg, &parked)
+			w.executor.start(ctx, b, &bg)
 		}
 		// Claims have stopped: none can take these jobs again.
-		w.executor.giveBackAll(parked)
+		w.executor.giveBackAll()
 	})
 
 	inFlight := w.claimLoop(ctx, poll, jobsCtx, dispatch)
