@@ -9,16 +9,22 @@ import (
 )
 
 // keyedState is what a claimer keeps between claims about keyed jobs
-// (fairness and serial keys, see JobsClaimKeyed). Only the claim loop's
-// goroutine touches it.
+// (fairness and serial keys, see JobsClaimFair and JobsClaimKeyed). Only
+// the claim loop's goroutine touches it.
 type keyedState struct {
-	active  bool      // the last look found entrypoints with queued keyed jobs
-	all     bool      // ... and every entrypoint had some: no ordinary claim first
-	turn    bool      // while active, every other claim takes keyed jobs first
-	claims  int       // claims made
-	lookedN int       // claims made at the last look
-	looked  time.Time // the last look (JobsKeyedWaiting or JobsClaimKeyed)
-	cursors map[string][2]string
+	active bool // the last look found entrypoints with queued keyed jobs
+	all    bool // ... and every entrypoint had some: no ordinary claim first
+	// fair holds the entrypoints JobsClaimFair takes (fairness keys only);
+	// keyed ones not in it are JobsClaimKeyed's, and old says there are
+	// some.
+	fair       map[string]bool
+	old        bool
+	turn       bool      // while active, every other claim takes keyed jobs first
+	claims     int       // claims made
+	lookedN    int       // claims made at the last look
+	looked     time.Time // the last look (JobsKeyedWaiting or JobsClaimKeyed)
+	fairLooked time.Time // the last JobsKeyedWaiting
+	cursors    map[string][2]string
 }
 
 // A claimer whose ordinary claims fill their batches and that found no
@@ -35,17 +41,21 @@ const (
 const keyedRounds = 4
 
 // claimRows runs the ordinary claim (JobsClaim), which skips entrypoints
-// with queued keyed jobs, and the keyed claim (JobsClaimKeyed) for those.
-// While keyed jobs are about, the keyed claim goes first on every other
-// claim (on every claim when every entrypoint has keyed jobs), and the
-// other claim takes what room is left. Otherwise a claim is JobsClaim
-// alone, followed, when it left room or at the look's interval, by the
-// small JobsKeyedWaiting: a workload without keys never plans the keyed
-// statement.
+// with queued keyed jobs, and the keyed claims for those: JobsClaimFair
+// for entrypoints whose keyed jobs all have fairness keys, JobsClaimKeyed
+// for the rest. While keyed jobs are about, the keyed claims go first on
+// every other claim (on every claim when every entrypoint has keyed jobs),
+// and the other claim takes what room is left. Otherwise a claim is
+// JobsClaim alone, followed, when it left room or at the look's interval,
+// by the small JobsKeyedWaiting: a workload without keys never plans the
+// keyed statements. While JobsClaimFair has entrypoints, the look runs
+// every keyedLookEvery, which moves an entrypoint whose jobs no longer
+// suit it (a serial key, jobs without a key) to JobsClaimKeyed.
 func (c *claimer) claimRows(ctx context.Context, s session, db sqlname.DBTX, inTx bool, p dbgen.JobsClaimParams) ([]*dbgen.JobsClaimRow, error) {
 	k := &c.keyed
 	k.claims++
-	if !k.active && k.claims-k.lookedN >= keyedLookClaims && time.Since(k.looked) >= keyedLookEvery {
+	if (!k.active && k.claims-k.lookedN >= keyedLookClaims && time.Since(k.looked) >= keyedLookEvery) ||
+		(len(k.fair) > 0 && time.Since(k.fairLooked) >= keyedLookEvery) {
 		if err := c.lookForKeyed(ctx, db, p.Entrypoints); err != nil {
 			return nil, err
 		}
@@ -64,12 +74,22 @@ func (c *claimer) claimRows(ctx context.Context, s session, db sqlname.DBTX, inT
 			}
 		}
 	}
-	more, err := c.claimKeyedTx(ctx, s, db, inTx, p, rows)
-	if err != nil {
-		return nil, err
+	if len(k.fair) > 0 {
+		more, err := c.claimFair(ctx, db, p, rows)
+		if err != nil {
+			return nil, err
+		}
+		rows = append(rows, more...)
 	}
-	rows = append(rows, more...)
-	if keyedFirst && len(rows) < int(p.BatchSize) {
+	if k.old && len(rows) < int(p.BatchSize) {
+		more, err := c.claimKeyedTx(ctx, s, db, inTx, p, rows)
+		if err != nil {
+			return nil, err
+		}
+		rows = append(rows, more...)
+	}
+	// When every entrypoint has keyed jobs, JobsClaim would skip them all.
+	if keyedFirst && !k.all && len(rows) < int(p.BatchSize) {
 		rest, err := c.q.JobsClaim(ctx, db, leftOver(p, rows))
 		if err != nil {
 			return nil, err
@@ -79,16 +99,77 @@ func (c *claimer) claimRows(ctx context.Context, s session, db sqlname.DBTX, inT
 	return rows, nil
 }
 
-// lookForKeyed asks which entrypoints have queued keyed jobs.
+// lookForKeyed asks which entrypoints have queued keyed jobs, and which
+// of those JobsClaimFair takes.
 func (c *claimer) lookForKeyed(ctx context.Context, db sqlname.DBTX, names []string) error {
 	k := &c.keyed
-	k.looked, k.lookedN = time.Now(), k.claims
+	k.looked, k.lookedN, k.fairLooked = time.Now(), k.claims, time.Now()
 	found, err := c.q.JobsKeyedWaiting(ctx, db, names)
 	if err != nil {
 		return err
 	}
+	clear(k.fair)
+	k.old = false
+	for _, f := range found {
+		if f.Fair && !f.Serial && !f.Unkeyed && (c.eps[f.Entrypoint] == nil || c.eps[f.Entrypoint].keyLimit == 0) {
+			if k.fair == nil {
+				k.fair = map[string]bool{}
+			}
+			k.fair[f.Entrypoint] = true
+		} else {
+			k.old = true
+		}
+	}
 	k.active, k.all = len(found) > 0, len(found) == len(names)
 	return nil
+}
+
+// claimFair claims the jobs of the entrypoints in c.keyed.fair
+// (JobsClaimFair) within what p leaves after rows. An entrypoint that
+// gave nothing while it had room goes to JobsClaimKeyed until the next
+// look: its keyed jobs may be gone, not due, or held by others.
+func (c *claimer) claimFair(ctx context.Context, db sqlname.DBTX, p dbgen.JobsClaimParams, rows []*dbgen.JobsClaimRow) ([]*dbgen.JobsClaimRow, error) {
+	k := &c.keyed
+	left := leftOver(p, rows)
+	if left.BatchSize == 0 {
+		return nil, nil
+	}
+	fp := dbgen.JobsClaimFairParams{
+		SynchronousClaim: p.SynchronousClaim,
+		Entrypoints:      left.Entrypoints,
+		Caps:             make([]int32, len(left.Entrypoints)),
+		BatchSize:        left.BatchSize,
+		QueueManagerID:   p.QueueManagerID,
+	}
+	asked := false
+	for i, name := range left.Entrypoints {
+		if k.fair[name] {
+			fp.Caps[i] = left.Caps[i]
+			asked = asked || fp.Caps[i] > 0
+		}
+	}
+	if !asked {
+		return nil, nil
+	}
+	res, err := c.q.JobsClaimFair(ctx, db, fp)
+	if err != nil {
+		return nil, err
+	}
+	got := make([]*dbgen.JobsClaimRow, len(res))
+	took := map[string]bool{}
+	for i, r := range res {
+		got[i] = (*dbgen.JobsClaimRow)(r)
+		took[r.Entrypoint] = true
+	}
+	if len(res) < int(fp.BatchSize) {
+		for i, name := range fp.Entrypoints {
+			if fp.Caps[i] > 0 && !took[name] {
+				delete(k.fair, name)
+				k.old = true
+			}
+		}
+	}
+	return got, nil
 }
 
 // leftOver is p less what rows took: each entrypoint's cap and the batch.
@@ -160,6 +241,10 @@ func (c *claimer) claimKeyed(ctx context.Context, db sqlname.DBTX, p dbgen.JobsC
 		}
 		fromCursor := false
 		for i, name := range left.Entrypoints {
+			if k.fair[name] {
+				kp.Caps[i] = 0 // JobsClaimFair's
+				continue
+			}
 			cur := k.cursors[name]
 			fromCursor = fromCursor || cur != [2]string{}
 			kp.FairCursors[i], kp.SerialCursors[i] = cur[0], cur[1]
@@ -190,7 +275,9 @@ func (c *claimer) claimKeyed(ctx context.Context, db sqlname.DBTX, p dbgen.JobsC
 			}
 		}
 		if round == 0 {
-			k.active, k.all = len(seen) > 0, len(seen) == len(left.Entrypoints)
+			k.old = len(seen) > 0
+			k.active = k.old || len(k.fair) > 0
+			k.all = len(seen)+len(k.fair) == len(left.Entrypoints)
 		}
 		if n == 0 && !fromCursor {
 			break

@@ -19,11 +19,13 @@ const MaxKeyLength = 200
 // pgq worker shares its batch round-robin across the keys that have due
 // jobs (jobs without a key count as one more key), so that a key with a
 // million queued jobs delays another key's job by about one claim, not by
-// its backlog. Within a key, jobs run by priority, then in enqueue order;
-// across keys, every key gets the same share whatever its priorities. See
-// WithKeyConcurrencyLimit for a fleet-wide cap per key, and
-// docs/fairness.md. A PGQueuer worker sharing the queue runs keyed jobs as
-// ordinary ones. key must be 1 to MaxKeyLength bytes of UTF-8 without NUL;
+// its backlog. Within a key, jobs run in enqueue order, those of one
+// EnqueueBatch by priority first (by priority across batches while the
+// entrypoint also holds jobs with a serial key or none, or has
+// WithKeyConcurrencyLimit); across keys, every key gets the same share
+// whatever its priorities. See WithKeyConcurrencyLimit for a fleet-wide
+// cap per key, and docs/fairness.md. A PGQueuer worker sharing the queue
+// runs keyed jobs as ordinary ones. key must be 1 to MaxKeyLength bytes of UTF-8 without NUL;
 // a job takes a fairness key or a serial key, not both.
 func WithFairnessKey(key string) EnqueueOption {
 	return enqueueOption(func(c *enqueueConfig) {

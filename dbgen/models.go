@@ -110,6 +110,7 @@ type Pgqueuer struct {
 	Slot           sql.NullInt64
 	FairnessKey    sql.NullString
 	SerialKey      sql.NullString
+	FairRank       sql.NullInt64
 }
 
 type PgqueuerLog struct {

@@ -17,9 +17,45 @@ WITH input AS (
         unnest(@fairness_keys::text[])         AS fairness_key,
         unnest(@serial_keys::text[])           AS serial_key
 ),
+-- Fairness ranks (migration 8; see JobsClaimFair): each key's jobs of the
+-- batch, in priority then input order, take the turns after the key's
+-- last queued job, or from the entrypoint's current turn (the lowest rank
+-- of its due keyed jobs) when that is later or the key has none queued.
+numbered AS (
+    SELECT i.*, row_number() OVER () AS ord FROM input AS i
+),
+ranked AS (
+    SELECT n.*,
+           row_number() OVER (PARTITION BY n.entrypoint, n.fairness_key
+                              ORDER BY n.priority DESC, n.ord) - 1 AS key_nth
+    FROM numbered AS n
+),
+clocks AS MATERIALIZED (
+    SELECT e.entrypoint,
+           COALESCE((SELECT f.fair_rank FROM pgqueuer AS f
+                     WHERE f.entrypoint = e.entrypoint
+                       AND f.status = 'queued' AND f.fairness_key IS NOT NULL
+                       AND f.fair_rank IS NOT NULL
+                       AND f.execute_after <= now()
+                     ORDER BY f.fair_rank
+                     LIMIT 1), 0) AS turn
+    FROM (SELECT DISTINCT r.entrypoint FROM ranked AS r WHERE r.fairness_key <> '') AS e
+),
+starts AS (
+    SELECT k.entrypoint, k.fairness_key,
+           GREATEST(c.turn,
+                    COALESCE((SELECT f.fair_rank + 1 FROM pgqueuer AS f
+                              WHERE f.entrypoint = k.entrypoint AND f.fairness_key = k.fairness_key
+                                AND f.status = 'queued' AND f.fairness_key IS NOT NULL
+                                AND f.fair_rank IS NOT NULL
+                              ORDER BY f.fair_rank DESC
+                              LIMIT 1), 0)) AS start
+    FROM (SELECT DISTINCT r.entrypoint, r.fairness_key FROM ranked AS r WHERE r.fairness_key <> '') AS k
+    JOIN clocks AS c ON c.entrypoint = k.entrypoint
+),
 inserted AS (
     INSERT INTO pgqueuer (priority, entrypoint, payload, execute_after, status, dedupe_key, headers,
-                          fairness_key, serial_key)
+                          fairness_key, serial_key, fair_rank)
     SELECT
         i.priority,
         i.entrypoint,
@@ -29,8 +65,11 @@ inserted AS (
         NULLIF(i.dedupe_key, ''),
         NULLIF(i.headers, '')::jsonb,
         NULLIF(i.fairness_key, ''),
-        NULLIF(i.serial_key, '')
-    FROM input AS i
+        NULLIF(i.serial_key, ''),
+        s.start + i.key_nth
+    FROM ranked AS i
+    LEFT JOIN starts AS s ON s.entrypoint = i.entrypoint AND s.fairness_key = i.fairness_key
+    ORDER BY i.ord
     RETURNING id, priority, entrypoint, dedupe_key
 ),
 logged AS (
@@ -56,9 +95,45 @@ WITH input AS (
         unnest(@fairness_keys::text[])         AS fairness_key,
         unnest(@serial_keys::text[])           AS serial_key
 ),
+-- Fairness ranks (migration 8; see JobsClaimFair): each key's jobs of the
+-- batch, in priority then input order, take the turns after the key's
+-- last queued job, or from the entrypoint's current turn (the lowest rank
+-- of its due keyed jobs) when that is later or the key has none queued.
+numbered AS (
+    SELECT i.*, row_number() OVER () AS ord FROM input AS i
+),
+ranked AS (
+    SELECT n.*,
+           row_number() OVER (PARTITION BY n.entrypoint, n.fairness_key
+                              ORDER BY n.priority DESC, n.ord) - 1 AS key_nth
+    FROM numbered AS n
+),
+clocks AS MATERIALIZED (
+    SELECT e.entrypoint,
+           COALESCE((SELECT f.fair_rank FROM pgqueuer AS f
+                     WHERE f.entrypoint = e.entrypoint
+                       AND f.status = 'queued' AND f.fairness_key IS NOT NULL
+                       AND f.fair_rank IS NOT NULL
+                       AND f.execute_after <= now()
+                     ORDER BY f.fair_rank
+                     LIMIT 1), 0) AS turn
+    FROM (SELECT DISTINCT r.entrypoint FROM ranked AS r WHERE r.fairness_key <> '') AS e
+),
+starts AS (
+    SELECT k.entrypoint, k.fairness_key,
+           GREATEST(c.turn,
+                    COALESCE((SELECT f.fair_rank + 1 FROM pgqueuer AS f
+                              WHERE f.entrypoint = k.entrypoint AND f.fairness_key = k.fairness_key
+                                AND f.status = 'queued' AND f.fairness_key IS NOT NULL
+                                AND f.fair_rank IS NOT NULL
+                              ORDER BY f.fair_rank DESC
+                              LIMIT 1), 0)) AS start
+    FROM (SELECT DISTINCT r.entrypoint, r.fairness_key FROM ranked AS r WHERE r.fairness_key <> '') AS k
+    JOIN clocks AS c ON c.entrypoint = k.entrypoint
+),
 inserted AS (
     INSERT INTO pgqueuer (priority, entrypoint, payload, execute_after, status, dedupe_key, headers,
-                          fairness_key, serial_key)
+                          fairness_key, serial_key, fair_rank)
     SELECT
         i.priority,
         i.entrypoint,
@@ -68,8 +143,11 @@ inserted AS (
         NULLIF(i.dedupe_key, ''),
         NULLIF(i.headers, '')::jsonb,
         NULLIF(i.fairness_key, ''),
-        NULLIF(i.serial_key, '')
-    FROM input AS i
+        NULLIF(i.serial_key, ''),
+        s.start + i.key_nth
+    FROM ranked AS i
+    LEFT JOIN starts AS s ON s.entrypoint = i.entrypoint AND s.fairness_key = i.fairness_key
+    ORDER BY i.ord
     ON CONFLICT (dedupe_key) WHERE status IN ('queued', 'picked') AND dedupe_key IS NOT NULL
     DO NOTHING
     RETURNING id, priority, entrypoint, dedupe_key
@@ -393,16 +471,104 @@ SELECT 0::bigint, 0::int, now(), now(), eps.entrypoint, NULL::bytea, NULL::jsonb
 FROM eps;
 
 -- name: JobsKeyedWaiting :many
--- Which of the entrypoints have queued jobs with a fairness or serial key:
--- one probe of pgqueuer_pgq_keyed_idx each. A worker that found none asks
--- this, not JobsClaimKeyed, until some appear.
-SELECT e.name::text AS entrypoint
+-- Which of the entrypoints have queued jobs with a fairness or serial key
+-- (one probe of pgqueuer_pgq_keyed_idx each), and for those: whether some
+-- have a fairness key (fair), some a serial key (serial), and whether any
+-- of the first 100 queued jobs in priority order has no key (unkeyed).
+-- JobsClaimFair takes an entrypoint with fair jobs only; JobsClaimKeyed
+-- the others. A worker that found no keyed jobs asks this, not the keyed
+-- claims, until some appear.
+SELECT e.name::text AS entrypoint,
+       EXISTS (SELECT 1 FROM pgqueuer AS f
+               WHERE f.entrypoint = e.name AND f.status = 'queued'
+                 AND f.fairness_key IS NOT NULL) AS fair,
+       EXISTS (SELECT 1 FROM pgqueuer AS s
+               WHERE s.entrypoint = e.name AND s.status = 'queued'
+                 AND s.serial_key IS NOT NULL) AS serial,
+       EXISTS (SELECT 1 FROM (
+                   SELECT u.fairness_key, u.serial_key FROM pgqueuer AS u
+                   WHERE u.entrypoint = e.name AND u.status = 'queued'
+                   ORDER BY u.priority DESC, u.id
+                   LIMIT 100) AS h
+               WHERE h.fairness_key IS NULL AND h.serial_key IS NULL) AS unkeyed
 FROM unnest(@entrypoints::text[]) AS e(name)
 WHERE EXISTS (
     SELECT 1 FROM pgqueuer AS k
     WHERE k.entrypoint = e.name
       AND k.status = 'queued'
       AND (k.fairness_key IS NOT NULL OR k.serial_key IS NOT NULL));
+
+-- name: JobsClaimFair :many
+-- The claim of entrypoints whose queued keyed jobs all have a fairness
+-- key (no serial keys, no jobs without a key near the queue's head, no
+-- WithKeyConcurrencyLimit: JobsClaimKeyed takes the others). It is
+-- JobsClaim on another order: per entrypoint, up to its cap of due jobs
+-- with a fairness key by fair_rank, then id (pgqueuer_pgq_fair_rank_idx).
+-- The ranks given at enqueue (see JobsEnqueueKeyed) make that order a
+-- round robin across the keys with due jobs: a key's first job ranks with
+-- the entrypoint's current turn, its next ones a turn later each. Marks
+-- the jobs picked, writes their 'picked' log rows and returns them as
+-- JobsClaim does (claim_token, synchronous_claim: see there).
+WITH commit_mode AS (
+    SELECT set_config('synchronous_commit',
+                      CASE WHEN @synchronous_claim::boolean
+                           THEN current_setting('synchronous_commit')
+                           ELSE 'off' END,
+                      true) AS mode
+),
+caps AS (
+    SELECT unnest(@entrypoints::text[]) AS entrypoint,
+           unnest(@caps::int[]) AS cap
+    FROM commit_mode
+),
+due AS (
+    SELECT q.id, q.fair_rank
+    FROM caps
+    CROSS JOIN LATERAL (
+        SELECT d.id, d.fair_rank
+        FROM pgqueuer AS d
+        WHERE d.status = 'queued'
+          AND d.fairness_key IS NOT NULL
+          AND d.entrypoint = caps.entrypoint
+          AND d.execute_after <= now()
+        ORDER BY d.fair_rank ASC, d.id ASC
+        LIMIT caps.cap
+        FOR UPDATE SKIP LOCKED
+    ) AS q
+    WHERE caps.cap > 0
+      AND NOT EXISTS (SELECT 1 FROM pgqueuer_pgq_paused AS p WHERE p.entrypoint = caps.entrypoint)
+),
+candidates AS (
+    SELECT due.id FROM due
+    ORDER BY due.fair_rank ASC, due.id ASC
+    LIMIT @batch_size::int
+),
+claim_time AS MATERIALIZED (
+    SELECT clock_timestamp() AS at
+),
+claimed AS (
+    UPDATE pgqueuer AS j
+    SET status = 'picked',
+        updated = (SELECT claim_time.at FROM claim_time),
+        heartbeat = now(),
+        queue_manager_id = @queue_manager_id,
+        slot = NULL
+    WHERE j.id = ANY(ARRAY(SELECT candidates.id FROM candidates))
+    RETURNING j.id, j.priority, j.created, j.execute_after, j.entrypoint,
+              j.payload, j.headers, j.attempts, j.dedupe_key,
+              (extract(epoch FROM j.updated) * 1000000)::bigint AS claim_token,
+              j.fairness_key, j.serial_key, j.fair_rank
+),
+logged AS (
+    INSERT INTO pgqueuer_log (job_id, status, priority, entrypoint, created)
+    SELECT claimed.id, 'picked', claimed.priority, claimed.entrypoint, claim_time.at
+    FROM claimed CROSS JOIN claim_time
+)
+SELECT claimed.id, claimed.priority, claimed.created, claimed.execute_after,
+       claimed.entrypoint, claimed.payload, claimed.headers, claimed.attempts,
+       claimed.dedupe_key, claimed.claim_token, claimed.fairness_key, claimed.serial_key
+FROM claimed
+ORDER BY claimed.fair_rank ASC, claimed.id ASC;
 
 -- name: JobsKeyedTxSettings :exec
 -- Settings for the rest of the transaction that runs JobsClaimKeyed:

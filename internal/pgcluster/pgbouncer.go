@@ -373,9 +373,13 @@ var pgbouncerFound struct {
 // FindPgBouncer returns the path of the pgbouncer program: on PATH, or in
 // /usr/sbin, /usr/local/sbin, /usr/local/bin or /opt/homebrew/bin. When
 // there is none and the process runs as root on a system with apt-get, it
-// installs Debian's pgbouncer package first. The error wraps
-// ErrNoPgBouncer when none can be found or installed.
+// installs Debian's pgbouncer package first, saying so on log (nil: say
+// nothing). The error wraps ErrNoPgBouncer when none can be found or
+// installed.
 func FindPgBouncer(ctx context.Context, log io.Writer) (string, error) {
+	if log == nil {
+		log = io.Discard
+	}
 	pgbouncerFound.Lock()
 	defer pgbouncerFound.Unlock()
 	if !pgbouncerFound.done {

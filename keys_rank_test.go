@@ -1,0 +1,144 @@
+package pgq_test
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/google/uuid"
+
+	"github.com/pgq-dev/pgq"
+	"github.com/pgq-dev/pgq/dbgen"
+)
+
+// TestFairClaimRoundRobin runs JobsClaimFair by hand on ranks given at
+// enqueue: keys that arrive while another key's backlog is half claimed
+// start at its current turn (not behind its backlog, not ahead of it), a
+// key takes one job per turn, a key whose queue emptied starts again at
+// the current turn, and priority orders one key's jobs within a batch.
+func TestFairClaimRoundRobin(t *testing.T) {
+	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
+		ctx := testCtx(t)
+		q := pgq.NewQueries(db)
+		enqueue := func(key string, n int, priorities ...int32) {
+			t.Helper()
+			jobs := make([]pgq.NewJob, n)
+			for i := range jobs {
+				jobs[i] = pgq.NewJob{Entrypoint: "rr", FairnessKey: key}
+				if i < len(priorities) {
+					jobs[i].Priority = priorities[i]
+				}
+			}
+			if _, err := q.EnqueueBatch(ctx, jobs); err != nil {
+				t.Fatal(err)
+			}
+		}
+		claim := func(n int32) string {
+			t.Helper()
+			rows, err := dbgen.New().JobsClaimFair(ctx, pgq.QueryDB(db), dbgen.JobsClaimFairParams{
+				Entrypoints: []string{"rr"}, Caps: []int32{n}, BatchSize: n,
+				QueueManagerID: uuid.NullUUID{UUID: uuid.New(), Valid: true},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var b strings.Builder
+			for _, r := range rows {
+				b.WriteString(r.FairnessKey.String)
+			}
+			return b.String()
+		}
+		enqueue("a", 100)
+		if got := claim(20); got != strings.Repeat("a", 20) {
+			t.Fatalf("first claim took %q, want 20 of a", got)
+		}
+		// a's next turn is 20: b and c start there, one job a turn each.
+		enqueue("b", 10)
+		enqueue("c", 10)
+		if got, want := claim(30), strings.Repeat("abc", 10); got != want {
+			t.Fatalf("claim after b and c arrived took %q, want %q", got, want)
+		}
+		// b's and c's queues are empty: their next jobs start at the
+		// current turn (30), a's.
+		enqueue("b", 1)
+		enqueue("c", 2)
+		if got, want := claim(5), "abcac"; got != want {
+			t.Fatalf("claim took %q, want %q", got, want)
+		}
+		// Within a batch, one key's jobs take their turns by priority.
+		if _, err := db.ExecContext(ctx, "TRUNCATE pgqueuer"); err != nil {
+			t.Fatal(err)
+		}
+		enqueue("d", 3, 0, 5, 1)
+		var got []int32
+		rows, err := dbgen.New().JobsClaimFair(ctx, pgq.QueryDB(db), dbgen.JobsClaimFairParams{
+			Entrypoints: []string{"rr"}, Caps: []int32{3}, BatchSize: 3,
+			QueueManagerID: uuid.NullUUID{UUID: uuid.New(), Valid: true},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range rows {
+			got = append(got, r.Priority)
+		}
+		if fmt.Sprint(got) != "[5 1 0]" {
+			t.Fatalf("priorities in claim order %v, want [5 1 0]", got)
+		}
+	})
+}
+
+// TestFairClaimMixedEntrypoint: an entrypoint whose fairness-keyed jobs
+// share it with jobs without a key and a serial key is claimed by
+// JobsClaimKeyed (jobs without a key share as one more key), then, once
+// only fairness keys are left, by JobsClaimFair; every job runs once.
+func TestFairClaimMixedEntrypoint(t *testing.T) {
+	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
+		ctx := testCtx(t)
+		q := pgq.NewQueries(db)
+		var jobs []pgq.NewJob
+		for range 1000 {
+			jobs = append(jobs, pgq.NewJob{Entrypoint: "mix", FairnessKey: "a"})
+		}
+		for range 10 {
+			jobs = append(jobs, pgq.NewJob{Entrypoint: "mix", Priority: 5, Payload: []byte("plain")})
+		}
+		jobs = append(jobs, pgq.NewJob{Entrypoint: "mix", SerialKey: "s"})
+		if _, err := q.EnqueueBatch(ctx, jobs); err != nil {
+			t.Fatal(err)
+		}
+		var mu sync.Mutex
+		seen := map[pgq.JobID]int{}
+		var order []string
+		qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
+		if err := qm.Entrypoint("mix", func(_ context.Context, j *pgq.Job) error {
+			mu.Lock()
+			defer mu.Unlock()
+			seen[j.ID]++
+			order = append(order, string(j.Payload))
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		drain(t, ctx, qm, pgq.WithBatchSize(10), pgq.WithMaxConcurrentTasks(10))
+		if len(seen) != len(jobs) {
+			t.Fatalf("%d jobs ran, want %d", len(seen), len(jobs))
+		}
+		for id, n := range seen {
+			if n != 1 {
+				t.Fatalf("job %d ran %d times", id, n)
+			}
+		}
+		last := 0
+		for i, p := range order {
+			if p == "plain" {
+				last = i
+			}
+		}
+		if last >= 60 {
+			t.Fatalf("the last job without a key started as number %d of %d, want within the first claims", last+1, len(order))
+		}
+	})
+}
