@@ -76,9 +76,10 @@ func run() error {
 		if err != nil {
 			return fmt.Errorf("%s: %w", phase, err)
 		}
-		fmt.Printf("%-6s B jobs %4d  wait p50 %7.1f ms  p99 %7.1f ms  max %7.1f ms  (of which enqueue p50 %5.1f ms  p99 %6.1f ms)",
+		fmt.Printf("%-6s B jobs %4d  wait p50 %7.1f ms  p99 %7.1f ms  max %7.1f ms  (enqueue call p50 %5.1f ms  p99 %6.1f ms;"+
+			" from its return p50 %7.1f ms  p99 %7.1f ms)",
 			phase, len(r.waits), ms(pct(r.waits, 0.50)), ms(pct(r.waits, 0.99)), ms(pct(r.waits, 1)),
-			ms(pct(r.enqueues, 0.50)), ms(pct(r.enqueues, 0.99)))
+			ms(pct(r.enqueues, 0.50)), ms(pct(r.enqueues, 0.99)), ms(pct(r.afters, 0.50)), ms(pct(r.afters, 0.99)))
 		if r.backlog > 0 {
 			fmt.Printf("  backlog %d in %.1f s: %.0f jobs/s", r.backlog, r.drain.Seconds(), float64(r.backlog)/r.drain.Seconds())
 		}
@@ -90,6 +91,7 @@ func run() error {
 type result struct {
 	waits    []time.Duration // B's enqueue call to its handler's start
 	enqueues []time.Duration // B's enqueue calls
+	afters   []time.Duration // B's enqueue call's return to its handler's start
 	backlog  int
 	drain    time.Duration
 }
@@ -128,6 +130,8 @@ func (o options) phase(ctx context.Context, db *sql.DB, phase string) (result, e
 		mu       sync.Mutex
 		waits    []time.Duration
 		enqueues []time.Duration
+		returned sync.Map // B's enqueue time (UnixNano) -> its call's return
+		afters   []time.Duration
 		started  atomic.Int64
 		lastA    atomic.Int64
 		warm     atomic.Int64
@@ -144,6 +148,9 @@ func (o options) phase(ctx context.Context, db *sql.DB, phase string) (result, e
 			sent := time.Unix(0, int64(binary.BigEndian.Uint64(j.Payload[1:])))
 			mu.Lock()
 			waits = append(waits, now.Sub(sent))
+			if ret, ok := returned.Load(sent.UnixNano()); ok {
+				afters = append(afters, now.Sub(ret.(time.Time)))
+			}
 			mu.Unlock()
 			return nil
 		}
@@ -189,7 +196,9 @@ func (o options) phase(ctx context.Context, db *sql.DB, phase string) (result, e
 			stop()
 			return result{}, err
 		}
-		enqueues = append(enqueues, time.Since(sent))
+		ret := time.Now()
+		returned.Store(sent.UnixNano(), ret)
+		enqueues = append(enqueues, ret.Sub(sent))
 		<-tick.C
 	}
 	time.Sleep(2 * time.Second) // B's last job
@@ -197,7 +206,9 @@ func (o options) phase(ctx context.Context, db *sql.DB, phase string) (result, e
 	if err := <-done; err != nil {
 		return result{}, err
 	}
-	r := result{waits: waits, enqueues: enqueues, backlog: backlog}
+	mu.Lock()
+	r := result{waits: waits, enqueues: enqueues, afters: afters, backlog: backlog}
+	mu.Unlock()
 	if backlog > 0 {
 		r.drain = time.Unix(0, lastA.Load()).Sub(begin)
 	}
