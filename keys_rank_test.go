@@ -36,7 +36,7 @@ func TestFairClaimRoundRobin(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		claim := func(n int32) string {
+		claimRows := func(n int32) []*dbgen.JobsClaimFairRow {
 			t.Helper()
 			rows, err := dbgen.New().JobsClaimFair(ctx, pgq.QueryDB(db), dbgen.JobsClaimFairParams{
 				Entrypoints: []string{"rr"}, Caps: []int32{n}, BatchSize: n,
@@ -45,8 +45,12 @@ func TestFairClaimRoundRobin(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			return rows
+		}
+		claim := func(n int32) string { // the claimed jobs' keys, in claim order
+			t.Helper()
 			var b strings.Builder
-			for _, r := range rows {
+			for _, r := range claimRows(n) {
 				b.WriteString(r.FairnessKey.String)
 			}
 			return b.String()
@@ -74,14 +78,7 @@ func TestFairClaimRoundRobin(t *testing.T) {
 		}
 		enqueue("d", 3, 0, 5, 1)
 		var got []int32
-		rows, err := dbgen.New().JobsClaimFair(ctx, pgq.QueryDB(db), dbgen.JobsClaimFairParams{
-			Entrypoints: []string{"rr"}, Caps: []int32{3}, BatchSize: 3,
-			QueueManagerID: uuid.NullUUID{UUID: uuid.New(), Valid: true},
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, r := range rows {
+		for _, r := range claimRows(3) {
 			got = append(got, r.Priority)
 		}
 		if fmt.Sprint(got) != "[5 1 0]" {
