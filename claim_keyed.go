@@ -12,13 +12,12 @@ import (
 // (fairness and serial keys, see JobsClaimFair and JobsClaimKeyed). Only
 // the claim loop's goroutine touches it.
 type keyedState struct {
-	active bool // the last look found entrypoints with queued keyed jobs
-	all    bool // ... and every entrypoint had some: no ordinary claim first
-	// fair holds the entrypoints JobsClaimFair takes (fairness keys only);
-	// keyed ones not in it are JobsClaimKeyed's, and old says there are
-	// some.
+	// fair holds the entrypoints with queued keyed jobs that JobsClaimFair
+	// takes (fairness keys only); old says there are others, which
+	// JobsClaimKeyed takes. Both empty: no keyed jobs were seen.
 	fair       map[string]bool
 	old        bool
+	all        bool      // every entrypoint had keyed jobs: no ordinary claim first
 	turn       bool      // while active, every other claim takes keyed jobs first
 	claims     int       // claims made
 	lookedN    int       // claims made at the last look
@@ -26,6 +25,10 @@ type keyedState struct {
 	fairLooked time.Time // the last JobsKeyedWaiting
 	cursors    map[string][2]string
 }
+
+// active reports whether the last look found entrypoints with queued
+// keyed jobs.
+func (k *keyedState) active() bool { return k.old || len(k.fair) > 0 }
 
 // A claimer whose ordinary claims fill their batches and that found no
 // keyed jobs looks again (JobsKeyedWaiting) once both keyedLookEvery and
@@ -54,13 +57,13 @@ const keyedRounds = 4
 func (c *claimer) claimRows(ctx context.Context, s session, db sqlname.DBTX, inTx bool, p dbgen.JobsClaimParams) ([]*dbgen.JobsClaimRow, error) {
 	k := &c.keyed
 	k.claims++
-	if (!k.active && k.claims-k.lookedN >= keyedLookClaims && time.Since(k.looked) >= keyedLookEvery) ||
+	if (!k.active() && k.claims-k.lookedN >= keyedLookClaims && time.Since(k.looked) >= keyedLookEvery) ||
 		(len(k.fair) > 0 && time.Since(k.fairLooked) >= keyedLookEvery) {
 		if err := c.lookForKeyed(ctx, db, p.Entrypoints); err != nil {
 			return nil, err
 		}
 	}
-	keyedFirst := k.active && (k.turn || k.all)
+	keyedFirst := k.active() && (k.turn || k.all)
 	k.turn = !k.turn
 	var rows []*dbgen.JobsClaimRow
 	if !keyedFirst {
@@ -68,8 +71,8 @@ func (c *claimer) claimRows(ctx context.Context, s session, db sqlname.DBTX, inT
 		if rows, err = c.q.JobsClaim(ctx, db, p); err != nil || len(rows) >= int(p.BatchSize) {
 			return rows, err
 		}
-		if !k.active {
-			if err := c.lookForKeyed(ctx, db, p.Entrypoints); err != nil || !k.active {
+		if !k.active() {
+			if err := c.lookForKeyed(ctx, db, p.Entrypoints); err != nil || !k.active() {
 				return rows, err
 			}
 		}
@@ -120,7 +123,7 @@ func (c *claimer) lookForKeyed(ctx context.Context, db sqlname.DBTX, names []str
 			k.old = true
 		}
 	}
-	k.active, k.all = len(found) > 0, len(found) == len(names)
+	k.all = len(found) == len(names)
 	return nil
 }
 
@@ -276,7 +279,6 @@ func (c *claimer) claimKeyed(ctx context.Context, db sqlname.DBTX, p dbgen.JobsC
 		}
 		if round == 0 {
 			k.old = len(seen) > 0
-			k.active = k.old || len(k.fair) > 0
 			k.all = len(seen)+len(k.fair) == len(left.Entrypoints)
 		}
 		if n == 0 && !fromCursor {

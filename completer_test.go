@@ -33,11 +33,12 @@ func TestHeartbeatAndOutcomesDoNotDeadlock(t *testing.T) {
 			}
 			return nil
 		}, pgq.WithRetry(pgq.RetryPolicy{MaxAttempts: 2, InitialDelay: time.Millisecond, MaxDelay: time.Millisecond}))
-		drain(t, ctx, qm, pgq.WithHeartbeatTimeout(150*time.Millisecond), pgq.WithBatchSize(200), pgq.WithMaxConcurrentTasks(400))
+		opts := []pgq.RunOption{pgq.WithHeartbeatTimeout(150 * time.Millisecond), pgq.WithBatchSize(200), pgq.WithMaxConcurrentTasks(400)}
+		drain(t, ctx, qm, opts...)
 		// A drain returns once nothing can run now: retries written by its
 		// last outcome batch may not be due yet (CI saw 95). They are
 		// second attempts, which succeed: one more drain runs them.
-		drain(t, ctx, qm, pgq.WithHeartbeatTimeout(150*time.Millisecond), pgq.WithBatchSize(200), pgq.WithMaxConcurrentTasks(400))
+		drain(t, ctx, qm, opts...)
 		if strings.Contains(logs.String(), "deadlock") {
 			t.Fatalf("the worker's statements deadlocked:\n%s", logs.String())
 		}

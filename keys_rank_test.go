@@ -139,3 +139,49 @@ func TestFairClaimMixedEntrypoint(t *testing.T) {
 		}
 	})
 }
+
+// TestFairClaimTakesEnqueueOrder: a worker claims an entrypoint whose
+// queued keyed jobs all have fairness keys with JobsClaimFair, whose
+// order within a key is enqueue order (priority only within a batch):
+// a key's first batch (priority 0) starts before its second (priority 5).
+// JobsClaimKeyed orders a key's jobs by priority, so a worker that did
+// not route the entrypoint to the fair claim starts the second batch
+// first.
+func TestFairClaimTakesEnqueueOrder(t *testing.T) {
+	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
+		ctx := testCtx(t)
+		q := pgq.NewQueries(db)
+		for _, b := range []struct {
+			payload  string
+			priority int32
+		}{{"first", 0}, {"second", 5}} {
+			jobs := make([]pgq.NewJob, 30)
+			for i := range jobs {
+				jobs[i] = pgq.NewJob{Entrypoint: "order", FairnessKey: "a", Priority: b.priority, Payload: []byte(b.payload)}
+			}
+			if _, err := q.EnqueueBatch(ctx, jobs); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var mu sync.Mutex
+		var order []string
+		qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
+		if err := qm.Entrypoint("order", func(_ context.Context, j *pgq.Job) error {
+			mu.Lock()
+			defer mu.Unlock()
+			order = append(order, string(j.Payload))
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		drain(t, ctx, qm, pgq.WithBatchSize(10), pgq.WithMaxConcurrentTasks(10))
+		if len(order) != 60 {
+			t.Fatalf("%d jobs ran, want 60", len(order))
+		}
+		for i, p := range order[:30] {
+			if p != "first" {
+				t.Fatalf("job %d to start was of the %s batch, want the first 30 from the first batch (enqueue order)", i+1, p)
+			}
+		}
+	})
+}
