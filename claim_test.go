@@ -91,7 +91,7 @@ func TestSlotClearedOnRowsPgqTouches(t *testing.T) {
 
 // pgq folds the log into the statistics only under PGQueuer's advisory
 // lock, so a PGQueuer worker folding at the same time never counts a row
-// twice.
+// twice; the prune, which folds the rows it deletes, too.
 func TestFoldTakesPGQueuerAdvisoryLock(t *testing.T) {
 	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
 		ctx := testCtx(t)
@@ -109,20 +109,38 @@ func TestFoldTakesPGQueuerAdvisoryLock(t *testing.T) {
 			t.Fatalf("taking the lock: %v %v", got, err)
 		}
 		fold := func() int64 {
-			n, err := dbgen.New().LogFoldStatistics(ctx, pgq.QueryDB(db), 100)
+			r, err := dbgen.New().LogFoldStatistics(ctx, pgq.QueryDB(db), dbgen.LogFoldStatisticsParams{BatchSize: 100})
 			if err != nil {
 				t.Fatal(err)
 			}
-			return n
+			return r.Folded
+		}
+		// The prune folds the rows it deletes that are not folded yet, and
+		// so must leave them while another folds.
+		prune := func() int64 {
+			r, err := dbgen.New().LogPrune(ctx, pgq.QueryDB(db), dbgen.LogPruneParams{OlderThanS: 0, BatchSize: 100})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return r.Pruned
 		}
 		if n := fold(); n != 0 {
 			t.Fatalf("folded %d rows while PGQueuer holds the lock", n)
 		}
+		if n := prune(); n != 0 {
+			t.Fatalf("pruned %d rows not folded yet while PGQueuer holds the lock", n)
+		}
 		if err := tx.Rollback(); err != nil {
 			t.Fatal(err)
 		}
-		if n := fold(); n != 1 {
-			t.Fatalf("folded %d rows after the lock was released, want 1", n)
+		if n := prune(); n != 1 {
+			t.Fatalf("pruned %d rows after the lock was released, want 1", n)
+		}
+		if n := scalar[int](t, db, "SELECT coalesce(sum(count), 0) FROM pgqueuer_statistics"); n != 1 {
+			t.Fatalf("statistics count %d rows after the prune, want 1", n)
+		}
+		if n := fold(); n != 0 {
+			t.Fatalf("folded %d rows after the prune folded them, want 0", n)
 		}
 	})
 }

@@ -282,28 +282,34 @@ func (m *maintainer) foldLog(ctx context.Context) {
 	})
 }
 
+// foldAndPrune folds the log and prunes it, a batch of each in turn, until
+// each has caught up (a batch short of full), or for one statistics
+// interval at most: the next pass then starts at once. In turns, because
+// under a steady stream of new log rows a fold run to the end first never
+// ends (there is always a new row to fold), and the prune after it never
+// ran. The cursors start afresh each pass, so that a row committed after
+// a pass went past its id is done by the next one.
 func (m *maintainer) foldAndPrune(ctx context.Context) error {
-	for {
-		n, err := m.q.LogFoldStatistics(ctx, m.rdb, foldBatch)
-		if err != nil {
-			return err
+	began := time.Now()
+	folding, pruning := true, m.logRetention > 0
+	var folded, pruned int64 // the cursors: the last ids done
+	for (folding || pruning) && ctx.Err() == nil && time.Since(began) < m.statsInterval {
+		if folding {
+			r, err := m.q.LogFoldStatistics(ctx, m.rdb, dbgen.LogFoldStatisticsParams{AfterID: folded, BatchSize: foldBatch})
+			if err != nil {
+				return err
+			}
+			folding, folded = r.Folded == foldBatch, r.LastID
 		}
-		if n == 0 || ctx.Err() != nil {
-			break
-		}
-	}
-	if m.logRetention <= 0 {
-		return nil
-	}
-	for {
-		n, err := m.q.LogPrune(ctx, m.rdb, dbgen.LogPruneParams{
-			OlderThanS: m.logRetention.Seconds(), BatchSize: pruneBatch,
-		})
-		if err != nil {
-			return err
-		}
-		if n < pruneBatch || ctx.Err() != nil {
-			return nil
+		if pruning {
+			r, err := m.q.LogPrune(ctx, m.rdb, dbgen.LogPruneParams{
+				OlderThanS: m.logRetention.Seconds(), AfterID: pruned, BatchSize: pruneBatch,
+			})
+			if err != nil {
+				return err
+			}
+			pruning, pruned = r.Pruned == pruneBatch, r.LastID
 		}
 	}
+	return nil
 }

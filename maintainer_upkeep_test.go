@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -229,6 +230,56 @@ func TestWorkerAnalyzesBeforeTheStatisticsCountersCatchUp(t *testing.T) {
 		}
 		if got := scalar[float64](t, db, `SELECT reltuples FROM pg_class WHERE oid = 'pgqueuer'::regclass`); got < n/2 {
 			t.Errorf("reltuples of the job table after the worker started on %d queued jobs: %v: it was not analyzed", n, got)
+		}
+	})
+}
+
+// TestLogPrunedWhileJobsKeepComing runs a worker with a log retention while
+// producers keep enqueueing: the old log rows must go although the fold
+// never finds the log fully folded (a new row always waits). Folding to the
+// end before pruning starved the prune: the log grew without bound.
+func TestLogPrunedWhileJobsKeepComing(t *testing.T) {
+	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
+		ctx := testCtx(t)
+		const old = 20000
+		if _, err := db.ExecContext(ctx, `INSERT INTO pgqueuer_log (created, job_id, status, priority, entrypoint)
+			SELECT now() - interval '2 hours', g, 'successful', 0, 'gone' FROM generate_series(1, $1::int) AS g`, old); err != nil {
+			t.Fatal(err)
+		}
+		// Producers: jobs nobody claims, one log row each.
+		prodCtx, stopProducers := context.WithCancel(ctx)
+		var producers sync.WaitGroup
+		for range 4 {
+			producers.Go(func() {
+				q := pgq.NewQueries(db)
+				for prodCtx.Err() == nil {
+					_, _ = q.Enqueue(prodCtx, "unclaimed", nil)
+				}
+			})
+		}
+		defer func() { stopProducers(); producers.Wait() }()
+		waitFor(t, 10*time.Second, "producers to start", func() bool {
+			return scalar[int](t, db, "SELECT count(*) FROM pgqueuer") > 100
+		})
+
+		qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
+		_ = qm.Entrypoint("other", func(ctx context.Context, j *pgq.Job) error { return nil })
+		stop := startRun(t, ctx, qm, pgq.WithLogRetention(time.Hour), pgq.WithStatisticsInterval(100*time.Millisecond))
+		left := func() int {
+			return scalar[int](t, db, "SELECT count(*) FROM pgqueuer_log WHERE entrypoint = 'gone'")
+		}
+		deadline := time.Now().Add(20 * time.Second)
+		for left() != 0 && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+		stop()
+		stopProducers()
+		producers.Wait()
+		if n := left(); n != 0 {
+			t.Fatalf("%d of %d log rows older than the retention left after 20 s", n, old)
+		}
+		if n := scalar[int](t, db, "SELECT coalesce(sum(count), 0) FROM pgqueuer_statistics WHERE entrypoint = 'gone'"); n != old {
+			t.Fatalf("statistics count %d rows of the pruned entrypoint, want %d (folded before pruned)", n, old)
 		}
 	})
 }

@@ -217,11 +217,14 @@ func WithStatisticsInterval(d time.Duration) RunOption {
 	})
 }
 
-// WithLogRetention makes the worker delete log rows older than d (once they
-// are folded into the statistics), in small batches, so that the log does
-// not grow without bound. 0, the default, keeps the log. A job whose log
-// rows are gone is unknown to JobStatus and CompletionWatcher. It implies
-// statistics folding (every minute unless WithStatisticsInterval says).
+// WithLogRetention makes the worker delete log rows older than d, in small
+// batches, so that the log does not grow without bound; a row not folded
+// into the statistics yet is folded as it is deleted, so the statistics
+// miss nothing. 0, the default, keeps the log. A job whose log rows are
+// gone is unknown to JobStatus and CompletionWatcher. It implies statistics
+// folding (every minute unless WithStatisticsInterval says). Folding and
+// pruning take turns, a batch each, so under a steady stream of jobs
+// neither waits for the other to finish.
 func WithLogRetention(d time.Duration) RunOption {
 	return runOption(func(c *runConfig) {
 		if d < 0 {

@@ -150,9 +150,13 @@ func TestHotStatementPlans(t *testing.T) {
 }
 
 // TestLogFoldPlan checks that folding the log into the statistics reads
-// its batch from the partial index of rows not folded yet: on a log of
-// 200,000 folded rows and 20,000 new ones, a plan that walks the primary
-// key steps over every folded row for each batch of 500.
+// its batches by id after a cursor: on a log of 200,000 folded rows and
+// 20,000 new ones, a plan that walks the primary key from its head steps
+// over every folded row for each batch of 500, and one that takes the
+// batch from the head of pgqueuer_log_not_aggregated steps over the index
+// entries of every version folded since the last vacuum. Only the first
+// batch of a pass (after_id 0) reads the partial index, to find where to
+// start. The batches then fold every row once, in id order.
 func TestLogFoldPlan(t *testing.T) {
 	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
 		ctx := testCtx(t)
@@ -164,14 +168,36 @@ func TestLogFoldPlan(t *testing.T) {
 		if _, err := db.ExecContext(ctx, "VACUUM ANALYZE pgqueuer_log"); err != nil {
 			t.Fatal(err)
 		}
-		query, args := boundQuery(t, "log.sql", "LogFoldStatistics", map[string]any{"@batch_size": 500})
-		plan := explain(t, db, query, args...)
-		if !strings.Contains(plan, "using pgqueuer_log_not_aggregated on pgqueuer_log l") ||
-			strings.Contains(plan, "using pgqueuer_log_pkey on pgqueuer_log l") {
-			t.Errorf("LogFoldStatistics does not read its batch from pgqueuer_log_not_aggregated:\n%s", plan)
+		first := scalar[int64](t, db, "SELECT min(id) FROM pgqueuer_log WHERE NOT aggregated")
+		for _, after := range []int64{0, first + 1000} {
+			query, args := boundQuery(t, "log.sql", "LogFoldStatistics", map[string]any{"@batch_size": 500, "@after_id": after})
+			plan := explain(t, db, query, args...)
+			if !regexp.MustCompile(`Index Scan using pgqueuer_log_pkey on pgqueuer_log l .*\n\s+Index Cond: \(id > `).MatchString(plan) {
+				t.Errorf("after %d: LogFoldStatistics does not read its batch from the primary key after the cursor:\n%s", after, plan)
+			}
+			if start := strings.Contains(plan, "using pgqueuer_log_not_aggregated on pgqueuer_log n"); start != (after == 0) {
+				t.Errorf("after %d: LogFoldStatistics reads the partial index for its start: %v, want %v:\n%s", after, start, after == 0, plan)
+			}
 		}
-		if n, err := dbgen.New().LogFoldStatistics(ctx, pgq.QueryDB(db), 500); err != nil || n < 1 {
-			t.Errorf("LogFoldStatistics = %d, %v; want some statistics rows written", n, err)
+		var after int64
+		for range 100 {
+			r, err := dbgen.New().LogFoldStatistics(ctx, pgq.QueryDB(db), dbgen.LogFoldStatisticsParams{AfterID: after, BatchSize: 500})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Folded > 0 && r.LastID != after+r.Folded && after != 0 {
+				t.Fatalf("after %d folded %d rows up to id %d: not the next ids in order", after, r.Folded, r.LastID)
+			}
+			after = r.LastID
+			if r.Folded < 500 {
+				break
+			}
+		}
+		if n := scalar[int](t, db, "SELECT count(*) FROM pgqueuer_log WHERE NOT aggregated"); n != 0 {
+			t.Errorf("%d rows left to fold", n)
+		}
+		if n := scalar[int](t, db, "SELECT coalesce(sum(count), 0) FROM pgqueuer_statistics"); n != 20000 {
+			t.Errorf("statistics count %d rows, want 20000", n)
 		}
 	})
 }
