@@ -23,6 +23,7 @@ type keyedState struct {
 	lookedN    int       // claims made at the last look
 	looked     time.Time // the last look (JobsKeyedWaiting or JobsClaimKeyed)
 	fairLooked time.Time // the last JobsKeyedWaiting
+	turnAt     time.Time // the last JobsClaimFair that recorded the turn
 	cursors    map[string][2]string
 }
 
@@ -37,6 +38,11 @@ func (k *keyedState) active() bool { return k.old || len(k.fair) > 0 }
 const (
 	keyedLookEvery  = time.Second
 	keyedLookClaims = 16
+	// fairTurnEvery is how often the fair claim records the turn for the
+	// enqueue (see JobsClaimFair): often enough that an enqueue's probe
+	// steps over few claimed entries, seldom enough that the write costs
+	// nothing to see.
+	fairTurnEvery = 100 * time.Millisecond
 )
 
 // keyedRounds bounds the keyed claims one claim makes: a key with fewer
@@ -153,6 +159,9 @@ func (c *claimer) claimFair(ctx context.Context, db sqlname.DBTX, p dbgen.JobsCl
 	}
 	if !asked {
 		return nil, nil
+	}
+	if now := time.Now(); now.Sub(k.turnAt) >= fairTurnEvery {
+		fp.RecordTurn, k.turnAt = true, now
 	}
 	res, err := c.q.JobsClaimFair(ctx, db, fp)
 	if err != nil {

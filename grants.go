@@ -87,7 +87,7 @@ func GrantsSQL(role string, r Role, opts ...SchemaOption) (string, error) {
 	job, log := n.Qualified(sqlname.JobTable), n.Qualified(sqlname.LogTable)
 	stats, sched := n.Qualified(sqlname.StatisticsTable), n.Qualified(sqlname.SchedulesTable)
 	paused, progress := n.Qualified(sqlname.PausedTable), n.Qualified(sqlname.ProgressTable)
-	after := n.Qualified(sqlname.AfterTable)
+	after, turn := n.Qualified(sqlname.AfterTable), n.Qualified(sqlname.FairTurnTable)
 	afterLock := n.Qualified(sqlname.AfterLock) + "(bigint[])"
 	afterSettle := n.Qualified(sqlname.AfterSettle) + "(bigint[], text[])"
 	seq := func(base string) string { return n.Qualified(base + "_id_seq") }
@@ -112,6 +112,9 @@ func GrantsSQL(role string, r Role, opts ...SchemaOption) (string, error) {
 		line("-- WithAfter: a waiting job's edges, and the lock on the jobs it waits for.")
 		line("GRANT INSERT ON %s TO %s;", after, to)
 		line("GRANT EXECUTE ON FUNCTION %s TO %s;", afterLock, to)
+		line("-- WithFairnessKey: a key's next turn, from its queued jobs and the entrypoint's turn.")
+		line("GRANT SELECT (execute_after, fairness_key, fair_rank) ON %s TO %s;", job, to)
+		line("GRANT SELECT ON %s TO %s;", turn, to)
 	case RoleWatcher:
 		line("-- CompletionWatcher: which jobs exist, and their log's latest status.")
 		line("GRANT SELECT (id) ON %s TO %s;", job, to)
@@ -137,11 +140,13 @@ func GrantsSQL(role string, r Role, opts ...SchemaOption) (string, error) {
 		line("-- WithAfter: enqueue waiting jobs; the sweep settles dependencies that ended meanwhile.")
 		line("GRANT SELECT, INSERT, DELETE ON %s TO %s;", after, to)
 		line("GRANT EXECUTE ON FUNCTION %s, %s TO %s;", afterLock, afterSettle, to)
+		line("-- The fair claim records each entrypoint's turn.")
+		line("GRANT SELECT, INSERT, UPDATE ON %s TO %s;", turn, to)
 		maintain(line, job, to)
 	case RoleAdmin:
 		line("-- Every read and change of pgq's rows. (Install, Upgrade and Uninstall need the")
 		line("-- owner of pgq's objects: run them as that role.)")
-		for _, t := range []string{job, log, stats, sched, paused, progress, after} {
+		for _, t := range []string{job, log, stats, sched, paused, progress, after, turn} {
 			line("GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON %s TO %s;", t, to)
 		}
 		for _, base := range []string{sqlname.JobTable, sqlname.StatisticsTable, sqlname.SchedulesTable} {

@@ -157,6 +157,17 @@ func TestLeastPrivilegeRoles(t *testing.T) {
 				if len(ids) != 1202 {
 					t.Fatalf("enqueued %d jobs, want 1202 (the duplicate skipped)", len(ids))
 				}
+				// Jobs with fairness keys, of an entrypoint that only has
+				// those: the worker takes them with the fair claim.
+				var fair []pgq.NewJob
+				for i := range 6 {
+					fair = append(fair, pgq.NewJob{Entrypoint: "fair", FairnessKey: fmt.Sprint("tenant-", i%2)})
+				}
+				got, err = q.EnqueueBatch(ctx, fair)
+				if err != nil {
+					t.Fatalf("producer EnqueueBatch with fairness keys: %v", err)
+				}
+				ids = append(ids, got...)
 				if _, err := q.QueueSize(ctx); err != nil {
 					t.Errorf("producer QueueSize: %v", err)
 				}
@@ -216,6 +227,7 @@ func TestLeastPrivilegeRoles(t *testing.T) {
 					}
 					return nil
 				})
+				_ = qm.Entrypoint("fair", func(ctx context.Context, j *pgq.Job) error { return nil })
 				_ = qm.Entrypoint("exact", func(ctx context.Context, j *pgq.Job) error {
 					tx, err := workerDB.BeginTx(ctx, nil)
 					if err != nil {

@@ -41,6 +41,7 @@ func TestFairClaimRoundRobin(t *testing.T) {
 			rows, err := dbgen.New().JobsClaimFair(ctx, pgq.QueryDB(db), dbgen.JobsClaimFairParams{
 				Entrypoints: []string{"rr"}, Caps: []int32{n}, BatchSize: n,
 				QueueManagerID: uuid.NullUUID{UUID: uuid.New(), Valid: true},
+				RecordTurn:     true,
 			})
 			if err != nil {
 				t.Fatal(err)
@@ -58,6 +59,11 @@ func TestFairClaimRoundRobin(t *testing.T) {
 		enqueue("a", 100)
 		if got := claim(20); got != strings.Repeat("a", 20) {
 			t.Fatalf("first claim took %q, want 20 of a", got)
+		}
+		// The claim recorded the highest rank it took (migration 9),
+		// where the enqueue looks for the current turn from.
+		if turn := scalar[int64](t, db, "SELECT turn FROM pgqueuer_pgq_fair_turn WHERE entrypoint = 'rr'"); turn != 19 {
+			t.Fatalf("recorded turn %d after claiming ranks 0-19, want 19", turn)
 		}
 		// a's next turn is 20: b and c start there, one job a turn each.
 		enqueue("b", 10)

@@ -330,7 +330,7 @@ func TestPgqOnPGQueuer16Schema(t *testing.T) {
 			// entrypoints, progress and dependencies, the key and rank
 			// columns and their indexes, the dependencies' functions and trigger, which
 			// Upgrade adds, leaving PGQueuer's objects as declared.
-			const pgqOnly = "missing table pgqueuer_pgq_after, table pgqueuer_pgq_paused, table pgqueuer_pgq_progress, " +
+			const pgqOnly = "missing table pgqueuer_pgq_after, table pgqueuer_pgq_fair_turn, table pgqueuer_pgq_paused, table pgqueuer_pgq_progress, " +
 				"index pgqueuer_pgq_keyed_idx, index pgqueuer_pgq_fair_idx, " +
 				"index pgqueuer_pgq_fair_picked_idx, index pgqueuer_pgq_serial_idx, index pgqueuer_pgq_fair_rank_idx, " +
 				"index pgqueuer_pgq_fair_key_rank_idx, column pgqueuer.fairness_key, " +

@@ -287,6 +287,7 @@ var (
 		sqlname.PausedTable:   {"entrypoint", "paused_at"},               // pgq only (migration 4)
 		sqlname.ProgressTable: {"job_id", "fraction", "note", "updated"}, // pgq only (migration 5)
 		sqlname.AfterTable:    {"after_id", "job_id", "due", "hold"},     // pgq only (migration 7)
+		sqlname.FairTurnTable: {"entrypoint", "turn"},                    // pgq only (migration 9)
 	}
 	requiredIndexes = []string{
 		"pgqueuer_priority_id_id1_idx", "pgqueuer_updated_id_id1_idx", "pgqueuer_picked_heartbeat_idx",

@@ -131,6 +131,11 @@ type PgqueuerPgqAfter struct {
 	Hold    bool
 }
 
+type PgqueuerPgqFairTurn struct {
+	Entrypoint string
+	Turn       int64
+}
+
 type PgqueuerPgqPaused struct {
 	Entrypoint string
 	PausedAt   time.Time

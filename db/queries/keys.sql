@@ -19,8 +19,15 @@ WITH input AS (
 ),
 -- Fairness ranks (migration 8; see JobsClaimFair): each key's jobs of the
 -- batch, in priority then input order, take the turns after the key's
--- last queued job, or from the entrypoint's current turn (the lowest rank
--- of its due keyed jobs) when that is later or the key has none queued.
+-- last queued job, or from the entrypoint's current turn when that is
+-- later or the key has none queued. The current turn is the lowest rank
+-- of the entrypoint's due keyed jobs, found by one probe of
+-- pgqueuer_pgq_fair_rank_idx from the turn the fair claim last recorded
+-- (migration 9), or the recorded turn when none ranks there or later. The
+-- probe starts there because the index's head holds the entries of every
+-- job claimed since the last vacuum: from the head it stepped over them
+-- all. (A retried job ranked before the recorded turn is not the turn; it
+-- runs first all the same, by its rank.)
 numbered AS (
     SELECT i.*, row_number() OVER () AS ord FROM input AS i
 ),
@@ -35,11 +42,15 @@ clocks AS MATERIALIZED (
            COALESCE((SELECT f.fair_rank FROM pgqueuer AS f
                      WHERE f.entrypoint = e.entrypoint
                        AND f.status = 'queued' AND f.fairness_key IS NOT NULL
-                       AND f.fair_rank IS NOT NULL
+                       AND f.fair_rank >= h.turn
                        AND f.execute_after <= now()
                      ORDER BY f.fair_rank
-                     LIMIT 1), 0) AS turn
+                     LIMIT 1), h.turn) AS turn
     FROM (SELECT DISTINCT r.entrypoint FROM ranked AS r WHERE r.fairness_key <> '') AS e
+    CROSS JOIN LATERAL (
+        SELECT COALESCE((SELECT t.turn FROM pgqueuer_pgq_fair_turn AS t
+                         WHERE t.entrypoint = e.entrypoint), 0) AS turn
+    ) AS h
 ),
 starts AS (
     SELECT k.entrypoint, k.fairness_key,
@@ -97,8 +108,15 @@ WITH input AS (
 ),
 -- Fairness ranks (migration 8; see JobsClaimFair): each key's jobs of the
 -- batch, in priority then input order, take the turns after the key's
--- last queued job, or from the entrypoint's current turn (the lowest rank
--- of its due keyed jobs) when that is later or the key has none queued.
+-- last queued job, or from the entrypoint's current turn when that is
+-- later or the key has none queued. The current turn is the lowest rank
+-- of the entrypoint's due keyed jobs, found by one probe of
+-- pgqueuer_pgq_fair_rank_idx from the turn the fair claim last recorded
+-- (migration 9), or the recorded turn when none ranks there or later. The
+-- probe starts there because the index's head holds the entries of every
+-- job claimed since the last vacuum: from the head it stepped over them
+-- all. (A retried job ranked before the recorded turn is not the turn; it
+-- runs first all the same, by its rank.)
 numbered AS (
     SELECT i.*, row_number() OVER () AS ord FROM input AS i
 ),
@@ -113,11 +131,15 @@ clocks AS MATERIALIZED (
            COALESCE((SELECT f.fair_rank FROM pgqueuer AS f
                      WHERE f.entrypoint = e.entrypoint
                        AND f.status = 'queued' AND f.fairness_key IS NOT NULL
-                       AND f.fair_rank IS NOT NULL
+                       AND f.fair_rank >= h.turn
                        AND f.execute_after <= now()
                      ORDER BY f.fair_rank
-                     LIMIT 1), 0) AS turn
+                     LIMIT 1), h.turn) AS turn
     FROM (SELECT DISTINCT r.entrypoint FROM ranked AS r WHERE r.fairness_key <> '') AS e
+    CROSS JOIN LATERAL (
+        SELECT COALESCE((SELECT t.turn FROM pgqueuer_pgq_fair_turn AS t
+                         WHERE t.entrypoint = e.entrypoint), 0) AS turn
+    ) AS h
 ),
 starts AS (
     SELECT k.entrypoint, k.fairness_key,
@@ -508,7 +530,8 @@ WHERE EXISTS (
 -- round robin across the keys with due jobs: a key's first job ranks with
 -- the entrypoint's current turn, its next ones a turn later each. Marks
 -- the jobs picked, writes their 'picked' log rows and returns them as
--- JobsClaim does (claim_token, synchronous_claim: see there).
+-- JobsClaim does (claim_token, synchronous_claim: see there), and records
+-- the entrypoint's turn for the enqueue.
 WITH commit_mode AS (
     SELECT set_config('synchronous_commit',
                       CASE WHEN @synchronous_claim::boolean
@@ -563,6 +586,42 @@ logged AS (
     INSERT INTO pgqueuer_log (job_id, status, priority, entrypoint, created)
     SELECT claimed.id, 'picked', claimed.priority, claimed.entrypoint, claim_time.at
     FROM claimed CROSS JOIN claim_time
+),
+-- When record_turn is set, each entrypoint's turn (migration 9): the
+-- highest rank this claim took, when higher than the one recorded. The
+-- claim took the lowest ranks due, so the due jobs left rank there or
+-- later, and the enqueue looks for the current turn from there. Workers
+-- set it a few times a second, not on every claim: a write per claim cost
+-- 8 % of a drain, and the enqueue's probe steps over only the entries of
+-- the jobs claimed since. A row another claim is writing is skipped, not
+-- waited for: claims never queue behind each other here.
+turns AS (
+    SELECT claimed.entrypoint, max(claimed.fair_rank) AS turn
+    FROM claimed
+    WHERE claimed.fair_rank IS NOT NULL AND @record_turn::boolean
+    GROUP BY claimed.entrypoint
+),
+turn_rows AS (
+    SELECT t.entrypoint
+    FROM pgqueuer_pgq_fair_turn AS t
+    JOIN turns ON turns.entrypoint = t.entrypoint
+    WHERE t.turn < turns.turn
+    FOR UPDATE OF t SKIP LOCKED
+),
+turned AS (
+    UPDATE pgqueuer_pgq_fair_turn AS t
+    SET turn = turns.turn
+    FROM turns
+    WHERE t.entrypoint = turns.entrypoint
+      AND t.entrypoint IN (SELECT turn_rows.entrypoint FROM turn_rows)
+      AND t.turn < turns.turn
+),
+first_turns AS (
+    INSERT INTO pgqueuer_pgq_fair_turn (entrypoint, turn)
+    SELECT turns.entrypoint, turns.turn
+    FROM turns
+    WHERE NOT EXISTS (SELECT 1 FROM pgqueuer_pgq_fair_turn AS e WHERE e.entrypoint = turns.entrypoint)
+    ON CONFLICT (entrypoint) DO NOTHING
 )
 SELECT claimed.id, claimed.priority, claimed.created, claimed.execute_after,
        claimed.entrypoint, claimed.payload, claimed.headers, claimed.attempts,

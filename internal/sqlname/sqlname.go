@@ -33,6 +33,7 @@ const (
 	AfterSettle     = "pgqueuer_pgq_after_settle"
 	AfterFunction   = "fn_pgqueuer_pgq_after" // the log's trigger function that settles dependencies
 	AfterTrigger    = "tg_pgqueuer_pgq_after"
+	FairTurnTable   = "pgqueuer_pgq_fair_turn" // pgq only: each entrypoint's turn on the fair claim
 	// ProgressChannel is the pgq-only NOTIFY channel of progress writes
 	// (PGQueuer's listeners never see it).
 	ProgressChannel = "ch_pgqueuer_pgq_progress"
@@ -70,7 +71,7 @@ func (n Names) IsDefault() bool { return n.Prefix == "" && n.Schema == "" }
 
 // queryRefs matches the references a query makes to tables and the enum
 // type: whole words only, so index names and 'ch_pgqueuer' are untouched.
-var queryRefs = regexp.MustCompile(`\bpgqueuer(_log|_statistics|_schedules|_status|_pgq_paused|_pgq_progress|_pgq_after|_pgq_after_lock|_pgq_after_settle)?\b`)
+var queryRefs = regexp.MustCompile(`\bpgqueuer(_log|_statistics|_schedules|_status|_pgq_paused|_pgq_progress|_pgq_after|_pgq_after_lock|_pgq_after_settle|_pgq_fair_turn)?\b`)
 
 // ddlNames matches every object name in the migrations: tables, indexes,
 // the type, the function, the trigger and the channel.
