@@ -71,6 +71,9 @@ func TestFairClaimRoundRobin(t *testing.T) {
 		if got, want := claim(30), strings.Repeat("abc", 10); got != want {
 			t.Fatalf("claim after b and c arrived took %q, want %q", got, want)
 		}
+		if turn := scalar[int64](t, db, "SELECT turn FROM pgqueuer_pgq_fair_turn WHERE entrypoint = 'rr'"); turn != 29 {
+			t.Fatalf("recorded turn %d after claiming ranks 20-29, want 29", turn)
+		}
 		// b's and c's queues are empty: their next jobs start at the
 		// current turn (30), a's.
 		enqueue("b", 1)
