@@ -93,6 +93,18 @@ func TestFairClaimRoundRobin(t *testing.T) {
 		if fmt.Sprint(got) != "[5 1 0]" {
 			t.Fatalf("priorities in claim order %v, want [5 1 0]", got)
 		}
+		// The enqueue looks for the current turn from the recorded one
+		// only: queued jobs ranked before it (a retried job, say) are not
+		// the turn, and with none ranked at or after it the recorded turn
+		// is where a new key starts.
+		enqueue("e", 1)
+		if _, err := db.ExecContext(ctx, "UPDATE pgqueuer_pgq_fair_turn SET turn = 1000 WHERE entrypoint = 'rr'"); err != nil {
+			t.Fatal(err)
+		}
+		enqueue("f", 1)
+		if rank := scalar[int64](t, db, "SELECT fair_rank FROM pgqueuer WHERE fairness_key = 'f'"); rank != 1000 {
+			t.Fatalf("a new key's first rank %d with the turn recorded at 1000, want 1000", rank)
+		}
 	})
 }
 

@@ -156,7 +156,8 @@ func TestHotStatementPlans(t *testing.T) {
 // batch from the head of pgqueuer_log_not_aggregated steps over the index
 // entries of every version folded since the last vacuum. Only the first
 // batch of a pass (after_id 0) reads the partial index, to find where to
-// start. The batches then fold every row once, in id order.
+// start. The batches then fold every row once, in id order. The prune,
+// likewise, reads by id after its cursor.
 func TestLogFoldPlan(t *testing.T) {
 	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
 		ctx := testCtx(t)
@@ -178,6 +179,13 @@ func TestLogFoldPlan(t *testing.T) {
 			if start := strings.Contains(plan, "using pgqueuer_log_not_aggregated on pgqueuer_log n"); start != (after == 0) {
 				t.Errorf("after %d: LogFoldStatistics reads the partial index for its start: %v, want %v:\n%s", after, start, after == 0, plan)
 			}
+		}
+		// The prune reads its batch from the primary key too, between its
+		// cursor and the first row at or after its cutoff.
+		query, args := boundQuery(t, "log.sql", "LogPrune", map[string]any{"@older_than_s": 60.0, "@after_id": first, "@batch_size": 1000})
+		if plan := explain(t, db, query, args...); !regexp.MustCompile(
+			`Index Scan using pgqueuer_log_pkey on pgqueuer_log o .*\n\s+Index Cond: \(\(id > '?\d+'?(::bigint)?\) AND \(id < `).MatchString(plan) {
+			t.Errorf("LogPrune does not read its batch from the primary key between the cursor and the cutoff:\n%s", plan)
 		}
 		var after int64
 		for range 100 {
