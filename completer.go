@@ -48,6 +48,7 @@ type completer struct {
 	q      *dbgen.Queries
 	lane   *lane
 	qmID   uuid.UUID
+	sync   bool // WithSynchronousOutcomes
 	held   *holdings
 	logger *slog.Logger
 	// written is called after each batch: retryIn is the soonest retry
@@ -58,9 +59,9 @@ type completer struct {
 	unwritten atomic.Int64 // outcomes added and not yet written (or dropped)
 }
 
-func newCompleter(q *dbgen.Queries, ln *lane, qmID uuid.UUID, held *holdings, logger *slog.Logger,
+func newCompleter(q *dbgen.Queries, ln *lane, qmID uuid.UUID, sync bool, held *holdings, logger *slog.Logger,
 	capacity int, written func(time.Duration)) *completer {
-	return &completer{q: q, lane: ln, qmID: qmID, held: held, logger: logger, written: written,
+	return &completer{q: q, lane: ln, qmID: qmID, sync: sync, held: held, logger: logger, written: written,
 		in: make(chan outcome, capacity)}
 }
 
@@ -128,13 +129,14 @@ func (c *completer) write(batch []outcome) {
 		return
 	}
 	p := dbgen.JobsFinishParams{
-		Ids:            make([]int64, len(batch)),
-		Actions:        make([]string, len(batch)),
-		Statuses:       make([]string, len(batch)),
-		Tracebacks:     make([]string, len(batch)),
-		DelaysUs:       make([]int64, len(batch)),
-		ClaimTokens:    make([]int64, len(batch)),
-		QueueManagerID: uuid.NullUUID{UUID: c.qmID, Valid: true},
+		Ids:                make([]int64, len(batch)),
+		Actions:            make([]string, len(batch)),
+		Statuses:           make([]string, len(batch)),
+		Tracebacks:         make([]string, len(batch)),
+		DelaysUs:           make([]int64, len(batch)),
+		ClaimTokens:        make([]int64, len(batch)),
+		QueueManagerID:     uuid.NullUUID{UUID: c.qmID, Valid: true},
+		SynchronousOutcome: c.sync,
 	}
 	soonest := time.Duration(-1)
 	for i, o := range batch {

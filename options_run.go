@@ -66,6 +66,7 @@ type runConfig struct {
 	logRetention   time.Duration
 	vacuum         bool
 	syncClaims     bool
+	syncOutcomes   bool
 	poolTuning     bool
 	mode           Mode
 	maxJobs        int          // WithMaxJobs; 0 = no limit
@@ -257,12 +258,32 @@ func WithVacuum(on bool) RunOption {
 // the server crashes within a fraction of a second after it (before the
 // WAL writer flushes it) leaves its jobs queued, so they run again, as
 // after a worker crash; the at-least-once guarantee is the same. Enqueues
-// and outcomes always wait for the flush, and an outcome's flush also
-// makes every claim before it durable. Pass true to have claims wait too
-// (the server's synchronous_commit setting then applies), so that a server
-// crash never makes a claimed job run twice.
+// always wait for the flush (outcomes too, with WithSynchronousOutcomes),
+// and each flush also makes every claim before it durable. Pass true to
+// have claims wait too (the server's synchronous_commit setting then
+// applies), so that a server crash never makes a claimed job run twice.
 func WithSynchronousClaims(on bool) RunOption {
 	return runOption(func(c *runConfig) { c.syncClaims = on })
+}
+
+// WithSynchronousOutcomes says whether writing a batch of outcomes waits
+// for its commit to reach disk (default false). Finishing a job deletes its
+// row, which notifies listeners (the job table's trigger), and PostgreSQL
+// holds the lock that orders notifying commits through each commit's WAL
+// flush: while one outcome waits for its flush, every enqueue and every
+// other worker's outcome waits behind it. So by default the transaction
+// that writes outcomes commits with synchronous_commit off, for that
+// transaction only: an outcome lost when the server crashes within a
+// fraction of a second after it (before the WAL writer flushes it) leaves
+// its jobs picked, so they are rescued as stale and run again, as after a
+// worker crash that came just before the outcome; a CompletionWatcher may
+// already have reported them finished. The at-least-once guarantee is the
+// same, and CompleteTx, which commits with the handler's own transaction,
+// is unaffected. Pass true to have outcomes wait for the flush (the
+// server's synchronous_commit setting then applies), so that a server
+// crash never makes a finished job run again.
+func WithSynchronousOutcomes(on bool) RunOption {
+	return runOption(func(c *runConfig) { c.syncOutcomes = on })
 }
 
 // WithPoolTuning says whether Run may raise the idle limit of the pool it

@@ -123,7 +123,7 @@ func TestHotStatementPlans(t *testing.T) {
 			{"JobsFinish", map[string]any{
 				"@ids": pq.Array(running), "@actions": pq.Array(fill("finish")), "@statuses": pq.Array(fill("successful")),
 				"@tracebacks": pq.Array(fill("")), "@delays_us": pq.Array(delays), "@claim_tokens": pq.Array(delays),
-				"@queue_manager_id": holder.String(),
+				"@queue_manager_id": holder.String(), "@synchronous_outcome": false,
 			}, pkey, partials},
 			{"JobsHeartbeat", map[string]any{"@ids": pq.Array(running), "@queue_manager_id": holder.String()}, pkey, partials},
 			{"JobsClaim", map[string]any{
@@ -316,6 +316,62 @@ func TestSynchronousClaimsOption(t *testing.T) {
 			drain(t, ctx, qm, c.opts...)
 			if got := scalar[string](t, db, `SELECT string_agg(mode, ',') FROM claim_commit_mode WHERE job_id = $1`, int64(id)); got != c.want {
 				t.Errorf("%d options: job %d claimed with synchronous_commit %q, want %q", len(c.opts), id, got, c.want)
+			}
+		}
+	})
+}
+
+// TestSynchronousOutcomesOption checks what a worker's outcome writes
+// commit with, as seen from inside the finishing transaction (a trigger on
+// the delete of a finished job records synchronous_commit): off by
+// default, the session's setting with WithSynchronousOutcomes(true).
+func TestSynchronousOutcomesOption(t *testing.T) {
+	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
+		ctx := testCtx(t)
+		for _, stmt := range []string{
+			`CREATE TABLE outcome_commit_mode (job_id bigint, mode text)`,
+			`CREATE FUNCTION record_outcome_commit_mode() RETURNS trigger LANGUAGE plpgsql AS $$
+			BEGIN
+				INSERT INTO outcome_commit_mode VALUES (OLD.id, current_setting('synchronous_commit'));
+				RETURN NULL;
+			END $$`,
+			`CREATE TRIGGER record_outcome_commit_mode AFTER DELETE ON pgqueuer FOR EACH ROW
+				EXECUTE FUNCTION record_outcome_commit_mode()`,
+			// The test server runs with synchronous_commit off; sessions
+			// opened from now on start with it on.
+			`DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET synchronous_commit = on', current_database()); END $$`,
+		} {
+			if _, err := db.ExecContext(ctx, stmt); err != nil {
+				t.Fatalf("%s: %v", stmt, err)
+			}
+		}
+		db.SetMaxIdleConns(0) // drop the sessions opened before the ALTER
+		db.SetMaxIdleConns(2)
+		q := pgq.NewQueries(db)
+		for _, c := range []struct {
+			opts []pgq.RunOption
+			want string
+		}{
+			{nil, "off"},
+			{[]pgq.RunOption{pgq.WithSynchronousOutcomes(false)}, "off"},
+			{[]pgq.RunOption{pgq.WithSynchronousOutcomes(true)}, "on"},
+			// Claims and outcomes are set apart.
+			{[]pgq.RunOption{pgq.WithSynchronousClaims(true)}, "off"},
+		} {
+			id, err := q.Enqueue(ctx, "mode", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
+			_ = qm.Entrypoint("mode", func(context.Context, *pgq.Job) error { return nil })
+			drain(t, ctx, qm, c.opts...)
+			if got := scalar[string](t, db, `SELECT string_agg(mode, ',') FROM outcome_commit_mode WHERE job_id = $1`, int64(id)); got != c.want {
+				t.Errorf("%d options: job %d finished with synchronous_commit %q, want %q", len(c.opts), id, got, c.want)
+			}
+			// After the outcome's transaction the connection is back to
+			// the session's setting.
+			if got := scalar[string](t, db, `SELECT current_setting('synchronous_commit')`); got != "on" {
+				t.Errorf("%d options: synchronous_commit on a pooled session = %q, want on", len(c.opts), got)
 			}
 		}
 	})

@@ -281,9 +281,9 @@ type JobsClaimRow struct {
 // Unless synchronous_claim is set, the claim's transaction commits without
 // waiting for its WAL to reach disk (synchronous_commit off for this
 // transaction only): a claim lost in a server crash puts its jobs back in
-// the queue, as a worker crash does, and they run again. Enqueues and
-// outcomes always wait; a later outcome's commit also makes the claims
-// before it durable.
+// the queue, as a worker crash does, and they run again. Enqueues always
+// wait (outcomes too when asked, see JobsFinish); a later commit that waits
+// also makes the claims before it durable.
 // The claim's time is the clock's when the statement runs, not now() (the
 // transaction's start): a claim of an entrypoint with a concurrency limit
 // runs in a transaction that may have begun before another worker's
@@ -661,14 +661,22 @@ func (q *Queries) JobsExisting(ctx context.Context, db DBTX, ids []int64) ([]int
 }
 
 const jobsFinish = `-- name: JobsFinish :many
-WITH outcome AS (
+WITH commit_mode AS (
+    SELECT set_config('synchronous_commit',
+                      CASE WHEN $1::boolean
+                           THEN current_setting('synchronous_commit')
+                           ELSE 'off' END,
+                      true) AS mode
+),
+outcome AS (
     SELECT
-        unnest($1::bigint[])          AS id,
-        unnest($2::text[])        AS action,
-        unnest($3::text[])       AS status,
-        unnest($4::text[])     AS traceback,
-        unnest($5::bigint[])    AS delay_us,
-        unnest($6::bigint[]) AS claim_token
+        unnest($2::bigint[])          AS id,
+        unnest($3::text[])        AS action,
+        unnest($4::text[])       AS status,
+        unnest($5::text[])     AS traceback,
+        unnest($6::bigint[])    AS delay_us,
+        unnest($7::bigint[]) AS claim_token
+    FROM commit_mode
 ),
 tokens AS (
     SELECT jsonb_object_agg(o.id::text, o.claim_token) AS by_id FROM outcome AS o
@@ -679,7 +687,7 @@ finished AS (
       AND (extract(epoch FROM j.updated) * 1000000)::bigint
           = ((SELECT tokens.by_id FROM tokens) ->> j.id::text)::bigint
       AND j.status IS NOT DISTINCT FROM 'picked'
-      AND j.queue_manager_id IS NOT DISTINCT FROM $7
+      AND j.queue_manager_id IS NOT DISTINCT FROM $8
     RETURNING j.id, j.priority, j.entrypoint
 ),
 requeued AS (
@@ -700,7 +708,7 @@ requeued AS (
       AND j.id = outcome.id
       AND (extract(epoch FROM j.updated) * 1000000)::bigint = outcome.claim_token
       AND j.status IS NOT DISTINCT FROM 'picked'
-      AND j.queue_manager_id IS NOT DISTINCT FROM $7
+      AND j.queue_manager_id IS NOT DISTINCT FROM $8
     RETURNING j.id, j.priority, j.entrypoint
 ),
 held AS (
@@ -714,7 +722,7 @@ held AS (
       AND (extract(epoch FROM j.updated) * 1000000)::bigint
           = ((SELECT tokens.by_id FROM tokens) ->> j.id::text)::bigint
       AND j.status IS NOT DISTINCT FROM 'picked'
-      AND j.queue_manager_id IS NOT DISTINCT FROM $7
+      AND j.queue_manager_id IS NOT DISTINCT FROM $8
     RETURNING j.id, j.priority, j.entrypoint
 ),
 changed AS (
@@ -733,13 +741,14 @@ RETURNING pgqueuer_log.job_id
 `
 
 type JobsFinishParams struct {
-	Ids            []int64
-	Actions        []string
-	Statuses       []string
-	Tracebacks     []string
-	DelaysUs       []int64
-	ClaimTokens    []int64
-	QueueManagerID uuid.NullUUID
+	SynchronousOutcome bool
+	Ids                []int64
+	Actions            []string
+	Statuses           []string
+	Tracebacks         []string
+	DelaysUs           []int64
+	ClaimTokens        []int64
+	QueueManagerID     uuid.NullUUID
 }
 
 // Records a batch of outcomes of jobs this queue manager holds, in one
@@ -755,6 +764,15 @@ type JobsFinishParams struct {
 // queue manager and claim_token, see JobsClaim): the outcome of a claim lost
 // meanwhile (the job released as stale, then claimed again, by this worker
 // or another) changes nothing. ids must not repeat within a batch.
+//
+// Unless synchronous_outcome is set, the statement's transaction commits
+// without waiting for its WAL to reach disk (synchronous_commit off for
+// this transaction only, as JobsClaim's). The delete notifies (the job
+// table's trigger), and PostgreSQL holds the lock that orders notifying
+// commits through the commit's WAL flush: a waiting outcome makes every
+// enqueue and every other outcome queue behind its flush. An outcome lost
+// in a server crash leaves its jobs picked; they are rescued as stale and
+// run again.
 // The claim token of each outcome's job, keyed by id: a jsonb object, built
 // once, whose keys are looked up in log time per row. (A join with outcome
 // is planned as a nested loop that probes the id array for each row:
@@ -769,6 +787,7 @@ type JobsFinishParams struct {
 // reason (an index on updated exists).
 func (q *Queries) JobsFinish(ctx context.Context, db DBTX, arg JobsFinishParams) ([]int64, error) {
 	rows, err := db.QueryContext(ctx, jobsFinish,
+		arg.SynchronousOutcome,
 		pq.Array(arg.Ids),
 		pq.Array(arg.Actions),
 		pq.Array(arg.Statuses),

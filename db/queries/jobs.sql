@@ -84,9 +84,9 @@ SELECT inserted.id, inserted.dedupe_key FROM inserted ORDER BY inserted.id;
 -- Unless synchronous_claim is set, the claim's transaction commits without
 -- waiting for its WAL to reach disk (synchronous_commit off for this
 -- transaction only): a claim lost in a server crash puts its jobs back in
--- the queue, as a worker crash does, and they run again. Enqueues and
--- outcomes always wait; a later outcome's commit also makes the claims
--- before it durable.
+-- the queue, as a worker crash does, and they run again. Enqueues always
+-- wait (outcomes too when asked, see JobsFinish); a later commit that waits
+-- also makes the claims before it durable.
 WITH commit_mode AS (
     SELECT set_config('synchronous_commit',
                       CASE WHEN @synchronous_claim::boolean
@@ -320,7 +320,23 @@ GROUP BY l.entrypoint;
 -- queue manager and claim_token, see JobsClaim): the outcome of a claim lost
 -- meanwhile (the job released as stale, then claimed again, by this worker
 -- or another) changes nothing. ids must not repeat within a batch.
-WITH outcome AS (
+--
+-- Unless synchronous_outcome is set, the statement's transaction commits
+-- without waiting for its WAL to reach disk (synchronous_commit off for
+-- this transaction only, as JobsClaim's). The delete notifies (the job
+-- table's trigger), and PostgreSQL holds the lock that orders notifying
+-- commits through the commit's WAL flush: a waiting outcome makes every
+-- enqueue and every other outcome queue behind its flush. An outcome lost
+-- in a server crash leaves its jobs picked; they are rescued as stale and
+-- run again.
+WITH commit_mode AS (
+    SELECT set_config('synchronous_commit',
+                      CASE WHEN @synchronous_outcome::boolean
+                           THEN current_setting('synchronous_commit')
+                           ELSE 'off' END,
+                      true) AS mode
+),
+outcome AS (
     SELECT
         unnest(@ids::bigint[])          AS id,
         unnest(@actions::text[])        AS action,
@@ -328,6 +344,7 @@ WITH outcome AS (
         unnest(@tracebacks::text[])     AS traceback,
         unnest(@delays_us::bigint[])    AS delay_us,
         unnest(@claim_tokens::bigint[]) AS claim_token
+    FROM commit_mode
 ),
 -- The claim token of each outcome's job, keyed by id: a jsonb object, built
 -- once, whose keys are looked up in log time per row. (A join with outcome

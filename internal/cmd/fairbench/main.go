@@ -50,6 +50,7 @@ type options struct {
 	idleSeconds       int
 	batch, concurrent int
 	phases            string
+	syncOutcomes      bool
 }
 
 func run() error {
@@ -61,6 +62,7 @@ func run() error {
 	flag.IntVar(&o.batch, "batch-size", 100, "WithBatchSize")
 	flag.IntVar(&o.concurrent, "concurrency", 100, "WithMaxConcurrentTasks")
 	flag.StringVar(&o.phases, "phases", "idle,keyed,plain", "phases to run, in order")
+	flag.BoolVar(&o.syncOutcomes, "sync-outcomes", false, "WithSynchronousOutcomes")
 	flag.Parse()
 	ctx := context.Background()
 	db, err := sql.Open(o.driver, o.dsn)
@@ -165,7 +167,8 @@ func (o options) phase(ctx context.Context, db *sql.DB, phase string) (result, e
 	done := make(chan error, 1)
 	begin := time.Now()
 	go func() {
-		done <- qm.Run(wctx, pgq.WithBatchSize(o.batch), pgq.WithMaxConcurrentTasks(o.concurrent))
+		done <- qm.Run(wctx, pgq.WithBatchSize(o.batch), pgq.WithMaxConcurrentTasks(o.concurrent),
+			pgq.WithSynchronousOutcomes(o.syncOutcomes))
 	}()
 	var opts []pgq.EnqueueOption
 	if keyB != "" {

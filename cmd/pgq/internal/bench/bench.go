@@ -49,7 +49,7 @@ type options struct {
 	jobs, enqueueBatch, workers, producers, batchSize, concurrency int
 	samples, lookupIDs, repeats, consume                           int
 	logRows                                                        int64
-	analyze, vacuum, syncClaims                                    bool
+	analyze, vacuum, syncClaims, syncOutcomes                      bool
 	duration, interval, warmup                                     time.Duration
 	reportEvery, logRetention, statsInterval                       time.Duration
 	handler                                                        string
@@ -94,9 +94,10 @@ var benchmarks = []benchmark{
 		run: func(ctx context.Context, e *env, o *options) (any, error) {
 			return ptr(Drain(ctx, e.db, DrainConfig{Jobs: o.jobs, EnqueueBatch: o.enqueueBatch, Workers: o.workers,
 				BatchSize: o.batchSize, Concurrency: o.concurrency, ListenDSN: e.listenDSN, Logger: e.logger,
-				Analyze: o.analyze, Vacuum: o.vacuum, SyncClaims: o.syncClaims, ConcurrencyLimit: o.concurrencyLimit,
-				Handler:   HandlerConfig{Kind: o.handler, Time: o.handlerTime},
-				Processes: o.processes, DSN: e.dsn, Driver: o.driver}))
+				Analyze: o.analyze, Vacuum: o.vacuum, SyncClaims: o.syncClaims, SyncOutcomes: o.syncOutcomes,
+				ConcurrencyLimit: o.concurrencyLimit,
+				Handler:          HandlerConfig{Kind: o.handler, Time: o.handlerTime},
+				Processes:        o.processes, DSN: e.dsn, Driver: o.driver}))
 		},
 	},
 	{
@@ -144,7 +145,7 @@ var benchmarks = []benchmark{
 		run: func(ctx context.Context, e *env, o *options) (any, error) {
 			return ptr(Throughput(ctx, e.db, ThroughputConfig{Duration: o.duration, Warmup: o.warmup, Producers: o.producers, Rate: o.rate,
 				EnqueueBatch: o.enqueueBatch, Workers: o.workers, BatchSize: o.batchSize,
-				Concurrency: o.concurrency, SyncClaims: o.syncClaims, ListenDSN: e.listenDSN, Logger: e.logger,
+				Concurrency: o.concurrency, SyncClaims: o.syncClaims, SyncOutcomes: o.syncOutcomes, ListenDSN: e.listenDSN, Logger: e.logger,
 				Handler: HandlerConfig{Kind: o.handler, Time: o.handlerTime}, Warmed: e.markStatementLog,
 				ReportEvery: o.reportEvery, Report: e.report, LogRetention: o.logRetention, StatsInterval: o.statsInterval}))
 		},
@@ -155,7 +156,7 @@ var benchmarks = []benchmark{
 		flags: func(fs *flag.FlagSet, o *options) {
 			fs.IntVar(&o.samples, "samples", DefaultSamples, "jobs to time")
 			fs.DurationVar(&o.interval, "interval", 0, "pause between samples (0: back to back)")
-			syncClaimsFlag(fs, o)
+			commitFlags(fs, o)
 		},
 		check: func(o *options) error {
 			if o.interval < 0 {
@@ -164,7 +165,7 @@ var benchmarks = []benchmark{
 			return positives(map[string]int{"--samples": o.samples})
 		},
 		run: func(ctx context.Context, e *env, o *options) (any, error) {
-			return ptr(Latency(ctx, e.db, LatencyConfig{Samples: o.samples, Interval: o.interval, SyncClaims: o.syncClaims,
+			return ptr(Latency(ctx, e.db, LatencyConfig{Samples: o.samples, Interval: o.interval, SyncClaims: o.syncClaims, SyncOutcomes: o.syncOutcomes,
 				ListenDSN: e.listenDSN, Logger: e.logger}))
 		},
 	},
@@ -213,11 +214,12 @@ func workerFlags(fs *flag.FlagSet, o *options) {
 	fs.IntVar(&o.concurrency, "concurrency", pgq.DefaultMaxConcurrentTasks, "jobs run at once per worker (WithMaxConcurrentTasks)")
 	fs.StringVar(&o.handler, "handler", HandlerNoop, "what each job's handler does: noop, or sql (one INSERT through the workers' own *sql.DB)")
 	fs.DurationVar(&o.handlerTime, "handler-time", 0, "how long each handler sleeps (after its INSERT with --handler sql)")
-	syncClaimsFlag(fs, o)
+	commitFlags(fs, o)
 }
 
-func syncClaimsFlag(fs *flag.FlagSet, o *options) {
+func commitFlags(fs *flag.FlagSet, o *options) {
 	fs.BoolVar(&o.syncClaims, "sync-claims", false, "claims wait for their commit to reach disk (WithSynchronousClaims)")
+	fs.BoolVar(&o.syncOutcomes, "sync-outcomes", false, "outcome writes wait for their commit to reach disk (WithSynchronousOutcomes)")
 }
 
 func commonFlags(fs *flag.FlagSet, o *options) {

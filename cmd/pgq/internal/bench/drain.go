@@ -51,6 +51,9 @@ type DrainConfig struct {
 	// SyncClaims makes claims wait for their commit to reach disk
 	// (pgq.WithSynchronousClaims).
 	SyncClaims bool
+	// SyncOutcomes makes outcome writes wait for their commit to reach
+	// disk (pgq.WithSynchronousOutcomes).
+	SyncOutcomes bool
 	// Handler says what each job's handler does (default: nothing).
 	Handler HandlerConfig
 	// ConcurrencyLimit is the entrypoint's fleet-wide concurrency limit
@@ -159,6 +162,7 @@ func Drain(ctx context.Context, db *sql.DB, cfg DrainConfig) (DrainResult, error
 	settings.Jobs, settings.EnqueueBatch, settings.Workers = cfg.Jobs, cfg.EnqueueBatch, cfg.Workers
 	settings.BatchSize, settings.Concurrency = cfg.BatchSize, cfg.Concurrency
 	settings.Analyze, settings.Vacuum, settings.SyncClaims = cfg.Analyze, cfg.Vacuum, cfg.SyncClaims
+	settings.SyncOutcomes = cfg.SyncOutcomes
 	settings.setHandler(cfg.Handler)
 	settings.Processes = cfg.Processes
 	res := DrainResult{Jobs: cfg.Jobs, Settings: settings, ClaimStatements: -1, EmptyClaims: -1}
@@ -215,7 +219,7 @@ func Drain(ctx context.Context, db *sql.DB, cfg DrainConfig) (DrainResult, error
 		handler := cfg.Handler.handler(db, nil, func() { marks.mark(ran.Add(1)) })
 		if err := runWorkers(ctx, db, cfg.Workers, workerOptions(cfg.ListenDSN, cfg.Logger), handler, cfg.ConcurrencyLimit,
 			pgq.WithMode(pgq.ModeDrain), pgq.WithBatchSize(cfg.BatchSize), pgq.WithMaxConcurrentTasks(cfg.Concurrency),
-			pgq.WithSynchronousClaims(cfg.SyncClaims)); err != nil {
+			pgq.WithSynchronousClaims(cfg.SyncClaims), pgq.WithSynchronousOutcomes(cfg.SyncOutcomes)); err != nil {
 			return res, err
 		}
 	}

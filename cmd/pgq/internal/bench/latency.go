@@ -39,6 +39,9 @@ type LatencyConfig struct {
 	// SyncClaims makes claims wait for their commit to reach disk
 	// (pgq.WithSynchronousClaims).
 	SyncClaims bool
+	// SyncOutcomes makes outcome writes wait for their commit to reach
+	// disk (pgq.WithSynchronousOutcomes).
+	SyncOutcomes bool
 }
 
 // LatencyResult holds the percentiles of each leg of a job's trip through
@@ -90,7 +93,7 @@ func Latency(ctx context.Context, db *sql.DB, cfg LatencyConfig) (LatencyResult,
 		settings.Interval = cfg.Interval.String()
 	}
 	settings.BatchSize, settings.Concurrency = pgq.DefaultBatchSize, pgq.DefaultMaxConcurrentTasks
-	settings.SyncClaims = cfg.SyncClaims
+	settings.SyncClaims, settings.SyncOutcomes = cfg.SyncClaims, cfg.SyncOutcomes
 	res := LatencyResult{Samples: cfg.Samples, Settings: settings}
 	if err := purge(ctx, db); err != nil {
 		return res, err
@@ -118,7 +121,9 @@ func Latency(ctx context.Context, db *sql.DB, cfg LatencyConfig) (LatencyResult,
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	var runErr error
-	wg.Go(func() { runErr = qm.Run(runCtx, pgq.WithSynchronousClaims(cfg.SyncClaims)) })
+	wg.Go(func() {
+		runErr = qm.Run(runCtx, pgq.WithSynchronousClaims(cfg.SyncClaims), pgq.WithSynchronousOutcomes(cfg.SyncOutcomes))
+	})
 	watcher, err := pgq.NewCompletionWatcher(runCtx, db, wopts...)
 	if err != nil {
 		return res, err

@@ -46,6 +46,9 @@ func processArgs(cfg *DrainConfig) []string {
 	if cfg.SyncClaims {
 		args = append(args, "--sync-claims")
 	}
+	if cfg.SyncOutcomes {
+		args = append(args, "--sync-outcomes")
+	}
 	return args
 }
 
@@ -179,7 +182,7 @@ func drainWorker(ctx context.Context, args []string, stdin io.Reader, stdout io.
 	cpu0 := clientCPU()
 	if err := runWorkers(ctx, db, o.workers, nil, handler, o.concurrencyLimit,
 		pgq.WithMode(pgq.ModeDrain), pgq.WithBatchSize(o.batchSize), pgq.WithMaxConcurrentTasks(o.concurrency),
-		pgq.WithSynchronousClaims(o.syncClaims)); err != nil {
+		pgq.WithSynchronousClaims(o.syncClaims), pgq.WithSynchronousOutcomes(o.syncOutcomes)); err != nil {
 		return err
 	}
 	return json.NewEncoder(stdout).Encode(workerResult{Ran: ran.Load(), CPUNs: int64(clientCPU() - cpu0), PeakRSSBytes: peakRSS()})

@@ -43,6 +43,7 @@ type Settings struct {
 	Analyze       bool   `json:"analyze,omitempty"` // ANALYZE of the job table before processing
 	Vacuum        bool   `json:"vacuum,omitempty"`  // VACUUM of the job table before enqueuing
 	SyncClaims    bool   `json:"sync_claims"`       // claims wait for their commit to reach disk
+	SyncOutcomes  bool   `json:"sync_outcomes"`     // outcome writes wait for their commit to reach disk
 	Handler       string `json:"handler,omitempty"` // what each job's handler does: "noop" or "sql"
 	HandlerTime   string `json:"handler_time,omitempty"`
 	// MaxIdleConns is the pool's SetMaxIdleConns (database/sql's default

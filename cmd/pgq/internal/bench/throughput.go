@@ -30,6 +30,7 @@ type ThroughputConfig struct {
 	BatchSize    int           // pgq.WithBatchSize (default pgq.DefaultBatchSize)
 	Concurrency  int           // pgq.WithMaxConcurrentTasks (default pgq.DefaultMaxConcurrentTasks)
 	SyncClaims   bool          // pgq.WithSynchronousClaims
+	SyncOutcomes bool          // pgq.WithSynchronousOutcomes
 	ListenDSN    string        // pgq.WithListenDSN for the workers
 	Logger       *slog.Logger  // the workers' logger (pgq.WithLogger); nil: quiet
 	Handler      HandlerConfig // what each job's handler does (default: nothing)
@@ -154,7 +155,7 @@ func Throughput(ctx context.Context, db *sql.DB, cfg ThroughputConfig) (Throughp
 	}
 	settings.Producers, settings.EnqueueBatch, settings.Workers = cfg.Producers, cfg.EnqueueBatch, cfg.Workers
 	settings.BatchSize, settings.Concurrency, settings.Duration = cfg.BatchSize, cfg.Concurrency, cfg.Duration.String()
-	settings.SyncClaims, settings.Rate = cfg.SyncClaims, cfg.Rate
+	settings.SyncClaims, settings.SyncOutcomes, settings.Rate = cfg.SyncClaims, cfg.SyncOutcomes, cfg.Rate
 	settings.ReportEvery, settings.LogRetention = optionalDuration(cfg.ReportEvery), optionalDuration(cfg.LogRetention)
 	settings.StatsInterval, settings.Warmup = optionalDuration(cfg.StatsInterval), optionalDuration(cfg.Warmup)
 	settings.setHandler(cfg.Handler)
@@ -224,7 +225,7 @@ func Throughput(ctx context.Context, db *sql.DB, cfg ThroughputConfig) (Throughp
 	wg.Go(func() {
 		workErr = runWorkers(runCtx, db, cfg.Workers, workerOptions(cfg.ListenDSN, logger), handler, 0,
 			pgq.WithBatchSize(cfg.BatchSize), pgq.WithMaxConcurrentTasks(cfg.Concurrency),
-			pgq.WithSynchronousClaims(cfg.SyncClaims), pgq.WithLogRetention(cfg.LogRetention),
+			pgq.WithSynchronousClaims(cfg.SyncClaims), pgq.WithSynchronousOutcomes(cfg.SyncOutcomes), pgq.WithLogRetention(cfg.LogRetention),
 			pgq.WithStatisticsInterval(cfg.StatsInterval))
 	})
 	prodErrs := make([]error, cfg.Producers)
