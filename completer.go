@@ -45,12 +45,12 @@ type outcome struct {
 // statement per batch under load, no timer on an idle queue. It tells the
 // run what it wrote through written, and nothing else.
 type completer struct {
-	q      *dbgen.Queries
-	lane   *lane
-	qmID   uuid.UUID
-	sync   bool // WithSynchronousOutcomes
-	held   *holdings
-	logger *slog.Logger
+	q            *dbgen.Queries
+	lane         *lane
+	qmID         uuid.UUID
+	syncOutcomes bool // WithSynchronousOutcomes
+	held         *holdings
+	logger       *slog.Logger
 	// written is called after each batch: retryIn is the soonest retry
 	// among its outcomes (negative for none).
 	written func(retryIn time.Duration)
@@ -59,9 +59,9 @@ type completer struct {
 	unwritten atomic.Int64 // outcomes added and not yet written (or dropped)
 }
 
-func newCompleter(q *dbgen.Queries, ln *lane, qmID uuid.UUID, sync bool, held *holdings, logger *slog.Logger,
+func newCompleter(q *dbgen.Queries, ln *lane, qmID uuid.UUID, syncOutcomes bool, held *holdings, logger *slog.Logger,
 	capacity int, written func(time.Duration)) *completer {
-	return &completer{q: q, lane: ln, qmID: qmID, sync: sync, held: held, logger: logger, written: written,
+	return &completer{q: q, lane: ln, qmID: qmID, syncOutcomes: syncOutcomes, held: held, logger: logger, written: written,
 		in: make(chan outcome, capacity)}
 }
 
@@ -136,7 +136,7 @@ func (c *completer) write(batch []outcome) {
 		DelaysUs:           make([]int64, len(batch)),
 		ClaimTokens:        make([]int64, len(batch)),
 		QueueManagerID:     uuid.NullUUID{UUID: c.qmID, Valid: true},
-		SynchronousOutcome: c.sync,
+		SynchronousOutcome: c.syncOutcomes,
 	}
 	soonest := time.Duration(-1)
 	for i, o := range batch {

@@ -210,10 +210,12 @@ func TestLogFoldPlan(t *testing.T) {
 	})
 }
 
-// TestClaimCommitMode checks that the claim statement turns
-// synchronous_commit off for its own transaction only, unless asked to
-// keep the session's setting, and that it claims either way.
-func TestClaimCommitMode(t *testing.T) {
+// TestClaimAndFinishCommitMode checks that the claim and the outcome
+// statements turn synchronous_commit off for their own transaction only,
+// unless asked to keep the session's setting, and that they claim and
+// finish either way: all on one connection, so that a setting leaking out
+// of a transaction would show.
+func TestClaimAndFinishCommitMode(t *testing.T) {
 	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
 		ctx := testCtx(t)
 		if _, err := pgq.NewQueries(db).EnqueueBatch(ctx, []pgq.NewJob{{Entrypoint: "m"}, {Entrypoint: "m"}}); err != nil {
@@ -237,13 +239,10 @@ func TestClaimCommitMode(t *testing.T) {
 			}
 			return v
 		}
-		for _, c := range []struct {
-			sync bool
-			want string
-		}{{false, "off"}, {true, "on"}} {
-			query, args := boundQuery(t, "jobs.sql", "JobsClaim", map[string]any{
-				"@entrypoints": pq.Array([]string{"m"}), "@caps": pq.Array([]int32{1}), "@batch_size": 1,
-				"@queue_manager_id": uuid.NewString(), "@synchronous_claim": c.sync})
+		// inTx runs query in a transaction of its own on conn and checks
+		// the rows it returns and the setting inside and after it.
+		inTx := func(what string, sync bool, want string, rowsWant int, query string, args ...any) {
+			t.Helper()
 			tx, err := conn.BeginTx(ctx, nil)
 			if err != nil {
 				t.Fatal(err)
@@ -260,20 +259,90 @@ func TestClaimCommitMode(t *testing.T) {
 				t.Fatal(err)
 			}
 			rows.Close()
-			if n != 1 {
-				t.Errorf("synchronous_claim %v: claimed %d jobs, want 1", c.sync, n)
+			if n != rowsWant {
+				t.Errorf("%s, synchronous %v: %d rows, want %d", what, sync, n, rowsWant)
 			}
-			if got := setting(tx); got != c.want {
-				t.Errorf("synchronous_claim %v: synchronous_commit in the claim's transaction = %q, want %q", c.sync, got, c.want)
+			if got := setting(tx); got != want {
+				t.Errorf("%s, synchronous %v: synchronous_commit in its transaction = %q, want %q", what, sync, got, want)
 			}
 			if err := tx.Commit(); err != nil {
 				t.Fatal(err)
 			}
 			if got := setting(conn); got != "on" {
-				t.Errorf("synchronous_claim %v: synchronous_commit after the claim's transaction = %q, want on", c.sync, got)
+				t.Errorf("%s, synchronous %v: synchronous_commit after its transaction = %q, want on", what, sync, got)
 			}
 		}
+		for _, c := range []struct {
+			sync bool
+			want string
+		}{{false, "off"}, {true, "on"}} {
+			holder := uuid.NewString()
+			query, args := boundQuery(t, "jobs.sql", "JobsClaim", map[string]any{
+				"@entrypoints": pq.Array([]string{"m"}), "@caps": pq.Array([]int32{1}), "@batch_size": 1,
+				"@queue_manager_id": holder, "@synchronous_claim": c.sync})
+			inTx("JobsClaim", c.sync, c.want, 1, query, args...)
+
+			var id, token int64
+			if err := conn.QueryRowContext(ctx, `SELECT id, (extract(epoch FROM updated) * 1000000)::bigint
+				FROM pgqueuer WHERE queue_manager_id = $1`, holder).Scan(&id, &token); err != nil {
+				t.Fatal(err)
+			}
+			query, args = boundQuery(t, "jobs.sql", "JobsFinish", map[string]any{
+				"@ids": pq.Array([]int64{id}), "@actions": pq.Array([]string{"finish"}),
+				"@statuses": pq.Array([]string{"successful"}), "@tracebacks": pq.Array([]string{""}),
+				"@delays_us": pq.Array([]int64{0}), "@claim_tokens": pq.Array([]int64{token}),
+				"@queue_manager_id": holder, "@synchronous_outcome": c.sync})
+			inTx("JobsFinish", c.sync, c.want, 1, query, args...)
+		}
 	})
+}
+
+// commitModeCase is a worker's run options and the synchronous_commit its
+// transaction should see.
+type commitModeCase struct {
+	opts []pgq.RunOption
+	want string
+}
+
+// checkCommitModes runs one job per case through a worker with the case's
+// run options and checks the synchronous_commit setting that a row trigger
+// on the job table saw inside the job's transaction. event is the
+// trigger's event and condition, row the row it records (NEW or OLD).
+// Sessions opened for it start with synchronous_commit on (the test
+// server runs with it off), so that a transaction that keeps the session's
+// setting shows on.
+func checkCommitModes(t *testing.T, db *sql.DB, dsn, event, row string, cases []commitModeCase) {
+	t.Helper()
+	ctx := testCtx(t)
+	for _, stmt := range []string{
+		`CREATE TABLE commit_mode (job_id bigint, mode text)`,
+		`CREATE FUNCTION record_commit_mode() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+			INSERT INTO commit_mode VALUES (` + row + `.id, current_setting('synchronous_commit'));
+			RETURN NULL;
+		END $$`,
+		`CREATE TRIGGER record_commit_mode ` + event + ` EXECUTE FUNCTION record_commit_mode()`,
+		`DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET synchronous_commit = on', current_database()); END $$`,
+	} {
+		if _, err := db.ExecContext(ctx, stmt); err != nil {
+			t.Fatalf("%s: %v", stmt, err)
+		}
+	}
+	db.SetMaxIdleConns(0) // drop the sessions opened before the ALTER
+	db.SetMaxIdleConns(2)
+	q := pgq.NewQueries(db)
+	for _, c := range cases {
+		id, err := q.Enqueue(ctx, "mode", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
+		_ = qm.Entrypoint("mode", func(context.Context, *pgq.Job) error { return nil })
+		drain(t, ctx, qm, c.opts...)
+		if got := scalar[string](t, db, `SELECT string_agg(mode, ',') FROM commit_mode WHERE job_id = $1`, int64(id)); got != c.want {
+			t.Errorf("%d options: job %d: synchronous_commit %q in its transaction (%s), want %q", len(c.opts), id, got, event, c.want)
+		}
+	}
 }
 
 // TestSynchronousClaimsOption checks what a worker's claims commit with, as
@@ -282,97 +351,29 @@ func TestClaimCommitMode(t *testing.T) {
 // setting with WithSynchronousClaims(true).
 func TestSynchronousClaimsOption(t *testing.T) {
 	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
-		ctx := testCtx(t)
-		for _, stmt := range []string{
-			`CREATE TABLE claim_commit_mode (job_id bigint, mode text)`,
-			`CREATE FUNCTION record_claim_commit_mode() RETURNS trigger LANGUAGE plpgsql AS $$
-			BEGIN
-				INSERT INTO claim_commit_mode VALUES (NEW.id, current_setting('synchronous_commit'));
-				RETURN NULL;
-			END $$`,
-			`CREATE TRIGGER record_claim_commit_mode AFTER UPDATE ON pgqueuer FOR EACH ROW
-				WHEN (OLD.status = 'queued' AND NEW.status = 'picked') EXECUTE FUNCTION record_claim_commit_mode()`,
-			// The test server runs with synchronous_commit off; sessions
-			// opened from now on start with it on.
-			`DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET synchronous_commit = on', current_database()); END $$`,
-		} {
-			if _, err := db.ExecContext(ctx, stmt); err != nil {
-				t.Fatalf("%s: %v", stmt, err)
-			}
-		}
-		db.SetMaxIdleConns(0) // drop the sessions opened before the ALTER
-		db.SetMaxIdleConns(2)
-		q := pgq.NewQueries(db)
-		for _, c := range []struct {
-			opts []pgq.RunOption
-			want string
-		}{{nil, "off"}, {[]pgq.RunOption{pgq.WithSynchronousClaims(false)}, "off"}, {[]pgq.RunOption{pgq.WithSynchronousClaims(true)}, "on"}} {
-			id, err := q.Enqueue(ctx, "mode", nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
-			_ = qm.Entrypoint("mode", func(context.Context, *pgq.Job) error { return nil })
-			drain(t, ctx, qm, c.opts...)
-			if got := scalar[string](t, db, `SELECT string_agg(mode, ',') FROM claim_commit_mode WHERE job_id = $1`, int64(id)); got != c.want {
-				t.Errorf("%d options: job %d claimed with synchronous_commit %q, want %q", len(c.opts), id, got, c.want)
-			}
-		}
+		checkCommitModes(t, db, dsn,
+			`AFTER UPDATE ON pgqueuer FOR EACH ROW WHEN (OLD.status = 'queued' AND NEW.status = 'picked')`, "NEW",
+			[]commitModeCase{
+				{nil, "off"},
+				{[]pgq.RunOption{pgq.WithSynchronousClaims(false)}, "off"},
+				{[]pgq.RunOption{pgq.WithSynchronousClaims(true)}, "on"},
+			})
 	})
 }
 
 // TestSynchronousOutcomesOption checks what a worker's outcome writes
 // commit with, as seen from inside the finishing transaction (a trigger on
 // the delete of a finished job records synchronous_commit): off by
-// default, the session's setting with WithSynchronousOutcomes(true).
+// default, the session's setting with WithSynchronousOutcomes(true), and
+// not changed by WithSynchronousClaims.
 func TestSynchronousOutcomesOption(t *testing.T) {
 	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
-		ctx := testCtx(t)
-		for _, stmt := range []string{
-			`CREATE TABLE outcome_commit_mode (job_id bigint, mode text)`,
-			`CREATE FUNCTION record_outcome_commit_mode() RETURNS trigger LANGUAGE plpgsql AS $$
-			BEGIN
-				INSERT INTO outcome_commit_mode VALUES (OLD.id, current_setting('synchronous_commit'));
-				RETURN NULL;
-			END $$`,
-			`CREATE TRIGGER record_outcome_commit_mode AFTER DELETE ON pgqueuer FOR EACH ROW
-				EXECUTE FUNCTION record_outcome_commit_mode()`,
-			// The test server runs with synchronous_commit off; sessions
-			// opened from now on start with it on.
-			`DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET synchronous_commit = on', current_database()); END $$`,
-		} {
-			if _, err := db.ExecContext(ctx, stmt); err != nil {
-				t.Fatalf("%s: %v", stmt, err)
-			}
-		}
-		db.SetMaxIdleConns(0) // drop the sessions opened before the ALTER
-		db.SetMaxIdleConns(2)
-		q := pgq.NewQueries(db)
-		for _, c := range []struct {
-			opts []pgq.RunOption
-			want string
-		}{
-			{nil, "off"},
-			{[]pgq.RunOption{pgq.WithSynchronousOutcomes(false)}, "off"},
-			{[]pgq.RunOption{pgq.WithSynchronousOutcomes(true)}, "on"},
-			// Claims and outcomes are set apart.
-			{[]pgq.RunOption{pgq.WithSynchronousClaims(true)}, "off"},
-		} {
-			id, err := q.Enqueue(ctx, "mode", nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
-			_ = qm.Entrypoint("mode", func(context.Context, *pgq.Job) error { return nil })
-			drain(t, ctx, qm, c.opts...)
-			if got := scalar[string](t, db, `SELECT string_agg(mode, ',') FROM outcome_commit_mode WHERE job_id = $1`, int64(id)); got != c.want {
-				t.Errorf("%d options: job %d finished with synchronous_commit %q, want %q", len(c.opts), id, got, c.want)
-			}
-			// After the outcome's transaction the connection is back to
-			// the session's setting.
-			if got := scalar[string](t, db, `SELECT current_setting('synchronous_commit')`); got != "on" {
-				t.Errorf("%d options: synchronous_commit on a pooled session = %q, want on", len(c.opts), got)
-			}
-		}
+		checkCommitModes(t, db, dsn, `AFTER DELETE ON pgqueuer FOR EACH ROW`, "OLD",
+			[]commitModeCase{
+				{nil, "off"},
+				{[]pgq.RunOption{pgq.WithSynchronousOutcomes(false)}, "off"},
+				{[]pgq.RunOption{pgq.WithSynchronousOutcomes(true)}, "on"},
+				{[]pgq.RunOption{pgq.WithSynchronousClaims(true)}, "off"},
+			})
 	})
 }
