@@ -71,6 +71,11 @@ func (c *claimer) claimRows(ctx context.Context, s session, db sqlname.DBTX, inT
 	}
 	keyedFirst := k.active() && (k.turn || k.all)
 	k.turn = !k.turn
+	// A claim that is its own transaction counts its jobs into the
+	// statistics itself. Inside a transaction that runs more statements
+	// (limits, keys) the rows are left to the fold: a statistics row
+	// locked there would be held across statements, in no fixed order.
+	p.FoldStatistics = !inTx
 	var rows []*dbgen.JobsClaimRow
 	if !keyedFirst {
 		var err error
@@ -145,6 +150,7 @@ func (c *claimer) claimFair(ctx context.Context, db sqlname.DBTX, p dbgen.JobsCl
 	}
 	fp := dbgen.JobsClaimFairParams{
 		SynchronousClaim: p.SynchronousClaim,
+		FoldStatistics:   p.FoldStatistics,
 		Entrypoints:      left.Entrypoints,
 		Caps:             make([]int32, len(left.Entrypoints)),
 		BatchSize:        left.BatchSize,

@@ -206,9 +206,14 @@ func WithPollInterval(d time.Duration) TimingOption {
 
 // WithStatisticsInterval makes the worker fold new log rows into the
 // statistics table every d (0, the default, leaves that to another worker;
-// Stats and `pgq dashboard` count log rows not folded yet). Folding runs on
-// its own connection in small batches and never holds up claims; any number
-// of workers may do it.
+// Stats and `pgq dashboard` count log rows not folded yet). A worker's
+// claims and outcomes count their own log rows as they write them, so
+// what is left to fold is the enqueues' 'queued' rows, rows written inside
+// transactions of more than one statement (CompleteTx, claims of
+// entrypoints with keys or a concurrency limit) and PGQueuer workers'
+// rows. Folding
+// runs on its own connection in small batches and never holds up claims;
+// any number of workers may do it.
 func WithStatisticsInterval(d time.Duration) RunOption {
 	return runOption(func(c *runConfig) {
 		if d < 0 {

@@ -229,9 +229,21 @@ claimed AS (
               j.fairness_key, j.serial_key
 ),
 logged AS (
-    INSERT INTO pgqueuer_log (job_id, status, priority, entrypoint, created)
-    SELECT claimed.id, 'picked', claimed.priority, claimed.entrypoint, claim_time.at
+    INSERT INTO pgqueuer_log (job_id, status, priority, entrypoint, created, aggregated)
+    SELECT claimed.id, 'picked', claimed.priority, claimed.entrypoint, claim_time.at,
+           $6::boolean
     FROM claimed CROSS JOIN claim_time
+),
+folded AS (
+    INSERT INTO pgqueuer_statistics (created, count, priority, status, entrypoint)
+    SELECT date_trunc('sec', claim_time.at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',
+           count(*), claimed.priority, 'picked', claimed.entrypoint
+    FROM claimed CROSS JOIN claim_time
+    WHERE $6::boolean
+    GROUP BY claim_time.at, claimed.priority, claimed.entrypoint
+    ORDER BY claimed.priority, claimed.entrypoint
+    ON CONFLICT (priority, date_trunc('sec', created AT TIME ZONE 'UTC'), status, entrypoint)
+    DO UPDATE SET count = pgqueuer_statistics.count + EXCLUDED.count
 )
 SELECT claimed.id, claimed.priority, claimed.created, claimed.execute_after,
        claimed.entrypoint, claimed.payload, claimed.headers, claimed.attempts,
@@ -246,6 +258,7 @@ type JobsClaimParams struct {
 	Caps             []int32
 	BatchSize        int32
 	QueueManagerID   uuid.NullUUID
+	FoldStatistics   bool
 }
 
 type JobsClaimRow struct {
@@ -272,6 +285,15 @@ type JobsClaimRow struct {
 // pgqueuer_ep_prio_id_idx, skipping rows other workers hold. (Jobs abandoned by a dead worker are put back in the queue
 // by JobsReleaseStale, which keeps this statement on one index.)
 //
+// With fold_statistics (a claim that is its own transaction) the claim
+// also counts its 'picked' rows into pgqueuer_statistics and logs them as
+// aggregated, so that no fold has to rewrite them later: marking a log
+// row aggregated is an update that writes a new version of the row and
+// four index entries, and it cost more than the claim itself under log
+// retention (see LogFoldStatistics). The counts are upserted last, in the
+// statistics' key order, so a claim never waits on a statistics row while
+// holding another.
+//
 // Each row also gets claim_token, which names this claim: the row's updated
 // time in microseconds, which only a claim sets while a job is picked. The
 // outcome and the heartbeat of the claim pass it back, so that a worker that
@@ -292,6 +314,9 @@ type JobsClaimRow struct {
 // watcher, PGQueuer's too). This statement sees that commit, so any clock
 // reading in it is later. One reading, so that the row's updated (the
 // claim token) and its log row agree.
+// With fold_statistics, the 'picked' rows are counted into the statistics
+// here and logged as aggregated (see LogFoldStatistics). Rows locked in
+// the statistics' key order, as every pgq statement that counts there.
 func (q *Queries) JobsClaim(ctx context.Context, db DBTX, arg JobsClaimParams) ([]*JobsClaimRow, error) {
 	rows, err := db.QueryContext(ctx, jobsClaim,
 		arg.SynchronousClaim,
@@ -299,6 +324,7 @@ func (q *Queries) JobsClaim(ctx context.Context, db DBTX, arg JobsClaimParams) (
 		pq.Array(arg.Caps),
 		arg.BatchSize,
 		arg.QueueManagerID,
+		arg.FoldStatistics,
 	)
 	if err != nil {
 		return nil, err
@@ -731,13 +757,27 @@ changed AS (
     SELECT requeued.id, requeued.priority, requeued.entrypoint FROM requeued
     UNION ALL
     SELECT held.id, held.priority, held.entrypoint FROM held
+),
+logged AS (
+    INSERT INTO pgqueuer_log (job_id, status, priority, entrypoint, traceback, aggregated)
+    SELECT changed.id, outcome.status::pgqueuer_status, changed.priority, changed.entrypoint,
+           NULLIF(outcome.traceback, '')::jsonb, true
+    FROM changed
+    JOIN outcome ON outcome.id = changed.id
+    RETURNING pgqueuer_log.job_id, pgqueuer_log.created, pgqueuer_log.priority,
+              pgqueuer_log.status, pgqueuer_log.entrypoint
+),
+folded AS (
+    INSERT INTO pgqueuer_statistics (created, count, priority, status, entrypoint)
+    SELECT date_trunc('sec', logged.created AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',
+           count(*), logged.priority, logged.status, logged.entrypoint
+    FROM logged
+    GROUP BY 1, logged.priority, logged.status, logged.entrypoint
+    ORDER BY logged.priority, 1, logged.status, logged.entrypoint
+    ON CONFLICT (priority, date_trunc('sec', created AT TIME ZONE 'UTC'), status, entrypoint)
+    DO UPDATE SET count = pgqueuer_statistics.count + EXCLUDED.count
 )
-INSERT INTO pgqueuer_log (job_id, status, priority, entrypoint, traceback)
-SELECT changed.id, outcome.status::pgqueuer_status, changed.priority, changed.entrypoint,
-       NULLIF(outcome.traceback, '')::jsonb
-FROM changed
-JOIN outcome ON outcome.id = changed.id
-RETURNING pgqueuer_log.job_id
+SELECT logged.job_id FROM logged
 `
 
 type JobsFinishParams struct {
@@ -773,6 +813,10 @@ type JobsFinishParams struct {
 // enqueue and every other outcome queue behind its flush. An outcome lost
 // in a server crash leaves its jobs picked; they are rescued as stale and
 // run again.
+//
+// The outcome rows are counted into pgqueuer_statistics in the same
+// statement and logged as aggregated, as JobsClaim's 'picked' rows with
+// fold_statistics (a finish is always its own transaction).
 // The claim token of each outcome's job, keyed by id: a jsonb object, built
 // once, whose keys are looked up in log time per row. (A join with outcome
 // is planned as a nested loop that probes the id array for each row:
@@ -785,6 +829,9 @@ type JobsFinishParams struct {
 // nearly empty) and search the id array linearly for each row, quadratic in
 // the batch. The claim token is compared as an expression for the same
 // reason (an index on updated exists).
+// The outcome rows are counted into the statistics here and logged as
+// aggregated (see LogFoldStatistics), locking statistics rows in their
+// key order.
 func (q *Queries) JobsFinish(ctx context.Context, db DBTX, arg JobsFinishParams) ([]int64, error) {
 	rows, err := db.QueryContext(ctx, jobsFinish,
 		arg.SynchronousOutcome,

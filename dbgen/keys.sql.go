@@ -66,14 +66,26 @@ claimed AS (
               j.fairness_key, j.serial_key, j.fair_rank
 ),
 logged AS (
-    INSERT INTO pgqueuer_log (job_id, status, priority, entrypoint, created)
-    SELECT claimed.id, 'picked', claimed.priority, claimed.entrypoint, claim_time.at
+    INSERT INTO pgqueuer_log (job_id, status, priority, entrypoint, created, aggregated)
+    SELECT claimed.id, 'picked', claimed.priority, claimed.entrypoint, claim_time.at,
+           $6::boolean
     FROM claimed CROSS JOIN claim_time
+),
+folded AS (
+    INSERT INTO pgqueuer_statistics (created, count, priority, status, entrypoint)
+    SELECT date_trunc('sec', claim_time.at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',
+           count(*), claimed.priority, 'picked', claimed.entrypoint
+    FROM claimed CROSS JOIN claim_time
+    WHERE $6::boolean
+    GROUP BY claim_time.at, claimed.priority, claimed.entrypoint
+    ORDER BY claimed.priority, claimed.entrypoint
+    ON CONFLICT (priority, date_trunc('sec', created AT TIME ZONE 'UTC'), status, entrypoint)
+    DO UPDATE SET count = pgqueuer_statistics.count + EXCLUDED.count
 ),
 turns AS (
     SELECT claimed.entrypoint, max(claimed.fair_rank) AS turn
     FROM claimed
-    WHERE claimed.fair_rank IS NOT NULL AND $6::boolean
+    WHERE claimed.fair_rank IS NOT NULL AND $7::boolean
     GROUP BY claimed.entrypoint
 ),
 turn_rows AS (
@@ -111,6 +123,7 @@ type JobsClaimFairParams struct {
 	Caps             []int32
 	BatchSize        int32
 	QueueManagerID   uuid.NullUUID
+	FoldStatistics   bool
 	RecordTurn       bool
 }
 
@@ -140,6 +153,7 @@ type JobsClaimFairRow struct {
 // the jobs picked, writes their 'picked' log rows and returns them as
 // JobsClaim does (claim_token, synchronous_claim: see there), and records
 // the entrypoint's turn for the enqueue.
+// With fold_statistics, as JobsClaim.
 // When record_turn is set, each entrypoint's turn (migration 9): the
 // highest rank this claim took, when higher than the one recorded. The
 // claim took the lowest ranks due, so the due jobs left rank there or
@@ -155,6 +169,7 @@ func (q *Queries) JobsClaimFair(ctx context.Context, db DBTX, arg JobsClaimFairP
 		pq.Array(arg.Caps),
 		arg.BatchSize,
 		arg.QueueManagerID,
+		arg.FoldStatistics,
 		arg.RecordTurn,
 	)
 	if err != nil {

@@ -75,6 +75,15 @@ SELECT inserted.id, inserted.dedupe_key FROM inserted ORDER BY inserted.id;
 -- pgqueuer_ep_prio_id_idx, skipping rows other workers hold. (Jobs abandoned by a dead worker are put back in the queue
 -- by JobsReleaseStale, which keeps this statement on one index.)
 --
+-- With fold_statistics (a claim that is its own transaction) the claim
+-- also counts its 'picked' rows into pgqueuer_statistics and logs them as
+-- aggregated, so that no fold has to rewrite them later: marking a log
+-- row aggregated is an update that writes a new version of the row and
+-- four index entries, and it cost more than the claim itself under log
+-- retention (see LogFoldStatistics). The counts are upserted last, in the
+-- statistics' key order, so a claim never waits on a statistics row while
+-- holding another.
+--
 -- Each row also gets claim_token, which names this claim: the row's updated
 -- time in microseconds, which only a claim sets while a job is picked. The
 -- outcome and the heartbeat of the claim pass it back, so that a worker that
@@ -160,9 +169,24 @@ claimed AS (
               j.fairness_key, j.serial_key
 ),
 logged AS (
-    INSERT INTO pgqueuer_log (job_id, status, priority, entrypoint, created)
-    SELECT claimed.id, 'picked', claimed.priority, claimed.entrypoint, claim_time.at
+    INSERT INTO pgqueuer_log (job_id, status, priority, entrypoint, created, aggregated)
+    SELECT claimed.id, 'picked', claimed.priority, claimed.entrypoint, claim_time.at,
+           @fold_statistics::boolean
     FROM claimed CROSS JOIN claim_time
+),
+-- With fold_statistics, the 'picked' rows are counted into the statistics
+-- here and logged as aggregated (see LogFoldStatistics). Rows locked in
+-- the statistics' key order, as every pgq statement that counts there.
+folded AS (
+    INSERT INTO pgqueuer_statistics (created, count, priority, status, entrypoint)
+    SELECT date_trunc('sec', claim_time.at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',
+           count(*), claimed.priority, 'picked', claimed.entrypoint
+    FROM claimed CROSS JOIN claim_time
+    WHERE @fold_statistics::boolean
+    GROUP BY claim_time.at, claimed.priority, claimed.entrypoint
+    ORDER BY claimed.priority, claimed.entrypoint
+    ON CONFLICT (priority, date_trunc('sec', created AT TIME ZONE 'UTC'), status, entrypoint)
+    DO UPDATE SET count = pgqueuer_statistics.count + EXCLUDED.count
 )
 SELECT claimed.id, claimed.priority, claimed.created, claimed.execute_after,
        claimed.entrypoint, claimed.payload, claimed.headers, claimed.attempts,
@@ -329,6 +353,10 @@ GROUP BY l.entrypoint;
 -- enqueue and every other outcome queue behind its flush. An outcome lost
 -- in a server crash leaves its jobs picked; they are rescued as stale and
 -- run again.
+--
+-- The outcome rows are counted into pgqueuer_statistics in the same
+-- statement and logged as aggregated, as JobsClaim's 'picked' rows with
+-- fold_statistics (a finish is always its own transaction).
 WITH commit_mode AS (
     SELECT set_config('synchronous_commit',
                       CASE WHEN @synchronous_outcome::boolean
@@ -411,13 +439,30 @@ changed AS (
     SELECT requeued.id, requeued.priority, requeued.entrypoint FROM requeued
     UNION ALL
     SELECT held.id, held.priority, held.entrypoint FROM held
+),
+logged AS (
+    INSERT INTO pgqueuer_log (job_id, status, priority, entrypoint, traceback, aggregated)
+    SELECT changed.id, outcome.status::pgqueuer_status, changed.priority, changed.entrypoint,
+           NULLIF(outcome.traceback, '')::jsonb, true
+    FROM changed
+    JOIN outcome ON outcome.id = changed.id
+    RETURNING pgqueuer_log.job_id, pgqueuer_log.created, pgqueuer_log.priority,
+              pgqueuer_log.status, pgqueuer_log.entrypoint
+),
+-- The outcome rows are counted into the statistics here and logged as
+-- aggregated (see LogFoldStatistics), locking statistics rows in their
+-- key order.
+folded AS (
+    INSERT INTO pgqueuer_statistics (created, count, priority, status, entrypoint)
+    SELECT date_trunc('sec', logged.created AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',
+           count(*), logged.priority, logged.status, logged.entrypoint
+    FROM logged
+    GROUP BY 1, logged.priority, logged.status, logged.entrypoint
+    ORDER BY logged.priority, 1, logged.status, logged.entrypoint
+    ON CONFLICT (priority, date_trunc('sec', created AT TIME ZONE 'UTC'), status, entrypoint)
+    DO UPDATE SET count = pgqueuer_statistics.count + EXCLUDED.count
 )
-INSERT INTO pgqueuer_log (job_id, status, priority, entrypoint, traceback)
-SELECT changed.id, outcome.status::pgqueuer_status, changed.priority, changed.entrypoint,
-       NULLIF(outcome.traceback, '')::jsonb
-FROM changed
-JOIN outcome ON outcome.id = changed.id
-RETURNING pgqueuer_log.job_id;
+SELECT logged.job_id FROM logged;
 
 -- name: JobsCompleteTx :execrows
 -- Marks one job successful inside the caller's transaction (CompleteTx):

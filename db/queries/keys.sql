@@ -583,9 +583,22 @@ claimed AS (
               j.fairness_key, j.serial_key, j.fair_rank
 ),
 logged AS (
-    INSERT INTO pgqueuer_log (job_id, status, priority, entrypoint, created)
-    SELECT claimed.id, 'picked', claimed.priority, claimed.entrypoint, claim_time.at
+    INSERT INTO pgqueuer_log (job_id, status, priority, entrypoint, created, aggregated)
+    SELECT claimed.id, 'picked', claimed.priority, claimed.entrypoint, claim_time.at,
+           @fold_statistics::boolean
     FROM claimed CROSS JOIN claim_time
+),
+-- With fold_statistics, as JobsClaim.
+folded AS (
+    INSERT INTO pgqueuer_statistics (created, count, priority, status, entrypoint)
+    SELECT date_trunc('sec', claim_time.at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',
+           count(*), claimed.priority, 'picked', claimed.entrypoint
+    FROM claimed CROSS JOIN claim_time
+    WHERE @fold_statistics::boolean
+    GROUP BY claim_time.at, claimed.priority, claimed.entrypoint
+    ORDER BY claimed.priority, claimed.entrypoint
+    ON CONFLICT (priority, date_trunc('sec', created AT TIME ZONE 'UTC'), status, entrypoint)
+    DO UPDATE SET count = pgqueuer_statistics.count + EXCLUDED.count
 ),
 -- When record_turn is set, each entrypoint's turn (migration 9): the
 -- highest rank this claim took, when higher than the one recorded. The

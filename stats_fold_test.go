@@ -1,0 +1,213 @@
+package pgq_test
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pgq-dev/pgq"
+	"github.com/pgq-dev/pgq/dbgen"
+	"github.com/pgq-dev/pgq/pgqtest"
+)
+
+// uncounted lists, per status, entrypoint and priority, where the
+// statistics' total differs from the number of log rows: empty when every
+// log row was counted exactly once.
+func uncounted(t *testing.T, db *sql.DB) []string {
+	t.Helper()
+	rows, err := db.Query(`
+		WITH logged AS (
+			SELECT status::text, entrypoint, priority, count(*) AS n FROM pgqueuer_log GROUP BY 1, 2, 3
+		), counted AS (
+			SELECT status::text, entrypoint, priority, sum(count) AS n FROM pgqueuer_statistics GROUP BY 1, 2, 3
+		)
+		SELECT coalesce(l.status, c.status), coalesce(l.entrypoint, c.entrypoint),
+		       coalesce(l.priority, c.priority), coalesce(l.n, 0), coalesce(c.n, 0)
+		FROM logged AS l FULL JOIN counted AS c USING (status, entrypoint, priority)
+		WHERE l.n IS DISTINCT FROM c.n
+		ORDER BY 1, 2, 3`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var diff []string
+	for rows.Next() {
+		var status, ep string
+		var prio, logged, counted int64
+		if err := rows.Scan(&status, &ep, &prio, &logged, &counted); err != nil {
+			t.Fatal(err)
+		}
+		diff = append(diff, fmt.Sprintf("%s %s/%d: %d log rows, %d counted", status, ep, prio, logged, counted))
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return diff
+}
+
+// foldAll runs pgq's fold until it has caught up.
+func foldAll(t *testing.T, ctx context.Context, db *sql.DB) {
+	t.Helper()
+	var after int64
+	for {
+		r, err := dbgen.New().LogFoldStatistics(ctx, pgq.QueryDB(db), dbgen.LogFoldStatisticsParams{AfterID: after, BatchSize: 500})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Folded < 500 {
+			return
+		}
+		after = r.LastID
+	}
+}
+
+// syncBuffer is a bytes.Buffer that several workers' loggers share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// mixedJobs enqueues n jobs over three entrypoints and three priorities
+// and registers on qm a handler for each that fails every seventh job, so
+// that claims and outcome batches count into several statistics rows.
+func mixedJobs(t *testing.T, ctx context.Context, db *sql.DB, n int) {
+	t.Helper()
+	jobs := make([]pgq.NewJob, n)
+	for i := range jobs {
+		jobs[i] = pgq.NewJob{Entrypoint: fmt.Sprintf("count%d", i%3), Priority: int32(i % 3),
+			Payload: []byte(fmt.Sprint(i))}
+	}
+	if _, err := pgq.NewQueries(db).EnqueueBatch(ctx, jobs); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func mixedHandlers(t *testing.T, qm *pgq.QueueManager) {
+	t.Helper()
+	for e := range 3 {
+		if err := qm.Entrypoint(fmt.Sprintf("count%d", e), func(_ context.Context, j *pgq.Job) error {
+			if j.ID%7 == 0 {
+				return errors.New("seventh")
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestStatisticsCountedAsWritten: a worker's claims and outcomes count
+// their log rows into the statistics as they write them (and log them
+// aggregated), pgq's fold counts the rest (the enqueues' 'queued' rows),
+// and no row is counted twice. First with no fold running at all; then
+// with four workers claiming and finishing at once over several
+// statistics rows while two of them fold all the while (statements that
+// lock statistics rows in different orders would deadlock). Before, every
+// log row waited for a fold, whose update of each row cost more than the
+// claim (docs/benchmarks.md).
+func TestStatisticsCountedAsWritten(t *testing.T) {
+	t.Parallel()
+	for _, d := range pgqtest.Drivers() {
+		t.Run(d, func(t *testing.T) {
+			t.Parallel()
+			ctx := testCtx(t)
+			db, dsn := pgqtest.NewDB(t, d)
+			db.SetMaxIdleConns(500) // four workers of 100 handlers on one pool
+			var logs syncBuffer
+			logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
+			run := func(jobs, workers, folding int) {
+				t.Helper()
+				mixedJobs(t, ctx, db, jobs)
+				var wg sync.WaitGroup
+				errs := make(chan error, workers)
+				for w := range workers {
+					qm := pgq.NewQueueManager(db, pgq.WithLogger(logger), pgq.WithListenDSN(dsn))
+					mixedHandlers(t, qm)
+					opts := []pgq.RunOption{pgq.WithMode(pgq.ModeDrain), pgq.WithBatchSize(20)}
+					if w < folding {
+						opts = append(opts, pgq.WithStatisticsInterval(10*time.Millisecond))
+					}
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						errs <- qm.Run(ctx, opts...)
+					}()
+				}
+				wg.Wait()
+				close(errs)
+				for err := range errs {
+					if err != nil {
+						t.Fatalf("Run: %v", err)
+					}
+				}
+				if s := logs.String(); s != "" {
+					t.Fatalf("the workers warned:\n%s", s)
+				}
+				if n := scalar[int](t, db, "SELECT count(*) FROM pgqueuer"); n != 0 {
+					t.Fatalf("%d jobs left", n)
+				}
+			}
+
+			const jobs = 600
+			run(jobs, 2, 0)
+			if n := scalar[int](t, db, "SELECT count(*) FROM pgqueuer_log WHERE status <> 'queued' AND NOT aggregated"); n != 0 {
+				t.Fatalf("%d 'picked' or outcome log rows left for a fold, want 0", n)
+			}
+			failed := scalar[int](t, db, "SELECT count(*) FROM pgqueuer_log WHERE status = 'exception'")
+			for status, want := range map[string]int{"picked": jobs, "successful": jobs - failed, "exception": failed, "queued": 0} {
+				if n := scalar[int](t, db, "SELECT coalesce(sum(count), 0) FROM pgqueuer_statistics WHERE status = $1", status); n != want {
+					t.Errorf("statistics count %d %s before any fold, want %d", n, status, want)
+				}
+			}
+			foldAll(t, ctx, db)
+			if diff := uncounted(t, db); len(diff) > 0 {
+				t.Fatalf("statistics and log disagree after the fold:\n%s", strings.Join(diff, "\n"))
+			}
+
+			run(2*jobs, 4, 2)
+			foldAll(t, ctx, db)
+			if diff := uncounted(t, db); len(diff) > 0 {
+				t.Fatalf("statistics and log disagree after four workers, two folding:\n%s", strings.Join(diff, "\n"))
+			}
+		})
+	}
+}
+
+// TestPGQueuerFoldAfterPgqCounts: PGQueuer's own fold (the one its
+// log_statistics runs before reading) counts the rows pgq left to fold
+// and none that pgq's claims and outcomes counted already.
+func TestPGQueuerFoldAfterPgqCounts(t *testing.T) {
+	eachPGQueuerDriver(t, func(t *testing.T, ctx context.Context, db *sql.DB, dsn string) {
+		mixedJobs(t, ctx, db, 300)
+		qm := pgq.NewQueueManager(db)
+		mixedHandlers(t, qm)
+		drain(t, ctx, qm)
+		if diff := uncounted(t, db); len(diff) == 0 {
+			t.Fatal("every log row counted before any fold: the 'queued' rows should wait for one")
+		}
+		runPGQueuer(t, ctx, dsn, false, "-c", pyScript("", `
+    print(len(await Queries(driver).log_statistics(1000)))`))
+		if diff := uncounted(t, db); len(diff) > 0 {
+			t.Fatalf("statistics and log disagree after PGQueuer's fold:\n%s", strings.Join(diff, "\n"))
+		}
+	})
+}
