@@ -128,6 +128,7 @@ func GrantsSQL(role string, r Role, opts ...SchemaOption) (string, error) {
 		line("-- The log: transitions; statistics folding marks rows, log retention deletes them.")
 		line("GRANT SELECT, INSERT, DELETE ON %s TO %s;", log, to)
 		line("GRANT UPDATE (aggregated) ON %s TO %s;", log, to)
+		line("-- The statistics: claims, outcomes, folding and log retention count log rows there.")
 		line("GRANT SELECT, INSERT, UPDATE ON %s TO %s;", stats, to)
 		line("GRANT USAGE ON SEQUENCE %s TO %s;", seq(sqlname.StatisticsTable), to)
 		line("-- SchedulerManager: cron schedules.")

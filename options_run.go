@@ -211,9 +211,8 @@ func WithPollInterval(d time.Duration) TimingOption {
 // what is left to fold is the enqueues' 'queued' rows, rows written inside
 // transactions of more than one statement (CompleteTx, claims of
 // entrypoints with keys or a concurrency limit) and PGQueuer workers'
-// rows. Folding
-// runs on its own connection in small batches and never holds up claims;
-// any number of workers may do it.
+// rows. Folding runs on its own connection in small batches and never
+// holds up claims; any number of workers may do it.
 func WithStatisticsInterval(d time.Duration) RunOption {
 	return runOption(func(c *runConfig) {
 		if d < 0 {

@@ -84,28 +84,20 @@ func explainGeneric(t *testing.T, db *sql.DB, query string, args ...any) string 
 		conn.ExecContext(ctx, "RESET plan_cache_mode")
 	}()
 	rows, err := conn.QueryContext(ctx, "EXPLAIN EXECUTE generic_plan("+strings.Join(lits, ", ")+")")
-	if err != nil {
-		t.Fatalf("EXPLAIN EXECUTE: %v\n%s", err, query)
-	}
-	defer rows.Close()
-	var plan []string
-	for rows.Next() {
-		var line string
-		if err := rows.Scan(&line); err != nil {
-			t.Fatal(err)
-		}
-		plan = append(plan, line)
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return strings.Join(plan, "\n")
+	return planLines(t, rows, err, query)
 }
 
 // explain returns the plan of query with args, one line per node.
 func explain(t *testing.T, db *sql.DB, query string, args ...any) string {
 	t.Helper()
 	rows, err := db.Query("EXPLAIN "+query, args...)
+	return planLines(t, rows, err, query)
+}
+
+// planLines reads the rows of an EXPLAIN of query (err: its error) into
+// one string, a line per node.
+func planLines(t *testing.T, rows *sql.Rows, err error, query string) string {
+	t.Helper()
 	if err != nil {
 		t.Fatalf("EXPLAIN: %v\n%s", err, query)
 	}

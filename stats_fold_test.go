@@ -1,12 +1,14 @@
 package pgq_test
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -14,7 +16,7 @@ import (
 
 	"github.com/pgq-dev/pgq"
 	"github.com/pgq-dev/pgq/dbgen"
-	"github.com/pgq-dev/pgq/pgqtest"
+	"github.com/pgq-dev/pgq/internal/syncbuf"
 )
 
 // uncounted lists, per status, entrypoint and priority, where the
@@ -68,27 +70,8 @@ func foldAll(t *testing.T, ctx context.Context, db *sql.DB) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer that several workers' loggers share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// mixedJobs enqueues n jobs over three entrypoints and three priorities
-// and registers on qm a handler for each that fails every seventh job, so
-// that claims and outcome batches count into several statistics rows.
+// mixedJobs enqueues n jobs over three entrypoints and three priorities,
+// so that claims and outcome batches count into several statistics rows.
 func mixedJobs(t *testing.T, ctx context.Context, db *sql.DB, n int) {
 	t.Helper()
 	jobs := make([]pgq.NewJob, n)
@@ -101,6 +84,8 @@ func mixedJobs(t *testing.T, ctx context.Context, db *sql.DB, n int) {
 	}
 }
 
+// mixedHandlers registers on qm a handler for each of mixedJobs's
+// entrypoints that fails every seventh job.
 func mixedHandlers(t *testing.T, qm *pgq.QueueManager) {
 	t.Helper()
 	for e := range 3 {
@@ -126,69 +111,117 @@ func mixedHandlers(t *testing.T, qm *pgq.QueueManager) {
 // claim (docs/benchmarks.md).
 func TestStatisticsCountedAsWritten(t *testing.T) {
 	t.Parallel()
-	for _, d := range pgqtest.Drivers() {
-		t.Run(d, func(t *testing.T) {
-			t.Parallel()
-			ctx := testCtx(t)
-			db, dsn := pgqtest.NewDB(t, d)
-			db.SetMaxIdleConns(500) // four workers of 100 handlers on one pool
-			var logs syncBuffer
-			logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
-			run := func(jobs, workers, folding int) {
-				t.Helper()
-				mixedJobs(t, ctx, db, jobs)
-				var wg sync.WaitGroup
-				errs := make(chan error, workers)
-				for w := range workers {
-					qm := pgq.NewQueueManager(db, pgq.WithLogger(logger), pgq.WithListenDSN(dsn))
-					mixedHandlers(t, qm)
-					opts := []pgq.RunOption{pgq.WithMode(pgq.ModeDrain), pgq.WithBatchSize(20)}
-					if w < folding {
-						opts = append(opts, pgq.WithStatisticsInterval(10*time.Millisecond))
-					}
-					wg.Add(1)
-					go func() {
-						defer wg.Done()
-						errs <- qm.Run(ctx, opts...)
-					}()
+	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
+		ctx := testCtx(t)
+		db.SetMaxIdleConns(500) // four workers of 100 handlers on one pool
+		var logs syncbuf.Buffer
+		logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		run := func(jobs, workers, folding int) {
+			t.Helper()
+			mixedJobs(t, ctx, db, jobs)
+			var wg sync.WaitGroup
+			errs := make(chan error, workers)
+			for w := range workers {
+				qm := pgq.NewQueueManager(db, pgq.WithLogger(logger), pgq.WithListenDSN(dsn))
+				mixedHandlers(t, qm)
+				opts := []pgq.RunOption{pgq.WithMode(pgq.ModeDrain), pgq.WithBatchSize(20)}
+				if w < folding {
+					opts = append(opts, pgq.WithStatisticsInterval(10*time.Millisecond))
 				}
-				wg.Wait()
-				close(errs)
-				for err := range errs {
-					if err != nil {
-						t.Fatalf("Run: %v", err)
-					}
-				}
-				if s := logs.String(); s != "" {
-					t.Fatalf("the workers warned:\n%s", s)
-				}
-				if n := scalar[int](t, db, "SELECT count(*) FROM pgqueuer"); n != 0 {
-					t.Fatalf("%d jobs left", n)
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					errs <- qm.Run(ctx, opts...)
+				}()
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				if err != nil {
+					t.Fatalf("Run: %v", err)
 				}
 			}
+			if s := logs.String(); s != "" {
+				t.Fatalf("the workers warned:\n%s", s)
+			}
+			if n := scalar[int](t, db, "SELECT count(*) FROM pgqueuer"); n != 0 {
+				t.Fatalf("%d jobs left", n)
+			}
+		}
 
-			const jobs = 600
-			run(jobs, 2, 0)
-			if n := scalar[int](t, db, "SELECT count(*) FROM pgqueuer_log WHERE status <> 'queued' AND NOT aggregated"); n != 0 {
-				t.Fatalf("%d 'picked' or outcome log rows left for a fold, want 0", n)
+		const jobs = 600
+		run(jobs, 2, 0)
+		if n := scalar[int](t, db, "SELECT count(*) FROM pgqueuer_log WHERE status <> 'queued' AND NOT aggregated"); n != 0 {
+			t.Fatalf("%d 'picked' or outcome log rows left for a fold, want 0", n)
+		}
+		failed := scalar[int](t, db, "SELECT count(*) FROM pgqueuer_log WHERE status = 'exception'")
+		for status, want := range map[string]int{"picked": jobs, "successful": jobs - failed, "exception": failed, "queued": 0} {
+			if n := scalar[int](t, db, "SELECT coalesce(sum(count), 0) FROM pgqueuer_statistics WHERE status = $1", status); n != want {
+				t.Errorf("statistics count %d %s before any fold, want %d", n, status, want)
 			}
-			failed := scalar[int](t, db, "SELECT count(*) FROM pgqueuer_log WHERE status = 'exception'")
-			for status, want := range map[string]int{"picked": jobs, "successful": jobs - failed, "exception": failed, "queued": 0} {
-				if n := scalar[int](t, db, "SELECT coalesce(sum(count), 0) FROM pgqueuer_statistics WHERE status = $1", status); n != want {
-					t.Errorf("statistics count %d %s before any fold, want %d", n, status, want)
+		}
+		foldAll(t, ctx, db)
+		if diff := uncounted(t, db); len(diff) > 0 {
+			t.Fatalf("statistics and log disagree after the fold:\n%s", strings.Join(diff, "\n"))
+		}
+
+		run(2*jobs, 4, 2)
+		foldAll(t, ctx, db)
+		if diff := uncounted(t, db); len(diff) > 0 {
+			t.Fatalf("statistics and log disagree after four workers, two folding:\n%s", strings.Join(diff, "\n"))
+		}
+	})
+}
+
+// TestStatisticsUpsertsInKeyOrder: every statement that counts into
+// pgqueuer_statistics has one shape, which upserts its rows in the order
+// of the table's unique key (priority, second, status, entrypoint). Claims
+// and outcomes upsert while folds and prunes do, and two statements that
+// lock the same statistics rows in different orders deadlock; no run of
+// the workers shows that reliably, so the statements are read here.
+func TestStatisticsUpsertsInKeyOrder(t *testing.T) {
+	files, err := filepath.Glob("db/queries/*.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	upsert := regexp.MustCompile(`INSERT INTO pgqueuer_statistics \(created, count, priority, status, entrypoint\)
+    SELECT date_trunc\('sec', (\w+)\.created AT TIME ZONE 'UTC'\) AT TIME ZONE 'UTC',
+           count\(\*\), (\w+)\.priority, (\w+)\.status, (\w+)\.entrypoint
+    FROM (\w+)
+(?:    WHERE [^\n]+\n)?    GROUP BY 1, (\w+)\.priority, (\w+)\.status, (\w+)\.entrypoint
+    ORDER BY (\w+)\.priority, 1, (\w+)\.status, (\w+)\.entrypoint
+    ON CONFLICT \(priority, date_trunc\('sec', created AT TIME ZONE 'UTC'\), status, entrypoint\)
+    DO UPDATE SET count = pgqueuer_statistics\.count \+ EXCLUDED\.count`)
+	counted := map[string]int{}
+	for _, f := range files {
+		src, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, q := range strings.Split(string(src), "-- name: ")[1:] {
+			name, _, _ := strings.Cut(q, " ")
+			inserts := strings.Count(q, "INSERT INTO pgqueuer_statistics")
+			if inserts == 0 {
+				continue
+			}
+			ms := upsert.FindAllStringSubmatch(q, -1)
+			if len(ms) != inserts {
+				t.Errorf("%s: %d of its %d statistics upserts are not in the shape that locks rows in key order", name, inserts-len(ms), inserts)
+			}
+			for _, m := range ms {
+				for _, alias := range m[2:] {
+					if alias != m[1] {
+						t.Errorf("%s: its statistics upsert mixes %s and %s", name, m[1], alias)
+					}
 				}
 			}
-			foldAll(t, ctx, db)
-			if diff := uncounted(t, db); len(diff) > 0 {
-				t.Fatalf("statistics and log disagree after the fold:\n%s", strings.Join(diff, "\n"))
-			}
-
-			run(2*jobs, 4, 2)
-			foldAll(t, ctx, db)
-			if diff := uncounted(t, db); len(diff) > 0 {
-				t.Fatalf("statistics and log disagree after four workers, two folding:\n%s", strings.Join(diff, "\n"))
-			}
-		})
+			counted[name] = len(ms)
+		}
+	}
+	for _, name := range []string{"JobsClaim", "JobsClaimFair", "JobsFinish", "LogFoldStatistics", "LogPrune"} {
+		if counted[name] != 1 {
+			t.Errorf("%s: %d statistics upserts in the key-order shape, want 1", name, counted[name])
+		}
 	}
 }
 

@@ -70,15 +70,16 @@ logged AS (
     SELECT claimed.id, 'picked', claimed.priority, claimed.entrypoint, claim_time.at,
            $6::boolean
     FROM claimed CROSS JOIN claim_time
+    RETURNING pgqueuer_log.created, pgqueuer_log.priority, pgqueuer_log.status, pgqueuer_log.entrypoint
 ),
 folded AS (
     INSERT INTO pgqueuer_statistics (created, count, priority, status, entrypoint)
-    SELECT date_trunc('sec', claim_time.at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',
-           count(*), claimed.priority, 'picked', claimed.entrypoint
-    FROM claimed CROSS JOIN claim_time
+    SELECT date_trunc('sec', logged.created AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',
+           count(*), logged.priority, logged.status, logged.entrypoint
+    FROM logged
     WHERE $6::boolean
-    GROUP BY claim_time.at, claimed.priority, claimed.entrypoint
-    ORDER BY claimed.priority, claimed.entrypoint
+    GROUP BY 1, logged.priority, logged.status, logged.entrypoint
+    ORDER BY logged.priority, 1, logged.status, logged.entrypoint
     ON CONFLICT (priority, date_trunc('sec', created AT TIME ZONE 'UTC'), status, entrypoint)
     DO UPDATE SET count = pgqueuer_statistics.count + EXCLUDED.count
 ),
@@ -153,7 +154,10 @@ type JobsClaimFairRow struct {
 // the jobs picked, writes their 'picked' log rows and returns them as
 // JobsClaim does (claim_token, synchronous_claim: see there), and records
 // the entrypoint's turn for the enqueue.
-// With fold_statistics, as JobsClaim.
+// With fold_statistics, as JobsClaim. Only the entrypoint's first turn
+// row (first_turns, written once per entrypoint ever) may wait for a lock
+// after these; two first claims caught that way deadlock, the server ends
+// one, and its worker claims again.
 // When record_turn is set, each entrypoint's turn (migration 9): the
 // highest rank this claim took, when higher than the one recorded. The
 // claim took the lowest ranks due, so the due jobs left rank there or

@@ -173,18 +173,19 @@ logged AS (
     SELECT claimed.id, 'picked', claimed.priority, claimed.entrypoint, claim_time.at,
            @fold_statistics::boolean
     FROM claimed CROSS JOIN claim_time
+    RETURNING pgqueuer_log.created, pgqueuer_log.priority, pgqueuer_log.status, pgqueuer_log.entrypoint
 ),
 -- With fold_statistics, the 'picked' rows are counted into the statistics
 -- here and logged as aggregated (see LogFoldStatistics). Rows locked in
 -- the statistics' key order, as every pgq statement that counts there.
 folded AS (
     INSERT INTO pgqueuer_statistics (created, count, priority, status, entrypoint)
-    SELECT date_trunc('sec', claim_time.at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',
-           count(*), claimed.priority, 'picked', claimed.entrypoint
-    FROM claimed CROSS JOIN claim_time
+    SELECT date_trunc('sec', logged.created AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',
+           count(*), logged.priority, logged.status, logged.entrypoint
+    FROM logged
     WHERE @fold_statistics::boolean
-    GROUP BY claim_time.at, claimed.priority, claimed.entrypoint
-    ORDER BY claimed.priority, claimed.entrypoint
+    GROUP BY 1, logged.priority, logged.status, logged.entrypoint
+    ORDER BY logged.priority, 1, logged.status, logged.entrypoint
     ON CONFLICT (priority, date_trunc('sec', created AT TIME ZONE 'UTC'), status, entrypoint)
     DO UPDATE SET count = pgqueuer_statistics.count + EXCLUDED.count
 )
