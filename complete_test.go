@@ -339,8 +339,8 @@ func TestCompleteTxCrashAfterCommit(t *testing.T) {
 		second := startWorker(t, driver, dsn, workerEnvMode+"=completetx")
 		// The second worker is up and claiming: a job enqueued now runs
 		// there; by then it has released whatever the first one left
-		// stale (heartbeat timeout 1 s).
-		time.Sleep(1500 * time.Millisecond)
+		// stale (heartbeat timeout completeTxHeartbeat).
+		time.Sleep(completeTxHeartbeat + time.Second)
 		probe, err := q.Enqueue(ctx, "crash", nil)
 		if err != nil {
 			t.Fatal(err)
@@ -355,6 +355,12 @@ func TestCompleteTxCrashAfterCommit(t *testing.T) {
 		}
 	})
 }
+
+// completeTxHeartbeat is the heartbeat timeout of completeTxProcess. Not
+// less: under a loaded test run a 1 s timeout let a slow heartbeat miss
+// its grace, and the worker stopped the handler before its commit and ran
+// the job again, which the test's log check takes for a fault.
+const completeTxHeartbeat = 3 * time.Second
 
 // completeTxProcess is the worker process of TestCompleteTxCrashAfterCommit:
 // its "crash" handler records its run in crash_marks in the transaction in
@@ -380,7 +386,7 @@ func completeTxProcess(ctx context.Context, db *sql.DB, dsn string) int {
 		return nil
 	})
 	fmt.Println("ready")
-	err := qm.Run(ctx, pgq.WithHeartbeatTimeout(time.Second), pgq.WithShutdownTimeout(200*time.Millisecond),
+	err := qm.Run(ctx, pgq.WithHeartbeatTimeout(completeTxHeartbeat), pgq.WithShutdownTimeout(200*time.Millisecond),
 		pgq.WithDequeueTimeout(200*time.Millisecond))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -393,14 +399,20 @@ func completeTxProcess(ctx context.Context, db *sql.DB, dsn string) int {
 // its job but not committed yet holds the job's row locked; the worker's
 // heartbeat must not wait for it, or the heartbeats of the worker's other
 // jobs stop meanwhile and another worker takes them for abandoned and runs
-// them again.
+// them again. The heartbeat timeout is 3 s, not less: under a loaded
+// test run (-race, every package at once) a 1 s timeout let a slow but
+// working heartbeat miss its 750 ms of grace, and the worker stopped the
+// handlers itself (errHoldExpired), which this test cannot tell apart.
+// A heartbeat that waited for the lock would still be caught: the lock is
+// held for 1.5 timeouts, well past the 0.75 after which the worker stops
+// the other job's handler and the 1 after which the other worker rescues it.
 func TestHeartbeatSkipsLockedRows(t *testing.T) {
 	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
 		ctx := testCtx(t)
 		if _, err := db.ExecContext(ctx, resultsTable); err != nil {
 			t.Fatal(err)
 		}
-		const hb = time.Second
+		const hb = 3 * time.Second
 		runs := make(chan pgq.JobID, 8)
 		slowCommit := func(ctx context.Context, j *pgq.Job) error {
 			runs <- j.ID
@@ -412,12 +424,12 @@ func TestHeartbeatSkipsLockedRows(t *testing.T) {
 			if err := pgq.CompleteTx(ctx, tx, j); err != nil {
 				return err
 			}
-			time.Sleep(4 * hb) // the row stays locked
+			time.Sleep(hb * 3 / 2) // the row stays locked
 			return tx.Commit()
 		}
 		other := func(ctx context.Context, j *pgq.Job) error {
 			runs <- j.ID
-			time.Sleep(5 * hb)
+			time.Sleep(2 * hb)
 			return nil
 		}
 		q := pgq.NewQueries(db)
@@ -446,7 +458,7 @@ func TestHeartbeatSkipsLockedRows(t *testing.T) {
 		_ = b.Entrypoint("slow_commit", slowCommit)
 		_ = b.Entrypoint("other", other)
 		stopB := startRun(t, ctx, b, pgq.WithHeartbeatTimeout(hb))
-		time.Sleep(6 * hb)
+		time.Sleep(2*hb + hb/2)
 		stopA()
 		stopB()
 		close(runs)
