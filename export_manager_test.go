@@ -2,6 +2,7 @@ package pgq
 
 import (
 	"context"
+	"database/sql"
 	"time"
 
 	"github.com/pgq-dev/pgq/dbgen"
@@ -44,3 +45,21 @@ func ClaimCount(qm *QueueManager) int64 { return qm.claims.Load() }
 // WakeGap is wakeGap: the least time from a claim that found nothing to
 // the next claim a notification starts.
 const WakeGap = wakeGap
+
+// LogUpkeep is one worker's log upkeep (fold and prune) on db, default
+// names, for tests that run its passes one by one.
+type LogUpkeep struct{ m *maintainer }
+
+// NewLogUpkeep returns the log upkeep of a worker with this statistics
+// interval and log retention.
+func NewLogUpkeep(db *sql.DB, interval, retention time.Duration) *LogUpkeep {
+	return &LogUpkeep{&maintainer{q: dbgen.New(), db: db, rdb: wrapDB(sqlname.Names{}, db),
+		statsInterval: interval, logRetention: retention}}
+}
+
+// Pass runs one pass and reports whether it ran out of its time before it
+// caught up (so that the next one will not rest between its turns).
+func (u *LogUpkeep) Pass(ctx context.Context) (behind bool, err error) {
+	err = u.m.foldAndPrune(ctx)
+	return u.m.logBehind, err
+}

@@ -46,6 +46,10 @@ const (
 	// five indexes).
 	foldBatch  = 500
 	pruneBatch = 1000
+	// logUpkeepRest is how long a pass of log upkeep rests after each of
+	// its turns, as a multiple of the turn's own time, while the passes
+	// keep up (see foldAndPrune).
+	logUpkeepRest = 1
 )
 
 // maintainer keeps one run's jobs held and the tables fit: it heartbeats
@@ -76,6 +80,10 @@ type maintainer struct {
 	// soon after each failure, they are logged once per interval.
 	// Only the heartbeat's goroutine uses it.
 	beatWarned time.Time
+	// logBehind is set when the last pass of log upkeep ran out of its
+	// time before it caught up: the next one does not rest. Only the
+	// log upkeep's goroutine uses it.
+	logBehind bool
 }
 
 // heartbeat refreshes the heartbeat of the held jobs, all in one
@@ -289,11 +297,20 @@ func (m *maintainer) foldLog(ctx context.Context) {
 // ends (there is always a new row to fold), and the prune after it never
 // ran. The cursors start afresh each pass, so that a row committed after
 // a pass went past its id is done by the next one.
+//
+// While the passes keep up, a pass rests after each turn as long as the
+// turn took (logUpkeepRest), so that a minute's log is pruned at half a
+// connection's pace over part of the interval, not at a whole one's in a
+// burst that takes the headroom of the claims and outcomes running
+// meanwhile. A pass that runs out of time before it caught up does not
+// rest, and neither does the next.
 func (m *maintainer) foldAndPrune(ctx context.Context) error {
 	began := time.Now()
 	folding, pruning := true, m.logRetention > 0
 	var folded, pruned int64 // the cursors: the last ids done
+	rest := !m.logBehind
 	for (folding || pruning) && ctx.Err() == nil && time.Since(began) < m.statsInterval {
+		turn := time.Now()
 		if folding {
 			r, err := m.q.LogFoldStatistics(ctx, m.rdb, dbgen.LogFoldStatisticsParams{AfterID: folded, BatchSize: foldBatch})
 			if err != nil {
@@ -310,6 +327,22 @@ func (m *maintainer) foldAndPrune(ctx context.Context) error {
 			}
 			pruning, pruned = r.Pruned == pruneBatch, r.LastID
 		}
+		if rest && (folding || pruning) {
+			sleepCtx(ctx, time.Since(turn)*logUpkeepRest)
+		}
+	}
+	if ctx.Err() == nil {
+		m.logBehind = folding || pruning
 	}
 	return nil
+}
+
+// sleepCtx waits for d or until ctx ends, whichever comes first.
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
 }

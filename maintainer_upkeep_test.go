@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/pgq-dev/pgq"
+	"github.com/pgq-dev/pgq/pgqtest"
 )
 
 // TestWorkerVacuumsJobTable: draining tens of thousands of jobs leaves
@@ -282,4 +283,47 @@ func TestLogPrunedWhileJobsKeepComing(t *testing.T) {
 			t.Fatalf("statistics count %d rows of the pruned entrypoint, want %d (folded before pruned)", n, old)
 		}
 	})
+}
+
+// TestLogUpkeepBehindAndCaughtUp: a pass of log upkeep that runs out of
+// its time before it has pruned everything past the retention says so
+// (the next pass then does not rest between its turns), and the passes
+// after it prune and count every old row, until one catches up and says
+// that instead.
+func TestLogUpkeepBehindAndCaughtUp(t *testing.T) {
+	db, _ := pgqtest.NewDB(t, "pgx")
+	ctx := testCtx(t)
+	const old = 200_000
+	if _, err := db.ExecContext(ctx, `INSERT INTO pgqueuer_log (created, job_id, status, priority, entrypoint)
+		SELECT now() - interval '2 hours', g, 'successful', 0, 'gone' FROM generate_series(1, $1::int) AS g`, old); err != nil {
+		t.Fatal(err)
+	}
+	// 50 ms a pass: 200 statements of 1,000 rows do not fit.
+	u := pgq.NewLogUpkeep(db, 50*time.Millisecond, time.Hour)
+	behind, err := u.Pass(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	left := func() int {
+		return scalar[int](t, db, "SELECT count(*) FROM pgqueuer_log WHERE entrypoint = 'gone'")
+	}
+	if n := left(); !behind || n == 0 {
+		t.Fatalf("first pass: behind %v with %d of %d old rows left, want behind with some left", behind, n, old)
+	}
+	passes := 1
+	for behind && passes < 2000 {
+		if behind, err = u.Pass(ctx); err != nil {
+			t.Fatal(err)
+		}
+		passes++
+	}
+	if behind {
+		t.Fatalf("still behind after %d passes, %d old rows left", passes, left())
+	}
+	if n := left(); n != 0 {
+		t.Fatalf("caught up after %d passes with %d old rows left", passes, n)
+	}
+	if n := scalar[int](t, db, "SELECT coalesce(sum(count), 0) FROM pgqueuer_statistics WHERE entrypoint = 'gone'"); n != old {
+		t.Fatalf("statistics count %d pruned rows, want %d", n, old)
+	}
 }

@@ -229,7 +229,9 @@ func WithStatisticsInterval(d time.Duration) RunOption {
 // gone is unknown to JobStatus and CompletionWatcher. It implies statistics
 // folding (every minute unless WithStatisticsInterval says). Folding and
 // pruning take turns, a batch each, so under a steady stream of jobs
-// neither waits for the other to finish.
+// neither waits for the other to finish; while the passes keep up, each
+// rests between turns as long as they took, spreading the work over the
+// interval instead of running it in one burst.
 func WithLogRetention(d time.Duration) RunOption {
 	return runOption(func(c *runConfig) {
 		if d < 0 {
