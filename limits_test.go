@@ -355,8 +355,13 @@ func TestHandlerContext(t *testing.T) {
 
 // TestServerRestartMidRun restarts PostgreSQL (its own cluster) while a
 // worker drains 5,000 jobs, cleanly (pg_ctl restart -m fast) and as a
-// crash (-m immediate, which loses claims whose commit was not yet flushed:
-// their jobs run again): every job completes.
+// crash (-m immediate): every job completes. A crash loses the commits not
+// yet flushed, and claims and outcomes do not wait for their flush
+// (WithSynchronousClaims, WithSynchronousOutcomes): a job whose outcome
+// was lost is released as stale and runs again. The WAL writer flushes
+// such commits within three wal_writer_delay (600 ms by default), so the
+// jobs picked twice are bounded by those that ran in the second before the
+// crash, and the claims in flight; a clean restart loses nothing.
 func TestServerRestartMidRun(t *testing.T) {
 	ctx := testCtx(t)
 	cl := ownServer(t, ctx)
@@ -379,10 +384,16 @@ func TestServerRestartMidRun(t *testing.T) {
 			ids := enqueueN(t, ctx, db, "r", n)
 			var ran atomic.Int32
 			restarted := make(chan struct{})
+			var mu sync.Mutex
+			var returns []time.Time // when handlers returned
+			var crashAt time.Time
 			qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
 			_ = qm.Entrypoint("r", func(ctx context.Context, j *pgq.Job) error {
 				if ran.Add(1) == n/4 {
 					go func() {
+						mu.Lock()
+						crashAt = time.Now()
+						mu.Unlock()
 						if err := c.restart(context.Background()); err != nil {
 							t.Error(err)
 						}
@@ -390,6 +401,9 @@ func TestServerRestartMidRun(t *testing.T) {
 					}()
 				}
 				time.Sleep(200 * time.Microsecond)
+				mu.Lock()
+				returns = append(returns, time.Now())
+				mu.Unlock()
 				return nil
 			})
 			runCtx, cancel := context.WithTimeout(ctx, 45*time.Second)
@@ -424,9 +438,21 @@ func TestServerRestartMidRun(t *testing.T) {
 				}
 			}
 			dups := scalar[int](t, db, "SELECT count(*) FROM (SELECT job_id FROM pgqueuer_log WHERE status = 'picked' GROUP BY job_id HAVING count(*) > 1) d")
-			t.Logf("%d jobs ran, %d picked twice (at-least-once around the crash)", ran.Load(), dups)
-			if dups > 100 {
-				t.Fatalf("%d jobs picked twice", dups)
+			// At most 100 and, after a crash, the jobs that may have lost
+			// their outcome: those that ran in the second before it.
+			limit := 100
+			if c.mode == "crash" {
+				mu.Lock()
+				for _, r := range returns {
+					if r.After(crashAt.Add(-time.Second)) && r.Before(crashAt) {
+						limit++
+					}
+				}
+				mu.Unlock()
+			}
+			t.Logf("%d jobs ran, %d picked twice (at-least-once around the crash; at most %d)", ran.Load(), dups, limit)
+			if dups > limit {
+				t.Fatalf("%d jobs picked twice, over %d", dups, limit)
 			}
 		})
 	}
