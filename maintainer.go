@@ -40,6 +40,11 @@ const (
 	// under a second, and an ANALYZE every second of each worker cost
 	// more than the plans it kept fresh.
 	analyzeGap = 10 * time.Second
+	// startAnalyzeWait bounds how long a worker that starts on missing or
+	// stale statistics waits for an ANALYZE or VACUUM of the job table
+	// that another session holds (a worker process started at the same
+	// time, autovacuum) before it claims on the statistics there are.
+	startAnalyzeWait = 3 * time.Second
 	// Log folding and pruning batch sizes: small, so that no statement
 	// holds locks long or takes more than a few milliseconds (every log
 	// row folded is an update that writes an entry into each of the log's
@@ -249,24 +254,33 @@ func (m *maintainer) tendJobTable(ctx context.Context) {
 	every(ctx, m.upkeepInterval, func() { m.upkeep(ctx, m.vacuum) })
 }
 
+// analyzeFirst brings the job table's planner statistics up to date
+// before the run's first claim. When another session holds the table (the
+// ANALYZE skips it), it waits for that session's work to end, checking
+// again, for startAnalyzeWait at most: worker processes started together
+// then run one ANALYZE between them, not one each in turn.
+func (m *maintainer) analyzeFirst(ctx context.Context) {
+	deadline := time.Now().Add(startAnalyzeWait)
+	wait := 10 * time.Millisecond
+	for ctx.Err() == nil {
+		need, ok := m.needs(ctx, false)
+		if !ok || !need.NeedsAnalyze {
+			return
+		}
+		m.warn(ctx, "pgq: analysing the job table failed", m.q.JobsAnalyze(ctx, m.rdb))
+		if need, ok = m.needs(ctx, false); !ok || !need.NeedsAnalyze || time.Now().After(deadline) {
+			return
+		}
+		sleepCtx(ctx, min(wait, time.Until(deadline)))
+		wait = min(2*wait, 200*time.Millisecond)
+	}
+}
+
 // upkeep analyses the job table if its statistics are stale and, when
 // vacuum is set, vacuums it if its dead rows pile up.
 func (m *maintainer) upkeep(ctx context.Context, vacuum bool) {
-	need, err := m.q.JobsTableUpkeep(ctx, m.rdb, dbgen.JobsTableUpkeepParams{
-		MinDead: vacuumMinDead, VacuumGapS: vacuumGap.Seconds(), AnalyzeGapS: analyzeGap.Seconds(), TableName: m.names.Qualified(sqlname.JobTable),
-	})
-	if err != nil {
-		m.warn(ctx, "pgq: reading the job table's statistics failed", err)
-		return
-	}
-	if !need.MayMaintain {
-		if need.NeedsAnalyze || vacuum && need.NeedsVacuum {
-			m.noRights.Do(func() {
-				m.logger.Info("pgq: the job table wants VACUUM or ANALYZE, which this worker's role may not run "+
-					"(it needs the table's owner, or MAINTAIN on PostgreSQL 17+); leaving it to autovacuum",
-					"table", m.names.Qualified(sqlname.JobTable))
-			})
-		}
+	need, ok := m.needs(ctx, vacuum)
+	if !ok {
 		return
 	}
 	if vacuum && need.NeedsVacuum {
@@ -280,6 +294,30 @@ func (m *maintainer) upkeep(ctx context.Context, vacuum bool) {
 	if need.NeedsAnalyze {
 		m.warn(ctx, "pgq: analysing the job table failed", m.q.JobsAnalyze(ctx, m.rdb))
 	}
+}
+
+// needs reads what the job table needs; ok is false when the read failed
+// (logged) or this worker's role may not maintain the table (logged once,
+// when the table wants it).
+func (m *maintainer) needs(ctx context.Context, vacuum bool) (need *dbgen.JobsTableUpkeepRow, ok bool) {
+	need, err := m.q.JobsTableUpkeep(ctx, m.rdb, dbgen.JobsTableUpkeepParams{
+		MinDead: vacuumMinDead, VacuumGapS: vacuumGap.Seconds(), AnalyzeGapS: analyzeGap.Seconds(), TableName: m.names.Qualified(sqlname.JobTable),
+	})
+	if err != nil {
+		m.warn(ctx, "pgq: reading the job table's statistics failed", err)
+		return need, false
+	}
+	if !need.MayMaintain {
+		if need.NeedsAnalyze || vacuum && need.NeedsVacuum {
+			m.noRights.Do(func() {
+				m.logger.Info("pgq: the job table wants VACUUM or ANALYZE, which this worker's role may not run "+
+					"(it needs the table's owner, or MAINTAIN on PostgreSQL 17+); leaving it to autovacuum",
+					"table", m.names.Qualified(sqlname.JobTable))
+			})
+		}
+		return need, false
+	}
+	return need, true
 }
 
 // foldLog folds the log into the statistics and prunes old log rows,

@@ -374,7 +374,7 @@ func (w *run) startUp(ctx, auxCtx, hbCtx context.Context, bg *sync.WaitGroup) (p
 		poll = min(poll, w.rc.pollInterval)
 	}
 	taking.Wait()
-	w.maintainer.upkeep(ctx, false) // statistics before the first claim
+	w.maintainer.analyzeFirst(ctx) // statistics before the first claim
 	w.maintainer.releaseStale(ctx)
 	bg.Go(func() { w.maintainer.heartbeat(hbCtx) })
 	bg.Go(func() { w.maintainer.expireHolds(hbCtx) })
