@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/google/uuid"
@@ -164,14 +165,17 @@ func TestFairClaimMixedEntrypoint(t *testing.T) {
 // TestFairClaimTakesEnqueueOrder: a worker claims an entrypoint whose
 // queued keyed jobs all have fairness keys with JobsClaimFair, whose
 // order within a key is enqueue order (priority only within a batch):
-// a key's first batch (priority 0) starts before its second (priority 5).
-// JobsClaimKeyed orders a key's jobs by priority, so a worker that did
-// not route the entrypoint to the fair claim starts the second batch
-// first.
+// a key's first batch (priority 0) is claimed before its second
+// (priority 5). JobsClaimKeyed orders a key's jobs by priority, so a
+// worker that did not route the entrypoint to the fair claim claims the
+// second batch first. The order is the claims' (their 'picked' log rows),
+// not the handlers' starts, which the Go scheduler may swap across two
+// claims that follow each other closely.
 func TestFairClaimTakesEnqueueOrder(t *testing.T) {
 	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
 		ctx := testCtx(t)
 		q := pgq.NewQueries(db)
+		first := map[int64]bool{}
 		for _, b := range []struct {
 			payload  string
 			priority int32
@@ -180,28 +184,50 @@ func TestFairClaimTakesEnqueueOrder(t *testing.T) {
 			for i := range jobs {
 				jobs[i] = pgq.NewJob{Entrypoint: "order", FairnessKey: "a", Priority: b.priority, Payload: []byte(b.payload)}
 			}
-			if _, err := q.EnqueueBatch(ctx, jobs); err != nil {
+			ids, err := q.EnqueueBatch(ctx, jobs)
+			if err != nil {
 				t.Fatal(err)
 			}
+			for _, id := range ids {
+				if b.payload == "first" {
+					first[int64(id)] = true
+				}
+			}
 		}
-		var mu sync.Mutex
-		var order []string
+		var ran atomic.Int64
 		qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
 		if err := qm.Entrypoint("order", func(_ context.Context, j *pgq.Job) error {
-			mu.Lock()
-			defer mu.Unlock()
-			order = append(order, string(j.Payload))
+			ran.Add(1)
 			return nil
 		}); err != nil {
 			t.Fatal(err)
 		}
 		drain(t, ctx, qm, pgq.WithBatchSize(10), pgq.WithMaxConcurrentTasks(10))
-		if len(order) != 60 {
-			t.Fatalf("%d jobs ran, want 60", len(order))
+		if got := ran.Load(); got != 60 {
+			t.Fatalf("%d jobs ran, want 60", got)
 		}
-		for i, p := range order[:30] {
-			if p != "first" {
-				t.Fatalf("job %d to start was of the %s batch, want the first 30 from the first batch (enqueue order)", i+1, p)
+		rows, err := db.QueryContext(ctx, `SELECT job_id FROM pgqueuer_log WHERE status = 'picked' ORDER BY id`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		var picked []int64
+		for rows.Next() {
+			var id int64
+			if err := rows.Scan(&id); err != nil {
+				t.Fatal(err)
+			}
+			picked = append(picked, id)
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatal(err)
+		}
+		if len(picked) != 60 {
+			t.Fatalf("%d picked log rows, want 60", len(picked))
+		}
+		for i, id := range picked[:30] {
+			if !first[id] {
+				t.Fatalf("job %d claimed (id %d) was of the second batch, want the first 30 from the first batch (enqueue order)", i+1, id)
 			}
 		}
 	})
