@@ -106,12 +106,16 @@ func TestCompleteTxCommit(t *testing.T) {
 					select {
 					case <-ctx.Done():
 						lingered <- context.Cause(ctx)
-					case <-time.After(1500 * time.Millisecond): // over four heartbeats
+					case <-time.After(completeTxHeartbeat * 3 / 2): // four and a half heartbeats
 						lingered <- nil
 					}
 					return nil
 				})
-				stop := startRun(t, ctx, qm, pgq.WithHeartbeatTimeout(time.Second))
+				// Not 1 s: under CI's load a slow heartbeat used up the
+				// grace of a 1 s timeout, and the worker released jobs 2
+				// and 4 itself (their logs: queued picked queued picked
+				// successful).
+				stop := startRun(t, ctx, qm, pgq.WithHeartbeatTimeout(completeTxHeartbeat))
 
 				ids := make([]pgq.JobID, 0, 4)
 				for _, ep := range []string{"ok", "ok", "fails_after", "fails_after", "lingers"} {

@@ -267,7 +267,10 @@ func (m *maintainer) analyzeFirst(ctx context.Context) {
 		if !ok || !need.NeedsAnalyze {
 			return
 		}
-		m.warn(ctx, "pgq: analysing the job table failed", m.q.JobsAnalyze(ctx, m.rdb))
+		if err := m.q.JobsAnalyze(ctx, m.rdb); err != nil {
+			m.warn(ctx, "pgq: analysing the job table failed", err)
+			return
+		}
 		if need, ok = m.needs(ctx, false); !ok || !need.NeedsAnalyze || time.Now().After(deadline) {
 			return
 		}
