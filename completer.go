@@ -2,6 +2,7 @@ package pgq
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
 	"sync/atomic"
 	"time"
@@ -9,6 +10,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/pgq-dev/pgq/dbgen"
+	"github.com/pgq-dev/pgq/internal/sqlname"
 )
 
 // Actions of an outcome (see JobsFinish in db/queries/jobs.sql).
@@ -28,6 +30,17 @@ const (
 	finishRetryFor   = 2 * time.Minute
 	finishTryTimeout = 30 * time.Second
 )
+
+// finishNotifyGap is the least time between two notifications of this
+// worker's finishes. Each finish deletes rows, and the job table's trigger
+// sent a table_changed_event for every one: hundreds a second under load,
+// each delivered to every listener of the channel (4 worker processes
+// drained 10 % faster without them). Only watchers need them, and a
+// watcher re-reads every job it waits for on any one event. So a finish
+// within the gap of the last notification is quiet (JobsFinish's quiet,
+// migration 10), and the completer sends the event itself once the gap is
+// over: a watcher hears of a finish at most this much later.
+const finishNotifyGap = 20 * time.Millisecond
 
 // outcome is a finished attempt on its way to the database.
 type outcome struct {
@@ -57,12 +70,21 @@ type completer struct {
 
 	in        chan outcome
 	unwritten atomic.Int64 // outcomes added and not yet written (or dropped)
+
+	// The finishes' notifications (see finishNotifyGap), run's own.
+	channel   string    // the queue's channel
+	table     string    // the job table's name, as the trigger sends it
+	notified  time.Time // when the last notifying finish or event began
+	owed      bool      // a quiet finish was written since
+	owedTimer *time.Timer
 }
 
 func newCompleter(q *dbgen.Queries, ln *lane, qmID uuid.UUID, syncOutcomes bool, held *holdings, logger *slog.Logger,
-	capacity int, written func(time.Duration)) *completer {
+	names sqlname.Names, capacity int, written func(time.Duration)) *completer {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
 	return &completer{q: q, lane: ln, qmID: qmID, syncOutcomes: syncOutcomes, held: held, logger: logger, written: written,
-		in: make(chan outcome, capacity)}
+		in: make(chan outcome, capacity), channel: names.Channel(), table: names.Name(sqlname.JobTable), owedTimer: t}
 }
 
 // add hands an outcome over for writing. Call it before the handler's
@@ -79,8 +101,11 @@ func (c *completer) pending() int64 { return c.unwritten.Load() }
 func (c *completer) close() { close(c.in) }
 
 // run writes batches until close. A batch holds one outcome per job: a
-// second one (of a later attempt) starts the next batch.
+// second one (of a later attempt) starts the next batch. It sends the
+// notification quiet finishes owe once their gap is over, and before it
+// returns.
 func (c *completer) run() {
+	defer c.owedTimer.Stop()
 	batch := make([]outcome, 0, maxFinishBatch)
 	in := make(map[JobID]bool, maxFinishBatch)
 	var next *outcome
@@ -88,11 +113,17 @@ func (c *completer) run() {
 		if next != nil {
 			batch, next = append(batch[:0], *next), nil
 		} else {
-			o, ok := <-c.in
-			if !ok {
-				return
+			select {
+			case o, ok := <-c.in:
+				if !ok {
+					c.notifyOwed()
+					return
+				}
+				batch = append(batch[:0], o)
+			case <-c.owedTimer.C:
+				c.notifyOwed()
+				continue
 			}
-			batch = append(batch[:0], o)
 		}
 		clear(in)
 		in[batch[0].id] = true
@@ -138,6 +169,8 @@ func (c *completer) write(batch []outcome) {
 		QueueManagerID:     uuid.NullUUID{UUID: c.qmID, Valid: true},
 		SynchronousOutcome: c.syncOutcomes,
 	}
+	began := time.Now()
+	p.Quiet = began.Sub(c.notified) < finishNotifyGap
 	soonest := time.Duration(-1)
 	for i, o := range batch {
 		p.Ids[i], p.Actions[i], p.Statuses[i] = int64(o.id), o.action, string(o.status)
@@ -158,9 +191,45 @@ func (c *completer) write(batch []outcome) {
 	if err != nil {
 		c.logger.Error("pgq: writing job outcomes failed; giving up", "jobs", len(batch), "err", err)
 	}
+	switch {
+	case err != nil:
+	case !p.Quiet:
+		// Its commit notified, after any quiet finish before it.
+		c.notified, c.owed = began, false
+		c.owedTimer.Stop()
+	case !c.owed:
+		c.owed = true
+		c.owedTimer.Reset(time.Until(c.notified.Add(finishNotifyGap)))
+	}
 	// The attempts are over: stop heartbeating them. Then the run hears
 	// of it, after pending has dropped (a drain checks it).
 	c.held.written(batch, changed, err == nil)
 	c.unwritten.Add(-int64(n))
 	c.written(soonest)
+}
+
+// notifyOwed sends the table_changed_event the quiet finishes since the
+// last notification owe, as the job table's trigger would have (a
+// failure is logged: watchers then hear of those jobs at their next
+// event or poll).
+func (c *completer) notifyOwed() {
+	if !c.owed {
+		return
+	}
+	c.owed = false
+	began := time.Now()
+	payload, err := json.Marshal(Event{Channel: c.channel, Type: EventTableChanged,
+		SentAt: began.UTC(), Operation: "delete", Table: c.table})
+	if err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), finishTryTimeout)
+		err = c.lane.do(ctx, func(s session) error {
+			return c.q.Notify(ctx, s.db, dbgen.NotifyParams{Channel: c.channel, Payload: string(payload)})
+		})
+		cancel()
+	}
+	if err != nil {
+		c.logger.Warn("pgq: notifying of finished jobs failed", "err", err)
+		return
+	}
+	c.notified = began
 }

@@ -6,8 +6,11 @@ import (
 	"errors"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/pgq-dev/pgq"
 	"github.com/pgq-dev/pgq/internal/syncbuf"
@@ -44,6 +47,84 @@ func TestHeartbeatAndOutcomesDoNotDeadlock(t *testing.T) {
 		}
 		if left := scalar[int](t, db, "SELECT count(*) FROM pgqueuer"); left != 0 {
 			t.Fatalf("%d jobs left", left)
+		}
+	})
+}
+
+// TestFinishesShareNotifications: a worker's finishes announce their
+// deletes at most once per finishNotifyGap between them (each finish used
+// to send one, hundreds a second), and the last of them still reaches a
+// watcher that hears of completions from notifications alone.
+func TestFinishesShareNotifications(t *testing.T) {
+	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
+		ctx := testCtx(t)
+		const n = 3000
+		ids := enqueueN(t, ctx, db, "f", n)
+
+		conn, err := pgx.Connect(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := conn.Exec(ctx, "LISTEN ch_pgqueuer"); err != nil {
+			t.Fatal(err)
+		}
+		lctx, stopListening := context.WithCancel(ctx)
+		var deletes atomic.Int64
+		listened := make(chan struct{})
+		go func() {
+			defer close(listened)
+			for {
+				msg, err := conn.WaitForNotification(lctx)
+				if err != nil {
+					return
+				}
+				if ev, ok := pgq.ParseEvent(msg.Payload); ok && ev.Type == pgq.EventTableChanged && ev.Operation == "delete" {
+					deletes.Add(1)
+				}
+			}
+		}()
+		t.Cleanup(func() {
+			stopListening()
+			<-listened
+			_ = conn.Close(context.Background())
+		})
+
+		// Hears of completions from notifications only: no poll in the
+		// test's time, no coalescing.
+		w, err := pgq.NewCompletionWatcher(ctx, db, pgq.WithListenDSN(dsn),
+			pgq.WithRefreshInterval(time.Hour), pgq.WithDebounce(0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer w.Close()
+		waited := make(chan error, 1)
+		go func() {
+			_, err := w.WaitForAll(ctx, ids)
+			waited <- err
+		}()
+
+		var finishes atomic.Int64
+		qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
+		_ = qm.Entrypoint("f", func(ctx context.Context, j *pgq.Job) error {
+			time.Sleep(time.Millisecond)
+			finishes.Add(1)
+			return nil
+		})
+		began := time.Now()
+		drain(t, ctx, qm, pgq.WithBatchSize(10), pgq.WithMaxConcurrentTasks(10))
+		took := time.Since(began)
+		if got := finishes.Load(); got != n {
+			t.Fatalf("ran %d jobs, want %d", got, n)
+		}
+		if err := receive(t, waited, 10*time.Second, "the watcher to see every job finish"); err != nil {
+			t.Fatalf("WaitForAll: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond) // the last notification on its way
+		// One per gap, and one more at each end.
+		limit := int64(took/pgq.FinishNotifyGap) + 2
+		if got := deletes.Load(); got < 1 || got > limit {
+			t.Errorf("%d delete notifications in a drain of %d jobs over %v, want 1 to %d (one per %v)",
+				got, n, took.Round(time.Millisecond), limit, pgq.FinishNotifyGap)
 		}
 	})
 }

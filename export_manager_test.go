@@ -46,6 +46,9 @@ func ClaimCount(qm *QueueManager) int64 { return qm.claims.Load() }
 // the next claim a notification starts.
 const WakeGap = wakeGap
 
+// FinishNotifyGap is finishNotifyGap, for tests.
+const FinishNotifyGap = finishNotifyGap
+
 // LogUpkeep is one worker's log upkeep (fold and prune) on db, default
 // names, for tests that run its passes one by one.
 type LogUpkeep struct{ m *maintainer }

@@ -272,7 +272,8 @@ func (qm *QueueManager) newRun(rc runConfig, eps map[string]*entrypoint) *run {
 	w.done = make(chan JobID, rc.maxConcurrent+w.ahead)
 	w.claimer = &claimer{qm: qm, qmID: qm.id, q: qm.q, sqlNames: qm.cfg.names, lane: w.claims, eps: eps,
 		names: names, limited: limited, syncClaims: rc.syncClaims, count: &qm.claims, logger: logger}
-	w.completer = newCompleter(qm.q, w.outcomes, qm.id, rc.syncOutcomes, w.held, logger, rc.maxConcurrent+w.ahead, w.written)
+	w.completer = newCompleter(qm.q, w.outcomes, qm.id, rc.syncOutcomes, w.held, logger, qm.cfg.names,
+		rc.maxConcurrent+w.ahead, w.written)
 	w.progress = newProgressWriter(qm.q, qm.rdb, qm.cfg.names, logger)
 	w.executor = &executor{qmID: qm.id, abandoned: &qm.abandoned, eps: eps, handlers: chain(eps, append(slices.Clip(qm.cfg.middleware), rc.middleware...)),
 		resources: qm.cfg.resources, logger: logger, held: w.held, outcomes: w.completer, progress: w.progress, done: w.done,

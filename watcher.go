@@ -38,7 +38,10 @@ const watcherQueryTimeout = 30 * time.Second
 //
 // A refresh runs when the job table's trigger announces a change (so the
 // completions of a PGQueuer worker wake it too), when the listener has
-// (re)connected, and every refresh interval. Refreshes are coalesced: the
+// (re)connected, and every refresh interval. A pgq worker whose outcome
+// writes follow each other closely announces them once per 20 ms (the
+// first after a quiet spell at once), so under load a completion may be
+// heard of up to 20 ms after it committed. Refreshes are coalesced: the
 // first after a quiet debounce window runs at once, the ones asked for
 // within the window are folded into one at its end. A wait that begins
 // looks up its own ids at once, so a job that finished earlier is reported

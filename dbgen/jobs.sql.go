@@ -698,16 +698,19 @@ WITH commit_mode AS (
                       CASE WHEN $1::boolean
                            THEN current_setting('synchronous_commit')
                            ELSE 'off' END,
-                      true) AS mode
+                      true) AS mode,
+           set_config('pgq.quiet_delete',
+                      CASE WHEN $2::boolean THEN 'on' ELSE 'off' END,
+                      true) AS quiet
 ),
 outcome AS (
     SELECT
-        unnest($2::bigint[])          AS id,
-        unnest($3::text[])        AS action,
-        unnest($4::text[])       AS status,
-        unnest($5::text[])     AS traceback,
-        unnest($6::bigint[])    AS delay_us,
-        unnest($7::bigint[]) AS claim_token
+        unnest($3::bigint[])          AS id,
+        unnest($4::text[])        AS action,
+        unnest($5::text[])       AS status,
+        unnest($6::text[])     AS traceback,
+        unnest($7::bigint[])    AS delay_us,
+        unnest($8::bigint[]) AS claim_token
     FROM commit_mode
 ),
 tokens AS (
@@ -719,7 +722,7 @@ finished AS (
       AND (extract(epoch FROM j.updated) * 1000000)::bigint
           = ((SELECT tokens.by_id FROM tokens) ->> j.id::text)::bigint
       AND j.status IS NOT DISTINCT FROM 'picked'
-      AND j.queue_manager_id IS NOT DISTINCT FROM $8
+      AND j.queue_manager_id IS NOT DISTINCT FROM $9
     RETURNING j.id, j.priority, j.entrypoint
 ),
 requeued AS (
@@ -740,7 +743,7 @@ requeued AS (
       AND j.id = outcome.id
       AND (extract(epoch FROM j.updated) * 1000000)::bigint = outcome.claim_token
       AND j.status IS NOT DISTINCT FROM 'picked'
-      AND j.queue_manager_id IS NOT DISTINCT FROM $8
+      AND j.queue_manager_id IS NOT DISTINCT FROM $9
     RETURNING j.id, j.priority, j.entrypoint
 ),
 held AS (
@@ -754,7 +757,7 @@ held AS (
       AND (extract(epoch FROM j.updated) * 1000000)::bigint
           = ((SELECT tokens.by_id FROM tokens) ->> j.id::text)::bigint
       AND j.status IS NOT DISTINCT FROM 'picked'
-      AND j.queue_manager_id IS NOT DISTINCT FROM $8
+      AND j.queue_manager_id IS NOT DISTINCT FROM $9
     RETURNING j.id, j.priority, j.entrypoint
 ),
 changed AS (
@@ -788,6 +791,7 @@ SELECT logged.job_id FROM logged
 
 type JobsFinishParams struct {
 	SynchronousOutcome bool
+	Quiet              bool
 	Ids                []int64
 	Actions            []string
 	Statuses           []string
@@ -823,6 +827,10 @@ type JobsFinishParams struct {
 // The outcome rows are counted into pgqueuer_statistics in the same
 // statement and logged as aggregated, as JobsClaim's 'picked' rows with
 // fold_statistics (a finish is always its own transaction).
+//
+// With quiet set the delete sends no table_changed_event (pgq.quiet_delete,
+// migration 10): the worker sends one itself for its finishes of the last
+// few milliseconds (see completer.go).
 // The claim token of each outcome's job, keyed by id: a jsonb object, built
 // once, whose keys are looked up in log time per row. (A join with outcome
 // is planned as a nested loop that probes the id array for each row:
@@ -841,6 +849,7 @@ type JobsFinishParams struct {
 func (q *Queries) JobsFinish(ctx context.Context, db DBTX, arg JobsFinishParams) ([]int64, error) {
 	rows, err := db.QueryContext(ctx, jobsFinish,
 		arg.SynchronousOutcome,
+		arg.Quiet,
 		pq.Array(arg.Ids),
 		pq.Array(arg.Actions),
 		pq.Array(arg.Statuses),

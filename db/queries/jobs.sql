@@ -358,12 +358,19 @@ GROUP BY l.entrypoint;
 -- The outcome rows are counted into pgqueuer_statistics in the same
 -- statement and logged as aggregated, as JobsClaim's 'picked' rows with
 -- fold_statistics (a finish is always its own transaction).
+--
+-- With quiet set the delete sends no table_changed_event (pgq.quiet_delete,
+-- migration 10): the worker sends one itself for its finishes of the last
+-- few milliseconds (see completer.go).
 WITH commit_mode AS (
     SELECT set_config('synchronous_commit',
                       CASE WHEN @synchronous_outcome::boolean
                            THEN current_setting('synchronous_commit')
                            ELSE 'off' END,
-                      true) AS mode
+                      true) AS mode,
+           set_config('pgq.quiet_delete',
+                      CASE WHEN @quiet::boolean THEN 'on' ELSE 'off' END,
+                      true) AS quiet
 ),
 outcome AS (
     SELECT
