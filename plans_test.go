@@ -159,7 +159,7 @@ func TestHotStatementPlans(t *testing.T) {
 			{"JobsFinish", map[string]any{
 				"@ids": pq.Array(running), "@actions": pq.Array(fill("finish")), "@statuses": pq.Array(fill("successful")),
 				"@tracebacks": pq.Array(fill("")), "@delays_us": pq.Array(delays), "@claim_tokens": pq.Array(delays),
-				"@queue_manager_id": holder.String(), "@synchronous_outcome": false,
+				"@queue_manager_id": holder.String(), "@synchronous_outcome": false, "@quiet": true,
 			}, pkey, partials},
 			{"JobsHeartbeat", map[string]any{"@ids": pq.Array(running), "@queue_manager_id": holder.String()}, pkey, partials},
 			{"JobsClaim", map[string]any{
@@ -353,7 +353,7 @@ func TestClaimAndFinishCommitMode(t *testing.T) {
 				"@ids": pq.Array([]int64{id}), "@actions": pq.Array([]string{"finish"}),
 				"@statuses": pq.Array([]string{"successful"}), "@tracebacks": pq.Array([]string{""}),
 				"@delays_us": pq.Array([]int64{0}), "@claim_tokens": pq.Array([]int64{token}),
-				"@queue_manager_id": holder, "@synchronous_outcome": c.sync})
+				"@queue_manager_id": holder, "@synchronous_outcome": c.sync, "@quiet": !c.sync})
 			inTx("JobsFinish", c.sync, c.want, 1, query, args...)
 		}
 	})
