@@ -58,6 +58,7 @@ type options struct {
 	concurrencyLimit                                               int
 	statementTimes                                                 bool
 	processes                                                      int
+	workerGOMAXPROCS                                               int
 }
 
 // benchmark is one subcommand.
@@ -79,6 +80,8 @@ var benchmarks = []benchmark{
 			fs.BoolVar(&o.vacuum, "vacuum", true, "VACUUM the job table before enqueuing, clearing dead rows of earlier runs (as River's bench starts with VACUUM FULL)")
 			fs.IntVar(&o.concurrencyLimit, "concurrency-limit", 0, "the entrypoint's fleet-wide concurrency limit (WithConcurrencyLimit; 0: none)")
 			fs.IntVar(&o.processes, "processes", 0, "run the workers in this many OS processes (each with --workers QueueManagers; 0: in this one)")
+			fs.IntVar(&o.workerGOMAXPROCS, "worker-gomaxprocs", 0,
+				"GOMAXPROCS of each worker process with --processes (0: share the cores, cores ÷ processes; -1: Go's default, every core)")
 			workerFlags(fs, o)
 		},
 		check: func(o *options) error {
@@ -87,6 +90,9 @@ var benchmarks = []benchmark{
 			}
 			if o.processes < 0 {
 				return fmt.Errorf("--processes must be 0 or more, got %d", o.processes)
+			}
+			if o.workerGOMAXPROCS < -1 {
+				return fmt.Errorf("--worker-gomaxprocs must be -1, 0 or more, got %d", o.workerGOMAXPROCS)
 			}
 			return positives(map[string]int{"--jobs": o.jobs, "--enqueue-batch": o.enqueueBatch,
 				"--workers": o.workers, "--batch-size": o.batchSize, "--concurrency": o.concurrency})
@@ -97,7 +103,7 @@ var benchmarks = []benchmark{
 				Analyze: o.analyze, Vacuum: o.vacuum, SyncClaims: o.syncClaims, SyncOutcomes: o.syncOutcomes,
 				ConcurrencyLimit: o.concurrencyLimit,
 				Handler:          HandlerConfig{Kind: o.handler, Time: o.handlerTime},
-				Processes:        o.processes, DSN: e.dsn, Driver: o.driver}))
+				Processes:        o.processes, DSN: e.dsn, Driver: o.driver, WorkerGOMAXPROCS: o.workerGOMAXPROCS}))
 		},
 	},
 	{

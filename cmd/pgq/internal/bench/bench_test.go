@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"os"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -114,6 +115,10 @@ func TestDrainProcesses(t *testing.T) {
 			if res.Settings.Processes != 2 || res.ProcessJobsPerSec <= 0 || res.Claims < 3000/50 || res.ClaimsPerSec <= 0 {
 				t.Errorf("result = %+v, want 2 processes, at least 60 claims, positive rates", res)
 			}
+			// The cores shared between the processes (each checked it ran so).
+			if want := max(1, runtime.NumCPU()/2); res.Settings.WorkerGOMAXPROCS != want {
+				t.Errorf("worker GOMAXPROCS %d, want %d", res.Settings.WorkerGOMAXPROCS, want)
+			}
 			if res.ProcessClientCPUSeconds <= 0 || res.PeakRSSBytes < 1<<20 {
 				t.Errorf("workers' CPU %v s, peak RSS %d bytes: implausible", res.ProcessClientCPUSeconds, res.PeakRSSBytes)
 			}
@@ -128,6 +133,10 @@ func TestDrainProcesses(t *testing.T) {
 		_, err := bench.Drain(testContext(t), db, bench.DrainConfig{Jobs: 10, Processes: 2})
 		if err == nil || !strings.Contains(err.Error(), "DSN") {
 			t.Errorf("Drain with processes and no DSN: err = %v, want one naming the DSN", err)
+		}
+		_, err = bench.Drain(testContext(t), db, bench.DrainConfig{Jobs: 10, Processes: 2, DSN: "dbname=x", WorkerGOMAXPROCS: -2})
+		if err == nil || !strings.Contains(err.Error(), "GOMAXPROCS") || !strings.Contains(err.Error(), "-2") {
+			t.Errorf("Drain with worker GOMAXPROCS -2: err = %v, want one naming it and the value", err)
 		}
 		_, err = bench.Drain(testContext(t), db, bench.DrainConfig{Jobs: 10, Processes: 2, DSN: "dbname=x",
 			Executable: "/bin/false"})

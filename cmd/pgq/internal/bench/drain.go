@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -66,6 +67,11 @@ type DrainConfig struct {
 	DSN        string
 	Driver     string // "pgx" (default) or "postgres"
 	Executable string // the pgq program; "" is this one (os.Executable)
+	// WorkerGOMAXPROCS is the GOMAXPROCS of each worker process: 0 shares
+	// the cores among them (runtime.NumCPU() ÷ Processes, at least 1), as
+	// several worker processes on one host should be run; -1 leaves Go's
+	// default (every process sized for every core).
+	WorkerGOMAXPROCS int
 }
 
 func (c *DrainConfig) defaults() error {
@@ -85,6 +91,11 @@ func (c *DrainConfig) defaults() error {
 		return fmt.Errorf("processes must not be negative, got %d", c.Processes)
 	case c.Processes > 0 && c.DSN == "":
 		return fmt.Errorf("%d worker processes need the DSN to connect to", c.Processes)
+	case c.WorkerGOMAXPROCS < -1:
+		return fmt.Errorf("worker GOMAXPROCS must be -1 (Go's default), 0 (share the cores) or more, got %d", c.WorkerGOMAXPROCS)
+	}
+	if c.Processes > 0 && c.WorkerGOMAXPROCS == 0 {
+		c.WorkerGOMAXPROCS = max(1, runtime.NumCPU()/c.Processes)
 	}
 	return positives(map[string]int{"jobs": c.Jobs, "enqueue batch": c.EnqueueBatch, "workers": c.Workers,
 		"batch size": c.BatchSize, "concurrency": c.Concurrency})
@@ -165,6 +176,9 @@ func Drain(ctx context.Context, db *sql.DB, cfg DrainConfig) (DrainResult, error
 	settings.SyncOutcomes = cfg.SyncOutcomes
 	settings.setHandler(cfg.Handler)
 	settings.Processes = cfg.Processes
+	if cfg.Processes > 0 {
+		settings.WorkerGOMAXPROCS = cfg.WorkerGOMAXPROCS
+	}
 	res := DrainResult{Jobs: cfg.Jobs, Settings: settings, ClaimStatements: -1, EmptyClaims: -1}
 	if err := cfg.Handler.prepare(ctx, db); err != nil {
 		return res, err

@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -35,6 +36,7 @@ type workerResult struct {
 	Ran          int64 `json:"ran"`
 	CPUNs        int64 `json:"cpu_ns"` // from the go line to the end
 	PeakRSSBytes int64 `json:"peak_rss_bytes"`
+	GOMAXPROCS   int   `json:"gomaxprocs"`
 }
 
 // processArgs are the flags of `pgq bench drain-worker` for cfg.
@@ -83,6 +85,9 @@ func runProcesses(ctx context.Context, cfg *DrainConfig, meter *cpuMeter) (s cpu
 	}()
 	for i := range procs {
 		p := &workerProcess{cmd: exec.CommandContext(ctx, exe, processArgs(cfg)...)}
+		if cfg.WorkerGOMAXPROCS > 0 { // the last value of a key wins
+			p.cmd.Env = append(os.Environ(), "GOMAXPROCS="+strconv.Itoa(cfg.WorkerGOMAXPROCS))
+		}
 		p.cmd.Stderr = &p.stderr
 		if p.stdin, err = p.cmd.StdinPipe(); err != nil {
 			return s, start, 0, 0, 0, err
@@ -123,6 +128,8 @@ func runProcesses(ctx context.Context, cfg *DrainConfig, meter *cpuMeter) (s cpu
 			}
 			if err := json.Unmarshal(b, &results[i]); err != nil {
 				errs[i] = fmt.Errorf("worker process %d's result %q: %w", i+1, b, err)
+			} else if want := cfg.WorkerGOMAXPROCS; want > 0 && results[i].GOMAXPROCS != want {
+				errs[i] = fmt.Errorf("worker process %d ran with GOMAXPROCS %d, want %d", i+1, results[i].GOMAXPROCS, want)
 			}
 		})
 	}
@@ -185,7 +192,8 @@ func drainWorker(ctx context.Context, args []string, stdin io.Reader, stdout io.
 		pgq.WithSynchronousClaims(o.syncClaims), pgq.WithSynchronousOutcomes(o.syncOutcomes)); err != nil {
 		return err
 	}
-	return json.NewEncoder(stdout).Encode(workerResult{Ran: ran.Load(), CPUNs: int64(clientCPU() - cpu0), PeakRSSBytes: peakRSS()})
+	return json.NewEncoder(stdout).Encode(workerResult{Ran: ran.Load(), CPUNs: int64(clientCPU() - cpu0), PeakRSSBytes: peakRSS(),
+		GOMAXPROCS: runtime.GOMAXPROCS(0)})
 }
 
 // claimStatements returns how often the claim statement has run, from

@@ -20,17 +20,19 @@ import (
 // (fields that do not apply to a benchmark are zero and left out of JSON),
 // the client and the server.
 type Settings struct {
-	Jobs         int     `json:"jobs,omitempty"`
-	EnqueueBatch int     `json:"enqueue_batch,omitempty"`
-	Workers      int     `json:"workers,omitempty"`
-	Processes    int     `json:"processes,omitempty"` // worker OS processes, each with Workers QueueManagers; 0: in this one
-	Producers    int     `json:"producers,omitempty"`
-	Rate         float64 `json:"rate,omitempty"` // jobs enqueued per second, all producers together; 0: unpaced
-	BatchSize    int     `json:"batch_size,omitempty"`
-	Concurrency  int     `json:"concurrency,omitempty"`
-	Duration     string  `json:"duration,omitempty"`
-	Warmup       string  `json:"warmup,omitempty"` // run unmeasured before Duration
-	ReportEvery  string  `json:"report_every,omitempty"`
+	Jobs         int `json:"jobs,omitempty"`
+	EnqueueBatch int `json:"enqueue_batch,omitempty"`
+	Workers      int `json:"workers,omitempty"`
+	Processes    int `json:"processes,omitempty"` // worker OS processes, each with Workers QueueManagers; 0: in this one
+	// WorkerGOMAXPROCS is each worker process's GOMAXPROCS (-1: Go's default).
+	WorkerGOMAXPROCS int     `json:"worker_gomaxprocs,omitempty"`
+	Producers        int     `json:"producers,omitempty"`
+	Rate             float64 `json:"rate,omitempty"` // jobs enqueued per second, all producers together; 0: unpaced
+	BatchSize        int     `json:"batch_size,omitempty"`
+	Concurrency      int     `json:"concurrency,omitempty"`
+	Duration         string  `json:"duration,omitempty"`
+	Warmup           string  `json:"warmup,omitempty"` // run unmeasured before Duration
+	ReportEvery      string  `json:"report_every,omitempty"`
 	// LogRetention and StatsInterval are the workers' WithLogRetention
 	// and WithStatisticsInterval, when set.
 	LogRetention  string `json:"log_retention,omitempty"`
