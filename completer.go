@@ -72,8 +72,7 @@ type completer struct {
 	unwritten atomic.Int64 // outcomes added and not yet written (or dropped)
 
 	// The finishes' notifications (see finishNotifyGap), run's own.
-	channel   string    // the queue's channel
-	table     string    // the job table's name, as the trigger sends it
+	names     sqlname.Names
 	notified  time.Time // when the last notifying finish or event began
 	owed      bool      // a quiet finish was written since
 	owedTimer *time.Timer
@@ -84,7 +83,7 @@ func newCompleter(q *dbgen.Queries, ln *lane, qmID uuid.UUID, syncOutcomes bool,
 	t := time.NewTimer(time.Hour)
 	t.Stop()
 	return &completer{q: q, lane: ln, qmID: qmID, syncOutcomes: syncOutcomes, held: held, logger: logger, written: written,
-		in: make(chan outcome, capacity), channel: names.Channel(), table: names.Name(sqlname.JobTable), owedTimer: t}
+		in: make(chan outcome, capacity), names: names, owedTimer: t}
 }
 
 // add hands an outcome over for writing. Call it before the handler's
@@ -218,12 +217,11 @@ func (c *completer) notifyOwed() {
 	}
 	c.owed = false
 	began := time.Now()
-	payload, err := json.Marshal(Event{Channel: c.channel, Type: EventTableChanged,
-		SentAt: began.UTC(), Operation: "delete", Table: c.table})
+	payload, err := json.Marshal(newTableChangedEvent(c.names, "delete"))
 	if err == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), finishTryTimeout)
 		err = c.lane.do(ctx, func(s session) error {
-			return c.q.Notify(ctx, s.db, dbgen.NotifyParams{Channel: c.channel, Payload: string(payload)})
+			return c.q.Notify(ctx, s.db, dbgen.NotifyParams{Channel: c.names.Channel(), Payload: string(payload)})
 		})
 		cancel()
 	}

@@ -126,5 +126,32 @@ func TestFinishesShareNotifications(t *testing.T) {
 			t.Errorf("%d delete notifications in a drain of %d jobs over %v, want 1 to %d (one per %v)",
 				got, n, took.Round(time.Millisecond), limit, pgq.FinishNotifyGap)
 		}
+
+		// The drain's last finish may have notified itself. Here the
+		// second of two jobs claimed together finishes within the gap of
+		// the first's notification: quiet, so only the worker's own event
+		// tells the watcher.
+		pair := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
+		_ = pair.Entrypoint("pair", func(ctx context.Context, j *pgq.Job) error {
+			if string(j.Payload) == "late" {
+				time.Sleep(pgq.FinishNotifyGap / 2)
+			}
+			return nil
+		})
+		runWorker(t, ctx, pair, pgq.WithBatchSize(2), pgq.WithMaxConcurrentTasks(2))
+		q := pgq.NewQueries(db)
+		for round := range 3 {
+			time.Sleep(3 * pgq.FinishNotifyGap) // the first finish notifies
+			ids, err := q.EnqueueBatch(ctx, []pgq.NewJob{{Entrypoint: "pair"}, {Entrypoint: "pair", Payload: []byte("late")}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			_, err = w.WaitForAll(wctx, ids)
+			cancel()
+			if err != nil {
+				t.Fatalf("round %d: the watcher did not see jobs %v finish: %v", round+1, ids, err)
+			}
+		}
 	})
 }

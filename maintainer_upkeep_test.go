@@ -218,14 +218,7 @@ func TestWorkerAnalyzesBeforeTheStatisticsCountersCatchUp(t *testing.T) {
 		}
 
 		var ran atomic.Int64
-		qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
-		if err := qm.Entrypoint("a", func(ctx context.Context, j *pgq.Job) error {
-			ran.Add(1)
-			return nil
-		}); err != nil {
-			t.Fatal(err)
-		}
-		drain(t, ctx, qm, pgq.WithUpkeepInterval(time.Hour))
+		drain(t, ctx, countingWorker(t, db, dsn, "a", &ran), pgq.WithUpkeepInterval(time.Hour))
 		if got := ran.Load(); got != n {
 			t.Fatalf("ran %d jobs, want %d", got, n)
 		}
@@ -361,13 +354,7 @@ func TestWorkersStartingTogetherAnalyzeOnce(t *testing.T) {
 		start := make(chan struct{})
 		errs := make(chan error, workers)
 		for range workers {
-			qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
-			if err := qm.Entrypoint("a", func(ctx context.Context, j *pgq.Job) error {
-				ran.Add(1)
-				return nil
-			}); err != nil {
-				t.Fatal(err)
-			}
+			qm := countingWorker(t, db, dsn, "a", &ran)
 			go func() {
 				<-start
 				errs <- qm.Run(ctx, pgq.WithMode(pgq.ModeDrain), pgq.WithUpkeepInterval(time.Hour))
@@ -388,4 +375,18 @@ func TestWorkersStartingTogetherAnalyzeOnce(t *testing.T) {
 			t.Errorf("%d workers starting together on missing statistics ran ANALYZE %d times, want 1 (2 at most)", workers, got)
 		}
 	})
+}
+
+// countingWorker is a QueueManager on db whose entrypoint's handler only
+// counts the jobs it runs in ran.
+func countingWorker(t *testing.T, db *sql.DB, dsn, entrypoint string, ran *atomic.Int64) *pgq.QueueManager {
+	t.Helper()
+	qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
+	if err := qm.Entrypoint(entrypoint, func(context.Context, *pgq.Job) error {
+		ran.Add(1)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return qm
 }

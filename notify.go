@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/pgq-dev/pgq/internal/sqlname"
 )
 
 // Event types on the queue's channel, as PGQueuer names them.
@@ -62,6 +64,13 @@ func ParseEvent(payload string) (ev Event, ok bool) {
 func newCancellationEvent(channel string, ids []JobID) Event {
 	now := time.Now().UTC()
 	return Event{Channel: channel, Type: EventCancellation, SentAt: now, ReceivedAt: now, IDs: ids}
+}
+
+// newTableChangedEvent is the event the job table's trigger sends, for a
+// change pgq announces itself.
+func newTableChangedEvent(names sqlname.Names, operation string) Event {
+	return Event{Channel: names.Channel(), Type: EventTableChanged, SentAt: time.Now().UTC(),
+		Operation: operation, Table: names.Name(sqlname.JobTable)}
 }
 
 func newHealthCheckEvent(channel string, id uuid.UUID) Event {

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/pgq-dev/pgq/dbgen"
-	"github.com/pgq-dev/pgq/internal/sqlname"
 )
 
 // PausedEntrypoint is an entrypoint paused with Queries.Pause.
@@ -65,8 +64,7 @@ func (q *Queries) Resume(ctx context.Context, entrypoint string) error {
 	// A table_changed_event, a type PGQueuer knows (an unknown type would
 	// make its listener log a parse failure at CRITICAL): pgq's workers wake
 	// and claim, PGQueuer's look at the queue once more, watchers refresh.
-	payload, err := json.Marshal(Event{Channel: q.names.Channel(), Type: EventTableChanged,
-		SentAt: time.Now().UTC(), Operation: "update", Table: q.names.Name(sqlname.JobTable)})
+	payload, err := json.Marshal(newTableChangedEvent(q.names, "update"))
 	if err != nil {
 		return err
 	}
