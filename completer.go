@@ -72,9 +72,12 @@ type completer struct {
 	unwritten atomic.Int64 // outcomes added and not yet written (or dropped)
 
 	// The finishes' notifications (see finishNotifyGap), run's own.
-	names     sqlname.Names
-	notified  time.Time // when the last notifying finish or event began
-	owed      bool      // a quiet finish was written since
+	names    sqlname.Names
+	notified time.Time // when the last notifying finish or event began
+	// timed, when set, is told each successful write's round trip and
+	// outcomes (the governor's signal).
+	timed     func(d time.Duration, outcomes int)
+	owed      bool // a quiet finish was written since
 	owedTimer *time.Timer
 }
 
@@ -189,6 +192,8 @@ func (c *completer) write(batch []outcome) {
 	})
 	if err != nil {
 		c.logger.Error("pgq: writing job outcomes failed; giving up", "jobs", len(batch), "err", err)
+	} else if c.timed != nil {
+		c.timed(time.Since(began), len(batch))
 	}
 	switch {
 	case err != nil:

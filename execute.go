@@ -27,7 +27,7 @@ type executor struct {
 	outcomes  *completer
 	progress  *progressWriter // ReportProgress's writes
 	done      chan<- JobID    // a handler returned, or a job was given back (its outcome, if any, is with the completer)
-	limit     int             // handlers that may run at once (WithMaxConcurrentTasks)
+	limit     *governor       // how many handlers may run at once (WithMaxConcurrentTasks, lowered by the governor)
 	// holdLimit is the oldest a job's last confirmed hold may be when its
 	// handler starts (half the heartbeat timeout): one older goes back to
 	// the queue instead (see start).
@@ -111,6 +111,7 @@ type heldBatch struct {
 // once: the heartbeats are failing, and before the handler could finish
 // another worker might find the job stale and run it too.
 func (x *executor) start(runCtx context.Context, b heldBatch, wg *sync.WaitGroup) {
+	x.fill(runCtx, wg)
 	for i, a := range b.atts {
 		ctx := b.ctxs[i]
 		if runCtx.Err() != nil && ctx.Err() != nil {
@@ -118,7 +119,7 @@ func (x *executor) start(runCtx context.Context, b heldBatch, wg *sync.WaitGroup
 			continue
 		}
 		x.mu.Lock()
-		if runCtx.Err() == nil && x.running < x.limit && len(x.waiting) == 0 {
+		if runCtx.Err() == nil && x.running < x.limit.current() && len(x.waiting) == 0 {
 			x.running++
 			x.mu.Unlock()
 			// A job that found its slot free starts as fresh as its
@@ -129,6 +130,26 @@ func (x *executor) start(runCtx context.Context, b heldBatch, wg *sync.WaitGroup
 		}
 		x.waiting = append(x.waiting, heldJob{a, ctx})
 		x.mu.Unlock()
+	}
+}
+
+// fill starts handlers for jobs waiting for a slot while fewer run than
+// the limit allows, which the governor may have raised since they were
+// claimed.
+func (x *executor) fill(runCtx context.Context, wg *sync.WaitGroup) {
+	x.mu.Lock()
+	n := 0
+	if runCtx.Err() == nil {
+		n = max(0, min(len(x.waiting), x.limit.current()-x.running))
+	}
+	x.running += n
+	x.mu.Unlock()
+	for range n {
+		wg.Go(func() {
+			if j, ok := x.next(runCtx); ok {
+				x.runFrom(runCtx, j)
+			}
+		})
 	}
 }
 
@@ -159,7 +180,8 @@ func (x *executor) next(runCtx context.Context) (heldJob, bool) {
 	}()
 	for {
 		x.mu.Lock()
-		if len(x.waiting) == 0 || runCtx.Err() != nil {
+		// Over the limit (the governor lowered it), the slot is given up.
+		if len(x.waiting) == 0 || runCtx.Err() != nil || x.running > x.limit.current() {
 			x.running--
 			x.mu.Unlock()
 			return heldJob{}, false

@@ -66,3 +66,14 @@ func (u *LogUpkeep) Pass(ctx context.Context) (behind bool, err error) {
 	err = u.m.foldAndPrune(ctx)
 	return u.m.logBehind, err
 }
+
+// SetConcurrencyLimit sets how many handlers qm's running Run may run at
+// once, as its governor would; it reports false when qm is not running.
+func SetConcurrencyLimit(qm *QueueManager, n int) bool {
+	w := qm.cur.Load()
+	if w == nil {
+		return false
+	}
+	w.gov.limit.Store(int64(n))
+	return true
+}

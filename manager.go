@@ -154,7 +154,9 @@ func (qm *QueueManager) Entrypoint(name string, h Handler, opts ...EntrypointOpt
 // vacuum) and dependency sweeps borrow one now and then. Handlers that use
 // the pool need as many more as run at once (WithMaxConcurrentTasks): size
 // the server's max_connections for that, per worker, and keep as many
-// idle (db.SetMaxIdleConns; see WithPoolTuning). A pool whose
+// idle (db.SetMaxIdleConns; see WithPoolTuning). While such handlers
+// saturate the database, Run runs fewer of them at once (see
+// WithConcurrencyTuning). A pool whose
 // SetMaxOpenConns leaves fewer than five makes Run share the pool for
 // its statements instead, and say so.
 func (qm *QueueManager) Run(ctx context.Context, opts ...RunOption) error {
@@ -211,6 +213,7 @@ type run struct {
 
 	claimer    *claimer
 	executor   *executor
+	gov        *governor
 	held       *holdings
 	completer  *completer
 	maintainer *maintainer
@@ -257,6 +260,15 @@ func (qm *QueueManager) newRun(rc runConfig, eps map[string]*entrypoint) *run {
 	// maintainer.heartbeat): after a server restart, in chaos runs, a
 	// connection attempt hung for seconds while others went through.
 	w.beats = newLane(qm.db, qm.cfg.names, pin).connectWithin(rc.heartbeatTimeout / 4)
+	var govDB *sql.DB
+	own := 0
+	if rc.concurrencyTuning {
+		govDB = qm.db
+	}
+	if pin {
+		own = workerConns
+	}
+	w.gov = newGovernor(govDB, own, rc.maxConcurrent, logger)
 
 	var limited []string
 	for _, name := range names {
@@ -274,10 +286,11 @@ func (qm *QueueManager) newRun(rc runConfig, eps map[string]*entrypoint) *run {
 		names: names, limited: limited, syncClaims: rc.syncClaims, count: &qm.claims, logger: logger}
 	w.completer = newCompleter(qm.q, w.outcomes, qm.id, rc.syncOutcomes, w.held, logger, qm.cfg.names,
 		rc.maxConcurrent+w.ahead, w.written)
+	w.completer.timed = w.gov.observe
 	w.progress = newProgressWriter(qm.q, qm.rdb, qm.cfg.names, logger)
 	w.executor = &executor{qmID: qm.id, abandoned: &qm.abandoned, eps: eps, handlers: chain(eps, append(slices.Clip(qm.cfg.middleware), rc.middleware...)),
 		resources: qm.cfg.resources, logger: logger, held: w.held, outcomes: w.completer, progress: w.progress, done: w.done,
-		limit: rc.maxConcurrent, holdLimit: rc.heartbeatTimeout / 2}
+		limit: w.gov, holdLimit: rc.heartbeatTimeout / 2}
 	w.maintainer = &maintainer{q: qm.q, db: qm.db, rdb: qm.rdb, names: qm.cfg.names, lane: w.beats, qmID: qm.id,
 		held: w.held, logger: logger, wake: func() { signal(w.wake) }, entrypoints: names,
 		heartbeatTimeout: rc.heartbeatTimeout, upkeepInterval: rc.upkeepInterval,
@@ -381,6 +394,7 @@ func (w *run) startUp(ctx, auxCtx, hbCtx context.Context, bg *sync.WaitGroup) (p
 	bg.Go(func() { w.maintainer.expireHolds(hbCtx) })
 	bg.Go(func() { w.progress.run(hbCtx) }) // outlives the handlers, as the heartbeat does
 	bg.Go(func() { w.pool.run(auxCtx) })
+	bg.Go(func() { w.gov.run(auxCtx) })
 	bg.Go(func() { w.maintainer.tendJobTable(auxCtx) })
 	bg.Go(func() { sweepAfter(auxCtx, w.qm.q, w.qm.rdb, w.logger) })
 	if w.rc.statsInterval > 0 {
@@ -398,7 +412,7 @@ const claimShutdownGrace = 2 * time.Second
 // returns how many handlers are still running or about to start.
 func (w *run) claimLoop(ctx context.Context, poll time.Duration, jobsCtx context.Context, dispatch chan<- heldBatch) (inFlight int) {
 	want := true // look for jobs now
-	threshold := max(1, min(w.rc.batchSize, w.rc.maxConcurrent)/4)
+	lastLimit := w.gov.current()
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	nextLook := time.Now()
@@ -445,7 +459,16 @@ func (w *run) claimLoop(ctx context.Context, poll time.Duration, jobsCtx context
 		// confirm lately goes back to the queue instead of starting (see
 		// executor.start; without that check, chaos runs 4 and 5 in
 		// docs/chaos.md ran jobs twice).
-		free := w.rc.maxConcurrent - inFlight
+		// The governor may have lowered the limit (the database is slow
+		// and the handlers keep it busy), or raised it again: then jobs
+		// claimed ahead may start at once (executor.fill).
+		limit := w.gov.current()
+		if limit > lastLimit {
+			dispatch <- heldBatch{}
+		}
+		lastLimit = limit
+		threshold := max(1, min(w.rc.batchSize, limit)/4)
+		free := limit - inFlight
 		if deep && w.executor.shortHandlers() {
 			free += w.ahead
 		}
@@ -492,6 +515,7 @@ func (w *run) claimLoop(ctx context.Context, poll time.Duration, jobsCtx context
 				// maintenance too) and are probably claimable again.
 				got := len(jobs)
 				deep = got == n
+				w.gov.observe(time.Since(began), got)
 				if took := time.Since(began); got > 0 && took > w.rc.heartbeatTimeout/4 {
 					jobs = w.claimer.confirm(claimCtx, jobs, took)
 				}

@@ -68,9 +68,11 @@ type runConfig struct {
 	syncClaims     bool
 	syncOutcomes   bool
 	poolTuning     bool
-	mode           Mode
-	maxJobs        int          // WithMaxJobs; 0 = no limit
-	middleware     []Middleware // WithMiddleware given to Run
+	// concurrencyTuning lets the governor lower the handlers run at once.
+	concurrencyTuning bool
+	mode              Mode
+	maxJobs           int          // WithMaxJobs; 0 = no limit
+	middleware        []Middleware // WithMiddleware given to Run
 
 	// Intervals the tests shorten (run options in export_manager_test.go).
 	healthInterval, healthTimeout time.Duration
@@ -86,14 +88,15 @@ func newRunConfig(opts []RunOption) runConfig {
 			shutdownTimeout:  DefaultShutdownTimeout,
 			pollInterval:     DefaultPollInterval,
 		},
-		batchSize:      DefaultBatchSize,
-		maxConcurrent:  DefaultMaxConcurrentTasks,
-		dequeueTimeout: DefaultDequeueTimeout,
-		vacuum:         true,
-		poolTuning:     true,
-		healthInterval: defaultHealthInterval,
-		healthTimeout:  defaultHealthTimeout,
-		upkeepInterval: defaultUpkeepInterval,
+		batchSize:         DefaultBatchSize,
+		maxConcurrent:     DefaultMaxConcurrentTasks,
+		dequeueTimeout:    DefaultDequeueTimeout,
+		vacuum:            true,
+		poolTuning:        true,
+		concurrencyTuning: true,
+		healthInterval:    defaultHealthInterval,
+		healthTimeout:     defaultHealthTimeout,
+		upkeepInterval:    defaultUpkeepInterval,
 	}
 	for _, o := range opts {
 		if o != nil {
@@ -309,6 +312,26 @@ func WithSynchronousOutcomes(on bool) RunOption {
 // once too, and left alone.
 func WithPoolTuning(on bool) RunOption {
 	return runOption(func(c *runConfig) { c.poolTuning = on })
+}
+
+// WithConcurrencyTuning says whether Run may run fewer handlers at once
+// than WithMaxConcurrentTasks allows while the database is saturated by
+// them (default true). Handlers that use the database through the
+// worker's pool, a hundred at once on a server of a few cores, make every
+// statement wait for the server's CPU, the worker's claims and outcome
+// writes too, and complete no more jobs a second than a quarter of them
+// would. While the worker's own claims and outcome writes are slow (the
+// 90th percentile of their latest round trips over 8 ms, looked at every
+// 250 ms) and the pool's connections in use beyond the worker's own are,
+// on average, at least half the handlers allowed, Run lowers that number
+// by a quarter, down to an eighth of WithMaxConcurrentTasks, and raises it
+// again by a twentieth of it once they are fast (under 4 ms) or the
+// handlers hold fewer connections. It logs the first lowering at INFO.
+// Handlers that spend most of their time outside the pool (calling other
+// services, sleeping) are never held back. With false, Run always runs up
+// to WithMaxConcurrentTasks.
+func WithConcurrencyTuning(on bool) RunOption {
+	return runOption(func(c *runConfig) { c.concurrencyTuning = on })
 }
 
 // WithMaxJobs makes Run claim at most n jobs in all; once it has, it
