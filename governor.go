@@ -27,8 +27,8 @@ const (
 	governRows = 100
 	// The 90th percentile of the statement times over governSlow lowers
 	// the limit, under governFast raises it back.
-	governSlow = 8 * time.Millisecond
-	governFast = 4 * time.Millisecond
+	governSlow = 6 * time.Millisecond
+	governFast = 3 * time.Millisecond
 	// governFloor is the lowest limit, as a fraction of the most handlers
 	// (WithMaxConcurrentTasks): 1/governFloor of it, at least 1.
 	governFloor = 8
@@ -48,7 +48,8 @@ const (
 // claims' and outcome writes' round trips (of up to governRows rows each):
 // over governSlow, while the pool's connections in use beyond the
 // worker's own are, on average over governReads readings, at least half
-// the limit, it lowers the limit by a quarter (not below max/governFloor);
+// the limit, it lowers the limit by a quarter, or by up to half when they
+// are slower still (not below max/governFloor);
 // under governFast, or when the handlers hold fewer connections, it raises
 // it by a twentieth of the most, up to max. The claim loop and the
 // executor read the limit (current).
@@ -137,7 +138,11 @@ func (g *governor) decide(fresh int, times []time.Duration, inUse int) {
 	case fresh < governMinSamples && busy:
 		return // too few statements to tell
 	case busy && fresh >= governMinSamples && percentile90(times) > governSlow:
-		next := max(g.floor, cur-max(1, cur/4))
+		// Down by a quarter, by half when the statements take over twice
+		// governSlow (so that a start with every handler at once is over
+		// sooner), in between as they are slow.
+		keep := min(0.75, max(0.5, float64(governSlow)/float64(percentile90(times))))
+		next := max(g.floor, min(cur-1, int(float64(cur)*keep)))
 		if next == cur {
 			return
 		}

@@ -9,7 +9,8 @@ import (
 
 // TestGovernorDecide: the governor lowers the limit by a quarter while
 // the worker's statements are slow and the handlers hold the pool's
-// connections, never below an eighth of the most; raises it by a
+// connections (by half when they are over twice as slow), never below an
+// eighth of the most; raises it by a
 // twentieth of the most when they are fast or the handlers hold few
 // connections; and leaves it on too few statements. No database: the
 // decisions alone.
@@ -18,8 +19,9 @@ func TestGovernorDecide(t *testing.T) {
 	slow := make([]time.Duration, governSamples)
 	fast := make([]time.Duration, governSamples)
 	mid := make([]time.Duration, governSamples)
+	slower := make([]time.Duration, governSamples)
 	for i := range slow {
-		slow[i], fast[i], mid[i] = 20*time.Millisecond, time.Millisecond, 6*time.Millisecond
+		slow[i], fast[i], mid[i], slower[i] = 7*time.Millisecond, time.Millisecond, 4500*time.Microsecond, 40*time.Millisecond
 	}
 	// One slow statement in ten is under the 90th percentile.
 	oneSlow := append([]time.Duration(nil), fast...)
@@ -33,6 +35,7 @@ func TestGovernorDecide(t *testing.T) {
 		want  int
 	}{
 		{"slow, handlers hold connections", 100, 10, slow, 90, 75},
+		{"over twice as slow: halved", 100, 10, slower, 90, 50},
 		{"slow, handlers hold half the limit", 100, 10, slow, 50, 75},
 		{"slow, handlers hold few connections", 100, 10, slow, 49, 100},
 		{"slow, below the limit: raised", 60, 10, slow, 10, 65},

@@ -470,7 +470,7 @@ func (w *run) claimLoop(ctx context.Context, poll time.Duration, jobsCtx context
 		threshold := max(1, min(w.rc.batchSize, limit)/4)
 		free := limit - inFlight
 		if deep && w.executor.shortHandlers() {
-			free += w.ahead
+			free += min(w.ahead, limit) // no more ahead than the handlers allowed now take
 		}
 		if w.rc.maxJobs > 0 {
 			if claimed >= w.rc.maxJobs {

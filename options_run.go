@@ -321,11 +321,12 @@ func WithPoolTuning(on bool) RunOption {
 // statement wait for the server's CPU, the worker's claims and outcome
 // writes too, and complete no more jobs a second than a quarter of them
 // would. While the worker's own claims and outcome writes are slow (the
-// 90th percentile of their latest round trips over 8 ms, looked at every
+// 90th percentile of their latest round trips over 6 ms, looked at every
 // 250 ms) and the pool's connections in use beyond the worker's own are,
 // on average, at least half the handlers allowed, Run lowers that number
-// by a quarter, down to an eighth of WithMaxConcurrentTasks, and raises it
-// again by a twentieth of it once they are fast (under 4 ms) or the
+// by a quarter (by up to half when they are slower still), down to an
+// eighth of WithMaxConcurrentTasks, and raises it
+// again by a twentieth of it once they are fast (under 3 ms) or the
 // handlers hold fewer connections. It logs the first lowering at INFO.
 // Handlers that spend most of their time outside the pool (calling other
 // services, sleeping) are never held back. With false, Run always runs up

@@ -25,6 +25,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
+	"strconv"
 	"strings"
 	"time"
 
@@ -50,6 +51,7 @@ type options struct {
 	samples, lookupIDs, repeats, consume                           int
 	logRows                                                        int64
 	analyze, vacuum, syncClaims, syncOutcomes                      bool
+	noConcurrencyTuning                                            bool
 	duration, interval, warmup                                     time.Duration
 	reportEvery, logRetention, statsInterval                       time.Duration
 	handler                                                        string
@@ -101,9 +103,10 @@ var benchmarks = []benchmark{
 			return ptr(Drain(ctx, e.db, DrainConfig{Jobs: o.jobs, EnqueueBatch: o.enqueueBatch, Workers: o.workers,
 				BatchSize: o.batchSize, Concurrency: o.concurrency, ListenDSN: e.listenDSN, Logger: e.logger,
 				Analyze: o.analyze, Vacuum: o.vacuum, SyncClaims: o.syncClaims, SyncOutcomes: o.syncOutcomes,
-				ConcurrencyLimit: o.concurrencyLimit,
-				Handler:          HandlerConfig{Kind: o.handler, Time: o.handlerTime},
-				Processes:        o.processes, DSN: e.dsn, Driver: o.driver, WorkerGOMAXPROCS: o.workerGOMAXPROCS}))
+				NoConcurrencyTuning: o.noConcurrencyTuning,
+				ConcurrencyLimit:    o.concurrencyLimit,
+				Handler:             HandlerConfig{Kind: o.handler, Time: o.handlerTime},
+				Processes:           o.processes, DSN: e.dsn, Driver: o.driver, WorkerGOMAXPROCS: o.workerGOMAXPROCS}))
 		},
 	},
 	{
@@ -152,7 +155,8 @@ var benchmarks = []benchmark{
 			return ptr(Throughput(ctx, e.db, ThroughputConfig{Duration: o.duration, Warmup: o.warmup, Producers: o.producers, Rate: o.rate,
 				EnqueueBatch: o.enqueueBatch, Workers: o.workers, BatchSize: o.batchSize,
 				Concurrency: o.concurrency, SyncClaims: o.syncClaims, SyncOutcomes: o.syncOutcomes, ListenDSN: e.listenDSN, Logger: e.logger,
-				Handler: HandlerConfig{Kind: o.handler, Time: o.handlerTime}, Warmed: e.markStatementLog,
+				NoConcurrencyTuning: o.noConcurrencyTuning,
+				Handler:             HandlerConfig{Kind: o.handler, Time: o.handlerTime}, Warmed: e.markStatementLog,
 				ReportEvery: o.reportEvery, Report: e.report, LogRetention: o.logRetention, StatsInterval: o.statsInterval}))
 		},
 	},
@@ -220,6 +224,14 @@ func workerFlags(fs *flag.FlagSet, o *options) {
 	fs.IntVar(&o.concurrency, "concurrency", pgq.DefaultMaxConcurrentTasks, "jobs run at once per worker (WithMaxConcurrentTasks)")
 	fs.StringVar(&o.handler, "handler", HandlerNoop, "what each job's handler does: noop, or sql (one INSERT through the workers' own *sql.DB)")
 	fs.DurationVar(&o.handlerTime, "handler-time", 0, "how long each handler sleeps (after its INSERT with --handler sql)")
+	fs.BoolFunc("concurrency-tuning", "with false, workers always run --concurrency handlers at once (WithConcurrencyTuning; default true)", func(v string) error {
+		on, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("not a boolean: %q", v)
+		}
+		o.noConcurrencyTuning = !on
+		return nil
+	})
 	commitFlags(fs, o)
 }
 

@@ -108,12 +108,17 @@ func TestDrainProcesses(t *testing.T) {
 			res, err := bench.Drain(testContext(t), db, bench.DrainConfig{
 				Jobs: 3000, EnqueueBatch: 500, BatchSize: 50, Concurrency: 100,
 				Processes: 2, DSN: dsn, Driver: driver,
+				// One driver's run passes the flag on to its processes.
+				NoConcurrencyTuning: driver == "postgres",
 			})
 			if err != nil {
 				t.Fatalf("Drain: %v", err)
 			}
 			if res.Settings.Processes != 2 || res.ProcessJobsPerSec <= 0 || res.Claims < 3000/50 || res.ClaimsPerSec <= 0 {
 				t.Errorf("result = %+v, want 2 processes, at least 60 claims, positive rates", res)
+			}
+			if res.Settings.ConcurrencyTuning != (driver != "postgres") {
+				t.Errorf("concurrency tuning %v in the settings, want %v", res.Settings.ConcurrencyTuning, driver != "postgres")
 			}
 			// The cores shared between the processes (each checked it ran so).
 			if want := max(1, runtime.NumCPU()/2); res.Settings.WorkerGOMAXPROCS != want {
@@ -571,6 +576,7 @@ func TestMainErrors(t *testing.T) {
 		{[]string{"sprint"}, 2, `unknown benchmark "sprint"`},
 		{[]string{"drain", "--jobs", "0"}, 2, "--jobs must be at least 1, got 0"},
 		{[]string{"drain", "--nope"}, 2, "-nope"},
+		{[]string{"drain", "--concurrency-tuning=maybe"}, 2, `"maybe"`},
 		{[]string{"drain", "extra"}, 2, `unexpected argument "extra"`},
 		{[]string{"latency", "--driver", "mysql"}, 2, `--driver "mysql"`},
 		{[]string{"index", "--durability", "eternal"}, 2, `"eternal"`},

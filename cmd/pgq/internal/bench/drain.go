@@ -55,6 +55,9 @@ type DrainConfig struct {
 	// SyncOutcomes makes outcome writes wait for their commit to reach
 	// disk (pgq.WithSynchronousOutcomes).
 	SyncOutcomes bool
+	// NoConcurrencyTuning makes workers always run Concurrency handlers
+	// at once (pgq.WithConcurrencyTuning(false)).
+	NoConcurrencyTuning bool
 	// Handler says what each job's handler does (default: nothing).
 	Handler HandlerConfig
 	// ConcurrencyLimit is the entrypoint's fleet-wide concurrency limit
@@ -173,7 +176,7 @@ func Drain(ctx context.Context, db *sql.DB, cfg DrainConfig) (DrainResult, error
 	settings.Jobs, settings.EnqueueBatch, settings.Workers = cfg.Jobs, cfg.EnqueueBatch, cfg.Workers
 	settings.BatchSize, settings.Concurrency = cfg.BatchSize, cfg.Concurrency
 	settings.Analyze, settings.Vacuum, settings.SyncClaims = cfg.Analyze, cfg.Vacuum, cfg.SyncClaims
-	settings.SyncOutcomes = cfg.SyncOutcomes
+	settings.SyncOutcomes, settings.ConcurrencyTuning = cfg.SyncOutcomes, !cfg.NoConcurrencyTuning
 	settings.setHandler(cfg.Handler)
 	settings.Processes = cfg.Processes
 	if cfg.Processes > 0 {
@@ -233,7 +236,8 @@ func Drain(ctx context.Context, db *sql.DB, cfg DrainConfig) (DrainResult, error
 		handler := cfg.Handler.handler(db, nil, func() { marks.mark(ran.Add(1)) })
 		if err := runWorkers(ctx, db, cfg.Workers, workerOptions(cfg.ListenDSN, cfg.Logger), handler, cfg.ConcurrencyLimit,
 			pgq.WithMode(pgq.ModeDrain), pgq.WithBatchSize(cfg.BatchSize), pgq.WithMaxConcurrentTasks(cfg.Concurrency),
-			pgq.WithSynchronousClaims(cfg.SyncClaims), pgq.WithSynchronousOutcomes(cfg.SyncOutcomes)); err != nil {
+			pgq.WithSynchronousClaims(cfg.SyncClaims), pgq.WithSynchronousOutcomes(cfg.SyncOutcomes),
+			pgq.WithConcurrencyTuning(!cfg.NoConcurrencyTuning)); err != nil {
 			return res, err
 		}
 	}

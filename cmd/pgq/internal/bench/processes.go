@@ -51,6 +51,9 @@ func processArgs(cfg *DrainConfig) []string {
 	if cfg.SyncOutcomes {
 		args = append(args, "--sync-outcomes")
 	}
+	if cfg.NoConcurrencyTuning {
+		args = append(args, "--concurrency-tuning=false")
+	}
 	return args
 }
 
@@ -189,7 +192,8 @@ func drainWorker(ctx context.Context, args []string, stdin io.Reader, stdout io.
 	cpu0 := clientCPU()
 	if err := runWorkers(ctx, db, o.workers, nil, handler, o.concurrencyLimit,
 		pgq.WithMode(pgq.ModeDrain), pgq.WithBatchSize(o.batchSize), pgq.WithMaxConcurrentTasks(o.concurrency),
-		pgq.WithSynchronousClaims(o.syncClaims), pgq.WithSynchronousOutcomes(o.syncOutcomes)); err != nil {
+		pgq.WithSynchronousClaims(o.syncClaims), pgq.WithSynchronousOutcomes(o.syncOutcomes),
+		pgq.WithConcurrencyTuning(!o.noConcurrencyTuning)); err != nil {
 		return err
 	}
 	return json.NewEncoder(stdout).Encode(workerResult{Ran: ran.Load(), CPUNs: int64(clientCPU() - cpu0), PeakRSSBytes: peakRSS(),

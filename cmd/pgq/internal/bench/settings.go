@@ -46,8 +46,11 @@ type Settings struct {
 	Vacuum        bool   `json:"vacuum,omitempty"`  // VACUUM of the job table before enqueuing
 	SyncClaims    bool   `json:"sync_claims"`       // claims wait for their commit to reach disk
 	SyncOutcomes  bool   `json:"sync_outcomes"`     // outcome writes wait for their commit to reach disk
-	Handler       string `json:"handler,omitempty"` // what each job's handler does: "noop" or "sql"
-	HandlerTime   string `json:"handler_time,omitempty"`
+	// ConcurrencyTuning says whether workers may run fewer handlers than
+	// Concurrency while they saturate the database (WithConcurrencyTuning).
+	ConcurrencyTuning bool   `json:"concurrency_tuning"`
+	Handler           string `json:"handler,omitempty"` // what each job's handler does: "noop" or "sql"
+	HandlerTime       string `json:"handler_time,omitempty"`
 	// MaxIdleConns is the pool's SetMaxIdleConns (database/sql's default
 	// is 2); set by Main.
 	MaxIdleConns int `json:"max_idle_conns,omitempty"`

@@ -31,9 +31,11 @@ type ThroughputConfig struct {
 	Concurrency  int           // pgq.WithMaxConcurrentTasks (default pgq.DefaultMaxConcurrentTasks)
 	SyncClaims   bool          // pgq.WithSynchronousClaims
 	SyncOutcomes bool          // pgq.WithSynchronousOutcomes
-	ListenDSN    string        // pgq.WithListenDSN for the workers
-	Logger       *slog.Logger  // the workers' logger (pgq.WithLogger); nil: quiet
-	Handler      HandlerConfig // what each job's handler does (default: nothing)
+	// NoConcurrencyTuning: pgq.WithConcurrencyTuning(false).
+	NoConcurrencyTuning bool
+	ListenDSN           string        // pgq.WithListenDSN for the workers
+	Logger              *slog.Logger  // the workers' logger (pgq.WithLogger); nil: quiet
+	Handler             HandlerConfig // what each job's handler does (default: nothing)
 	// Warmup, when positive, runs producers and workers this long before
 	// the measured Duration: the pool fills and the server's caches warm
 	// up. Jobs enqueued or worked during it count in no rate, latency or
@@ -156,6 +158,7 @@ func Throughput(ctx context.Context, db *sql.DB, cfg ThroughputConfig) (Throughp
 	settings.Producers, settings.EnqueueBatch, settings.Workers = cfg.Producers, cfg.EnqueueBatch, cfg.Workers
 	settings.BatchSize, settings.Concurrency, settings.Duration = cfg.BatchSize, cfg.Concurrency, cfg.Duration.String()
 	settings.SyncClaims, settings.SyncOutcomes, settings.Rate = cfg.SyncClaims, cfg.SyncOutcomes, cfg.Rate
+	settings.ConcurrencyTuning = !cfg.NoConcurrencyTuning
 	settings.ReportEvery, settings.LogRetention = optionalDuration(cfg.ReportEvery), optionalDuration(cfg.LogRetention)
 	settings.StatsInterval, settings.Warmup = optionalDuration(cfg.StatsInterval), optionalDuration(cfg.Warmup)
 	settings.setHandler(cfg.Handler)
@@ -226,7 +229,7 @@ func Throughput(ctx context.Context, db *sql.DB, cfg ThroughputConfig) (Throughp
 		workErr = runWorkers(runCtx, db, cfg.Workers, workerOptions(cfg.ListenDSN, logger), handler, 0,
 			pgq.WithBatchSize(cfg.BatchSize), pgq.WithMaxConcurrentTasks(cfg.Concurrency),
 			pgq.WithSynchronousClaims(cfg.SyncClaims), pgq.WithSynchronousOutcomes(cfg.SyncOutcomes), pgq.WithLogRetention(cfg.LogRetention),
-			pgq.WithStatisticsInterval(cfg.StatsInterval))
+			pgq.WithStatisticsInterval(cfg.StatsInterval), pgq.WithConcurrencyTuning(!cfg.NoConcurrencyTuning))
 	})
 	prodErrs := make([]error, cfg.Producers)
 	for i := range cfg.Producers {
