@@ -389,3 +389,52 @@ func TestDrainGoesOnAfterASlowClaimsJobsWereReleased(t *testing.T) {
 		}
 	})
 }
+
+// TestHeartbeatLeavesFreshRowsAlone: a heartbeat rewrites the rows whose
+// heartbeat is older than refresh_after_s and reports, without a write
+// (the row version stays), the ones a claim or heartbeat set lately; both
+// come back with their claim tokens, and a row no longer held does not.
+func TestHeartbeatLeavesFreshRowsAlone(t *testing.T) {
+	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
+		ctx := testCtx(t)
+		q, rdb := dbgen.New(), pgq.QueryDB(db)
+		holder := uuid.NullUUID{UUID: uuid.New(), Valid: true}
+		insert := func(age string) int64 {
+			t.Helper()
+			return scalar[int64](t, db, `INSERT INTO pgqueuer (priority, entrypoint, status, heartbeat, updated, queue_manager_id)
+				VALUES (0, 'e', 'picked', now() - $1::interval, now() - $1::interval, $2) RETURNING id`, age, holder.UUID.String())
+		}
+		version := func(id int64) string {
+			t.Helper()
+			return scalar[string](t, db, "SELECT ctid::text || '/' || xmin::text FROM pgqueuer WHERE id = $1", id)
+		}
+		old, fresh := insert("1 minute"), insert("0.2 seconds")
+		gone := insert("0 seconds")
+		if _, err := db.ExecContext(ctx, "UPDATE pgqueuer SET queue_manager_id = gen_random_uuid() WHERE id = $1", gone); err != nil {
+			t.Fatal(err)
+		}
+		freshWas, oldWas := version(fresh), version(old)
+		rows, err := q.JobsHeartbeat(ctx, rdb, dbgen.JobsHeartbeatParams{
+			Ids: []int64{old, fresh, gone}, QueueManagerID: holder, RefreshAfterS: 5,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[int64]int64{}
+		for _, r := range rows {
+			got[r.ID] = r.ClaimToken
+		}
+		if len(got) != 2 || got[old] == 0 || got[fresh] == 0 {
+			t.Fatalf("heartbeat reported %v, want jobs %d and %d with their tokens", got, old, fresh)
+		}
+		if v := version(fresh); v != freshWas {
+			t.Errorf("the fresh row was rewritten: %s, was %s", v, freshWas)
+		}
+		if v := version(old); v == oldWas {
+			t.Errorf("the old row was not rewritten (%s)", v)
+		}
+		if age := scalar[float64](t, db, "SELECT extract(epoch FROM now() - heartbeat) FROM pgqueuer WHERE id = $1", old); age > 5 {
+			t.Errorf("the old row's heartbeat is %.1f s old after the heartbeat", age)
+		}
+	})
+}

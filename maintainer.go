@@ -116,11 +116,17 @@ func (m *maintainer) heartbeat(ctx context.Context) {
 
 // holdExpiry is the part of the heartbeat timeout after which the handler
 // of a job whose hold this worker could not confirm is stopped
-// (holdings.expire). The job's heartbeat in the database is at least as
-// recent as the confirmation, so another worker can release it a quarter
-// of the timeout later at the earliest: the handler has that long to see
-// its context end.
+// (holdings.expire). The job's heartbeat in the database is at most a
+// heartbeatFreshParts-th of the timeout older than the confirmation (the
+// heartbeat confirms without rewriting rows that fresh), so another worker
+// can release it 0.21 of the timeout later at the earliest: the handler
+// has that long to see its context end.
 const holdExpiry = 0.75
+
+// heartbeatFreshParts: a heartbeat leaves alone (confirms, without writing)
+// the rows whose heartbeat is younger than the heartbeat timeout divided by
+// this, most often set by their claim a moment before (see JobsHeartbeat).
+const heartbeatFreshParts = 24
 
 // expireHolds stops, looking ten times per heartbeat timeout, the handlers
 // of the jobs whose hold could not be confirmed for holdExpiry of it (see
@@ -180,6 +186,7 @@ func (m *maintainer) beat(ctx context.Context) bool {
 		attempts++
 		held, err = m.q.JobsHeartbeat(ctx, s.db, dbgen.JobsHeartbeatParams{
 			Ids: ids, QueueManagerID: uuid.NullUUID{UUID: m.qmID, Valid: true},
+			RefreshAfterS: (m.heartbeatTimeout / heartbeatFreshParts).Seconds(),
 		})
 		return err
 	})

@@ -161,7 +161,7 @@ func TestHotStatementPlans(t *testing.T) {
 				"@tracebacks": pq.Array(fill("")), "@delays_us": pq.Array(delays), "@claim_tokens": pq.Array(delays),
 				"@queue_manager_id": holder.String(), "@synchronous_outcome": false, "@quiet": true,
 			}, pkey, partials},
-			{"JobsHeartbeat", map[string]any{"@ids": pq.Array(running), "@queue_manager_id": holder.String()}, pkey, partials},
+			{"JobsHeartbeat", map[string]any{"@ids": pq.Array(running), "@queue_manager_id": holder.String(), "@refresh_after_s": 1.25}, pkey, partials},
 			{"JobsClaim", map[string]any{
 				"@entrypoints": pq.Array([]string{"plan"}), "@caps": pq.Array([]int32{1000}), "@batch_size": 1000,
 				"@queue_manager_id": uuid.NewString(), "@synchronous_claim": false, "@fold_statistics": true,

@@ -505,6 +505,14 @@ SELECT finished.id, 'successful', finished.priority, finished.entrypoint FROM fi
 -- last committed version says, so that one open transaction does not hold
 -- up the heartbeats of every other job of the worker.
 --
+-- A row whose heartbeat is younger than refresh_after_s (its claim, or a
+-- heartbeat, set it lately) is reported without being written: most jobs
+-- of a busy worker were claimed a moment ago, and each write is a new row
+-- version with an entry in every index of the table (heartbeat is indexed,
+-- so no update of it is HOT). Under handlers that saturate the server, a
+-- heartbeat that rewrote every held row took 7 ms at the median and up to
+-- 20 ms.
+--
 -- Its transaction commits without waiting for its WAL to reach disk
 -- (synchronous_commit off for this transaction only, as JobsClaim's): a
 -- heartbeat lost in a server crash only makes its jobs look older, and no
@@ -519,6 +527,7 @@ free AS (
     WHERE f.id = ANY(@ids::bigint[])
       AND f.status IS NOT DISTINCT FROM 'picked'
       AND f.queue_manager_id IS NOT DISTINCT FROM @queue_manager_id
+      AND f.heartbeat < now() - make_interval(secs => @refresh_after_s::float8)
     FOR UPDATE OF f SKIP LOCKED
 ),
 beaten AS (
