@@ -486,10 +486,9 @@ func (w *run) claimLoop(ctx context.Context, poll time.Duration, jobsCtx context
 				}
 				continue
 			}
-			if left := w.rc.maxJobs - claimed; left < free {
-				free = left
-				threshold = min(threshold, left)
-			}
+			left := w.rc.maxJobs - claimed
+			free = min(free, left)
+			threshold = min(threshold, left) // the last few go in one claim
 		}
 		if want && free >= threshold {
 			want = false
