@@ -134,14 +134,15 @@ func (g *governor) read() {
 func (g *governor) decide(fresh int, times []time.Duration, inUse int) {
 	cur := g.current()
 	busy := inUse >= max(2, cur/2)
+	p90 := percentile90(times)
 	switch {
 	case fresh < governMinSamples && busy:
 		return // too few statements to tell
-	case busy && fresh >= governMinSamples && percentile90(times) > governSlow:
+	case busy && p90 > governSlow:
 		// Down by a quarter, by half when the statements take over twice
 		// governSlow (so that a start with every handler at once is over
 		// sooner), in between as they are slow.
-		keep := min(0.75, max(0.5, float64(governSlow)/float64(percentile90(times))))
+		keep := min(0.75, max(0.5, float64(governSlow)/float64(p90)))
 		next := max(g.floor, min(cur-1, int(float64(cur)*keep)))
 		if next == cur {
 			return
@@ -153,7 +154,7 @@ func (g *governor) decide(fresh int, times []time.Duration, inUse int) {
 				"running fewer handlers at once (see WithConcurrencyTuning)",
 				"limit", next, "max_concurrent_tasks", g.max, "connections_in_use", inUse)
 		}
-	case !busy || percentile90(times) < governFast:
+	case !busy || p90 < governFast:
 		if cur < g.max {
 			g.limit.Store(int64(min(g.max, cur+max(1, g.max/20))))
 		}

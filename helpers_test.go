@@ -3,6 +3,7 @@ package pgq_test
 import (
 	"context"
 	"database/sql"
+	"sync"
 	"testing"
 	"time"
 
@@ -91,4 +92,68 @@ func enqueueN(t testing.TB, ctx context.Context, db *sql.DB, entrypoint string, 
 		t.Fatal(err)
 	}
 	return ids
+}
+
+// handlerGauge counts a test's handlers running at once, the most seen,
+// and how often each job ran.
+type handlerGauge struct {
+	mu      sync.Mutex
+	running int
+	peak    int
+	ran     map[pgq.JobID]int
+}
+
+func newHandlerGauge() *handlerGauge { return &handlerGauge{ran: map[pgq.JobID]int{}} }
+
+// enter counts job's handler in and returns how many ran before it did.
+func (g *handlerGauge) enter(job pgq.JobID) (before int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	before = g.running
+	g.running++
+	g.peak = max(g.peak, g.running)
+	g.ran[job]++
+	return before
+}
+
+// leave counts a handler out.
+func (g *handlerGauge) leave() {
+	g.mu.Lock()
+	g.running--
+	g.mu.Unlock()
+}
+
+// runFor is a handler that holds its slot for d.
+func (g *handlerGauge) runFor(d time.Duration) pgq.Handler {
+	return func(ctx context.Context, j *pgq.Job) error {
+		g.enter(j.ID)
+		time.Sleep(d)
+		g.leave()
+		return nil
+	}
+}
+
+// peakSince returns the most handlers that ran at once since the last
+// call (or the start), and starts counting again from those running now.
+func (g *handlerGauge) peakSince() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	p := g.peak
+	g.peak = g.running
+	return p
+}
+
+// eachRanOnce fails t unless every one of ids ran once and no other job ran.
+func (g *handlerGauge) eachRanOnce(t *testing.T, ids []pgq.JobID) {
+	t.Helper()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, id := range ids {
+		if g.ran[id] != 1 {
+			t.Errorf("job %d ran %d times", id, g.ran[id])
+		}
+	}
+	if len(g.ran) != len(ids) {
+		t.Errorf("%d distinct jobs ran, want %d", len(g.ran), len(ids))
+	}
 }

@@ -313,20 +313,14 @@ func (m *maintainer) needs(ctx context.Context, vacuum bool) (need *dbgen.JobsTa
 	p := dbgen.JobsTableUpkeepParams{
 		MinDead: vacuumMinDead, VacuumGapS: vacuumGap.Seconds(), AnalyzeGapS: analyzeGap.Seconds(), TableName: m.names.Qualified(sqlname.JobTable),
 	}
-	var err error
-	if m.lane == nil {
-		need, err = m.q.JobsTableUpkeep(ctx, m.rdb, p)
-	} else {
-		// On the heartbeat's connection, which it holds up by a
-		// statement that takes no lock: from the pool it landed, once a
-		// second, on connections that had never run it (each a new
-		// prepare, and under a drain of handlers using the pool a p99 of
-		// 50 ms).
-		err = m.lane.do(ctx, func(s session) (err error) {
-			need, err = m.q.JobsTableUpkeep(ctx, s.db, p)
-			return err
-		})
-	}
+	// On the heartbeat's connection, which it holds up by a statement that
+	// takes no lock: from the pool it landed, once a second, on connections
+	// that had never run it (each a new prepare, and under a drain of
+	// handlers using the pool a p99 of 50 ms).
+	err := m.lane.do(ctx, func(s session) (err error) {
+		need, err = m.q.JobsTableUpkeep(ctx, s.db, p)
+		return err
+	})
 	if err != nil {
 		m.warn(ctx, "pgq: reading the job table's statistics failed", err)
 		return need, false

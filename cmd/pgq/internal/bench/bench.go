@@ -25,7 +25,6 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
-	"strconv"
 	"strings"
 	"time"
 
@@ -51,7 +50,7 @@ type options struct {
 	samples, lookupIDs, repeats, consume                           int
 	logRows                                                        int64
 	analyze, vacuum, syncClaims, syncOutcomes                      bool
-	noConcurrencyTuning                                            bool
+	concurrencyTuning                                              bool
 	duration, interval, warmup                                     time.Duration
 	reportEvery, logRetention, statsInterval                       time.Duration
 	handler                                                        string
@@ -103,7 +102,7 @@ var benchmarks = []benchmark{
 			return ptr(Drain(ctx, e.db, DrainConfig{Jobs: o.jobs, EnqueueBatch: o.enqueueBatch, Workers: o.workers,
 				BatchSize: o.batchSize, Concurrency: o.concurrency, ListenDSN: e.listenDSN, Logger: e.logger,
 				Analyze: o.analyze, Vacuum: o.vacuum, SyncClaims: o.syncClaims, SyncOutcomes: o.syncOutcomes,
-				NoConcurrencyTuning: o.noConcurrencyTuning,
+				NoConcurrencyTuning: !o.concurrencyTuning,
 				ConcurrencyLimit:    o.concurrencyLimit,
 				Handler:             HandlerConfig{Kind: o.handler, Time: o.handlerTime},
 				Processes:           o.processes, DSN: e.dsn, Driver: o.driver, WorkerGOMAXPROCS: o.workerGOMAXPROCS}))
@@ -155,7 +154,7 @@ var benchmarks = []benchmark{
 			return ptr(Throughput(ctx, e.db, ThroughputConfig{Duration: o.duration, Warmup: o.warmup, Producers: o.producers, Rate: o.rate,
 				EnqueueBatch: o.enqueueBatch, Workers: o.workers, BatchSize: o.batchSize,
 				Concurrency: o.concurrency, SyncClaims: o.syncClaims, SyncOutcomes: o.syncOutcomes, ListenDSN: e.listenDSN, Logger: e.logger,
-				NoConcurrencyTuning: o.noConcurrencyTuning,
+				NoConcurrencyTuning: !o.concurrencyTuning,
 				Handler:             HandlerConfig{Kind: o.handler, Time: o.handlerTime}, Warmed: e.markStatementLog,
 				ReportEvery: o.reportEvery, Report: e.report, LogRetention: o.logRetention, StatsInterval: o.statsInterval}))
 		},
@@ -224,14 +223,7 @@ func workerFlags(fs *flag.FlagSet, o *options) {
 	fs.IntVar(&o.concurrency, "concurrency", pgq.DefaultMaxConcurrentTasks, "jobs run at once per worker (WithMaxConcurrentTasks)")
 	fs.StringVar(&o.handler, "handler", HandlerNoop, "what each job's handler does: noop, or sql (one INSERT through the workers' own *sql.DB)")
 	fs.DurationVar(&o.handlerTime, "handler-time", 0, "how long each handler sleeps (after its INSERT with --handler sql)")
-	fs.BoolFunc("concurrency-tuning", "with false, workers always run --concurrency handlers at once (WithConcurrencyTuning; default true)", func(v string) error {
-		on, err := strconv.ParseBool(v)
-		if err != nil {
-			return fmt.Errorf("not a boolean: %q", v)
-		}
-		o.noConcurrencyTuning = !on
-		return nil
-	})
+	fs.BoolVar(&o.concurrencyTuning, "concurrency-tuning", true, "workers may run fewer than --concurrency handlers while they saturate the database (WithConcurrencyTuning)")
 	commitFlags(fs, o)
 }
 

@@ -93,6 +93,7 @@ func Latency(ctx context.Context, db *sql.DB, cfg LatencyConfig) (LatencyResult,
 		settings.Interval = cfg.Interval.String()
 	}
 	settings.BatchSize, settings.Concurrency = pgq.DefaultBatchSize, pgq.DefaultMaxConcurrentTasks
+	settings.ConcurrencyTuning = true // the library's default, which its worker runs with
 	settings.SyncClaims, settings.SyncOutcomes = cfg.SyncClaims, cfg.SyncOutcomes
 	res := LatencyResult{Samples: cfg.Samples, Settings: settings}
 	if err := purge(ctx, db); err != nil {

@@ -193,7 +193,7 @@ func drainWorker(ctx context.Context, args []string, stdin io.Reader, stdout io.
 	if err := runWorkers(ctx, db, o.workers, nil, handler, o.concurrencyLimit,
 		pgq.WithMode(pgq.ModeDrain), pgq.WithBatchSize(o.batchSize), pgq.WithMaxConcurrentTasks(o.concurrency),
 		pgq.WithSynchronousClaims(o.syncClaims), pgq.WithSynchronousOutcomes(o.syncOutcomes),
-		pgq.WithConcurrencyTuning(!o.noConcurrencyTuning)); err != nil {
+		pgq.WithConcurrencyTuning(o.concurrencyTuning)); err != nil {
 		return err
 	}
 	return json.NewEncoder(stdout).Encode(workerResult{Ran: ran.Load(), CPUNs: int64(clientCPU() - cpu0), PeakRSSBytes: peakRSS(),
