@@ -143,6 +143,22 @@ func (g *handlerGauge) peakSince() int {
 	return p
 }
 
+// waitPeak starts counting as peakSince does, and waits until want
+// handlers run at once or within has passed; it returns the most seen.
+func (g *handlerGauge) waitPeak(want int, within time.Duration) int {
+	g.peakSince()
+	deadline := time.Now().Add(within)
+	for {
+		g.mu.Lock()
+		p := g.peak
+		g.mu.Unlock()
+		if p >= want || time.Now().After(deadline) {
+			return g.peakSince()
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
 // eachRanOnce fails t unless every one of ids ran once and no other job ran.
 func (g *handlerGauge) eachRanOnce(t *testing.T, ids []pgq.JobID) {
 	t.Helper()
