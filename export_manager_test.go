@@ -23,9 +23,10 @@ func WithUpkeepInterval(d time.Duration) RunOption {
 // JobTableNeeds runs the worker's upkeep check of the default job table on
 // db: whether it wants ANALYZE and VACUUM (and the role may run them).
 func JobTableNeeds(ctx context.Context, db dbgen.DBTX) (analyze, vacuum bool, err error) {
-	r, err := dbgen.New().JobsTableUpkeep(ctx, db, dbgen.JobsTableUpkeepParams{
-		MinDead: vacuumMinDead, VacuumGapS: vacuumGap.Seconds(), AnalyzeGapS: analyzeGap.Seconds(), TableName: sqlname.Names{}.Qualified(sqlname.JobTable),
-	})
+	r, err := tableNeeds(ctx, dbgen.New(), db, sqlname.Names{})
+	if err != nil {
+		return false, false, err
+	}
 	return r.NeedsAnalyze && r.MayMaintain, r.NeedsVacuum && r.MayMaintain, err
 }
 

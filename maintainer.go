@@ -310,15 +310,12 @@ func (m *maintainer) upkeep(ctx context.Context, vacuum bool) {
 // (logged) or this worker's role may not maintain the table (logged once,
 // when the table wants it).
 func (m *maintainer) needs(ctx context.Context, vacuum bool) (need *dbgen.JobsTableUpkeepRow, ok bool) {
-	p := dbgen.JobsTableUpkeepParams{
-		MinDead: vacuumMinDead, VacuumGapS: vacuumGap.Seconds(), AnalyzeGapS: analyzeGap.Seconds(), TableName: m.names.Qualified(sqlname.JobTable),
-	}
-	// On the heartbeat's connection, which it holds up by a statement that
-	// takes no lock: from the pool it landed, once a second, on connections
+	// On the heartbeat's connection, which it holds up by statements that
+	// take no lock: from the pool it landed, once a second, on connections
 	// that had never run it (each a new prepare, and under a drain of
 	// handlers using the pool a p99 of 50 ms).
 	err := m.lane.do(ctx, func(s session) (err error) {
-		need, err = m.q.JobsTableUpkeep(ctx, s.db, p)
+		need, err = tableNeeds(ctx, m.q, s.db, m.names)
 		return err
 	})
 	if err != nil {
@@ -336,6 +333,20 @@ func (m *maintainer) needs(ctx context.Context, vacuum bool) (need *dbgen.JobsTa
 		return need, false
 	}
 	return need, true
+}
+
+// tableNeeds reads what the job table named by names needs (see
+// JobsTableUpkeep); NeedsAnalyze is also set when the statistics put the
+// table under 1000 rows while 1000 or more jobs are queued.
+func tableNeeds(ctx context.Context, q *dbgen.Queries, db dbgen.DBTX, names sqlname.Names) (*dbgen.JobsTableUpkeepRow, error) {
+	need, err := q.JobsTableUpkeep(ctx, db, dbgen.JobsTableUpkeepParams{
+		MinDead: vacuumMinDead, VacuumGapS: vacuumGap.Seconds(), AnalyzeGapS: analyzeGap.Seconds(), TableName: names.Qualified(sqlname.JobTable),
+	})
+	if err != nil || need.NeedsAnalyze || !need.FewRows {
+		return need, err
+	}
+	need.NeedsAnalyze, err = q.JobsQueuedAtLeast(ctx, db)
+	return need, err
 }
 
 // foldLog folds the log into the statistics and prunes old log rows,

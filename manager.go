@@ -146,12 +146,13 @@ func (qm *QueueManager) Entrypoint(name string, h Handler, opts ...EntrypointOpt
 //
 // Connections: Run holds three connections of the QueueManager's pool for
 // as long as it runs, one each for claiming, for writing outcomes, and for
-// heartbeats (with the release of stale jobs), so that neither the
-// program's own traffic on the pool nor the pool's settings slow them down
-// or make heartbeats late; a connection that fails is replaced. The
-// listener takes a fourth (borrowed from a pgx pool, or its own on
-// WithListenDSN's DSN), and its health checks, maintenance (statistics,
-// vacuum) and dependency sweeps borrow one now and then. Handlers that use
+// heartbeats (with the release of stale jobs, the job table's upkeep check
+// and the dependency sweep), so that neither the program's own traffic on
+// the pool nor the pool's settings slow them down or make heartbeats late;
+// a connection that fails is replaced. The listener takes a fourth
+// (borrowed from a pgx pool, or its own on WithListenDSN's DSN), and its
+// health checks and maintenance (statistics, vacuum, the log's upkeep)
+// borrow one now and then. Handlers that use
 // the pool need as many more as run at once (WithMaxConcurrentTasks): size
 // the server's max_connections for that, per worker, and keep as many
 // idle (db.SetMaxIdleConns; see WithPoolTuning). While such handlers
@@ -396,7 +397,7 @@ func (w *run) startUp(ctx, auxCtx, hbCtx context.Context, bg *sync.WaitGroup) (p
 	bg.Go(func() { w.pool.run(auxCtx) })
 	bg.Go(func() { w.gov.run(auxCtx) })
 	bg.Go(func() { w.maintainer.tendJobTable(auxCtx) })
-	bg.Go(func() { sweepAfter(auxCtx, w.qm.q, w.qm.rdb, w.logger) })
+	bg.Go(func() { sweepAfter(auxCtx, w.qm.q, w.beats, w.logger) })
 	if w.rc.statsInterval > 0 {
 		bg.Go(func() { w.maintainer.foldLog(auxCtx) })
 	}

@@ -641,39 +641,32 @@ WHERE j.status = 'queued'
 
 -- name: JobsTableUpkeep :one
 -- Reports what the job table needs: needs_analyze when its planner
--- statistics are missing or far behind its contents (more rows changed
--- since the last ANALYZE than a fifth of the table, and over 1000, and no
--- ANALYZE of it ended in the last analyze_gap_s seconds; or the statistics
--- put the table under 1000 rows while 1000 or more are queued),
--- which the claim plan depends on; needs_vacuum when its dead rows (every claimed
--- and finished job leaves two) outnumber min_dead and a tenth of the table,
--- which autovacuum, waking once a minute, lets pile up under load, and no
--- vacuum of it (any worker's, or autovacuum's) ended in the last
--- vacuum_gap_s seconds, so that the workers of a fleet, each checking
--- every second, do not vacuum it several times a second between them; and
--- may_maintain when the current user may VACUUM and ANALYZE it (has the
--- privileges of its owner, or, from PostgreSQL 17, MAINTAIN on it; else
--- PostgreSQL skips the table with a warning each time).
+-- statistics are far behind its contents (more rows changed since the last
+-- ANALYZE than a fifth of the table, and over 1000, and no ANALYZE of it
+-- ended in the last analyze_gap_s seconds), which the claim plan depends
+-- on; few_rows when the statistics put the table under 1000 rows, which
+-- the caller then checks against the queue (JobsQueuedAtLeast);
+-- needs_vacuum when its dead rows (every claimed and finished job leaves
+-- two) outnumber min_dead and a tenth of the table, which autovacuum,
+-- waking once a minute, lets pile up under load, and no vacuum of it (any
+-- worker's, or autovacuum's) ended in the last vacuum_gap_s seconds, so
+-- that the workers of a fleet, each checking every second, do not vacuum
+-- it several times a second between them; and may_maintain when the
+-- current user may VACUUM and ANALYZE it (has the privileges of its owner,
+-- or, from PostgreSQL 17, MAINTAIN on it; else PostgreSQL skips the table
+-- with a warning each time).
 --
 -- It reads the two counters with the statistics functions for the one
 -- table rather than through pg_stat_user_tables, a view that computes
--- every counter of every table before the filter.
---
--- The counters lag: a backend reports its changes at most once a second,
--- and when idle up to 10 s later, so right after a bulk enqueue they may
--- still say nothing changed. The second test does not wait for them. It
--- matters most after a VACUUM of the empty table, which records 0 rows for
--- the table and its indexes: the planner then takes the partial indexes
--- for empty, whatever their size, and plans the claim as a scan of
--- pgqueuer_ep_ea_idx that sorts every queued row on each claim (a drain of
--- 100,000 jobs ran 5× slower until the next ANALYZE). The count stops at
--- 1000 queued rows.
-SELECT ((COALESCE(pg_catalog.pg_stat_get_mod_since_analyze(c.oid) > greatest(1000, c.reltuples * 0.2), false)
-         AND COALESCE(greatest(pg_catalog.pg_stat_get_last_analyze_time(c.oid), pg_catalog.pg_stat_get_last_autoanalyze_time(c.oid))
-                      < now() - make_interval(secs => @analyze_gap_s::float8), true))
-        OR (c.reltuples < 1000
-            AND (SELECT count(*) FROM (SELECT 1 FROM pgqueuer AS q WHERE q.status = 'queued' LIMIT 1000) AS s) >= 1000)
+-- every counter of every table before the filter. It reads the job table
+-- itself not at all: a statement that does is planned again after each
+-- VACUUM or ANALYZE of the table, and under handlers that saturate the
+-- server that planning took up to 10 ms.
+SELECT (COALESCE(pg_catalog.pg_stat_get_mod_since_analyze(c.oid) > greatest(1000, c.reltuples * 0.2), false)
+        AND COALESCE(greatest(pg_catalog.pg_stat_get_last_analyze_time(c.oid), pg_catalog.pg_stat_get_last_autoanalyze_time(c.oid))
+                     < now() - make_interval(secs => @analyze_gap_s::float8), true)
        )::boolean AS needs_analyze,
+       (c.reltuples < 1000)::boolean AS few_rows,
        (COALESCE(pg_catalog.pg_stat_get_dead_tuples(c.oid) > greatest(@min_dead::bigint, c.reltuples * 0.1), false)
         AND COALESCE(greatest(pg_catalog.pg_stat_get_last_vacuum_time(c.oid), pg_catalog.pg_stat_get_last_autovacuum_time(c.oid))
                      < now() - make_interval(secs => @vacuum_gap_s::float8), true)
@@ -684,6 +677,22 @@ SELECT ((COALESCE(pg_catalog.pg_stat_get_mod_since_analyze(c.oid) > greatest(100
                 ELSE false END)::boolean AS may_maintain
 FROM pg_catalog.pg_class AS c
 WHERE c.oid = to_regclass(@table_name::text);
+
+-- name: JobsQueuedAtLeast :one
+-- Reports whether 1000 or more jobs are queued (the count stops there).
+-- When the statistics put the table under 1000 rows (JobsTableUpkeep's
+-- few_rows) while that many are queued, they are missing or wrong, and the
+-- table needs ANALYZE whatever the gap since the last one. The counters
+-- JobsTableUpkeep reads lag: a backend reports its changes at most once a
+-- second, and when idle up to 10 s later, so right after a bulk enqueue
+-- they may still say nothing changed; this test does not wait for them. It
+-- matters most after a VACUUM of the empty table, which records 0 rows for
+-- the table and its indexes: the planner then takes the partial indexes
+-- for empty, whatever their size, and plans the claim as a scan of
+-- pgqueuer_ep_ea_idx that sorts every queued row on each claim (a drain of
+-- 100,000 jobs ran 5× slower until the next ANALYZE).
+SELECT (count(*) >= 1000)::boolean AS many
+FROM (SELECT 1 FROM pgqueuer AS q WHERE q.status = 'queued' LIMIT 1000) AS s;
 
 -- name: JobsAnalyze :exec
 -- Refreshes the job table's planner statistics, unless another ANALYZE or

@@ -26,7 +26,8 @@ var statementLogSettings = map[string]string{
 // read from its log: for each call, the parse, bind and execute steps the
 // server logged for it, summed (commit excluded). Statements are named by
 // the "-- name:" line sqlc puts at their head; statements without one (the
-// handlers', the benchmark's own) are left out.
+// handlers', the benchmark's own) are left out. The last one, named
+// AllStatements, is every call of the others together.
 type StatementTime struct {
 	Name  string `json:"name"`
 	Calls int    `json:"calls"`
@@ -38,6 +39,10 @@ type StatementTime struct {
 type StatementTimes struct {
 	Statements []StatementTime `json:"statements,omitempty"`
 }
+
+// AllStatements names the StatementTime of every call of pgq's statements
+// together.
+const AllStatements = "(all)"
 
 var (
 	// 1234|LOG:  duration: 0.123 ms  execute stmtcache_1: -- name: JobsClaim :many
@@ -95,9 +100,14 @@ func readStatementTimes(path string, offset int64) ([]StatementTime, error) {
 	if err := sc.Err(); err != nil {
 		return nil, err
 	}
-	out := make([]StatementTime, 0, len(calls))
+	out := make([]StatementTime, 0, len(calls)+1)
+	var all []time.Duration
 	for _, name := range slices.Sorted(maps.Keys(calls)) {
 		out = append(out, StatementTime{Name: name, Calls: len(calls[name]), Percentiles: percentiles(calls[name])})
+		all = append(all, calls[name]...)
+	}
+	if len(all) > 0 {
+		out = append(out, StatementTime{Name: AllStatements, Calls: len(all), Percentiles: percentiles(all)})
 	}
 	return out, nil
 }

@@ -37,6 +37,7 @@ func TestReadStatementTimes(t *testing.T) {
 		{Name: "JobsClaim", Calls: 2, Percentiles: Percentiles{P50: 1, P90: 3, P99: 3, Max: 3}},
 		{Name: "JobsFinish", Calls: 1, Percentiles: Percentiles{P50: 5, P90: 5, P99: 5, Max: 5}},
 		{Name: "Notify", Calls: 1, Percentiles: Percentiles{P50: 9, P90: 9, P99: 9, Max: 9}},
+		{Name: AllStatements, Calls: 4, Percentiles: Percentiles{P50: 3, P90: 9, P99: 9, Max: 9}},
 	}
 	if len(got) != len(want) {
 		t.Fatalf("got %+v, want %+v", got, want)
