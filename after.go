@@ -3,7 +3,6 @@ package pgq
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"slices"
 	"time"
 
@@ -136,24 +135,24 @@ func (q *Queries) insertAfter(ctx context.Context, jobs []NewJob, p dbgen.JobsEn
 	return out, nil
 }
 
-// sweepAfter settles, every afterSweepInterval until ctx ends, the
+// sweepAfter settles, every sweepInterval until ctx ends, the
 // dependencies that ended while a job waiting for them was being enqueued
-// (the log's trigger did not see its edges yet). It runs on l, the
-// heartbeat's connection: from the pool it landed on connections that had
-// never run it, each a new prepare, and took 15-105 ms under handlers that
-// saturate the server.
-func sweepAfter(ctx context.Context, q *dbgen.Queries, l *lane, logger *slog.Logger) {
-	every(ctx, afterSweepInterval, func() {
+// (the log's trigger did not see its edges yet). It runs on the heartbeat's
+// connection: from the pool it landed on connections that had never run
+// it, each a new prepare, and took 15-105 ms under handlers that saturate
+// the server.
+func (m *maintainer) sweepAfter(ctx context.Context) {
+	every(ctx, m.sweepInterval, func() {
 		var n int32
-		err := l.do(ctx, func(s session) (err error) {
-			n, err = q.AfterSweep(ctx, s.db)
+		err := m.lane.do(ctx, func(s session) (err error) {
+			n, err = m.q.AfterSweep(ctx, s.db)
 			return err
 		})
 		switch {
 		case err != nil && ctx.Err() == nil:
-			logger.Warn("pgq: settling job dependencies failed", "err", interpretError(err))
+			m.logger.Warn("pgq: settling job dependencies failed", "err", interpretError(err))
 		case n > 0:
-			logger.Info("pgq: settled jobs whose dependencies ended while they were enqueued", "jobs", n)
+			m.logger.Info("pgq: settled jobs whose dependencies ended while they were enqueued", "jobs", n)
 		}
 	})
 }

@@ -303,23 +303,59 @@ func TestAfterSweep(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		// Finish a behind the trigger's back, as the race would.
-		for _, s := range []string{
-			`ALTER TABLE pgqueuer_log DISABLE TRIGGER tg_pgqueuer_pgq_after`,
-			fmt.Sprintf(`WITH d AS (DELETE FROM pgqueuer WHERE id = %d RETURNING id, priority, entrypoint)
-			 INSERT INTO pgqueuer_log (job_id, status, priority, entrypoint) SELECT id, 'successful', priority, entrypoint FROM d`, a),
-			`ALTER TABLE pgqueuer_log ENABLE TRIGGER tg_pgqueuer_pgq_after`,
-		} {
-			if _, err := db.ExecContext(ctx, s); err != nil {
-				t.Fatal(err)
-			}
-		}
+		finishBehindTrigger(t, ctx, db, a)
 		if n, err := pgq.SettleDependencies(ctx, db); err != nil || n != 1 {
 			t.Fatalf("SettleDependencies = %d, %v; want 1 job released", n, err)
 		}
 		info, err := q.GetJob(ctx, b)
 		if err != nil || info.ExecuteAfter.Equal(pgq.WaitingForDependencies) {
 			t.Fatalf("b after the sweep: %+v, %v; want released", info, err)
+		}
+	})
+}
+
+// finishBehindTrigger ends job id as successful without the log's trigger
+// seeing it, as the race the sweep settles would (the waiting job's edge
+// was not committed yet when the trigger ran).
+func finishBehindTrigger(t *testing.T, ctx context.Context, db *sql.DB, id pgq.JobID) {
+	t.Helper()
+	for _, s := range []string{
+		`ALTER TABLE pgqueuer_log DISABLE TRIGGER tg_pgqueuer_pgq_after`,
+		fmt.Sprintf(`WITH d AS (DELETE FROM pgqueuer WHERE id = %d RETURNING id, priority, entrypoint)
+		 INSERT INTO pgqueuer_log (job_id, status, priority, entrypoint) SELECT id, 'successful', priority, entrypoint FROM d`, id),
+		`ALTER TABLE pgqueuer_log ENABLE TRIGGER tg_pgqueuer_pgq_after`,
+	} {
+		if _, err := db.ExecContext(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestWorkerSweepsDependencies: a running worker sweeps the dependencies
+// itself (on its heartbeat's connection): a job whose dependency ended
+// behind the log trigger's back is released and runs.
+func TestWorkerSweepsDependencies(t *testing.T) {
+	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
+		ctx := testCtx(t)
+		q := pgq.NewQueries(db)
+		a, err := q.Enqueue(ctx, "first", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := q.Enqueue(ctx, "then", nil, pgq.WithAfter(a))
+		if err != nil {
+			t.Fatal(err)
+		}
+		finishBehindTrigger(t, ctx, db, a)
+		ran := make(chan pgq.JobID, 1)
+		qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
+		_ = qm.Entrypoint("then", func(ctx context.Context, j *pgq.Job) error {
+			ran <- j.ID
+			return nil
+		})
+		runWorker(t, ctx, qm, pgq.WithDependencySweepInterval(100*time.Millisecond))
+		if id := receive(t, ran, 10*time.Second, "the waiting job to run"); id != b {
+			t.Fatalf("job %d ran, want %d", id, b)
 		}
 	})
 }

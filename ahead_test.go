@@ -383,14 +383,7 @@ func TestShutdownGivesBackAfterTheLastClaim(t *testing.T) {
 
 		// The next claim waits for the lock; one handler returns so that
 		// it is made, and a job claimed ahead takes the slot.
-		lock, err := db.BeginTx(ctx, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer lock.Rollback()
-		if _, err := lock.ExecContext(ctx, `LOCK TABLE pgqueuer_pgq_paused IN ACCESS EXCLUSIVE MODE`); err != nil {
-			t.Fatal(err)
-		}
+		lock := lockedTx(t, ctx, db, `LOCK TABLE pgqueuer_pgq_paused IN ACCESS EXCLUSIVE MODE`)
 		release <- struct{}{}
 		receive(t, started, 10*time.Second, "run 3")
 		eventually(t, "a claim waiting for the lock", func() bool {

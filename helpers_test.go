@@ -94,6 +94,22 @@ func enqueueN(t testing.TB, ctx context.Context, db *sql.DB, entrypoint string, 
 	return ids
 }
 
+// lockedTx begins a transaction on db that takes lock (a LOCK TABLE
+// statement) and holds it until the caller commits or rolls back, or the
+// test ends.
+func lockedTx(t testing.TB, ctx context.Context, db *sql.DB, lock string) *sql.Tx {
+	t.Helper()
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tx.Rollback() })
+	if _, err := tx.ExecContext(ctx, lock); err != nil {
+		t.Fatalf("%s: %v", lock, err)
+	}
+	return tx
+}
+
 // handlerGauge counts a test's handlers running at once, the most seen,
 // and how often each job ran.
 type handlerGauge struct {

@@ -76,6 +76,7 @@ type maintainer struct {
 	entrypoints      []string // the run's, sorted
 	heartbeatTimeout time.Duration
 	upkeepInterval   time.Duration
+	sweepInterval    time.Duration // of the dependency sweep (sweepAfter)
 	statsInterval    time.Duration
 	logRetention     time.Duration
 	vacuum           bool
@@ -310,10 +311,11 @@ func (m *maintainer) upkeep(ctx context.Context, vacuum bool) {
 // (logged) or this worker's role may not maintain the table (logged once,
 // when the table wants it).
 func (m *maintainer) needs(ctx context.Context, vacuum bool) (need *dbgen.JobsTableUpkeepRow, ok bool) {
-	// On the heartbeat's connection, which it holds up by statements that
-	// take no lock: from the pool it landed, once a second, on connections
-	// that had never run it (each a new prepare, and under a drain of
-	// handlers using the pool a p99 of 50 ms).
+	// On the heartbeat's connection, which it holds up by a read of the
+	// catalog (and, when the statistics look empty, of the queue's first
+	// thousand rows): from the pool it landed, once a second, on
+	// connections that had never run it (each a new prepare, and under a
+	// drain of handlers using the pool a p99 of 50 ms).
 	err := m.lane.do(ctx, func(s session) (err error) {
 		need, err = tableNeeds(ctx, m.q, s.db, m.names)
 		return err

@@ -402,14 +402,7 @@ func TestUpkeepCheckReadsOnlyTheCatalog(t *testing.T) {
 		ctx := testCtx(t)
 		enqueueN(t, ctx, db, "a", 2000)
 		execSQL(t, db, `ANALYZE pgqueuer`)
-		tx, err := db.BeginTx(ctx, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer tx.Rollback()
-		if _, err := tx.ExecContext(ctx, `LOCK TABLE pgqueuer IN ACCESS EXCLUSIVE MODE`); err != nil {
-			t.Fatal(err)
-		}
+		lockedTx(t, ctx, db, `LOCK TABLE pgqueuer IN ACCESS EXCLUSIVE MODE`)
 		checkCtx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		defer cancel()
 		if _, _, err := pgq.JobTableNeeds(checkCtx, db); err != nil {

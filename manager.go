@@ -294,7 +294,7 @@ func (qm *QueueManager) newRun(rc runConfig, eps map[string]*entrypoint) *run {
 		limit: w.gov, holdLimit: rc.heartbeatTimeout / 2}
 	w.maintainer = &maintainer{q: qm.q, db: qm.db, rdb: qm.rdb, names: qm.cfg.names, lane: w.beats, qmID: qm.id,
 		held: w.held, logger: logger, wake: func() { signal(w.wake) }, entrypoints: names,
-		heartbeatTimeout: rc.heartbeatTimeout, upkeepInterval: rc.upkeepInterval,
+		heartbeatTimeout: rc.heartbeatTimeout, upkeepInterval: rc.upkeepInterval, sweepInterval: rc.sweepInterval,
 		statsInterval: rc.statsInterval, logRetention: rc.logRetention, vacuum: rc.vacuum}
 	return w
 }
@@ -397,7 +397,7 @@ func (w *run) startUp(ctx, auxCtx, hbCtx context.Context, bg *sync.WaitGroup) (p
 	bg.Go(func() { w.pool.run(auxCtx) })
 	bg.Go(func() { w.gov.run(auxCtx) })
 	bg.Go(func() { w.maintainer.tendJobTable(auxCtx) })
-	bg.Go(func() { sweepAfter(auxCtx, w.qm.q, w.beats, w.logger) })
+	bg.Go(func() { w.maintainer.sweepAfter(auxCtx) })
 	if w.rc.statsInterval > 0 {
 		bg.Go(func() { w.maintainer.foldLog(auxCtx) })
 	}

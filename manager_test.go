@@ -491,16 +491,7 @@ func TestMaxConcurrentTasksHolds(t *testing.T) {
 		for _, c := range []struct{ batch, limit int }{{8, 5}, {5, 12}} {
 			t.Run(fmt.Sprintf("batch %d, limit %d", c.batch, c.limit), func(t *testing.T) {
 				ctx := testCtx(t)
-				q := pgq.NewQueries(db)
-				const n = 200
-				jobs := make([]pgq.NewJob, n)
-				for i := range jobs {
-					jobs[i].Entrypoint = "cap"
-				}
-				ids, err := q.EnqueueBatch(ctx, jobs)
-				if err != nil {
-					t.Fatal(err)
-				}
+				ids := enqueueN(t, ctx, db, "cap", 200)
 				g := newHandlerGauge()
 				qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
 				_ = qm.Entrypoint("cap", g.runFor(3*time.Millisecond))

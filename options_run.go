@@ -77,6 +77,7 @@ type runConfig struct {
 	// Intervals the tests shorten (run options in export_manager_test.go).
 	healthInterval, healthTimeout time.Duration
 	upkeepInterval                time.Duration
+	sweepInterval                 time.Duration
 }
 
 // newRunConfig applies opts to the defaults; the first invalid option is
@@ -97,6 +98,7 @@ func newRunConfig(opts []RunOption) runConfig {
 		healthInterval:    defaultHealthInterval,
 		healthTimeout:     defaultHealthTimeout,
 		upkeepInterval:    defaultUpkeepInterval,
+		sweepInterval:     afterSweepInterval,
 	}
 	for _, o := range opts {
 		if o != nil {

@@ -204,14 +204,7 @@ func TestBlockedStatementsBackOff(t *testing.T) {
 		first := receive(t, starts, 10*time.Second, "the held job to start")
 
 		// Someone else locks the job table for 3 s.
-		locker, err := db.BeginTx(ctx, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer locker.Rollback()
-		if _, err := locker.ExecContext(ctx, "LOCK TABLE pgqueuer IN ACCESS EXCLUSIVE MODE"); err != nil {
-			t.Fatal(err)
-		}
+		locker := lockedTx(t, ctx, db, "LOCK TABLE pgqueuer IN ACCESS EXCLUSIVE MODE")
 		before := pgq.ClaimCount(qm)
 		close(first.release) // its outcome write now waits for the lock
 		locked := time.Now()
