@@ -15,7 +15,10 @@
 // For each it prints B's wait from its enqueue call to its handler's start
 // (p50, p99, max; and how much of it the enqueue call took) and the
 // backlog's drain rate (jobs per second from the worker's start to the
-// backlog's last start).
+// backlog's last start). With --control it also times a bare one-row
+// INSERT half a second after each of B's enqueues, which tells what the
+// drain does to any write on the server from what it does to B's jobs;
+// --samples keeps every one of B's jobs, so that runs can be pooled.
 package main
 
 import (
@@ -51,6 +54,9 @@ type options struct {
 	batch, concurrent int
 	phases            string
 	syncOutcomes      bool
+	samples           string
+	control           bool
+	bDSN              string
 }
 
 func run() error {
@@ -63,6 +69,9 @@ func run() error {
 	flag.IntVar(&o.concurrent, "concurrency", 100, "WithMaxConcurrentTasks")
 	flag.StringVar(&o.phases, "phases", "idle,keyed,plain", "phases to run, in order")
 	flag.BoolVar(&o.syncOutcomes, "sync-outcomes", false, "WithSynchronousOutcomes")
+	flag.StringVar(&o.samples, "samples", "", "append B's samples to this file: phase, enqueue time (Unix ns), enqueue call, wait (ns)")
+	flag.BoolVar(&o.control, "control", false, "half a second after each of B's enqueues, time a plain one-row INSERT (its own table, a committing transaction of its own) through the same pool")
+	flag.StringVar(&o.bDSN, "b-dsn", "", "connection string for B's enqueues and the control (a pool of their own; default: the worker's pool)")
 	flag.Parse()
 	ctx := context.Background()
 	db, err := sql.Open(o.driver, o.dsn)
@@ -73,15 +82,33 @@ func run() error {
 	if err := pgq.Upgrade(ctx, db); err != nil {
 		return err
 	}
+	if o.control {
+		if _, err := db.ExecContext(ctx, "CREATE TABLE IF NOT EXISTS fairbench_control (id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT now())"); err != nil {
+			return err
+		}
+	}
+	bdb := db
+	if o.bDSN != "" {
+		if bdb, err = sql.Open(o.driver, o.bDSN); err != nil {
+			return err
+		}
+		defer bdb.Close()
+	}
 	for _, phase := range splitComma(o.phases) {
-		r, err := o.phase(ctx, db, phase)
+		r, err := o.phase(ctx, db, bdb, phase)
 		if err != nil {
 			return fmt.Errorf("%s: %w", phase, err)
+		}
+		if err := o.writeSamples(phase, r); err != nil {
+			return err
 		}
 		fmt.Printf("%-6s B jobs %4d  wait p50 %7.1f ms  p99 %7.1f ms  max %7.1f ms  (enqueue call p50 %5.1f ms  p99 %6.1f ms;"+
 			" from its return p50 %7.1f ms  p99 %7.1f ms)",
 			phase, len(r.waits), ms(pct(r.waits, 0.50)), ms(pct(r.waits, 0.99)), ms(pct(r.waits, 1)),
 			ms(pct(r.enqueues, 0.50)), ms(pct(r.enqueues, 0.99)), ms(pct(r.afters, 0.50)), ms(pct(r.afters, 0.99)))
+		if o.control {
+			fmt.Printf("  control INSERT p50 %5.1f ms  p99 %6.1f ms", ms(pct(r.controls, 0.50)), ms(pct(r.controls, 0.99)))
+		}
 		if r.backlog > 0 {
 			fmt.Printf("  backlog %d in %.1f s: %.0f jobs/s", r.backlog, r.drain.Seconds(), float64(r.backlog)/r.drain.Seconds())
 		}
@@ -91,14 +118,16 @@ func run() error {
 }
 
 type result struct {
+	samples  []sample
 	waits    []time.Duration // B's enqueue call to its handler's start
 	enqueues []time.Duration // B's enqueue calls
 	afters   []time.Duration // B's enqueue call's return to its handler's start
+	controls []time.Duration // the control INSERTs (--control)
 	backlog  int
 	drain    time.Duration
 }
 
-func (o options) phase(ctx context.Context, db *sql.DB, phase string) (result, error) {
+func (o options) phase(ctx context.Context, db, bdb *sql.DB, phase string) (result, error) {
 	if _, err := db.ExecContext(ctx, "TRUNCATE pgqueuer, pgqueuer_log"); err != nil {
 		return result{}, err
 	}
@@ -132,8 +161,10 @@ func (o options) phase(ctx context.Context, db *sql.DB, phase string) (result, e
 		mu       sync.Mutex
 		waits    []time.Duration
 		enqueues []time.Duration
+		controls []time.Duration
 		returned sync.Map // B's enqueue time (UnixNano) -> its call's return
 		afters   []time.Duration
+		samples  []sample
 		started  atomic.Int64
 		lastA    atomic.Int64
 		warm     atomic.Int64
@@ -150,9 +181,12 @@ func (o options) phase(ctx context.Context, db *sql.DB, phase string) (result, e
 			sent := time.Unix(0, int64(binary.BigEndian.Uint64(j.Payload[1:])))
 			mu.Lock()
 			waits = append(waits, now.Sub(sent))
+			smp := sample{sent: sent, wait: now.Sub(sent)}
 			if ret, ok := returned.Load(sent.UnixNano()); ok {
 				afters = append(afters, now.Sub(ret.(time.Time)))
+				smp.call = ret.(time.Time).Sub(sent)
 			}
+			samples = append(samples, smp)
 			mu.Unlock()
 			return nil
 		}
@@ -187,6 +221,7 @@ func (o options) phase(ctx context.Context, db *sql.DB, phase string) (result, e
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	bq := pgq.NewQueries(bdb)
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for n := 0; ; n++ {
@@ -195,13 +230,22 @@ func (o options) phase(ctx context.Context, db *sql.DB, phase string) (result, e
 		}
 		sent := time.Now()
 		payload := binary.BigEndian.AppendUint64([]byte{'b'}, uint64(sent.UnixNano()))
-		if _, err := q.Enqueue(ctx, "work", payload, opts...); err != nil {
+		if _, err := bq.Enqueue(ctx, "work", payload, opts...); err != nil {
 			stop()
 			return result{}, err
 		}
 		ret := time.Now()
 		returned.Store(sent.UnixNano(), ret)
 		enqueues = append(enqueues, ret.Sub(sent))
+		if o.control {
+			time.Sleep(time.Until(sent.Add(500 * time.Millisecond)))
+			began := time.Now()
+			if _, err := bdb.ExecContext(ctx, "INSERT INTO fairbench_control DEFAULT VALUES"); err != nil {
+				stop()
+				return result{}, err
+			}
+			controls = append(controls, time.Since(began))
+		}
 		<-tick.C
 	}
 	time.Sleep(2 * time.Second) // B's last job
@@ -210,12 +254,32 @@ func (o options) phase(ctx context.Context, db *sql.DB, phase string) (result, e
 		return result{}, err
 	}
 	mu.Lock()
-	r := result{waits: waits, enqueues: enqueues, afters: afters, backlog: backlog}
+	r := result{samples: samples, waits: waits, enqueues: enqueues, controls: controls, afters: afters, backlog: backlog}
 	mu.Unlock()
 	if backlog > 0 {
 		r.drain = time.Unix(0, lastA.Load()).Sub(begin)
 	}
 	return r, nil
+}
+
+// sample is one of B's jobs.
+type sample struct {
+	sent       time.Time     // its enqueue call
+	call, wait time.Duration // the call; from the call to its handler's start (call 0: unknown)
+}
+
+func (o options) writeSamples(phase string, r result) error {
+	if o.samples == "" {
+		return nil
+	}
+	f, err := os.OpenFile(o.samples, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	for _, s := range r.samples {
+		fmt.Fprintf(f, "%s,%d,%d,%d\n", phase, s.sent.UnixNano(), s.call, s.wait)
+	}
+	return f.Close()
 }
 
 func pct(d []time.Duration, p float64) time.Duration {
