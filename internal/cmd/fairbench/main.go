@@ -219,7 +219,12 @@ func (o options) phase(ctx context.Context, db, bdb *sql.DB, phase string) (resu
 			}
 			warmID = id
 		}
-		time.Sleep(10 * time.Millisecond)
+		select {
+		case err := <-done: // Run gave up (a schema check, a connection): say so rather than wait forever
+			stop()
+			return result{}, fmt.Errorf("the worker stopped before it ran a job: %v", err)
+		case <-time.After(10 * time.Millisecond):
+		}
 	}
 	bq := pgq.NewQueries(bdb)
 	tick := time.NewTicker(time.Second)
