@@ -22,6 +22,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"database/sql"
 	"encoding/binary"
@@ -70,7 +71,7 @@ func run() error {
 	flag.StringVar(&o.phases, "phases", "idle,keyed,plain", "phases to run, in order")
 	flag.BoolVar(&o.syncOutcomes, "sync-outcomes", false, "WithSynchronousOutcomes")
 	flag.StringVar(&o.samples, "samples", "", "append B's samples to this file: phase, enqueue time (Unix ns), enqueue call, wait (ns)")
-	flag.BoolVar(&o.control, "control", false, "half a second after each of B's enqueues, time a plain one-row INSERT (its own table, a committing transaction of its own) through the same pool")
+	flag.BoolVar(&o.control, "control", false, "half a second after each of B's enqueues, time a plain one-row INSERT (its own table, a committing transaction of its own) through B's pool")
 	flag.StringVar(&o.bDSN, "b-dsn", "", "connection string for B's enqueues and the control (a pool of their own; default: the worker's pool)")
 	flag.Parse()
 	ctx := context.Background()
@@ -102,10 +103,11 @@ func run() error {
 		if err := o.writeSamples(phase, r); err != nil {
 			return err
 		}
+		waits, afters := r.waits()
 		fmt.Printf("%-6s B jobs %4d  wait p50 %7.1f ms  p99 %7.1f ms  max %7.1f ms  (enqueue call p50 %5.1f ms  p99 %6.1f ms;"+
 			" from its return p50 %7.1f ms  p99 %7.1f ms)",
-			phase, len(r.waits), ms(pct(r.waits, 0.50)), ms(pct(r.waits, 0.99)), ms(pct(r.waits, 1)),
-			ms(pct(r.enqueues, 0.50)), ms(pct(r.enqueues, 0.99)), ms(pct(r.afters, 0.50)), ms(pct(r.afters, 0.99)))
+			phase, len(r.samples), ms(pct(waits, 0.50)), ms(pct(waits, 0.99)), ms(pct(waits, 1)),
+			ms(pct(r.enqueues, 0.50)), ms(pct(r.enqueues, 0.99)), ms(pct(afters, 0.50)), ms(pct(afters, 0.99)))
 		if o.control {
 			fmt.Printf("  control INSERT p50 %5.1f ms  p99 %6.1f ms", ms(pct(r.controls, 0.50)), ms(pct(r.controls, 0.99)))
 		}
@@ -118,10 +120,8 @@ func run() error {
 }
 
 type result struct {
-	samples  []sample
-	waits    []time.Duration // B's enqueue call to its handler's start
+	samples  []sample        // B's jobs that started
 	enqueues []time.Duration // B's enqueue calls
-	afters   []time.Duration // B's enqueue call's return to its handler's start
 	controls []time.Duration // the control INSERTs (--control)
 	backlog  int
 	drain    time.Duration
@@ -159,11 +159,9 @@ func (o options) phase(ctx context.Context, db, bdb *sql.DB, phase string) (resu
 	}
 	var (
 		mu       sync.Mutex
-		waits    []time.Duration
 		enqueues []time.Duration
 		controls []time.Duration
 		returned sync.Map // B's enqueue time (UnixNano) -> its call's return
-		afters   []time.Duration
 		samples  []sample
 		started  atomic.Int64
 		lastA    atomic.Int64
@@ -180,10 +178,8 @@ func (o options) phase(ctx context.Context, db, bdb *sql.DB, phase string) (resu
 		if len(j.Payload) == 9 { // B: 'b' and the enqueue time
 			sent := time.Unix(0, int64(binary.BigEndian.Uint64(j.Payload[1:])))
 			mu.Lock()
-			waits = append(waits, now.Sub(sent))
 			smp := sample{sent: sent, wait: now.Sub(sent)}
 			if ret, ok := returned.Load(sent.UnixNano()); ok {
-				afters = append(afters, now.Sub(ret.(time.Time)))
 				smp.call = ret.(time.Time).Sub(sent)
 			}
 			samples = append(samples, smp)
@@ -222,7 +218,7 @@ func (o options) phase(ctx context.Context, db, bdb *sql.DB, phase string) (resu
 		select {
 		case err := <-done: // Run gave up (a schema check, a connection): say so rather than wait forever
 			stop()
-			return result{}, fmt.Errorf("the worker stopped before it ran a job: %v", err)
+			return result{}, fmt.Errorf("the worker stopped before it ran a job: %w", err)
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
@@ -251,7 +247,12 @@ func (o options) phase(ctx context.Context, db, bdb *sql.DB, phase string) (resu
 			}
 			controls = append(controls, time.Since(began))
 		}
-		<-tick.C
+		select {
+		case <-tick.C:
+		case err := <-done:
+			stop()
+			return result{}, fmt.Errorf("the worker stopped during the phase: %w", err)
+		}
 	}
 	time.Sleep(2 * time.Second) // B's last job
 	stop()
@@ -259,7 +260,7 @@ func (o options) phase(ctx context.Context, db, bdb *sql.DB, phase string) (resu
 		return result{}, err
 	}
 	mu.Lock()
-	r := result{samples: samples, waits: waits, enqueues: enqueues, controls: controls, afters: afters, backlog: backlog}
+	r := result{samples: samples, enqueues: enqueues, controls: controls, backlog: backlog}
 	mu.Unlock()
 	if backlog > 0 {
 		r.drain = time.Unix(0, lastA.Load()).Sub(begin)
@@ -273,6 +274,19 @@ type sample struct {
 	call, wait time.Duration // the call; from the call to its handler's start (call 0: unknown)
 }
 
+// waits returns each of B's waits from its enqueue call to its handler's
+// start, and from the call's return to the start (for the jobs whose call
+// had returned when they started).
+func (r result) waits() (waits, afters []time.Duration) {
+	for _, s := range r.samples {
+		waits = append(waits, s.wait)
+		if s.call > 0 {
+			afters = append(afters, s.wait-s.call)
+		}
+	}
+	return waits, afters
+}
+
 func (o options) writeSamples(phase string, r result) error {
 	if o.samples == "" {
 		return nil
@@ -281,8 +295,13 @@ func (o options) writeSamples(phase string, r result) error {
 	if err != nil {
 		return err
 	}
+	w := bufio.NewWriter(f)
 	for _, s := range r.samples {
-		fmt.Fprintf(f, "%s,%d,%d,%d\n", phase, s.sent.UnixNano(), s.call, s.wait)
+		fmt.Fprintf(w, "%s,%d,%d,%d\n", phase, s.sent.UnixNano(), s.call, s.wait)
+	}
+	if err := w.Flush(); err != nil {
+		f.Close()
+		return err
 	}
 	return f.Close()
 }
