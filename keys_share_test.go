@@ -49,7 +49,7 @@ func TestKeyedClaimTopUp(t *testing.T) {
 			if _, err := q.EnqueueBatch(ctx, jobs); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := db.ExecContext(ctx, `UPDATE pgqueuer SET status = 'picked' WHERE payload = 'running'`); err != nil {
+			if _, err := db.ExecContext(ctx, `UPDATE pgqueuer SET status = 'picked', fair_limited = true WHERE payload = 'running'`); err != nil {
 				t.Fatal(err)
 			}
 			rows, err := dbgen.New().JobsClaimKeyed(ctx, pgq.QueryDB(db), dbgen.JobsClaimKeyedParams{

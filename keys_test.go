@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/pgq-dev/pgq"
+	"github.com/pgq-dev/pgq/pgqtest"
 )
 
 // TestFairnessKeyShare: with 2,000 jobs of tenant A queued first, the
@@ -120,6 +121,54 @@ func TestKeyConcurrencyLimit(t *testing.T) {
 		}
 		if len(most) != 3 {
 			t.Errorf("keys run: %v", most)
+		}
+	})
+}
+
+// TestKeyLimitMarks: only the running keyed jobs of an entrypoint with a
+// key limit are marked for the limit's count (migration 11), so the fair
+// claim of other entrypoints writes no entry in its index. Each handler
+// reads its own row through the worker's pool while it runs.
+func TestKeyLimitMarks(t *testing.T) {
+	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
+		ctx := testCtx(t)
+		q := pgq.NewQueries(db)
+		var jobs []pgq.NewJob
+		for i := range 40 {
+			jobs = append(jobs,
+				pgq.NewJob{Entrypoint: "limited", FairnessKey: fmt.Sprintf("k%d", i%4)},
+				pgq.NewJob{Entrypoint: "free", FairnessKey: fmt.Sprintf("k%d", i%4)})
+		}
+		if _, err := q.EnqueueBatch(ctx, jobs); err != nil {
+			t.Fatal(err)
+		}
+		var mu sync.Mutex
+		marks := map[string]map[bool]int{"limited": {}, "free": {}}
+		record := func(ctx context.Context, j *pgq.Job) error {
+			var marked sql.NullBool
+			if err := db.QueryRowContext(ctx, "SELECT fair_limited FROM pgqueuer WHERE id = $1", int64(j.ID)).Scan(&marked); err != nil {
+				return err
+			}
+			mu.Lock()
+			marks[j.Entrypoint][marked.Valid && marked.Bool]++
+			mu.Unlock()
+			return nil
+		}
+		qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
+		if err := qm.Entrypoint("limited", record, pgq.WithKeyConcurrencyLimit(3)); err != nil {
+			t.Fatal(err)
+		}
+		if err := qm.Entrypoint("free", record); err != nil {
+			t.Fatal(err)
+		}
+		if err := qm.Run(ctx, pgq.WithMode(pgq.ModeDrain)); err != nil {
+			t.Fatal(err)
+		}
+		if got := marks["limited"]; got[true] != 40 || got[false] != 0 {
+			t.Errorf("limited entrypoint: %d jobs marked, %d not; want all 40 marked", got[true], got[false])
+		}
+		if got := marks["free"]; got[false] != 40 || got[true] != 0 {
+			t.Errorf("entrypoint without a key limit: %d jobs marked, %d not; want none of 40 marked", got[true], got[false])
 		}
 	})
 }
@@ -376,4 +425,60 @@ func TestSerialKeyWorkerCrash(t *testing.T) {
 			t.Fatalf("after the rescue the jobs ran as %v, want first then second", order)
 		}
 	})
+}
+
+// TestFairLimitedMigration: migration 11 marks the keyed jobs running at
+// the upgrade (so that none escapes a key limit while it finishes), not
+// the others, and moves the limit's index; down and up again restore each
+// side's index.
+func TestFairLimitedMigration(t *testing.T) {
+	for _, d := range pgqtest.Drivers() {
+		t.Run(d, func(t *testing.T) {
+			t.Parallel()
+			ctx := testCtx(t)
+			db, _ := pgqtest.NewDB(t, d, pgqtest.Bare())
+			p, err := pgq.GooseProvider(db)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := p.UpTo(ctx, 10); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := db.ExecContext(ctx, `INSERT INTO pgqueuer (priority, entrypoint, status, fairness_key)
+				VALUES (0, 'e', 'picked', 'k'), (0, 'e', 'picked', NULL), (0, 'e', 'queued', 'k')`); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := p.UpTo(ctx, 11); err != nil {
+				t.Fatal(err)
+			}
+			marked := `SELECT coalesce(string_agg(status || ':' || coalesce(fairness_key, '-'), ',' ORDER BY id), '')
+				FROM pgqueuer WHERE fair_limited`
+			if got := scalar[string](t, db, marked); got != "picked:k" {
+				t.Errorf("marked after the upgrade: %q, want only the running keyed job", got)
+			}
+			index := func(name string) bool {
+				return scalar[bool](t, db, "SELECT to_regclass($1) IS NOT NULL", name)
+			}
+			if !index("pgqueuer_pgq_fair_limited_idx") || index("pgqueuer_pgq_fair_picked_idx") {
+				t.Errorf("after version 11: fair_limited_idx %v, fair_picked_idx %v",
+					index("pgqueuer_pgq_fair_limited_idx"), index("pgqueuer_pgq_fair_picked_idx"))
+			}
+			if err := pgq.Verify(ctx, db); err != nil {
+				t.Fatalf("Verify: %v", err)
+			}
+			if _, err := p.Down(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if index("pgqueuer_pgq_fair_limited_idx") || !index("pgqueuer_pgq_fair_picked_idx") {
+				t.Errorf("after down to 10: fair_limited_idx %v, fair_picked_idx %v",
+					index("pgqueuer_pgq_fair_limited_idx"), index("pgqueuer_pgq_fair_picked_idx"))
+			}
+			if _, err := p.Up(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := pgq.Verify(ctx, db); err != nil {
+				t.Fatalf("Verify after down and up: %v", err)
+			}
+		})
+	}
 }

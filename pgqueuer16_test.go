@@ -332,9 +332,9 @@ func TestPgqOnPGQueuer16Schema(t *testing.T) {
 			// Upgrade adds, leaving PGQueuer's objects as declared.
 			const pgqOnly = "missing table pgqueuer_pgq_after, table pgqueuer_pgq_fair_turn, table pgqueuer_pgq_paused, table pgqueuer_pgq_progress, " +
 				"index pgqueuer_pgq_keyed_idx, index pgqueuer_pgq_fair_idx, " +
-				"index pgqueuer_pgq_fair_picked_idx, index pgqueuer_pgq_serial_idx, index pgqueuer_pgq_fair_rank_idx, " +
-				"index pgqueuer_pgq_fair_key_rank_idx, column pgqueuer.fairness_key, " +
-				"column pgqueuer.serial_key, column pgqueuer.fair_rank, function fn_pgqueuer_pgq_after, function pgqueuer_pgq_after_settle, " +
+				"index pgqueuer_pgq_serial_idx, index pgqueuer_pgq_fair_rank_idx, " +
+				"index pgqueuer_pgq_fair_key_rank_idx, index pgqueuer_pgq_fair_limited_idx, column pgqueuer.fairness_key, " +
+				"column pgqueuer.serial_key, column pgqueuer.fair_rank, column pgqueuer.fair_limited, function fn_pgqueuer_pgq_after, function pgqueuer_pgq_after_settle, " +
 				"function pgqueuer_pgq_after_lock, trigger tg_pgqueuer_pgq_after: run `pgq upgrade` (or pgq.Upgrade)"
 			if err := pgq.Verify(ctx, db); err == nil || !strings.HasSuffix(err.Error(), pgqOnly) {
 				t.Fatalf("Verify on PGQueuer 1.6's schema = %v, want only pgq's own objects missing", err)

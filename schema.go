@@ -279,7 +279,8 @@ var (
 		sqlname.JobTable: {"id", "priority", "queue_manager_id", "created", "updated", "heartbeat",
 			"execute_after", "status", "entrypoint", "dedupe_key", "payload", "headers", "attempts", "slot",
 			"fairness_key", "serial_key", // the keys: pgq only (migration 6)
-			"fair_rank"}, // pgq only (migration 8)
+			"fair_rank",     // pgq only (migration 8)
+			"fair_limited"}, // pgq only (migration 11)
 		sqlname.LogTable:        {"id", "created", "job_id", "status", "priority", "entrypoint", "traceback", "aggregated"},
 		sqlname.StatisticsTable: {"id", "created", "count", "priority", "status", "entrypoint"},
 		sqlname.SchedulesTable: {"id", "expression", "entrypoint", "heartbeat", "created", "updated",
@@ -296,9 +297,11 @@ var (
 		"pgqueuer_log_created", "pgqueuer_log_status", "pgqueuer_log_job_id_status",
 		"pgqueuer_statistics_unique_count",
 		// pgq only (migration 6)
-		"pgqueuer_pgq_keyed_idx", "pgqueuer_pgq_fair_idx", "pgqueuer_pgq_fair_picked_idx", "pgqueuer_pgq_serial_idx",
+		"pgqueuer_pgq_keyed_idx", "pgqueuer_pgq_fair_idx", "pgqueuer_pgq_serial_idx",
 		// pgq only (migration 8)
 		"pgqueuer_pgq_fair_rank_idx", "pgqueuer_pgq_fair_key_rank_idx",
+		// pgq only (migration 11)
+		"pgqueuer_pgq_fair_limited_idx",
 	}
 	// indexStandIns are indexes that serve as well as a required one, so
 	// that a schema PGQueuer 1.0-1.5 left behind passes: before 1.6 stale

@@ -111,6 +111,7 @@ type Pgqueuer struct {
 	FairnessKey    sql.NullString
 	SerialKey      sql.NullString
 	FairRank       sql.NullInt64
+	FairLimited    sql.NullBool
 }
 
 type PgqueuerLog struct {

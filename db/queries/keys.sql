@@ -346,7 +346,7 @@ fair_lims AS MATERIALIZED (
            CASE WHEN s.key_limit > 0
                 THEN GREATEST(0, s.key_limit - (
                     SELECT count(*) FROM pgqueuer AS r
-                    WHERE r.status = 'picked' AND r.fairness_key IS NOT NULL
+                    WHERE r.status = 'picked' AND r.fairness_key IS NOT NULL AND r.fair_limited
                       AND r.entrypoint = f.entrypoint AND r.fairness_key = f.fairness_key))::int
                 ELSE s.cap END AS room
     FROM fair_shares AS f
@@ -466,7 +466,13 @@ claimed AS (
         updated = (SELECT claim_time.at FROM claim_time),
         heartbeat = now(),
         queue_manager_id = @queue_manager_id,
-        slot = NULL
+        slot = NULL,
+        -- Counted by WithKeyConcurrencyLimit (migration 11): the jobs with
+        -- a fairness key of entrypoints with a key limit.
+        fair_limited = CASE WHEN j.fairness_key IS NOT NULL
+                             AND j.entrypoint = ANY(ARRAY(SELECT eps.entrypoint FROM eps
+                                                          WHERE eps.key_limit > 0))
+                            THEN true END
     WHERE j.id = ANY(ARRAY(SELECT candidates.id FROM candidates))
     RETURNING j.id, j.priority, j.created, j.execute_after, j.entrypoint,
               j.payload, j.headers, j.attempts, j.dedupe_key,
@@ -575,7 +581,9 @@ claimed AS (
         updated = (SELECT claim_time.at FROM claim_time),
         heartbeat = now(),
         queue_manager_id = @queue_manager_id,
-        slot = NULL
+        slot = NULL,
+        -- Entrypoints claimed here have no key limit (migration 11).
+        fair_limited = NULL
     WHERE j.id = ANY(ARRAY(SELECT candidates.id FROM candidates))
     RETURNING j.id, j.priority, j.created, j.execute_after, j.entrypoint,
               j.payload, j.headers, j.attempts, j.dedupe_key,
