@@ -161,11 +161,10 @@ func TestNoClaimsAheadUnderALimit(t *testing.T) {
 			return nil
 		}, pgq.WithConcurrencyLimit(10))
 		runWorker(t, ctx, qm, pgq.WithMaxConcurrentTasks(2), pgq.WithBatchSize(2))
-		for range 6 {
-			if _, err := q.Enqueue(ctx, "limited", nil); err != nil {
-				t.Fatal(err)
-			}
-		}
+		// Finished, not only started: a short job's handler that had
+		// sent its start but not yet read block would block too, and
+		// hold the second slot (seen under load).
+		runShortJobs(t, ctx, db, "limited", 6)
 		for range 6 {
 			receive(t, started, 10*time.Second, "a short job")
 		}
