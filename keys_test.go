@@ -127,7 +127,9 @@ func TestKeyConcurrencyLimit(t *testing.T) {
 
 // TestKeyLimitMarks: only the running keyed jobs of an entrypoint with a
 // key limit are marked for the limit's count (migration 11), so the fair
-// claim of other entrypoints writes no entry in its index. Each handler
+// claim of other entrypoints writes no entry in its index. The other
+// entrypoint's jobs start marked, as a job retried after its entrypoint's
+// limit was dropped would be: their claim clears the mark. Each handler
 // reads its own row through the worker's pool while it runs.
 func TestKeyLimitMarks(t *testing.T) {
 	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
@@ -140,6 +142,9 @@ func TestKeyLimitMarks(t *testing.T) {
 				pgq.NewJob{Entrypoint: "free", FairnessKey: fmt.Sprintf("k%d", i%4)})
 		}
 		if _, err := q.EnqueueBatch(ctx, jobs); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.ExecContext(ctx, "UPDATE pgqueuer SET fair_limited = true WHERE entrypoint = 'free'"); err != nil {
 			t.Fatal(err)
 		}
 		var mu sync.Mutex

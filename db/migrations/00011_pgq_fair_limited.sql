@@ -2,13 +2,15 @@
 --
 -- WithKeyConcurrencyLimit counts the running jobs of a fairness key from
 -- pgqueuer_pgq_fair_picked_idx (version 6), which held every running job
--- with a fairness key: each keyed job's claim wrote an entry there, 11 %
+-- with a fairness key: each keyed job's claim wrote an entry there, 7-10 %
 -- of a keyed drain's WAL, though only entrypoints with a key limit ever
 -- read it. Now the keyed claim (JobsClaimKeyed) marks the jobs it takes
--- for such entrypoints (fair_limited), the other claims clear the mark,
--- and the index holds marked running jobs only. A running job claimed by
--- a worker without the limit (or by PGQueuer) is not counted by workers
--- with it; such a worker does not keep the limit in its own claims either.
+-- for such entrypoints (fair_limited), the fair claim (JobsClaimFair)
+-- clears the mark, and the index holds marked running jobs only. (The
+-- ordinary claim never takes keyed jobs.) A running job claimed by a
+-- worker without the limit, or by PGQueuer, is not counted by workers
+-- with it, unless it kept its mark from an earlier claim (a retry); such
+-- a worker does not keep the limit in its own claims either.
 -- Running keyed jobs at the time of the upgrade are marked, so that none
 -- escapes a limit while they finish. Idempotent, like the earlier
 -- migrations.
