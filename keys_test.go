@@ -471,7 +471,7 @@ func TestFairLimitedMigration(t *testing.T) {
 			if err := pgq.Verify(ctx, db); err != nil {
 				t.Fatalf("Verify: %v", err)
 			}
-			if _, err := p.Down(ctx); err != nil {
+			if _, err := p.DownTo(ctx, 10); err != nil {
 				t.Fatal(err)
 			}
 			if index("pgqueuer_pgq_fair_limited_idx") || !index("pgqueuer_pgq_fair_picked_idx") {
