@@ -54,6 +54,15 @@ func (h *histogram) add(d time.Duration) {
 	h.max = max(h.max, d)
 }
 
+// merge adds o's samples to h's.
+func (h *histogram) merge(o *histogram) {
+	for i, c := range o.counts {
+		h.counts[i] += c
+	}
+	h.n += o.n
+	h.max = max(h.max, o.max)
+}
+
 // percentiles reads nearest-rank percentiles, each the middle of the
 // bucket that holds it (never above the largest value).
 func (h *histogram) percentiles() Percentiles {

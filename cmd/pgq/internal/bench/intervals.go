@@ -105,9 +105,10 @@ type startTimes struct {
 	mu       sync.Mutex
 	pending  map[pgq.JobID]time.Time // commit time of jobs not started yet
 	early    map[pgq.JobID]time.Time // start time of jobs whose commit was not seen yet
-	total    histogram
-	interval histogram
-	tenths   [2]histogram // first, last
+	total    histogram               // the samples of the intervals taken
+	interval histogram               // the samples since the last take
+	tenths   [2]histogram            // first, last
+	reported bool                    // a reporter takes the intervals (beginIntervals)
 }
 
 func newStartTimes(measured func(time.Time) bool, warmed, deadline time.Time) *startTimes {
@@ -164,7 +165,6 @@ func (s *startTimes) started(id pgq.JobID, t time.Time) {
 // record counts d, of a job that started at t. s.mu is held.
 func (s *startTimes) record(d time.Duration, t time.Time) {
 	d = max(d, 0)
-	s.total.add(d)
 	s.interval.add(d)
 	for i, span := range [2][2]time.Time{s.first, s.last} {
 		if within(t, span) {
@@ -173,20 +173,38 @@ func (s *startTimes) record(d time.Duration, t time.Time) {
 	}
 }
 
-// takeInterval returns the current interval's percentiles and count and
-// starts the next interval.
+// beginIntervals drops what was counted so far (the warm-up's last
+// moments) and has totals count only the intervals taken from now on: a
+// handler start noted after the last take (the workers stop at the
+// deadline, a moment after the reporter took its last row) then counts in
+// neither, and the intervals' samples add up to the run's.
+func (s *startTimes) beginIntervals() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.interval, s.reported = histogram{}, true
+}
+
+// takeInterval returns the current interval's percentiles and count, adds
+// its samples to the run's, and starts the next interval.
 func (s *startTimes) takeInterval() (Percentiles, int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	p, n := s.interval.percentiles(), s.interval.n
+	s.total.merge(&s.interval)
 	s.interval = histogram{}
 	return p, n
 }
 
-// totals returns the whole run's and the tenths' percentiles and counts.
+// totals returns the whole run's and the tenths' percentiles and counts:
+// without a reporter (beginIntervals), every sample; with one, those of
+// the intervals it took.
 func (s *startTimes) totals() (all Percentiles, n int64, first, last Span) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if !s.reported {
+		s.total.merge(&s.interval)
+		s.interval = histogram{}
+	}
 	first = Span{EnqueueToStart: s.tenths[0].percentiles(), LatencySamples: s.tenths[0].n}
 	last = Span{EnqueueToStart: s.tenths[1].percentiles(), LatencySamples: s.tenths[1].n}
 	return s.total.percentiles(), s.total.n, first, last
@@ -231,7 +249,7 @@ func (r *reporter) run(ctx context.Context, warmed, deadline time.Time) error {
 	// The counts of the warm-up are not the first interval's.
 	var worked, enqueued int64
 	if r.starts != nil {
-		r.starts.takeInterval()
+		r.starts.beginIntervals()
 	}
 	for from := warmed; from.Before(deadline); {
 		to := from.Add(r.every)

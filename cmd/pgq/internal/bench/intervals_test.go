@@ -126,6 +126,32 @@ func TestStartTimes(t *testing.T) {
 	}
 }
 
+// TestStartTimesReported: with a reporter, the run's samples are those of
+// the intervals it took: what was counted before it began (the warm-up's
+// last moments) and a start noted after its last take (the workers stop a
+// moment after the deadline's row) count in neither, so the rows add up
+// to the total.
+func TestStartTimesReported(t *testing.T) {
+	t0 := time.Now()
+	warmed, deadline := t0.Add(time.Second), t0.Add(11*time.Second)
+	measured := func(t time.Time) bool { return !t.Before(warmed) && t.Before(deadline) }
+	s := newStartTimes(measured, warmed, deadline)
+
+	s.committed([]pgq.JobID{1}, warmed)
+	s.started(1, warmed.Add(time.Millisecond)) // before the reporter began
+	s.beginIntervals()
+	s.committed([]pgq.JobID{2, 3}, warmed.Add(time.Second))
+	s.started(2, warmed.Add(time.Second+5*time.Millisecond))
+	_, n1 := s.takeInterval()
+	s.started(3, warmed.Add(2*time.Second))
+	s.committed([]pgq.JobID{4}, deadline.Add(-time.Millisecond))
+	_, n2 := s.takeInterval() // the deadline's row
+	s.started(4, deadline.Add(2*time.Millisecond))
+	if _, n, _, _ := s.totals(); n1 != 1 || n2 != 1 || n != n1+n2 {
+		t.Errorf("intervals %d and %d samples, total %d; want 1, 1 and 2", n1, n2, n)
+	}
+}
+
 // TestIntervalLine: a row's line has as many columns as the header.
 func TestIntervalLine(t *testing.T) {
 	r := Interval{EndSeconds: 60, Seconds: 60, WorkedJobsPerSec: 1234.5, EnqueuedJobsPerSec: 1234,
