@@ -24,6 +24,20 @@ var appMigrations = fstest.MapFS{
 		"-- +goose Down\nDROP TABLE orders;\n")},
 }
 
+// bareProvider returns a test context, a new database on driver d with no
+// pgq schema, and pgq's goose provider for it: for tests that walk the
+// migrations up and down.
+func bareProvider(t *testing.T, d string) (context.Context, *sql.DB, *goose.Provider) {
+	t.Helper()
+	ctx := testCtx(t)
+	db, _ := pgqtest.NewDB(t, d, pgqtest.Bare())
+	p, err := pgq.GooseProvider(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ctx, db, p
+}
+
 // appProvider is the app's provider, with goose's default version table.
 func appProvider(t *testing.T, db *sql.DB) *goose.Provider {
 	t.Helper()

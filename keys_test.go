@@ -440,12 +440,7 @@ func TestFairLimitedMigration(t *testing.T) {
 	for _, d := range pgqtest.Drivers() {
 		t.Run(d, func(t *testing.T) {
 			t.Parallel()
-			ctx := testCtx(t)
-			db, _ := pgqtest.NewDB(t, d, pgqtest.Bare())
-			p, err := pgq.GooseProvider(db)
-			if err != nil {
-				t.Fatal(err)
-			}
+			ctx, db, p := bareProvider(t, d)
 			if _, err := p.UpTo(ctx, 10); err != nil {
 				t.Fatal(err)
 			}

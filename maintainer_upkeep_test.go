@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -414,42 +415,47 @@ func TestUpkeepCheckReadsOnlyTheCatalog(t *testing.T) {
 // TestLogVacuumMigration: migration 12 has autovacuum take the log once
 // 100,000 rows plus 5 % of its live rows are dead, where migration 2 (for a
 // log that only grows) waited for a million plus 95 %, at five times the
-// default cost limit; its Down puts migration 2's settings back. The settings are checked by what they
-// mean: after a prune of 150,000 rows of a log of 250,000, autovacuum's
-// rule (dead rows over threshold + scale factor × live rows) calls the log
-// due under migration 12's settings and not under migration 2's.
+// default cost limit; its Down puts migration 2's settings back. The
+// settings are checked by what they mean: autovacuum's rule (dead rows over
+// threshold + scale factor × live rows) calls a log of 100,000 live rows
+// and 150,000 dead due under migration 12's settings and not under
+// migration 2's.
 func TestLogVacuumMigration(t *testing.T) {
 	for _, d := range pgqtest.Drivers() {
 		t.Run(d, func(t *testing.T) {
 			t.Parallel()
-			ctx := testCtx(t)
-			db, _ := pgqtest.NewDB(t, d, pgqtest.Bare())
-			p, err := pgq.GooseProvider(db)
-			if err != nil {
-				t.Fatal(err)
-			}
+			ctx, db, p := bareProvider(t, d)
 			if _, err := p.Up(ctx); err != nil {
 				t.Fatal(err)
 			}
-			// due says whether autovacuum's rule calls a log of live rows
-			// with dead dead rows due, under the log's settings now.
-			due := func(live, dead int) bool {
-				return scalar[bool](t, db, `
-					SELECT $2::float8 > coalesce((SELECT split_part(o, '=', 2)::float8 FROM unnest(c.reloptions) AS o
-					                              WHERE o LIKE 'autovacuum_vacuum_threshold=%'), 50)
-					      + coalesce((SELECT split_part(o, '=', 2)::float8 FROM unnest(c.reloptions) AS o
-					                  WHERE o LIKE 'autovacuum_vacuum_scale_factor=%'), 0.2) * $1::float8
-					FROM pg_class AS c WHERE c.oid = 'pgqueuer_log'::regclass`, live, dead)
+			// option is the log's storage parameter name, "" when unset.
+			option := func(name string) string {
+				return scalar[string](t, db, `SELECT coalesce((SELECT split_part(o, '=', 2) FROM pg_class AS c, unnest(c.reloptions) AS o
+					WHERE c.oid = 'pgqueuer_log'::regclass AND split_part(o, '=', 1) = $1), '')`, name)
 			}
-			costLimit := func() string {
-				return scalar[string](t, db, `SELECT coalesce((SELECT o FROM pg_class AS c, unnest(c.reloptions) AS o
-					WHERE c.oid = 'pgqueuer_log'::regclass AND o LIKE 'autovacuum_vacuum_cost_limit=%'), '')`)
+			// orDefault reads option name as a number, def when unset.
+			orDefault := func(name string, def float64) float64 {
+				v := option(name)
+				if v == "" {
+					return def
+				}
+				f, err := strconv.ParseFloat(v, 64)
+				if err != nil {
+					t.Fatalf("%s = %q: %v", name, v, err)
+				}
+				return f
+			}
+			// due says whether autovacuum's rule calls a log of live rows
+			// with dead dead rows due, under the log's settings now
+			// (the server's defaults: threshold 50, scale factor 0.2).
+			due := func(live, dead float64) bool {
+				return dead > orDefault("autovacuum_vacuum_threshold", 50)+orDefault("autovacuum_vacuum_scale_factor", 0.2)*live
 			}
 			if !due(100_000, 150_000) {
 				t.Errorf("version 12: a log of 100,000 live rows and 150,000 dead is not due for autovacuum")
 			}
-			if got := costLimit(); got != "autovacuum_vacuum_cost_limit=1000" {
-				t.Errorf("version 12: the log's cost limit is %q, want autovacuum_vacuum_cost_limit=1000", got)
+			if got := option("autovacuum_vacuum_cost_limit"); got != "1000" {
+				t.Errorf("version 12: the log's autovacuum_vacuum_cost_limit is %q, want 1000", got)
 			}
 			if due(100_000, 99_000) {
 				t.Errorf("version 12: a log of 100,000 live rows and 99,000 dead is due for autovacuum")
@@ -460,8 +466,8 @@ func TestLogVacuumMigration(t *testing.T) {
 			if due(100_000, 150_000) {
 				t.Errorf("after down to 11: a log of 100,000 live rows and 150,000 dead is due (migration 2 waits for a million)")
 			}
-			if got := costLimit(); got != "" {
-				t.Errorf("after down to 11: the log's cost limit is %q, want the server's", got)
+			if got := option("autovacuum_vacuum_cost_limit"); got != "" {
+				t.Errorf("after down to 11: the log's autovacuum_vacuum_cost_limit is %q, want the server's", got)
 			}
 			if _, err := p.Up(ctx); err != nil {
 				t.Fatal(err)
