@@ -30,6 +30,21 @@ func JobTableNeeds(ctx context.Context, db dbgen.DBTX) (analyze, vacuum bool, er
 	return r.NeedsAnalyze && r.MayMaintain, r.NeedsVacuum && r.MayMaintain, err
 }
 
+// JobTableNeedsVacuumAfter is the worker's check of whether the default
+// job table needs a vacuum (JobsTableUpkeep), with gap in place of the
+// least time since the last vacuum, so that a test can ask about an
+// autovacuum that ended more than the worker's gap ago.
+func JobTableNeedsVacuumAfter(ctx context.Context, db dbgen.DBTX, gap time.Duration) (bool, error) {
+	r, err := dbgen.New().JobsTableUpkeep(ctx, db, dbgen.JobsTableUpkeepParams{
+		MinDead: vacuumMinDead, VacuumGapS: gap.Seconds(), AnalyzeGapS: analyzeGap.Seconds(),
+		TableName: sqlname.Names{}.Qualified(sqlname.JobTable),
+	})
+	if err != nil {
+		return false, err
+	}
+	return r.NeedsVacuum, nil
+}
+
 // QueryDB returns db as pgq's own queries run on it (default names), for
 // tests that call dbgen directly.
 func QueryDB(db dbgen.DBTX) dbgen.DBTX { return wrapDB(sqlname.Names{}, db) }

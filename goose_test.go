@@ -80,9 +80,9 @@ func checkApp(t *testing.T, db *sql.DB, schema string) {
 }
 
 // pgqVersions are pgq's migrations today.
-var pgqVersions = []int64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}
+var pgqVersions = []int64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13}
 
-const pgqVersionsText = "1,2,3,4,5,6,7,8,9,10,11,12"
+const pgqVersionsText = "1,2,3,4,5,6,7,8,9,10,11,12,13"
 
 func sameVersions(got []int64, want ...int64) bool {
 	if len(got) != len(want) {

@@ -30,8 +30,9 @@ const (
 	// table).
 	vacuumMinDead = 10_000
 	// vacuumGap is the least time from the end of the job table's last
-	// vacuum (by any worker, or autovacuum) to the next one a worker
-	// runs: with four worker processes draining 36,000 jobs/s, each
+	// manual vacuum (by any worker) to the next one a worker runs; an
+	// autovacuum's end does not count (see JobsTableUpkeep): with four
+	// worker processes draining 36,000 jobs/s, each
 	// vacuuming whenever the dead rows passed the threshold, vacuums
 	// took as much CPU as a fifth of the jobs.
 	vacuumGap = 2 * time.Second

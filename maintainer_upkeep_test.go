@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -53,9 +54,8 @@ func TestWorkerVacuumsJobTable(t *testing.T) {
 				if _, err := q.EnqueueBatch(ctx, jobs); err != nil {
 					t.Fatal(err)
 				}
-				// Autovacuum stays out: a worker does not vacuum within 2 s
-				// after any vacuum of the table ended, so one autovacuum
-				// in a loaded run could leave the worker nothing to do.
+				// Autovacuum stays out: in a loaded run it could remove the
+				// dead rows first and leave the worker nothing to do.
 				if _, err := db.ExecContext(ctx, "ALTER TABLE "+c.table+" SET (autovacuum_enabled = false)"); err != nil {
 					t.Fatal(err)
 				}
@@ -479,5 +479,124 @@ func TestLogVacuumMigration(t *testing.T) {
 				t.Fatalf("Verify: %v", err)
 			}
 		})
+	}
+}
+
+// TestJobTableVacuumTruncate: migration 13 turns vacuum_truncate off for
+// the job table, so that a VACUUM that does not say otherwise (autovacuum's)
+// leaves the table's empty end, as the worker's own vacuum does, rather
+// than take an exclusive lock on a busy queue table to cut it off. A table
+// emptied and vacuumed keeps its pages under version 13 and loses them
+// under version 12; down and up again restores the setting.
+func TestJobTableVacuumTruncate(t *testing.T) {
+	for _, d := range pgqtest.Drivers() {
+		t.Run(d, func(t *testing.T) {
+			t.Parallel()
+			ctx, db, p := bareProvider(t, d)
+			if _, err := p.Up(ctx); err != nil {
+				t.Fatal(err)
+			}
+			// emptied fills the job table, deletes every row, runs a plain
+			// VACUUM and returns the table's pages before and after it.
+			emptied := func() (before, after int64) {
+				enqueueN(t, ctx, db, "trunc", 5000)
+				execSQL(t, db, "DELETE FROM pgqueuer")
+				before = scalar[int64](t, db, "SELECT pg_relation_size('pgqueuer') / 8192")
+				execSQL(t, db, "VACUUM pgqueuer")
+				return before, scalar[int64](t, db, "SELECT pg_relation_size('pgqueuer') / 8192")
+			}
+			if before, after := emptied(); before == 0 || after != before {
+				t.Errorf("version 13: VACUUM of the emptied job table left %d of its %d pages, want all", after, before)
+			}
+			if _, err := p.DownTo(ctx, 12); err != nil {
+				t.Fatal(err)
+			}
+			if before, after := emptied(); before == 0 || after != 0 {
+				t.Errorf("after down to 12: VACUUM of the emptied job table left %d of its %d pages, want none", after, before)
+			}
+			if _, err := p.Up(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if got := scalar[string](t, db, "SELECT coalesce(array_to_string(reloptions, ','), '') FROM pg_class WHERE oid = 'pgqueuer'::regclass"); !strings.Contains(got, "vacuum_truncate=false") {
+				t.Errorf("after down and up: the job table's options are %q, want vacuum_truncate=false among them", got)
+			}
+			if err := pgq.Verify(ctx, db); err != nil {
+				t.Fatalf("Verify: %v", err)
+			}
+		})
+	}
+}
+
+// TestVacuumGapIgnoresAutovacuum: the worker's vacuum waits 2 s after
+// another worker's vacuum of the job table, but not after autovacuum's.
+// Under load autovacuum ran 1-2 s, removing only the rows dead when it
+// started, and waiting out the gap after it left the table without a
+// vacuum for twice the usual time, its indexes growing to hold the dead
+// rows. The test has autovacuum vacuum the table once, makes dead rows
+// again, and asks the worker's check with a gap of an hour: the table
+// needs a vacuum. It makes the server's autovacuum wake every second for
+// a while, so it needs a superuser.
+func TestVacuumGapIgnoresAutovacuum(t *testing.T) {
+	ctx := testCtx(t)
+	db, _ := pgqtest.NewDB(t, "pgx")
+	if !scalar[bool](t, db, "SELECT rolsuper FROM pg_roles WHERE rolname = current_user") {
+		t.Skip("skipped: the test sets autovacuum_naptime, which needs a superuser")
+	}
+	execSQL(t, db, "ALTER TABLE pgqueuer SET (autovacuum_enabled = true, autovacuum_vacuum_threshold = 0, autovacuum_vacuum_scale_factor = 0)")
+	enqueueN(t, ctx, db, "gap", 20_000)
+	execSQL(t, db, "DELETE FROM pgqueuer")
+	execSQL(t, db, "ALTER SYSTEM SET autovacuum_naptime = '1s'")
+	execSQL(t, db, "SELECT pg_reload_conf()")
+	naptime := true
+	resetNaptime := func() {
+		if naptime {
+			naptime = false
+			execSQL(t, db, "ALTER SYSTEM RESET autovacuum_naptime")
+			execSQL(t, db, "SELECT pg_reload_conf()")
+		}
+	}
+	defer resetNaptime()
+	autovacuumed := func() bool {
+		return scalar[bool](t, db, "SELECT pg_stat_get_last_autovacuum_time('pgqueuer'::regclass) IS NOT NULL")
+	}
+	for deadline := time.Now().Add(90 * time.Second); !autovacuumed(); time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("autovacuum did not vacuum the job table within 90 s")
+		}
+	}
+	execSQL(t, db, "ALTER TABLE pgqueuer SET (autovacuum_enabled = false)")
+	resetNaptime()
+	if got := scalar[int64](t, db, "SELECT pg_stat_get_vacuum_count('pgqueuer'::regclass)"); got != 0 {
+		t.Fatalf("the job table has had %d manual vacuums, want none", got)
+	}
+
+	enqueueN(t, ctx, db, "gap", 20_000)
+	execSQL(t, db, "DELETE FROM pgqueuer")
+	for deadline := time.Now().Add(30 * time.Second); scalar[int64](t, db, "SELECT pg_stat_get_dead_tuples('pgqueuer'::regclass)") <= 10_000; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the statistics did not count the deleted rows within 30 s")
+		}
+	}
+	need, err := pgq.JobTableNeedsVacuumAfter(ctx, db, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !need {
+		t.Errorf("20,000 dead rows, an autovacuum and no manual vacuum within the hour: the worker's check says no vacuum")
+	}
+	// A manual vacuum (a worker's) still counts.
+	execSQL(t, db, "VACUUM pgqueuer")
+	enqueueN(t, ctx, db, "gap", 20_000)
+	execSQL(t, db, "DELETE FROM pgqueuer")
+	for deadline := time.Now().Add(30 * time.Second); scalar[int64](t, db, "SELECT pg_stat_get_dead_tuples('pgqueuer'::regclass)") <= 10_000; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the statistics did not count the deleted rows within 30 s")
+		}
+	}
+	if need, err = pgq.JobTableNeedsVacuumAfter(ctx, db, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if need {
+		t.Errorf("20,000 dead rows and a manual vacuum within the hour: the worker's check says vacuum")
 	}
 }

@@ -1259,7 +1259,7 @@ SELECT (COALESCE(pg_catalog.pg_stat_get_mod_since_analyze(c.oid) > greatest(1000
        )::boolean AS needs_analyze,
        (c.reltuples < 1000)::boolean AS few_rows,
        (COALESCE(pg_catalog.pg_stat_get_dead_tuples(c.oid) > greatest($2::bigint, c.reltuples * 0.1), false)
-        AND COALESCE(greatest(pg_catalog.pg_stat_get_last_vacuum_time(c.oid), pg_catalog.pg_stat_get_last_autovacuum_time(c.oid))
+        AND COALESCE(pg_catalog.pg_stat_get_last_vacuum_time(c.oid)
                      < now() - make_interval(secs => $3::float8), true)
        )::boolean AS needs_vacuum,
        (pg_catalog.pg_has_role(c.relowner, 'USAGE')
@@ -1292,13 +1292,17 @@ type JobsTableUpkeepRow struct {
 // the caller then checks against the queue (JobsQueuedAtLeast);
 // needs_vacuum when its dead rows (every claimed and finished job leaves
 // two) outnumber min_dead and a tenth of the table, which autovacuum,
-// waking once a minute, lets pile up under load, and no vacuum of it (any
-// worker's, or autovacuum's) ended in the last vacuum_gap_s seconds, so
-// that the workers of a fleet, each checking every second, do not vacuum
-// it several times a second between them; and may_maintain when the
-// current user may VACUUM and ANALYZE it (has the privileges of its owner,
-// or, from PostgreSQL 17, MAINTAIN on it; else PostgreSQL skips the table
-// with a warning each time).
+// waking once a minute, lets pile up under load, and no manual vacuum of
+// it (any worker's) ended in the last vacuum_gap_s seconds, so that the
+// workers of a fleet, each checking every second, do not vacuum it
+// several times a second between them. An autovacuum's end does not
+// count: it removes only the rows dead when it started, and under load it
+// ran 1-2 s, so that waiting out the gap after it left the table without
+// a vacuum for 7-9 s, twice the usual, and its indexes grew to hold the
+// dead rows. may_maintain is set when the current user may VACUUM and
+// ANALYZE it (has the privileges of its owner, or, from PostgreSQL 17,
+// MAINTAIN on it; else PostgreSQL skips the table with a warning each
+// time).
 //
 // It reads the two counters with the statistics functions for the one
 // table rather than through pg_stat_user_tables, a view that computes
