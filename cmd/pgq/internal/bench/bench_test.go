@@ -243,8 +243,9 @@ func TestThroughputReportEvery(t *testing.T) {
 			ts.LogTotalBytes < ts.LogHeapBytes+ts.LogIndexBytes || ts.LogHeapBytes <= 0 || ts.LogIndexBytes <= 0 {
 			t.Errorf("interval %d: table sizes %+v", i, ts)
 		}
-		if r.HeapInuseBytes <= 0 || r.LoadAvg == "" && r.RSSBytes != 0 {
-			t.Errorf("interval %d: heap %d, RSS %d, load %q", i, r.HeapInuseBytes, r.RSSBytes, r.LoadAvg)
+		if r.HeapInuseBytes <= 0 || r.LiveHeapBytes <= 0 || r.Goroutines <= 0 || r.LoadAvg == "" && r.RSSBytes != 0 {
+			t.Errorf("interval %d: heap %d, live heap %d, goroutines %d, RSS %d, load %q", i, r.HeapInuseBytes,
+				r.LiveHeapBytes, r.Goroutines, r.RSSBytes, r.LoadAvg)
 		}
 		samples += r.LatencySamples
 	}

@@ -33,9 +33,15 @@ type Interval struct {
 	Tables         TableSizes  `json:"tables"`
 	// HeapInuseBytes is the client's runtime.MemStats.HeapInuse and
 	// RSSBytes its resident set, both at the interval's end.
-	HeapInuseBytes int64  `json:"heap_inuse_bytes"`
-	RSSBytes       int64  `json:"rss_bytes"`
-	LoadAvg        string `json:"load_avg"` // the machine's 1, 5 and 15 minute load
+	HeapInuseBytes int64 `json:"heap_inuse_bytes"`
+	RSSBytes       int64 `json:"rss_bytes"`
+	// LiveHeapBytes is the client's runtime.MemStats.HeapAlloc right after
+	// a garbage collection at the interval's end: what the client still
+	// holds, which HeapInuse overstates by the garbage not yet collected.
+	// Goroutines is runtime.NumGoroutine then.
+	LiveHeapBytes int64  `json:"live_heap_bytes"`
+	Goroutines    int    `json:"goroutines"`
+	LoadAvg       string `json:"load_avg"` // the machine's 1, 5 and 15 minute load
 }
 
 // TableSizes are the sizes of the job table (pgqueuer) and the log
@@ -90,6 +96,7 @@ type Decay struct {
 	JobIndexGrowthLastHalf  float64 `json:"job_index_growth_last_half"`
 	LogTotalGrowthLastHalf  float64 `json:"log_total_growth_last_half"`
 	HeapInuseGrowthLastHalf float64 `json:"heap_inuse_growth_last_half"`
+	LiveHeapGrowthLastHalf  float64 `json:"live_heap_growth_last_half"`
 }
 
 // startTimes pairs each job's enqueue commit with its handler's start
@@ -279,6 +286,7 @@ func (r *reporter) run(ctx context.Context, warmed, deadline time.Time) error {
 			return err
 		}
 		row.HeapInuseBytes, row.RSSBytes = heapInuse(), currentRSS()
+		row.LiveHeapBytes, row.Goroutines = liveHeap()
 		r.rows = append(r.rows, row)
 		if r.out != nil {
 			fmt.Fprintln(r.out, row.line())
@@ -290,7 +298,7 @@ func (r *reporter) run(ctx context.Context, warmed, deadline time.Time) error {
 
 // intervalHeader names the columns of Interval.line.
 const intervalHeader = "    end_s  worked/s     enq/s  p50_ms  p99_ms" +
-	"  job_mb(heap+idx)     job_live/dead  log_mb(heap+idx)      log_live/dead  log_av  heap_mb  rss_mb  load"
+	"  job_mb(heap+idx)     job_live/dead  log_mb(heap+idx)      log_live/dead  log_av  heap_mb  live_mb  gor  rss_mb  load"
 
 // line is the row as one line under intervalHeader.
 func (r Interval) line() string {
@@ -300,11 +308,11 @@ func (r Interval) line() string {
 	}
 	rows := func(live, dead int64) string { return fmt.Sprintf("%d/%d", live, dead) }
 	load, _, _ := strings.Cut(r.LoadAvg, " ")
-	return fmt.Sprintf("%9.0f %9.1f %9.1f %7.2f %7.2f  %-16s %16s  %-16s %18s %7d %8.1f %7.1f  %s",
+	return fmt.Sprintf("%9.0f %9.1f %9.1f %7.2f %7.2f  %-16s %16s  %-16s %18s %7d %8.1f %8.1f %4d %7.1f  %s",
 		r.EndSeconds, r.WorkedJobsPerSec, r.EnqueuedJobsPerSec, r.EnqueueToStart.P50, r.EnqueueToStart.P99,
 		sizes(t.JobTotalBytes, t.JobHeapBytes, t.JobIndexBytes), rows(t.JobLiveRows, t.JobDeadRows),
 		sizes(t.LogTotalBytes, t.LogHeapBytes, t.LogIndexBytes), rows(t.LogLiveRows, t.LogDeadRows),
-		t.LogAutovacuums, mb(r.HeapInuseBytes), mb(r.RSSBytes), load)
+		t.LogAutovacuums, mb(r.HeapInuseBytes), mb(r.LiveHeapBytes), r.Goroutines, mb(r.RSSBytes), load)
 }
 
 func mb(b int64) float64 { return float64(b) / (1 << 20) }
@@ -335,6 +343,7 @@ func decay(counts *workCounts, starts *startTimes, d time.Duration, rows []Inter
 		dc.JobIndexGrowthLastHalf = ratio(float64(end.Tables.JobIndexBytes), float64(mid.Tables.JobIndexBytes))
 		dc.LogTotalGrowthLastHalf = ratio(float64(end.Tables.LogTotalBytes), float64(mid.Tables.LogTotalBytes))
 		dc.HeapInuseGrowthLastHalf = ratio(float64(end.HeapInuseBytes), float64(mid.HeapInuseBytes))
+		dc.LiveHeapGrowthLastHalf = ratio(float64(end.LiveHeapBytes), float64(mid.LiveHeapBytes))
 	}
 	return dc
 }
@@ -360,6 +369,20 @@ func heapInuse() int64 {
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
 	return int64(m.HeapInuse)
+}
+
+// liveHeap collects garbage and returns the client's heap that is still
+// reachable (runtime.MemStats.HeapAlloc) and its goroutines. A collection
+// once a report row costs little (the client's heap is a few megabytes),
+// and without it a heap that only holds more garbage between collections
+// looks like a leak.
+//
+//go:noinline
+func liveHeap() (bytes int64, goroutines int) {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return int64(m.HeapAlloc), runtime.NumGoroutine()
 }
 
 // currentRSS is the client's resident set size now, from /proc/self/statm

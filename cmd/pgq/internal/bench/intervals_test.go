@@ -47,14 +47,6 @@ func TestHistogramPercentiles(t *testing.T) {
 	}
 }
 
-// liveHeap is the heap in use after a collection.
-func liveHeap() int64 {
-	runtime.GC()
-	var m runtime.MemStats
-	runtime.ReadMemStats(&m)
-	return int64(m.HeapAlloc)
-}
-
 // TestRunsMemory: the handler's bookkeeping of a throughput run costs a
 // bit per job, not a map entry (about 50 bytes), so a run of hours stays
 // in flat memory; a job run twice is still counted. (The map it replaced
@@ -64,14 +56,15 @@ func TestRunsMemory(t *testing.T) {
 	r := newRuns()
 	handler := h.handler(nil, r, func() {})
 	ctx := context.Background()
-	before := liveHeap()
+	before, _ := liveHeap()
 	const jobs = 1_000_000
 	for i := range jobs {
 		if err := handler(ctx, &pgq.Job{ID: pgq.JobID(5_000_000 + i)}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	grown := liveHeap() - before
+	after, _ := liveHeap()
+	grown := after - before
 	runtime.KeepAlive(r)
 	if grown > 1<<20 {
 		t.Errorf("the handler's bookkeeping grew by %d bytes for %d jobs: want at most 1 MiB", grown, jobs)
@@ -157,12 +150,12 @@ func TestIntervalLine(t *testing.T) {
 	r := Interval{EndSeconds: 60, Seconds: 60, WorkedJobsPerSec: 1234.5, EnqueuedJobsPerSec: 1234,
 		EnqueueToStart: Percentiles{P50: 2.5, P99: 20}, Tables: TableSizes{JobTotalBytes: 3 << 20,
 			JobHeapBytes: 1 << 20, JobIndexBytes: 2 << 20, LogTotalBytes: 100 << 20, LogLiveRows: 5, LogDeadRows: 7},
-		HeapInuseBytes: 4 << 20, RSSBytes: 30 << 20, LoadAvg: "3.50 2.00 1.00"}
+		HeapInuseBytes: 4 << 20, LiveHeapBytes: 3 << 20, Goroutines: 29, RSSBytes: 30 << 20, LoadAvg: "3.50 2.00 1.00"}
 	line := r.line()
 	if got, want := len(strings.Fields(line)), len(strings.Fields(intervalHeader)); got != want {
 		t.Errorf("line %q has %d columns, header %q %d", line, got, intervalHeader, want)
 	}
-	for _, want := range []string{"1234.5", "3.0(1.0+2.0)", "5/7", "3.50"} {
+	for _, want := range []string{"1234.5", "3.0(1.0+2.0)", "5/7", " 29 ", "3.50"} {
 		if !strings.Contains(line, want) {
 			t.Errorf("line %q lacks %q", line, want)
 		}
