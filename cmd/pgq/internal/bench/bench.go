@@ -53,7 +53,7 @@ type options struct {
 	concurrencyTuning                                              bool
 	duration, interval, warmup                                     time.Duration
 	reportEvery, logRetention, statsInterval                       time.Duration
-	handler                                                        string
+	handler, handlerWait                                           string
 	rate                                                           float64
 	handlerTime                                                    time.Duration
 	concurrencyLimit                                               int
@@ -104,7 +104,7 @@ var benchmarks = []benchmark{
 				Analyze: o.analyze, Vacuum: o.vacuum, SyncClaims: o.syncClaims, SyncOutcomes: o.syncOutcomes,
 				NoConcurrencyTuning: !o.concurrencyTuning,
 				ConcurrencyLimit:    o.concurrencyLimit,
-				Handler:             HandlerConfig{Kind: o.handler, Time: o.handlerTime},
+				Handler:             HandlerConfig{Kind: o.handler, Time: o.handlerTime, Wait: o.handlerWait},
 				Processes:           o.processes, DSN: e.dsn, Driver: o.driver, WorkerGOMAXPROCS: o.workerGOMAXPROCS}))
 		},
 	},
@@ -155,7 +155,7 @@ var benchmarks = []benchmark{
 				EnqueueBatch: o.enqueueBatch, Workers: o.workers, BatchSize: o.batchSize,
 				Concurrency: o.concurrency, SyncClaims: o.syncClaims, SyncOutcomes: o.syncOutcomes, ListenDSN: e.listenDSN, Logger: e.logger,
 				NoConcurrencyTuning: !o.concurrencyTuning,
-				Handler:             HandlerConfig{Kind: o.handler, Time: o.handlerTime}, Warmed: e.markStatementLog,
+				Handler:             HandlerConfig{Kind: o.handler, Time: o.handlerTime, Wait: o.handlerWait}, Warmed: e.markStatementLog,
 				ReportEvery: o.reportEvery, Report: e.report, LogRetention: o.logRetention, StatsInterval: o.statsInterval}))
 		},
 	},
@@ -222,7 +222,8 @@ func workerFlags(fs *flag.FlagSet, o *options) {
 	fs.IntVar(&o.batchSize, "batch-size", pgq.DefaultBatchSize, "jobs per claim (WithBatchSize)")
 	fs.IntVar(&o.concurrency, "concurrency", pgq.DefaultMaxConcurrentTasks, "jobs run at once per worker (WithMaxConcurrentTasks)")
 	fs.StringVar(&o.handler, "handler", HandlerNoop, "what each job's handler does: noop, or sql (one INSERT through the workers' own *sql.DB)")
-	fs.DurationVar(&o.handlerTime, "handler-time", 0, "how long each handler sleeps (after its INSERT with --handler sql)")
+	fs.DurationVar(&o.handlerTime, "handler-time", 0, "how long each handler waits (after its INSERT with --handler sql)")
+	fs.StringVar(&o.handlerWait, "handler-wait", WaitSleep, "how a handler waits --handler-time: sleep (a Go timer, as time.Sleep; late by up to a millisecond) or io (blocked on a kernel timer's file descriptor, as on a socket; Linux)")
 	fs.BoolVar(&o.concurrencyTuning, "concurrency-tuning", true, "workers may run fewer than --concurrency handlers while they saturate the database (WithConcurrencyTuning)")
 	commitFlags(fs, o)
 }
@@ -396,7 +397,7 @@ func checkCommon(o *options) error {
 	if o.statementTimes && (o.dsn != "" || os.Getenv(EnvDSN) != "") {
 		return fmt.Errorf("--statement-times reads the log of the throwaway server: drop --dsn and $%s", EnvDSN)
 	}
-	h := HandlerConfig{Kind: o.handler, Time: o.handlerTime}
+	h := HandlerConfig{Kind: o.handler, Time: o.handlerTime, Wait: o.handlerWait}
 	if err := h.check(); err != nil {
 		return fmt.Errorf("--handler: %w", err)
 	}

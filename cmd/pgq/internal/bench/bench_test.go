@@ -243,9 +243,10 @@ func TestThroughputReportEvery(t *testing.T) {
 			ts.LogTotalBytes < ts.LogHeapBytes+ts.LogIndexBytes || ts.LogHeapBytes <= 0 || ts.LogIndexBytes <= 0 {
 			t.Errorf("interval %d: table sizes %+v", i, ts)
 		}
-		if r.HeapInuseBytes <= 0 || r.LiveHeapBytes <= 0 || r.Goroutines <= 0 || r.LoadAvg == "" && r.RSSBytes != 0 {
-			t.Errorf("interval %d: heap %d, live heap %d, goroutines %d, RSS %d, load %q", i, r.HeapInuseBytes,
-				r.LiveHeapBytes, r.Goroutines, r.RSSBytes, r.LoadAvg)
+		if r.HeapInuseBytes <= 0 || r.LiveHeapBytes <= r.RunCheckBytes || r.RunCheckBytes <= 0 || r.Goroutines <= 0 ||
+			r.LoadAvg == "" && r.RSSBytes != 0 {
+			t.Errorf("interval %d: heap %d, live heap %d (run check %d), goroutines %d, RSS %d, load %q", i, r.HeapInuseBytes,
+				r.LiveHeapBytes, r.RunCheckBytes, r.Goroutines, r.RSSBytes, r.LoadAvg)
 		}
 		samples += r.LatencySamples
 	}
@@ -582,6 +583,7 @@ func TestMainErrors(t *testing.T) {
 		{[]string{"latency", "--driver", "mysql"}, 2, `--driver "mysql"`},
 		{[]string{"index", "--durability", "eternal"}, 2, `"eternal"`},
 		{[]string{"throughput", "--duration", "-1s"}, 2, "--duration must be positive"},
+		{[]string{"drain", "--handler-wait", "nap"}, 2, `unknown handler wait "nap": want sleep or io`},
 		{[]string{"throughput", "--report-every", "-1s"}, 2, "--report-every must not be negative, got -1s"},
 		{[]string{"throughput", "--report-every", "1m"}, 2, "--report-every 1m0s is longer than --duration 10s"},
 		{[]string{"throughput", "--log-retention", "-2s"}, 2, "--log-retention must not be negative, got -2s"},

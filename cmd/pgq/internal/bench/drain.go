@@ -137,6 +137,10 @@ type DrainResult struct {
 	// Processes: this process then only waits.)
 	ProcessDecilesHeapInuse []int64 `json:"process_deciles_heap_inuse_bytes,omitempty"`
 	PeakHeapInuseBytes      int64   `json:"peak_heap_inuse_bytes,omitempty"`
+	// HandlerWaitMeanMs is how long a handler's wait of Handler.Time took
+	// on average, as the handler saw it (with --handler-time; not measured
+	// with Processes): concurrency ÷ it is what the handler slots allow.
+	HandlerWaitMeanMs float64 `json:"handler_wait_mean_ms,omitempty"`
 	// JobTableAutovacuums and JobTableAutoanalyzes count autovacuum's
 	// runs on the job table during the process phase (as far as the
 	// statistics collector has reported them).
@@ -233,6 +237,9 @@ func Drain(ctx context.Context, db *sql.DB, cfg DrainConfig) (DrainResult, error
 		// No per-job bookkeeping here: a job run twice shows in the log
 		// (checkAllRan) and in the count, and a backlog of millions
 		// must drain in flat memory.
+		if cfg.Handler.Time > 0 {
+			cfg.Handler.waited = new(waitTally)
+		}
 		handler := cfg.Handler.handler(db, nil, func() { marks.mark(ran.Add(1)) })
 		if err := runWorkers(ctx, db, cfg.Workers, workerOptions(cfg.ListenDSN, cfg.Logger), handler, cfg.ConcurrencyLimit,
 			pgq.WithMode(pgq.ModeDrain), pgq.WithBatchSize(cfg.BatchSize), pgq.WithMaxConcurrentTasks(cfg.Concurrency),
@@ -252,6 +259,7 @@ func Drain(ctx context.Context, db *sql.DB, cfg DrainConfig) (DrainResult, error
 		return res, err
 	}
 	res.JobTableAutovacuums, res.JobTableAutoanalyzes = av1-av0, aa1-aa0
+	res.HandlerWaitMeanMs = cfg.Handler.waited.meanMs()
 	res.ProcessDeciles = marks.rates(t1)
 
 	enq, proc := s1.sub(s0), s2.sub(s1)

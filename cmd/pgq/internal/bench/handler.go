@@ -23,10 +23,35 @@ const (
 	HandlerSQL = "sql"
 )
 
+// How a handler waits its HandlerConfig.Time.
+const (
+	// WaitSleep waits on a Go timer, as time.Sleep does. The runtime wakes
+	// it late by up to about a millisecond when the process is idle.
+	WaitSleep = "sleep"
+	// WaitIO waits as a goroutine blocked on a socket does, on a kernel
+	// timer's file descriptor (Linux; elsewhere as WaitSleep).
+	WaitIO = "io"
+)
+
 // HandlerConfig says what each job's handler does.
 type HandlerConfig struct {
 	Kind string        // HandlerNoop (default) or HandlerSQL
-	Time time.Duration // how long the handler sleeps (after its INSERT)
+	Time time.Duration // how long the handler waits (after its INSERT)
+	Wait string        // how it waits: WaitSleep (default) or WaitIO
+
+	// waited, when not nil, adds up how long the handlers' waits took.
+	waited *waitTally
+}
+
+// waitTally adds up the handlers' waits: how many, and how long in all.
+type waitTally struct{ n, ns atomic.Int64 }
+
+// meanMs is the mean wait in milliseconds, 0 when there was none.
+func (w *waitTally) meanMs() float64 {
+	if w == nil || w.n.Load() == 0 {
+		return 0
+	}
+	return round3(float64(w.ns.Load()) / float64(w.n.Load()) / 1e6)
 }
 
 func (h *HandlerConfig) check() error {
@@ -40,7 +65,26 @@ func (h *HandlerConfig) check() error {
 	if h.Time < 0 {
 		return fmt.Errorf("handler time must not be negative, got %v", h.Time)
 	}
+	switch h.Wait {
+	case "":
+		h.Wait = WaitSleep
+	case WaitSleep, WaitIO:
+	default:
+		return fmt.Errorf("unknown handler wait %q: want %s or %s", h.Wait, WaitSleep, WaitIO)
+	}
 	return nil
+}
+
+// sleepWait waits d on a Go timer, or until ctx ends.
+func sleepWait(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	select {
+	case <-ctx.Done():
+		t.Stop()
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
 }
 
 // prepare creates the table the sql handler writes to, empty.
@@ -73,6 +117,14 @@ type runs struct {
 const runsPage = 1 << 16
 
 func newRuns() *runs { return &runs{pages: map[int64]*[runsPage / 64]uint64{}} }
+
+// bytes is the memory the pages of r hold: it grows by an eighth of a
+// byte a job, by design.
+func (r *runs) bytes() int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return int64(len(r.pages)) * runsPage / 8
+}
 
 // add notes that job id ran; a nil *runs notes nothing.
 func (r *runs) add(id pgq.JobID) {
@@ -113,12 +165,17 @@ func (h *HandlerConfig) handler(db *sql.DB, r *runs, done func()) pgq.Handler {
 			}
 		}
 		if h.Time > 0 {
-			t := time.NewTimer(h.Time)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return ctx.Err()
-			case <-t.C:
+			wait := sleepWait
+			if h.Wait == WaitIO {
+				wait = ioWait
+			}
+			start := time.Now()
+			if err := wait(ctx, h.Time); err != nil {
+				return err
+			}
+			if h.waited != nil {
+				h.waited.n.Add(1)
+				h.waited.ns.Add(int64(time.Since(start)))
 			}
 		}
 		done()

@@ -150,12 +150,12 @@ func TestIntervalLine(t *testing.T) {
 	r := Interval{EndSeconds: 60, Seconds: 60, WorkedJobsPerSec: 1234.5, EnqueuedJobsPerSec: 1234,
 		EnqueueToStart: Percentiles{P50: 2.5, P99: 20}, Tables: TableSizes{JobTotalBytes: 3 << 20,
 			JobHeapBytes: 1 << 20, JobIndexBytes: 2 << 20, LogTotalBytes: 100 << 20, LogLiveRows: 5, LogDeadRows: 7},
-		HeapInuseBytes: 4 << 20, LiveHeapBytes: 3 << 20, Goroutines: 29, RSSBytes: 30 << 20, LoadAvg: "3.50 2.00 1.00"}
+		HeapInuseBytes: 4 << 20, LiveHeapBytes: 3 << 20, RunCheckBytes: 1 << 19, Goroutines: 29, RSSBytes: 30 << 20, LoadAvg: "3.50 2.00 1.00"}
 	line := r.line()
 	if got, want := len(strings.Fields(line)), len(strings.Fields(intervalHeader)); got != want {
 		t.Errorf("line %q has %d columns, header %q %d", line, got, intervalHeader, want)
 	}
-	for _, want := range []string{"1234.5", "3.0(1.0+2.0)", "5/7", " 29 ", "3.50"} {
+	for _, want := range []string{"1234.5", "3.0(1.0+2.0)", "5/7", " 2.5 ", " 29 ", "3.50"} {
 		if !strings.Contains(line, want) {
 			t.Errorf("line %q lacks %q", line, want)
 		}

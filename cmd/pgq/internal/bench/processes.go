@@ -44,7 +44,8 @@ func processArgs(cfg *DrainConfig) []string {
 	args := []string{"bench", drainWorkerCommand, "--dsn", cfg.DSN, "--driver", cfg.Driver,
 		"--workers", strconv.Itoa(cfg.Workers), "--batch-size", strconv.Itoa(cfg.BatchSize),
 		"--concurrency", strconv.Itoa(cfg.Concurrency), "--handler", cfg.Handler.Kind,
-		"--handler-time", cfg.Handler.Time.String(), "--concurrency-limit", strconv.Itoa(cfg.ConcurrencyLimit)}
+		"--handler-time", cfg.Handler.Time.String(), "--handler-wait", cfg.Handler.Wait,
+		"--concurrency-limit", strconv.Itoa(cfg.ConcurrencyLimit)}
 	if cfg.SyncClaims {
 		args = append(args, "--sync-claims")
 	}
@@ -165,7 +166,7 @@ func drainWorker(ctx context.Context, args []string, stdin io.Reader, stdout io.
 	if err := fs.Parse(args); err != nil {
 		return usageError{fmt.Errorf("%s: %w", drainWorkerCommand, err)}
 	}
-	h := HandlerConfig{Kind: o.handler, Time: o.handlerTime}
+	h := HandlerConfig{Kind: o.handler, Time: o.handlerTime, Wait: o.handlerWait}
 	if err := h.check(); err != nil {
 		return usageError{err}
 	}

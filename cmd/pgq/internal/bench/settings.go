@@ -51,6 +51,7 @@ type Settings struct {
 	ConcurrencyTuning bool   `json:"concurrency_tuning"`
 	Handler           string `json:"handler,omitempty"` // what each job's handler does: "noop" or "sql"
 	HandlerTime       string `json:"handler_time,omitempty"`
+	HandlerWait       string `json:"handler_wait,omitempty"` // how the handler waits HandlerTime: "sleep" or "io"
 	// MaxIdleConns is the pool's SetMaxIdleConns (database/sql's default
 	// is 2); set by Main.
 	MaxIdleConns int `json:"max_idle_conns,omitempty"`
@@ -79,6 +80,9 @@ type Settings struct {
 func (s *Settings) setHandler(h HandlerConfig) {
 	s.Handler = h.Kind
 	s.HandlerTime = optionalDuration(h.Time)
+	if h.Time > 0 {
+		s.HandlerWait = h.Wait
+	}
 }
 
 // driverName names db's driver as sql.Open does.

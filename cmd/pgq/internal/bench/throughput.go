@@ -221,7 +221,7 @@ func Throughput(ctx context.Context, db *sql.DB, cfg ThroughputConfig) (Throughp
 	wg.Go(func() { res.MaxHeartbeatAgeMs, ageErr = heartbeatAge(runCtx, db) })
 	var rep *reporter
 	if cfg.ReportEvery > 0 {
-		rep = &reporter{db: db, every: cfg.ReportEvery, out: cfg.Report, counts: &counts, starts: starts}
+		rep = &reporter{db: db, every: cfg.ReportEvery, out: cfg.Report, counts: &counts, starts: starts, runs: ran}
 		// ctx, not runCtx: the last row is taken at the deadline.
 		wg.Go(func() { reportErr = rep.run(ctx, warmed, deadline) })
 	}
