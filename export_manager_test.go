@@ -35,10 +35,7 @@ func JobTableNeeds(ctx context.Context, db dbgen.DBTX) (analyze, vacuum bool, er
 // least time since the last vacuum, so that a test can ask about an
 // autovacuum that ended more than the worker's gap ago.
 func JobTableNeedsVacuumAfter(ctx context.Context, db dbgen.DBTX, gap time.Duration) (bool, error) {
-	r, err := dbgen.New().JobsTableUpkeep(ctx, db, dbgen.JobsTableUpkeepParams{
-		MinDead: vacuumMinDead, VacuumGapS: gap.Seconds(), AnalyzeGapS: analyzeGap.Seconds(),
-		TableName: sqlname.Names{}.Qualified(sqlname.JobTable),
-	})
+	r, err := dbgen.New().JobsTableUpkeep(ctx, db, upkeepParams(sqlname.Names{}, gap))
 	if err != nil {
 		return false, err
 	}

@@ -24,18 +24,22 @@ var appMigrations = fstest.MapFS{
 		"-- +goose Down\nDROP TABLE orders;\n")},
 }
 
-// bareProvider returns a test context, a new database on driver d with no
-// pgq schema, and pgq's goose provider for it: for tests that walk the
-// migrations up and down.
-func bareProvider(t *testing.T, d string) (context.Context, *sql.DB, *goose.Provider) {
+// eachBareProvider runs f, in parallel, for each driver on a new database
+// with no pgq schema, with a test context and pgq's goose provider for it:
+// for tests that walk the migrations up and down.
+func eachBareProvider(t *testing.T, f func(t *testing.T, ctx context.Context, db *sql.DB, p *goose.Provider)) {
 	t.Helper()
-	ctx := testCtx(t)
-	db, _ := pgqtest.NewDB(t, d, pgqtest.Bare())
-	p, err := pgq.GooseProvider(db)
-	if err != nil {
-		t.Fatal(err)
+	for _, d := range pgqtest.Drivers() {
+		t.Run(d, func(t *testing.T) {
+			t.Parallel()
+			db, _ := pgqtest.NewDB(t, d, pgqtest.Bare())
+			p, err := pgq.GooseProvider(db)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f(t, testCtx(t), db, p)
+		})
 	}
-	return ctx, db, p
 }
 
 // appProvider is the app's provider, with goose's default version table.

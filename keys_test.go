@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/pgq-dev/pgq"
-	"github.com/pgq-dev/pgq/pgqtest"
+	"github.com/pressly/goose/v3"
 )
 
 // TestFairnessKeyShare: with 2,000 jobs of tenant A queued first, the
@@ -437,48 +437,44 @@ func TestSerialKeyWorkerCrash(t *testing.T) {
 // the others, and moves the limit's index; down and up again restore each
 // side's index.
 func TestFairLimitedMigration(t *testing.T) {
-	for _, d := range pgqtest.Drivers() {
-		t.Run(d, func(t *testing.T) {
-			t.Parallel()
-			ctx, db, p := bareProvider(t, d)
-			if _, err := p.UpTo(ctx, 10); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := db.ExecContext(ctx, `INSERT INTO pgqueuer (priority, entrypoint, status, fairness_key)
-				VALUES (0, 'e', 'picked', 'k'), (0, 'e', 'picked', NULL), (0, 'e', 'queued', 'k')`); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := p.UpTo(ctx, 11); err != nil {
-				t.Fatal(err)
-			}
-			marked := `SELECT coalesce(string_agg(status || ':' || coalesce(fairness_key, '-'), ',' ORDER BY id), '')
-				FROM pgqueuer WHERE fair_limited`
-			if got := scalar[string](t, db, marked); got != "picked:k" {
-				t.Errorf("marked after the upgrade: %q, want only the running keyed job", got)
-			}
-			index := func(name string) bool {
-				return scalar[bool](t, db, "SELECT to_regclass($1) IS NOT NULL", name)
-			}
-			if !index("pgqueuer_pgq_fair_limited_idx") || index("pgqueuer_pgq_fair_picked_idx") {
-				t.Errorf("after version 11: fair_limited_idx %v, fair_picked_idx %v",
-					index("pgqueuer_pgq_fair_limited_idx"), index("pgqueuer_pgq_fair_picked_idx"))
-			}
-			if err := pgq.Verify(ctx, db); err != nil {
-				t.Fatalf("Verify: %v", err)
-			}
-			if _, err := p.DownTo(ctx, 10); err != nil {
-				t.Fatal(err)
-			}
-			if index("pgqueuer_pgq_fair_limited_idx") || !index("pgqueuer_pgq_fair_picked_idx") {
-				t.Errorf("after down to 10: fair_limited_idx %v, fair_picked_idx %v",
-					index("pgqueuer_pgq_fair_limited_idx"), index("pgqueuer_pgq_fair_picked_idx"))
-			}
-			if _, err := p.Up(ctx); err != nil {
-				t.Fatal(err)
-			}
-			if err := pgq.Verify(ctx, db); err != nil {
-				t.Fatalf("Verify after down and up: %v", err)
-			}
-		})
-	}
+	eachBareProvider(t, func(t *testing.T, ctx context.Context, db *sql.DB, p *goose.Provider) {
+		if _, err := p.UpTo(ctx, 10); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.ExecContext(ctx, `INSERT INTO pgqueuer (priority, entrypoint, status, fairness_key)
+			VALUES (0, 'e', 'picked', 'k'), (0, 'e', 'picked', NULL), (0, 'e', 'queued', 'k')`); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := p.UpTo(ctx, 11); err != nil {
+			t.Fatal(err)
+		}
+		marked := `SELECT coalesce(string_agg(status || ':' || coalesce(fairness_key, '-'), ',' ORDER BY id), '')
+			FROM pgqueuer WHERE fair_limited`
+		if got := scalar[string](t, db, marked); got != "picked:k" {
+			t.Errorf("marked after the upgrade: %q, want only the running keyed job", got)
+		}
+		index := func(name string) bool {
+			return scalar[bool](t, db, "SELECT to_regclass($1) IS NOT NULL", name)
+		}
+		if !index("pgqueuer_pgq_fair_limited_idx") || index("pgqueuer_pgq_fair_picked_idx") {
+			t.Errorf("after version 11: fair_limited_idx %v, fair_picked_idx %v",
+				index("pgqueuer_pgq_fair_limited_idx"), index("pgqueuer_pgq_fair_picked_idx"))
+		}
+		if err := pgq.Verify(ctx, db); err != nil {
+			t.Fatalf("Verify: %v", err)
+		}
+		if _, err := p.DownTo(ctx, 10); err != nil {
+			t.Fatal(err)
+		}
+		if index("pgqueuer_pgq_fair_limited_idx") || !index("pgqueuer_pgq_fair_picked_idx") {
+			t.Errorf("after down to 10: fair_limited_idx %v, fair_picked_idx %v",
+				index("pgqueuer_pgq_fair_limited_idx"), index("pgqueuer_pgq_fair_picked_idx"))
+		}
+		if _, err := p.Up(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := pgq.Verify(ctx, db); err != nil {
+			t.Fatalf("Verify after down and up: %v", err)
+		}
+	})
 }

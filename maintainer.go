@@ -338,13 +338,18 @@ func (m *maintainer) needs(ctx context.Context, vacuum bool) (need *dbgen.JobsTa
 	return need, true
 }
 
+// upkeepParams are JobsTableUpkeep's parameters for the job table named by
+// names, with gap the least time since the last manual vacuum.
+func upkeepParams(names sqlname.Names, gap time.Duration) dbgen.JobsTableUpkeepParams {
+	return dbgen.JobsTableUpkeepParams{MinDead: vacuumMinDead, VacuumGapS: gap.Seconds(),
+		AnalyzeGapS: analyzeGap.Seconds(), TableName: names.Qualified(sqlname.JobTable)}
+}
+
 // tableNeeds reads what the job table named by names needs (see
 // JobsTableUpkeep); NeedsAnalyze is also set when the statistics put the
 // table under 1000 rows while 1000 or more jobs are queued.
 func tableNeeds(ctx context.Context, q *dbgen.Queries, db dbgen.DBTX, names sqlname.Names) (*dbgen.JobsTableUpkeepRow, error) {
-	need, err := q.JobsTableUpkeep(ctx, db, dbgen.JobsTableUpkeepParams{
-		MinDead: vacuumMinDead, VacuumGapS: vacuumGap.Seconds(), AnalyzeGapS: analyzeGap.Seconds(), TableName: names.Qualified(sqlname.JobTable),
-	})
+	need, err := q.JobsTableUpkeep(ctx, db, upkeepParams(names, vacuumGap))
 	if err != nil || need.NeedsAnalyze || !need.FewRows {
 		return need, err
 	}

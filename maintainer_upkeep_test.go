@@ -13,6 +13,7 @@ import (
 
 	"github.com/pgq-dev/pgq"
 	"github.com/pgq-dev/pgq/pgqtest"
+	"github.com/pressly/goose/v3"
 )
 
 // TestWorkerVacuumsJobTable: draining tens of thousands of jobs leaves
@@ -421,65 +422,61 @@ func TestUpkeepCheckReadsOnlyTheCatalog(t *testing.T) {
 // and 150,000 dead due under migration 12's settings and not under
 // migration 2's.
 func TestLogVacuumMigration(t *testing.T) {
-	for _, d := range pgqtest.Drivers() {
-		t.Run(d, func(t *testing.T) {
-			t.Parallel()
-			ctx, db, p := bareProvider(t, d)
-			if _, err := p.Up(ctx); err != nil {
-				t.Fatal(err)
+	eachBareProvider(t, func(t *testing.T, ctx context.Context, db *sql.DB, p *goose.Provider) {
+		if _, err := p.Up(ctx); err != nil {
+			t.Fatal(err)
+		}
+		// option is the log's storage parameter name, "" when unset.
+		option := func(name string) string {
+			return scalar[string](t, db, `SELECT coalesce((SELECT split_part(o, '=', 2) FROM pg_class AS c, unnest(c.reloptions) AS o
+				WHERE c.oid = 'pgqueuer_log'::regclass AND split_part(o, '=', 1) = $1), '')`, name)
+		}
+		// orDefault reads option name as a number, def when unset.
+		orDefault := func(name string, def float64) float64 {
+			v := option(name)
+			if v == "" {
+				return def
 			}
-			// option is the log's storage parameter name, "" when unset.
-			option := func(name string) string {
-				return scalar[string](t, db, `SELECT coalesce((SELECT split_part(o, '=', 2) FROM pg_class AS c, unnest(c.reloptions) AS o
-					WHERE c.oid = 'pgqueuer_log'::regclass AND split_part(o, '=', 1) = $1), '')`, name)
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("%s = %q: %v", name, v, err)
 			}
-			// orDefault reads option name as a number, def when unset.
-			orDefault := func(name string, def float64) float64 {
-				v := option(name)
-				if v == "" {
-					return def
-				}
-				f, err := strconv.ParseFloat(v, 64)
-				if err != nil {
-					t.Fatalf("%s = %q: %v", name, v, err)
-				}
-				return f
-			}
-			// due says whether autovacuum's rule calls a log of live rows
-			// with dead dead rows due, under the log's settings now
-			// (the server's defaults: threshold 50, scale factor 0.2).
-			due := func(live, dead float64) bool {
-				return dead > orDefault("autovacuum_vacuum_threshold", 50)+orDefault("autovacuum_vacuum_scale_factor", 0.2)*live
-			}
-			if !due(100_000, 150_000) {
-				t.Errorf("version 12: a log of 100,000 live rows and 150,000 dead is not due for autovacuum")
-			}
-			if got := option("autovacuum_vacuum_cost_limit"); got != "1000" {
-				t.Errorf("version 12: the log's autovacuum_vacuum_cost_limit is %q, want 1000", got)
-			}
-			if due(100_000, 99_000) {
-				t.Errorf("version 12: a log of 100,000 live rows and 99,000 dead is due for autovacuum")
-			}
-			if _, err := p.DownTo(ctx, 11); err != nil {
-				t.Fatal(err)
-			}
-			if due(100_000, 150_000) {
-				t.Errorf("after down to 11: a log of 100,000 live rows and 150,000 dead is due (migration 2 waits for a million)")
-			}
-			if got := option("autovacuum_vacuum_cost_limit"); got != "" {
-				t.Errorf("after down to 11: the log's autovacuum_vacuum_cost_limit is %q, want the server's", got)
-			}
-			if _, err := p.Up(ctx); err != nil {
-				t.Fatal(err)
-			}
-			if !due(100_000, 150_000) {
-				t.Errorf("after down and up: a log of 100,000 live rows and 150,000 dead is not due for autovacuum")
-			}
-			if err := pgq.Verify(ctx, db); err != nil {
-				t.Fatalf("Verify: %v", err)
-			}
-		})
-	}
+			return f
+		}
+		// due says whether autovacuum's rule calls a log of live rows
+		// with dead dead rows due, under the log's settings now
+		// (the server's defaults: threshold 50, scale factor 0.2).
+		due := func(live, dead float64) bool {
+			return dead > orDefault("autovacuum_vacuum_threshold", 50)+orDefault("autovacuum_vacuum_scale_factor", 0.2)*live
+		}
+		if !due(100_000, 150_000) {
+			t.Errorf("version 12: a log of 100,000 live rows and 150,000 dead is not due for autovacuum")
+		}
+		if got := option("autovacuum_vacuum_cost_limit"); got != "1000" {
+			t.Errorf("version 12: the log's autovacuum_vacuum_cost_limit is %q, want 1000", got)
+		}
+		if due(100_000, 99_000) {
+			t.Errorf("version 12: a log of 100,000 live rows and 99,000 dead is due for autovacuum")
+		}
+		if _, err := p.DownTo(ctx, 11); err != nil {
+			t.Fatal(err)
+		}
+		if due(100_000, 150_000) {
+			t.Errorf("after down to 11: a log of 100,000 live rows and 150,000 dead is due (migration 2 waits for a million)")
+		}
+		if got := option("autovacuum_vacuum_cost_limit"); got != "" {
+			t.Errorf("after down to 11: the log's autovacuum_vacuum_cost_limit is %q, want the server's", got)
+		}
+		if _, err := p.Up(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if !due(100_000, 150_000) {
+			t.Errorf("after down and up: a log of 100,000 live rows and 150,000 dead is not due for autovacuum")
+		}
+		if err := pgq.Verify(ctx, db); err != nil {
+			t.Fatalf("Verify: %v", err)
+		}
+	})
 }
 
 // TestJobTableVacuumTruncate: migration 13 turns vacuum_truncate off for
@@ -489,42 +486,38 @@ func TestLogVacuumMigration(t *testing.T) {
 // emptied and vacuumed keeps its pages under version 13 and loses them
 // under version 12; down and up again restores the setting.
 func TestJobTableVacuumTruncate(t *testing.T) {
-	for _, d := range pgqtest.Drivers() {
-		t.Run(d, func(t *testing.T) {
-			t.Parallel()
-			ctx, db, p := bareProvider(t, d)
-			if _, err := p.Up(ctx); err != nil {
-				t.Fatal(err)
-			}
-			// emptied fills the job table, deletes every row, runs a plain
-			// VACUUM and returns the table's pages before and after it.
-			emptied := func() (before, after int64) {
-				enqueueN(t, ctx, db, "trunc", 5000)
-				execSQL(t, db, "DELETE FROM pgqueuer")
-				before = scalar[int64](t, db, "SELECT pg_relation_size('pgqueuer') / 8192")
-				execSQL(t, db, "VACUUM pgqueuer")
-				return before, scalar[int64](t, db, "SELECT pg_relation_size('pgqueuer') / 8192")
-			}
-			if before, after := emptied(); before == 0 || after != before {
-				t.Errorf("version 13: VACUUM of the emptied job table left %d of its %d pages, want all", after, before)
-			}
-			if _, err := p.DownTo(ctx, 12); err != nil {
-				t.Fatal(err)
-			}
-			if before, after := emptied(); before == 0 || after != 0 {
-				t.Errorf("after down to 12: VACUUM of the emptied job table left %d of its %d pages, want none", after, before)
-			}
-			if _, err := p.Up(ctx); err != nil {
-				t.Fatal(err)
-			}
-			if got := scalar[string](t, db, "SELECT coalesce(array_to_string(reloptions, ','), '') FROM pg_class WHERE oid = 'pgqueuer'::regclass"); !strings.Contains(got, "vacuum_truncate=false") {
-				t.Errorf("after down and up: the job table's options are %q, want vacuum_truncate=false among them", got)
-			}
-			if err := pgq.Verify(ctx, db); err != nil {
-				t.Fatalf("Verify: %v", err)
-			}
-		})
-	}
+	eachBareProvider(t, func(t *testing.T, ctx context.Context, db *sql.DB, p *goose.Provider) {
+		if _, err := p.Up(ctx); err != nil {
+			t.Fatal(err)
+		}
+		// emptied fills the job table, deletes every row, runs a plain
+		// VACUUM and returns the table's pages before and after it.
+		emptied := func() (before, after int64) {
+			enqueueN(t, ctx, db, "trunc", 5000)
+			execSQL(t, db, "DELETE FROM pgqueuer")
+			before = scalar[int64](t, db, "SELECT pg_relation_size('pgqueuer') / 8192")
+			execSQL(t, db, "VACUUM pgqueuer")
+			return before, scalar[int64](t, db, "SELECT pg_relation_size('pgqueuer') / 8192")
+		}
+		if before, after := emptied(); before == 0 || after != before {
+			t.Errorf("version 13: VACUUM of the emptied job table left %d of its %d pages, want all", after, before)
+		}
+		if _, err := p.DownTo(ctx, 12); err != nil {
+			t.Fatal(err)
+		}
+		if before, after := emptied(); before == 0 || after != 0 {
+			t.Errorf("after down to 12: VACUUM of the emptied job table left %d of its %d pages, want none", after, before)
+		}
+		if _, err := p.Up(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if got := scalar[string](t, db, "SELECT coalesce(array_to_string(reloptions, ','), '') FROM pg_class WHERE oid = 'pgqueuer'::regclass"); !strings.Contains(got, "vacuum_truncate=false") {
+			t.Errorf("after down and up: the job table's options are %q, want vacuum_truncate=false among them", got)
+		}
+		if err := pgq.Verify(ctx, db); err != nil {
+			t.Fatalf("Verify: %v", err)
+		}
+	})
 }
 
 // TestVacuumGapIgnoresAutovacuum: the worker's vacuum waits 2 s after
@@ -541,6 +534,18 @@ func TestVacuumGapIgnoresAutovacuum(t *testing.T) {
 	db, _ := pgqtest.NewDB(t, "pgx")
 	if !scalar[bool](t, db, "SELECT rolsuper FROM pg_roles WHERE rolname = current_user") {
 		t.Skip("skipped: the test sets autovacuum_naptime, which needs a superuser")
+	}
+	// deadRows leaves 20,000 dead rows in the job table and waits until
+	// the statistics count over 10,000 of them (the worker's threshold),
+	// once autovacuum is off.
+	deadRows := func() {
+		enqueueN(t, ctx, db, "gap", 20_000)
+		execSQL(t, db, "DELETE FROM pgqueuer")
+		for deadline := time.Now().Add(30 * time.Second); scalar[int64](t, db, "SELECT pg_stat_get_dead_tuples('pgqueuer'::regclass)") <= 10_000; time.Sleep(100 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal("the statistics did not count the deleted rows within 30 s")
+			}
+		}
 	}
 	execSQL(t, db, "ALTER TABLE pgqueuer SET (autovacuum_enabled = true, autovacuum_vacuum_threshold = 0, autovacuum_vacuum_scale_factor = 0)")
 	enqueueN(t, ctx, db, "gap", 20_000)
@@ -570,13 +575,7 @@ func TestVacuumGapIgnoresAutovacuum(t *testing.T) {
 		t.Fatalf("the job table has had %d manual vacuums, want none", got)
 	}
 
-	enqueueN(t, ctx, db, "gap", 20_000)
-	execSQL(t, db, "DELETE FROM pgqueuer")
-	for deadline := time.Now().Add(30 * time.Second); scalar[int64](t, db, "SELECT pg_stat_get_dead_tuples('pgqueuer'::regclass)") <= 10_000; time.Sleep(100 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the statistics did not count the deleted rows within 30 s")
-		}
-	}
+	deadRows()
 	need, err := pgq.JobTableNeedsVacuumAfter(ctx, db, time.Hour)
 	if err != nil {
 		t.Fatal(err)
@@ -586,13 +585,7 @@ func TestVacuumGapIgnoresAutovacuum(t *testing.T) {
 	}
 	// A manual vacuum (a worker's) still counts.
 	execSQL(t, db, "VACUUM pgqueuer")
-	enqueueN(t, ctx, db, "gap", 20_000)
-	execSQL(t, db, "DELETE FROM pgqueuer")
-	for deadline := time.Now().Add(30 * time.Second); scalar[int64](t, db, "SELECT pg_stat_get_dead_tuples('pgqueuer'::regclass)") <= 10_000; time.Sleep(100 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the statistics did not count the deleted rows within 30 s")
-		}
-	}
+	deadRows()
 	if need, err = pgq.JobTableNeedsVacuumAfter(ctx, db, time.Hour); err != nil {
 		t.Fatal(err)
 	}

@@ -252,9 +252,10 @@ func WithLogRetention(d time.Duration) RunOption {
 // hundreds of thousands gather, slowing claims; so every second the worker
 // reads the job table's statistics counters and runs VACUUM (SKIP_LOCKED) on
 // it when it holds over 10,000 dead rows and over a tenth of its size, and
-// no worker's vacuum of it ended in the last 2 s (a second or so on a table
-// of a million rows; a vacuum already running, a worker's or autovacuum's,
-// is skipped). Like VACUUM it needs the
+// no manual vacuum of it (another worker's, say) ended in the last 2 s (a
+// second or so on a table of a million rows); an autovacuum's end does not
+// count, and a vacuum already running, a worker's or autovacuum's, is
+// skipped. Like VACUUM it needs the
 // privileges of the table's owner: a worker whose role lacks them leaves
 // the table to autovacuum. Pass false to leave vacuuming to autovacuum
 // alone.

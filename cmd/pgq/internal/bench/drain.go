@@ -222,6 +222,7 @@ func Drain(ctx context.Context, db *sql.DB, cfg DrainConfig) (DrainResult, error
 	}
 	calls0, counted := claimStatements(ctx, db)
 	var ran atomic.Int64
+	var waited *waitTally // the handlers' waits, with Handler.Time in this process
 	marks := newDeciles(cfg.Jobs)
 	var workersCPU time.Duration // of the worker processes
 	if cfg.Processes > 0 {
@@ -238,9 +239,9 @@ func Drain(ctx context.Context, db *sql.DB, cfg DrainConfig) (DrainResult, error
 		// (checkAllRan) and in the count, and a backlog of millions
 		// must drain in flat memory.
 		if cfg.Handler.Time > 0 {
-			cfg.Handler.waited = new(waitTally)
+			waited = new(waitTally)
 		}
-		handler := cfg.Handler.handler(db, nil, func() { marks.mark(ran.Add(1)) })
+		handler := cfg.Handler.handler(db, nil, waited, func() { marks.mark(ran.Add(1)) })
 		if err := runWorkers(ctx, db, cfg.Workers, workerOptions(cfg.ListenDSN, cfg.Logger), handler, cfg.ConcurrencyLimit,
 			pgq.WithMode(pgq.ModeDrain), pgq.WithBatchSize(cfg.BatchSize), pgq.WithMaxConcurrentTasks(cfg.Concurrency),
 			pgq.WithSynchronousClaims(cfg.SyncClaims), pgq.WithSynchronousOutcomes(cfg.SyncOutcomes),
@@ -259,7 +260,7 @@ func Drain(ctx context.Context, db *sql.DB, cfg DrainConfig) (DrainResult, error
 		return res, err
 	}
 	res.JobTableAutovacuums, res.JobTableAutoanalyzes = av1-av0, aa1-aa0
-	res.HandlerWaitMeanMs = cfg.Handler.waited.meanMs()
+	res.HandlerWaitMeanMs = waited.meanMs()
 	res.ProcessDeciles = marks.rates(t1)
 
 	enq, proc := s1.sub(s0), s2.sub(s1)

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -38,9 +39,6 @@ type HandlerConfig struct {
 	Kind string        // HandlerNoop (default) or HandlerSQL
 	Time time.Duration // how long the handler waits (after its INSERT)
 	Wait string        // how it waits: WaitSleep (default) or WaitIO
-
-	// waited, when not nil, adds up how long the handlers' waits took.
-	waited *waitTally
 }
 
 // waitTally adds up the handlers' waits: how many, and how long in all.
@@ -55,22 +53,23 @@ func (w *waitTally) meanMs() float64 {
 }
 
 func (h *HandlerConfig) check() error {
-	switch h.Kind {
-	case "":
-		h.Kind = HandlerNoop
-	case HandlerNoop, HandlerSQL:
-	default:
-		return fmt.Errorf("unknown handler %q: want %s or %s", h.Kind, HandlerNoop, HandlerSQL)
+	if err := oneOf(&h.Kind, "handler", HandlerNoop, HandlerSQL); err != nil {
+		return err
 	}
 	if h.Time < 0 {
 		return fmt.Errorf("handler time must not be negative, got %v", h.Time)
 	}
-	switch h.Wait {
-	case "":
-		h.Wait = WaitSleep
-	case WaitSleep, WaitIO:
-	default:
-		return fmt.Errorf("unknown handler wait %q: want %s or %s", h.Wait, WaitSleep, WaitIO)
+	return oneOf(&h.Wait, "handler wait", WaitSleep, WaitIO)
+}
+
+// oneOf sets *v to the first of choices when empty, and refuses a value
+// that is none of them, naming it as what.
+func oneOf(v *string, what string, choices ...string) error {
+	if *v == "" {
+		*v = choices[0]
+	}
+	if !slices.Contains(choices, *v) {
+		return fmt.Errorf("unknown %s %q: want %s", what, *v, strings.Join(choices, " or "))
 	}
 	return nil
 }
@@ -154,9 +153,9 @@ func (r *runs) add(id pgq.JobID) {
 }
 
 // handler returns the job handler h describes, on db; r, when not nil,
-// is told of each job's start, and done is called after the job's work,
-// before the handler returns.
-func (h *HandlerConfig) handler(db *sql.DB, r *runs, done func()) pgq.Handler {
+// is told of each job's start, waited, when not nil, adds up the waits,
+// and done is called after the job's work, before the handler returns.
+func (h *HandlerConfig) handler(db *sql.DB, r *runs, waited *waitTally, done func()) pgq.Handler {
 	return func(ctx context.Context, job *pgq.Job) error {
 		r.add(job.ID)
 		if h.Kind == HandlerSQL {
@@ -173,9 +172,9 @@ func (h *HandlerConfig) handler(db *sql.DB, r *runs, done func()) pgq.Handler {
 			if err := wait(ctx, h.Time); err != nil {
 				return err
 			}
-			if h.waited != nil {
-				h.waited.n.Add(1)
-				h.waited.ns.Add(int64(time.Since(start)))
+			if waited != nil {
+				waited.n.Add(1)
+				waited.ns.Add(int64(time.Since(start)))
 			}
 		}
 		done()

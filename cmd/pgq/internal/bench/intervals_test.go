@@ -54,7 +54,7 @@ func TestHistogramPercentiles(t *testing.T) {
 func TestRunsMemory(t *testing.T) {
 	h := HandlerConfig{Kind: HandlerNoop}
 	r := newRuns()
-	handler := h.handler(nil, r, func() {})
+	handler := h.handler(nil, r, nil, func() {})
 	ctx := context.Background()
 	before, _ := liveHeap()
 	const jobs = 1_000_000
@@ -78,7 +78,7 @@ func TestRunsMemory(t *testing.T) {
 		t.Errorf("%d jobs counted twice, want 1", r.twice.Load())
 	}
 	// A nil *runs counts nothing and costs nothing.
-	if err := h.handler(nil, nil, func() {})(ctx, &pgq.Job{ID: 1}); err != nil {
+	if err := h.handler(nil, nil, nil, func() {})(ctx, &pgq.Job{ID: 1}); err != nil {
 		t.Fatal(err)
 	}
 }

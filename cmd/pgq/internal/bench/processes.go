@@ -183,7 +183,7 @@ func drainWorker(ctx context.Context, args []string, stdin io.Reader, stdout io.
 		return fmt.Errorf("connect with %s: %w", o.driver, err)
 	}
 	var ran atomic.Int64
-	handler := h.handler(db, nil, func() { ran.Add(1) }) // as in Drain: nothing per job
+	handler := h.handler(db, nil, nil, func() { ran.Add(1) }) // as in Drain: nothing per job
 	if _, err := fmt.Fprintln(stdout, workerReady); err != nil {
 		return err
 	}

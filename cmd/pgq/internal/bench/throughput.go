@@ -187,7 +187,7 @@ func Throughput(ctx context.Context, db *sql.DB, cfg ThroughputConfig) (Throughp
 		starts = newStartTimes(measured, warmed, deadline)
 		ran.onStart = starts.started
 	}
-	handler := cfg.Handler.handler(db, ran, func() {
+	handler := cfg.Handler.handler(db, ran, nil, func() {
 		now := time.Now()
 		if !measured(now) {
 			return
