@@ -161,30 +161,13 @@ func (c *completer) write(batch []outcome) {
 		c.unwritten.Add(-int64(n))
 		return
 	}
-	p := dbgen.JobsFinishParams{
-		Ids:                make([]int64, len(batch)),
-		Actions:            make([]string, len(batch)),
-		Statuses:           make([]string, len(batch)),
-		Tracebacks:         make([]string, len(batch)),
-		DelaysUs:           make([]int64, len(batch)),
-		ClaimTokens:        make([]int64, len(batch)),
-		QueueManagerID:     uuid.NullUUID{UUID: c.qmID, Valid: true},
-		SynchronousOutcome: c.syncOutcomes,
-	}
 	began := time.Now()
-	p.Quiet = began.Sub(c.notified) < finishNotifyGap
-	soonest := time.Duration(-1)
-	for i, o := range batch {
-		p.Ids[i], p.Actions[i], p.Statuses[i] = int64(o.id), o.action, string(o.status)
-		p.Tracebacks[i], p.DelaysUs[i], p.ClaimTokens[i] = o.traceback, o.delay.Microseconds(), o.att.token
-		if (o.action == actionRetry || o.action == actionSnooze) && (soonest < 0 || o.delay < soonest) {
-			soonest = o.delay
-		}
-	}
+	quiet := began.Sub(c.notified) < finishNotifyGap
+	finish, soonest := c.statement(batch, quiet)
 	var changed []int64
 	err := retryWrite(finishRetryFor, finishTryTimeout, func(ctx context.Context) error {
 		return c.lane.do(ctx, func(s session) (err error) {
-			changed, err = c.q.JobsFinish(ctx, s.db, p)
+			changed, err = finish(ctx, s.db)
 			return err
 		})
 	}, func(err error, wait time.Duration) {
@@ -197,7 +180,7 @@ func (c *completer) write(batch []outcome) {
 	}
 	switch {
 	case err != nil:
-	case !p.Quiet:
+	case !quiet:
 		// Its commit notified, after any quiet finish before it.
 		c.notified, c.owed = began, false
 		c.owedTimer.Stop()
@@ -210,6 +193,54 @@ func (c *completer) write(batch []outcome) {
 	c.held.written(batch, changed, err == nil)
 	c.unwritten.Add(-int64(n))
 	c.written(soonest)
+}
+
+// statement returns the write of batch, and the soonest retry among its
+// outcomes (negative for none). A batch of successes only, the common
+// one, is written by JobsFinishSucceeded, which takes two arrays where
+// JobsFinish takes six.
+func (c *completer) statement(batch []outcome, quiet bool) (func(context.Context, dbgen.DBTX) ([]int64, error), time.Duration) {
+	qm := uuid.NullUUID{UUID: c.qmID, Valid: true}
+	ok := true
+	for _, o := range batch {
+		if o.action != actionFinish || o.status != StatusSuccessful || o.traceback != "" {
+			ok = false
+			break
+		}
+	}
+	if ok {
+		p := dbgen.JobsFinishSucceededParams{
+			Ids:                make([]int64, len(batch)),
+			ClaimTokens:        make([]int64, len(batch)),
+			QueueManagerID:     qm,
+			SynchronousOutcome: c.syncOutcomes,
+			Quiet:              quiet,
+		}
+		for i, o := range batch {
+			p.Ids[i], p.ClaimTokens[i] = int64(o.id), o.att.token
+		}
+		return func(ctx context.Context, db dbgen.DBTX) ([]int64, error) { return c.q.JobsFinishSucceeded(ctx, db, p) }, -1
+	}
+	p := dbgen.JobsFinishParams{
+		Ids:                make([]int64, len(batch)),
+		Actions:            make([]string, len(batch)),
+		Statuses:           make([]string, len(batch)),
+		Tracebacks:         make([]string, len(batch)),
+		DelaysUs:           make([]int64, len(batch)),
+		ClaimTokens:        make([]int64, len(batch)),
+		QueueManagerID:     qm,
+		SynchronousOutcome: c.syncOutcomes,
+		Quiet:              quiet,
+	}
+	soonest := time.Duration(-1)
+	for i, o := range batch {
+		p.Ids[i], p.Actions[i], p.Statuses[i] = int64(o.id), o.action, string(o.status)
+		p.Tracebacks[i], p.DelaysUs[i], p.ClaimTokens[i] = o.traceback, o.delay.Microseconds(), o.att.token
+		if (o.action == actionRetry || o.action == actionSnooze) && (soonest < 0 || o.delay < soonest) {
+			soonest = o.delay
+		}
+	}
+	return func(ctx context.Context, db dbgen.DBTX) ([]int64, error) { return c.q.JobsFinish(ctx, db, p) }, soonest
 }
 
 // notifyOwed sends the table_changed_event the quiet finishes since the

@@ -161,6 +161,10 @@ func TestHotStatementPlans(t *testing.T) {
 				"@tracebacks": pq.Array(fill("")), "@delays_us": pq.Array(delays), "@claim_tokens": pq.Array(delays),
 				"@queue_manager_id": holder.String(), "@synchronous_outcome": false, "@quiet": true,
 			}, pkey, partials},
+			{"JobsFinishSucceeded", map[string]any{
+				"@ids": pq.Array(running), "@claim_tokens": pq.Array(delays),
+				"@queue_manager_id": holder.String(), "@synchronous_outcome": false, "@quiet": true,
+			}, regexp.MustCompile(`(?s)Index Scan using pgqueuer_pkey on pgqueuer.*hashed SubPlan`), partials},
 			{"JobsHeartbeat", map[string]any{"@ids": pq.Array(running), "@queue_manager_id": holder.String(), "@refresh_after_s": 1.25}, pkey, partials},
 			{"JobsClaim", map[string]any{
 				"@entrypoints": pq.Array([]string{"plan"}), "@caps": pq.Array([]int32{1000}), "@batch_size": 1000,
@@ -273,14 +277,14 @@ func TestLogFoldPlan(t *testing.T) {
 }
 
 // TestClaimAndFinishCommitMode checks that the claim and the outcome
-// statements turn synchronous_commit off for their own transaction only,
+// statements (the finish of successes only too) turn synchronous_commit off for their own transaction only,
 // unless asked to keep the session's setting, and that they claim and
 // finish either way: all on one connection, so that a setting leaking out
 // of a transaction would show.
 func TestClaimAndFinishCommitMode(t *testing.T) {
 	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
 		ctx := testCtx(t)
-		if _, err := pgq.NewQueries(db).EnqueueBatch(ctx, []pgq.NewJob{{Entrypoint: "m"}, {Entrypoint: "m"}}); err != nil {
+		if _, err := pgq.NewQueries(db).EnqueueBatch(ctx, []pgq.NewJob{{Entrypoint: "m"}, {Entrypoint: "m"}, {Entrypoint: "m"}, {Entrypoint: "m"}}); err != nil {
 			t.Fatal(err)
 		}
 		conn, err := db.Conn(ctx)
@@ -355,6 +359,19 @@ func TestClaimAndFinishCommitMode(t *testing.T) {
 				"@delays_us": pq.Array([]int64{0}), "@claim_tokens": pq.Array([]int64{token}),
 				"@queue_manager_id": holder, "@synchronous_outcome": c.sync, "@quiet": !c.sync})
 			inTx("JobsFinish", c.sync, c.want, 1, query, args...)
+
+			query, args = boundQuery(t, "jobs.sql", "JobsClaim", map[string]any{
+				"@entrypoints": pq.Array([]string{"m"}), "@caps": pq.Array([]int32{1}), "@batch_size": 1,
+				"@queue_manager_id": holder, "@synchronous_claim": c.sync, "@fold_statistics": true})
+			inTx("JobsClaim", c.sync, c.want, 1, query, args...)
+			if err := conn.QueryRowContext(ctx, `SELECT id, (extract(epoch FROM updated) * 1000000)::bigint
+				FROM pgqueuer WHERE queue_manager_id = $1`, holder).Scan(&id, &token); err != nil {
+				t.Fatal(err)
+			}
+			query, args = boundQuery(t, "jobs.sql", "JobsFinishSucceeded", map[string]any{
+				"@ids": pq.Array([]int64{id}), "@claim_tokens": pq.Array([]int64{token}),
+				"@queue_manager_id": holder, "@synchronous_outcome": c.sync, "@quiet": !c.sync})
+			inTx("JobsFinishSucceeded", c.sync, c.want, 1, query, args...)
 		}
 	})
 }

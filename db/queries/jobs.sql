@@ -108,31 +108,37 @@ caps AS (
            unnest(@caps::int[]) AS cap
     FROM commit_mode
 ),
-due AS (
-    SELECT q.id, q.priority
+-- The entrypoints this claim takes from: a cap above 0, not paused
+-- (Queries.Pause: one probe of the small paused table), and no queued job
+-- with a fairness or serial key (those entrypoints are JobsClaimKeyed's:
+-- one probe of pgqueuer_pgq_keyed_idx, empty while no job has a key).
+-- Materialized, so that both probes run once per entrypoint, not once
+-- per job taken (written in due's WHERE, the planner checked the keyed
+-- index after the join, for every row).
+open_caps AS MATERIALIZED (
+    SELECT caps.entrypoint, caps.cap
     FROM caps
-    CROSS JOIN LATERAL (
-        SELECT d.id, d.priority
-        FROM pgqueuer AS d
-        WHERE d.status = 'queued'
-          AND d.entrypoint = caps.entrypoint
-          AND d.execute_after <= now()
-        ORDER BY d.priority DESC, d.id ASC
-        LIMIT caps.cap
-        FOR UPDATE SKIP LOCKED
-    ) AS q
     WHERE caps.cap > 0
-      -- Paused entrypoints (Queries.Pause) are skipped: one probe of the
-      -- small paused table per entrypoint, none per job.
       AND NOT EXISTS (SELECT 1 FROM pgqueuer_pgq_paused AS p WHERE p.entrypoint = caps.entrypoint)
-      -- Entrypoints with queued jobs that carry a fairness or serial key
-      -- are JobsClaimKeyed's: one probe of pgqueuer_pgq_keyed_idx, empty
-      -- while no job has a key.
       AND NOT EXISTS (
           SELECT 1 FROM pgqueuer AS k
           WHERE k.entrypoint = caps.entrypoint
             AND k.status = 'queued'
             AND (k.fairness_key IS NOT NULL OR k.serial_key IS NOT NULL))
+),
+due AS (
+    SELECT q.id, q.priority
+    FROM open_caps
+    CROSS JOIN LATERAL (
+        SELECT d.id, d.priority
+        FROM pgqueuer AS d
+        WHERE d.status = 'queued'
+          AND d.entrypoint = open_caps.entrypoint
+          AND d.execute_after <= now()
+        ORDER BY d.priority DESC, d.id ASC
+        LIMIT open_caps.cap
+        FOR UPDATE SKIP LOCKED
+    ) AS q
 ),
 candidates AS (
     SELECT due.id FROM due
@@ -148,7 +154,8 @@ candidates AS (
 -- reading in it is later. One reading, so that the row's updated (the
 -- claim token) and its log row agree.
 claim_time AS MATERIALIZED (
-    SELECT clock_timestamp() AS at
+    SELECT t.at, (extract(epoch FROM t.at) * 1000000)::bigint AS token
+    FROM (SELECT clock_timestamp() AS at) AS t
 ),
 claimed AS (
     UPDATE pgqueuer AS j
@@ -165,7 +172,7 @@ claimed AS (
     WHERE j.id = ANY(ARRAY(SELECT candidates.id FROM candidates))
     RETURNING j.id, j.priority, j.created, j.execute_after, j.entrypoint,
               j.payload, j.headers, j.attempts, j.dedupe_key,
-              (extract(epoch FROM j.updated) * 1000000)::bigint AS claim_token,
+              (SELECT claim_time.token FROM claim_time)::bigint AS claim_token,
               j.fairness_key, j.serial_key
 ),
 logged AS (
@@ -173,19 +180,21 @@ logged AS (
     SELECT claimed.id, 'picked', claimed.priority, claimed.entrypoint, claim_time.at,
            @fold_statistics::boolean
     FROM claimed CROSS JOIN claim_time
-    RETURNING pgqueuer_log.created, pgqueuer_log.priority, pgqueuer_log.status, pgqueuer_log.entrypoint
+    RETURNING pgqueuer_log.priority, pgqueuer_log.status, pgqueuer_log.entrypoint
 ),
 -- With fold_statistics, the 'picked' rows are counted into the statistics
 -- here and logged as aggregated (see LogFoldStatistics). Rows locked in
 -- the statistics' key order, as every pgq statement that counts there.
+-- Every row logged here has the claim's time as created: one second,
+-- truncated once.
 folded AS (
     INSERT INTO pgqueuer_statistics (created, count, priority, status, entrypoint)
-    SELECT date_trunc('sec', logged.created AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',
+    SELECT (SELECT date_trunc('sec', claim_time.at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' FROM claim_time),
            count(*), logged.priority, logged.status, logged.entrypoint
     FROM logged
     WHERE @fold_statistics::boolean
-    GROUP BY 1, logged.priority, logged.status, logged.entrypoint
-    ORDER BY logged.priority, 1, logged.status, logged.entrypoint
+    GROUP BY logged.priority, logged.status, logged.entrypoint
+    ORDER BY logged.priority, logged.status, logged.entrypoint
     ON CONFLICT (priority, date_trunc('sec', created AT TIME ZONE 'UTC'), status, entrypoint)
     DO UPDATE SET count = pgqueuer_statistics.count + EXCLUDED.count
 )
@@ -467,6 +476,62 @@ folded AS (
     FROM logged
     GROUP BY 1, logged.priority, logged.status, logged.entrypoint
     ORDER BY logged.priority, 1, logged.status, logged.entrypoint
+    ON CONFLICT (priority, date_trunc('sec', created AT TIME ZONE 'UTC'), status, entrypoint)
+    DO UPDATE SET count = pgqueuer_statistics.count + EXCLUDED.count
+)
+SELECT logged.job_id FROM logged;
+
+-- name: JobsFinishSucceeded :many
+-- JobsFinish for a batch whose every outcome is a success (action finish,
+-- status successful, no traceback): the common batch, in one statement
+-- that takes two arrays where JobsFinish takes six, and does the same to
+-- the rows (deletes them, logs 'successful' counted into the statistics,
+-- only while the claim that ran each job still holds it). Mixed batches
+-- go to JobsFinish.
+--
+-- The claim token is checked as (id, updated) in the outcomes, a hashed
+-- subplan (IS TRUE keeps the planner from turning it into a join, which
+-- may hash the whole table; a batch is at most 1,000 outcomes, see
+-- maxFinishBatch), the token turned into a timestamp once per outcome
+-- rather than each row's updated into a number. Every log row has the
+-- statement's now() as created, so the statistics are counted for that
+-- one second.
+WITH commit_mode AS (
+    SELECT set_config('synchronous_commit',
+                      CASE WHEN @synchronous_outcome::boolean
+                           THEN current_setting('synchronous_commit')
+                           ELSE 'off' END,
+                      true) AS mode,
+           set_config('pgq.quiet_delete',
+                      CASE WHEN @quiet::boolean THEN 'on' ELSE 'off' END,
+                      true) AS quiet
+),
+outcome AS (
+    SELECT unnest(@ids::bigint[]) AS id,
+           'epoch'::timestamptz + unnest(@claim_tokens::bigint[]) * interval '1 microsecond' AS claimed_at
+    FROM commit_mode
+),
+finished AS (
+    DELETE FROM pgqueuer AS j
+    WHERE j.id = ANY(ARRAY(SELECT o.id FROM outcome AS o))
+      AND ((j.id, j.updated) IN (SELECT o.id, o.claimed_at FROM outcome AS o)) IS TRUE
+      AND j.status IS NOT DISTINCT FROM 'picked'
+      AND j.queue_manager_id IS NOT DISTINCT FROM @queue_manager_id
+    RETURNING j.id, j.priority, j.entrypoint
+),
+logged AS (
+    INSERT INTO pgqueuer_log (job_id, status, priority, entrypoint, created, aggregated)
+    SELECT finished.id, 'successful', finished.priority, finished.entrypoint, now(), true
+    FROM finished
+    RETURNING pgqueuer_log.job_id, pgqueuer_log.priority, pgqueuer_log.status, pgqueuer_log.entrypoint
+),
+folded AS (
+    INSERT INTO pgqueuer_statistics (created, count, priority, status, entrypoint)
+    SELECT date_trunc('sec', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',
+           count(*), logged.priority, logged.status, logged.entrypoint
+    FROM logged
+    GROUP BY logged.priority, logged.status, logged.entrypoint
+    ORDER BY logged.priority, logged.status, logged.entrypoint
     ON CONFLICT (priority, date_trunc('sec', created AT TIME ZONE 'UTC'), status, entrypoint)
     DO UPDATE SET count = pgqueuer_statistics.count + EXCLUDED.count
 )
