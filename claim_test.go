@@ -7,10 +7,17 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/lib/pq"
 
 	"github.com/pgq-dev/pgq"
 	"github.com/pgq-dev/pgq/dbgen"
 )
+
+// statements returns pgq's generated statements, db as they take it, and
+// a new worker id to hold rows with, for tests of single statements.
+func statements(db *sql.DB) (*dbgen.Queries, dbgen.DBTX, uuid.NullUUID) {
+	return dbgen.New(), pgq.QueryDB(db), uuid.NullUUID{UUID: uuid.New(), Valid: true}
+}
 
 // Every statement with which pgq moves a row in or out of 'picked' leaves
 // slot NULL: a slot PGQueuer (1.4+) gave the row earlier must not travel
@@ -19,8 +26,7 @@ import (
 func TestSlotClearedOnRowsPgqTouches(t *testing.T) {
 	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
 		ctx := testCtx(t)
-		q, rdb := dbgen.New(), pgq.QueryDB(db)
-		holder := uuid.NullUUID{UUID: uuid.New(), Valid: true}
+		q, rdb, holder := statements(db)
 		insert := func(status string, slot int, stale bool) int64 {
 			t.Helper()
 			hb := "now()"
@@ -435,6 +441,64 @@ func TestHeartbeatLeavesFreshRowsAlone(t *testing.T) {
 		}
 		if age := scalar[float64](t, db, "SELECT extract(epoch FROM now() - heartbeat) FROM pgqueuer WHERE id = $1", old); age > 5 {
 			t.Errorf("the old row's heartbeat is %.1f s old after the heartbeat", age)
+		}
+	})
+}
+
+// TestFinishChecksEachJobsToken: an outcome changes its job only with the
+// token of the claim that holds the job, matched job by job. Two picked
+// jobs with the tokens swapped (each token valid for the other job) are
+// left alone by every action, in JobsFinish and JobsFinishSucceeded; with
+// their own tokens both change. A check that only asked whether a row's
+// token is among the batch's would let the swapped batch through.
+func TestFinishChecksEachJobsToken(t *testing.T) {
+	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
+		ctx := testCtx(t)
+		q, rdb, holder := statements(db)
+		pair := func(t *testing.T) (ids, tokens, swapped []int64) {
+			t.Helper()
+			for _, age := range []string{"1 second", "2 seconds"} {
+				id := scalar[int64](t, db, `INSERT INTO pgqueuer (priority, entrypoint, status, updated, heartbeat, queue_manager_id)
+					VALUES (0, 'e', 'picked', now() - $1::interval, now(), $2) RETURNING id`, age, holder.UUID.String())
+				ids = append(ids, id)
+				tokens = append(tokens, scalar[int64](t, db,
+					"SELECT (extract(epoch FROM updated) * 1000000)::bigint FROM pgqueuer WHERE id = $1", id))
+			}
+			return ids, tokens, []int64{tokens[1], tokens[0]}
+		}
+		held := func(t *testing.T, ids []int64) int {
+			t.Helper()
+			return scalar[int](t, db, "SELECT count(*) FROM pgqueuer WHERE id = ANY($1) AND status = 'picked'", pq.Array(ids))
+		}
+		check := func(t *testing.T, write func(tokens []int64) ([]int64, error), ids, tokens, swapped []int64) {
+			t.Helper()
+			if changed, err := write(swapped); err != nil || len(changed) != 0 || held(t, ids) != 2 {
+				t.Fatalf("swapped tokens: changed %v, err %v, %d of 2 still picked", changed, err, held(t, ids))
+			}
+			if changed, err := write(tokens); err != nil || len(changed) != 2 || held(t, ids) != 0 {
+				t.Fatalf("own tokens: changed %v, err %v, %d of 2 still picked", changed, err, held(t, ids))
+			}
+		}
+
+		t.Run("JobsFinishSucceeded", func(t *testing.T) {
+			ids, tokens, swapped := pair(t)
+			check(t, func(tok []int64) ([]int64, error) {
+				return q.JobsFinishSucceeded(ctx, rdb, dbgen.JobsFinishSucceededParams{Ids: ids, ClaimTokens: tok, QueueManagerID: holder})
+			}, ids, tokens, swapped)
+		})
+		for _, c := range []struct{ action, status string }{
+			{"finish", "successful"}, {"finish", "exception"}, {"retry", "queued"},
+			{"release", "queued"}, {"snooze", "queued"}, {"hold", "failed"},
+		} {
+			t.Run("JobsFinish "+c.action+" "+c.status, func(t *testing.T) {
+				ids, tokens, swapped := pair(t)
+				two := func(s string) []string { return []string{s, s} }
+				check(t, func(tok []int64) ([]int64, error) {
+					return q.JobsFinish(ctx, rdb, dbgen.JobsFinishParams{Ids: ids, Actions: two(c.action),
+						Statuses: two(c.status), Tracebacks: two(""), DelaysUs: []int64{0, 0}, ClaimTokens: tok,
+						QueueManagerID: holder})
+				}, ids, tokens, swapped)
+			})
 		}
 	})
 }

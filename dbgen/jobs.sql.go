@@ -719,17 +719,16 @@ outcome AS (
         unnest($5::text[])       AS status,
         unnest($6::text[])     AS traceback,
         unnest($7::bigint[])    AS delay_us,
-        unnest($8::bigint[]) AS claim_token
+        -- The claim token as the time it is (the row's updated while the
+        -- claim holds it), turned once per outcome rather than each row's
+        -- updated into a number.
+        'epoch'::timestamptz + unnest($8::bigint[]) * interval '1 microsecond' AS claimed_at
     FROM commit_mode
-),
-tokens AS (
-    SELECT jsonb_object_agg(o.id::text, o.claim_token) AS by_id FROM outcome AS o
 ),
 finished AS (
     DELETE FROM pgqueuer AS j
     WHERE j.id = ANY(ARRAY(SELECT o.id FROM outcome AS o WHERE o.action = 'finish'))
-      AND (extract(epoch FROM j.updated) * 1000000)::bigint
-          = ((SELECT tokens.by_id FROM tokens) ->> j.id::text)::bigint
+      AND ((j.id, j.updated) IN (SELECT o.id, o.claimed_at FROM outcome AS o)) IS TRUE
       AND j.status IS NOT DISTINCT FROM 'picked'
       AND j.queue_manager_id IS NOT DISTINCT FROM $9
     RETURNING j.id, j.priority, j.entrypoint
@@ -750,7 +749,7 @@ requeued AS (
     FROM outcome
     WHERE j.id = ANY(ARRAY(SELECT o.id FROM outcome AS o WHERE o.action IN ('retry', 'release', 'snooze')))
       AND j.id = outcome.id
-      AND (extract(epoch FROM j.updated) * 1000000)::bigint = outcome.claim_token
+      AND j.updated = outcome.claimed_at
       AND j.status IS NOT DISTINCT FROM 'picked'
       AND j.queue_manager_id IS NOT DISTINCT FROM $9
     RETURNING j.id, j.priority, j.entrypoint
@@ -763,8 +762,7 @@ held AS (
         updated = now(),
         attempts = j.attempts + 1
     WHERE j.id = ANY(ARRAY(SELECT o.id FROM outcome AS o WHERE o.action = 'hold'))
-      AND (extract(epoch FROM j.updated) * 1000000)::bigint
-          = ((SELECT tokens.by_id FROM tokens) ->> j.id::text)::bigint
+      AND ((j.id, j.updated) IN (SELECT o.id, o.claimed_at FROM outcome AS o)) IS TRUE
       AND j.status IS NOT DISTINCT FROM 'picked'
       AND j.queue_manager_id IS NOT DISTINCT FROM $9
     RETURNING j.id, j.priority, j.entrypoint
@@ -777,21 +775,20 @@ changed AS (
     SELECT held.id, held.priority, held.entrypoint FROM held
 ),
 logged AS (
-    INSERT INTO pgqueuer_log (job_id, status, priority, entrypoint, traceback, aggregated)
+    INSERT INTO pgqueuer_log (job_id, status, priority, entrypoint, traceback, created, aggregated)
     SELECT changed.id, outcome.status::pgqueuer_status, changed.priority, changed.entrypoint,
-           NULLIF(outcome.traceback, '')::jsonb, true
+           NULLIF(outcome.traceback, '')::jsonb, now(), true
     FROM changed
     JOIN outcome ON outcome.id = changed.id
-    RETURNING pgqueuer_log.job_id, pgqueuer_log.created, pgqueuer_log.priority,
-              pgqueuer_log.status, pgqueuer_log.entrypoint
+    RETURNING pgqueuer_log.job_id, pgqueuer_log.priority, pgqueuer_log.status, pgqueuer_log.entrypoint
 ),
 folded AS (
     INSERT INTO pgqueuer_statistics (created, count, priority, status, entrypoint)
-    SELECT date_trunc('sec', logged.created AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',
+    SELECT date_trunc('sec', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',
            count(*), logged.priority, logged.status, logged.entrypoint
     FROM logged
-    GROUP BY 1, logged.priority, logged.status, logged.entrypoint
-    ORDER BY logged.priority, 1, logged.status, logged.entrypoint
+    GROUP BY logged.priority, logged.status, logged.entrypoint
+    ORDER BY logged.priority, logged.status, logged.entrypoint
     ON CONFLICT (priority, date_trunc('sec', created AT TIME ZONE 'UTC'), status, entrypoint)
     DO UPDATE SET count = pgqueuer_statistics.count + EXCLUDED.count
 )
@@ -840,21 +837,21 @@ type JobsFinishParams struct {
 // With quiet set the delete sends no table_changed_event (pgq.quiet_delete,
 // migration 10): the worker sends one itself for its finishes of the last
 // few milliseconds (see completer.go).
-// The claim token of each outcome's job, keyed by id: a jsonb object, built
-// once, whose keys are looked up in log time per row. (A join with outcome
-// is planned as a nested loop that probes the id array for each row:
-// quadratic in the batch.)
 // Rows are found with = ANY(ARRAY(...)), which probes the primary key; a
 // join with outcome alone may be planned as a hash of the whole table. The
 // checks of status and holder are written IS NOT DISTINCT FROM, which no
 // index serves: with '=' the planner may instead scan a partial index of
 // picked rows (which statistics taken while all jobs were queued call
 // nearly empty) and search the id array linearly for each row, quadratic in
-// the batch. The claim token is compared as an expression for the same
-// reason (an index on updated exists).
+// the batch. The claim token is checked as (id, updated) among the
+// outcomes, in a hashed subplan (a batch is at most 1,000 outcomes, see
+// maxFinishBatch; IS TRUE keeps the planner from turning it into a join,
+// which may hash the whole table); ids do not repeat, so the pair can only
+// be the row's own outcome.
 // The outcome rows are counted into the statistics here and logged as
 // aggregated (see LogFoldStatistics), locking statistics rows in their
-// key order.
+// key order. Every row logged here has the statement's now() as created:
+// one second, truncated once.
 func (q *Queries) JobsFinish(ctx context.Context, db DBTX, arg JobsFinishParams) ([]int64, error) {
 	rows, err := db.QueryContext(ctx, jobsFinish,
 		arg.SynchronousOutcome,

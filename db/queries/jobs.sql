@@ -388,15 +388,11 @@ outcome AS (
         unnest(@statuses::text[])       AS status,
         unnest(@tracebacks::text[])     AS traceback,
         unnest(@delays_us::bigint[])    AS delay_us,
-        unnest(@claim_tokens::bigint[]) AS claim_token
+        -- The claim token as the time it is (the row's updated while the
+        -- claim holds it), turned once per outcome rather than each row's
+        -- updated into a number.
+        'epoch'::timestamptz + unnest(@claim_tokens::bigint[]) * interval '1 microsecond' AS claimed_at
     FROM commit_mode
-),
--- The claim token of each outcome's job, keyed by id: a jsonb object, built
--- once, whose keys are looked up in log time per row. (A join with outcome
--- is planned as a nested loop that probes the id array for each row:
--- quadratic in the batch.)
-tokens AS (
-    SELECT jsonb_object_agg(o.id::text, o.claim_token) AS by_id FROM outcome AS o
 ),
 -- Rows are found with = ANY(ARRAY(...)), which probes the primary key; a
 -- join with outcome alone may be planned as a hash of the whole table. The
@@ -404,13 +400,15 @@ tokens AS (
 -- index serves: with '=' the planner may instead scan a partial index of
 -- picked rows (which statistics taken while all jobs were queued call
 -- nearly empty) and search the id array linearly for each row, quadratic in
--- the batch. The claim token is compared as an expression for the same
--- reason (an index on updated exists).
+-- the batch. The claim token is checked as (id, updated) among the
+-- outcomes, in a hashed subplan (a batch is at most 1,000 outcomes, see
+-- maxFinishBatch; IS TRUE keeps the planner from turning it into a join,
+-- which may hash the whole table); ids do not repeat, so the pair can only
+-- be the row's own outcome.
 finished AS (
     DELETE FROM pgqueuer AS j
     WHERE j.id = ANY(ARRAY(SELECT o.id FROM outcome AS o WHERE o.action = 'finish'))
-      AND (extract(epoch FROM j.updated) * 1000000)::bigint
-          = ((SELECT tokens.by_id FROM tokens) ->> j.id::text)::bigint
+      AND ((j.id, j.updated) IN (SELECT o.id, o.claimed_at FROM outcome AS o)) IS TRUE
       AND j.status IS NOT DISTINCT FROM 'picked'
       AND j.queue_manager_id IS NOT DISTINCT FROM @queue_manager_id
     RETURNING j.id, j.priority, j.entrypoint
@@ -431,7 +429,7 @@ requeued AS (
     FROM outcome
     WHERE j.id = ANY(ARRAY(SELECT o.id FROM outcome AS o WHERE o.action IN ('retry', 'release', 'snooze')))
       AND j.id = outcome.id
-      AND (extract(epoch FROM j.updated) * 1000000)::bigint = outcome.claim_token
+      AND j.updated = outcome.claimed_at
       AND j.status IS NOT DISTINCT FROM 'picked'
       AND j.queue_manager_id IS NOT DISTINCT FROM @queue_manager_id
     RETURNING j.id, j.priority, j.entrypoint
@@ -444,8 +442,7 @@ held AS (
         updated = now(),
         attempts = j.attempts + 1
     WHERE j.id = ANY(ARRAY(SELECT o.id FROM outcome AS o WHERE o.action = 'hold'))
-      AND (extract(epoch FROM j.updated) * 1000000)::bigint
-          = ((SELECT tokens.by_id FROM tokens) ->> j.id::text)::bigint
+      AND ((j.id, j.updated) IN (SELECT o.id, o.claimed_at FROM outcome AS o)) IS TRUE
       AND j.status IS NOT DISTINCT FROM 'picked'
       AND j.queue_manager_id IS NOT DISTINCT FROM @queue_manager_id
     RETURNING j.id, j.priority, j.entrypoint
@@ -458,24 +455,24 @@ changed AS (
     SELECT held.id, held.priority, held.entrypoint FROM held
 ),
 logged AS (
-    INSERT INTO pgqueuer_log (job_id, status, priority, entrypoint, traceback, aggregated)
+    INSERT INTO pgqueuer_log (job_id, status, priority, entrypoint, traceback, created, aggregated)
     SELECT changed.id, outcome.status::pgqueuer_status, changed.priority, changed.entrypoint,
-           NULLIF(outcome.traceback, '')::jsonb, true
+           NULLIF(outcome.traceback, '')::jsonb, now(), true
     FROM changed
     JOIN outcome ON outcome.id = changed.id
-    RETURNING pgqueuer_log.job_id, pgqueuer_log.created, pgqueuer_log.priority,
-              pgqueuer_log.status, pgqueuer_log.entrypoint
+    RETURNING pgqueuer_log.job_id, pgqueuer_log.priority, pgqueuer_log.status, pgqueuer_log.entrypoint
 ),
 -- The outcome rows are counted into the statistics here and logged as
 -- aggregated (see LogFoldStatistics), locking statistics rows in their
--- key order.
+-- key order. Every row logged here has the statement's now() as created:
+-- one second, truncated once.
 folded AS (
     INSERT INTO pgqueuer_statistics (created, count, priority, status, entrypoint)
-    SELECT date_trunc('sec', logged.created AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',
+    SELECT date_trunc('sec', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',
            count(*), logged.priority, logged.status, logged.entrypoint
     FROM logged
-    GROUP BY 1, logged.priority, logged.status, logged.entrypoint
-    ORDER BY logged.priority, 1, logged.status, logged.entrypoint
+    GROUP BY logged.priority, logged.status, logged.entrypoint
+    ORDER BY logged.priority, logged.status, logged.entrypoint
     ON CONFLICT (priority, date_trunc('sec', created AT TIME ZONE 'UTC'), status, entrypoint)
     DO UPDATE SET count = pgqueuer_statistics.count + EXCLUDED.count
 )
