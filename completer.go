@@ -110,10 +110,11 @@ func (c *completer) run() {
 	defer c.owedTimer.Stop()
 	batch := make([]outcome, 0, maxFinishBatch)
 	in := make(map[JobID]bool, maxFinishBatch)
-	var next *outcome
+	var next outcome // the first of the next batch, when hasNext
+	hasNext := false
 	for {
-		if next != nil {
-			batch, next = append(batch[:0], *next), nil
+		if hasNext {
+			batch, hasNext = append(batch[:0], next), false
 		} else {
 			select {
 			case o, ok := <-c.in:
@@ -137,7 +138,7 @@ func (c *completer) run() {
 					break gather
 				}
 				if in[o.id] {
-					next = &o
+					next, hasNext = o, true
 					break gather
 				}
 				in[o.id] = true

@@ -13,9 +13,9 @@ import (
 	"github.com/google/uuid"
 )
 
-// executor runs the handlers of one run's claimed jobs, each in its own
-// goroutine, and turns each handler's result into an outcome for the
-// completer.
+// executor runs the handlers of one run's claimed jobs on goroutines it
+// keeps while the run lasts (one per handler slot at most), and turns each
+// handler's result into an outcome for the completer.
 type executor struct {
 	qmID      uuid.UUID
 	abandoned *atomic.Int64 // handlers abandoned after their timeout, still running
@@ -36,8 +36,15 @@ type executor struct {
 	handlerTime atomic.Int64 // handlers' recent run time in ns, a moving average (0: none yet)
 
 	mu      sync.Mutex
-	running int       // handler goroutines (each runs one job, then the next waiting one)
+	running int       // handler slots taken (each by a goroutine that runs one job, then the next waiting one)
 	waiting []heldJob // jobs claimed ahead of free slots, in claim order; after Run's end, the ones it kept from starting
+	// parked holds the inboxes of handler goroutines that freed their
+	// slot and wait for another job, the latest last; a job goes to one
+	// of them before a new goroutine is started. They number at most the
+	// most slots ever taken at once, and end when stop closes their
+	// inboxes; once stopped, a goroutine that frees its slot ends.
+	parked  []chan heldJob
+	stopped bool
 }
 
 // heldJob is one job of a heldBatch.
@@ -97,7 +104,7 @@ type heldBatch struct {
 }
 
 // start runs the handler of each of a claim's jobs, in claim order: at
-// once in a goroutine of wg while fewer than limit run, else after the
+// once on a handler goroutine (see launch) while fewer than limit run, else after the
 // jobs before it, by the first handler goroutine to finish its job (so
 // that a freed slot takes the next job without a hand-over). start never
 // waits. A job canceled (or whose claim was lost) while it waits for its
@@ -121,11 +128,10 @@ func (x *executor) start(runCtx context.Context, b heldBatch, wg *sync.WaitGroup
 		x.mu.Lock()
 		if runCtx.Err() == nil && x.running < x.limit.current() && len(x.waiting) == 0 {
 			x.running++
-			x.mu.Unlock()
 			// A job that found its slot free starts as fresh as its
 			// claim (one that took long was confirmed; see
 			// claimer.confirm).
-			wg.Go(func() { x.runFrom(runCtx, heldJob{a, ctx}) })
+			x.launch(runCtx, heldJob{a, ctx}, wg) // unlocks x.mu
 			continue
 		}
 		x.waiting = append(x.waiting, heldJob{a, ctx})
@@ -145,32 +151,80 @@ func (x *executor) fill(runCtx context.Context, wg *sync.WaitGroup) {
 	x.running += n
 	x.mu.Unlock()
 	for range n {
-		wg.Go(func() {
-			if j, ok := x.next(runCtx); ok {
-				x.runFrom(runCtx, j)
-			}
-		})
+		x.mu.Lock()
+		x.launch(runCtx, heldJob{}, wg) // the next waiting job; unlocks x.mu
 	}
 }
 
-// runFrom runs j, then the jobs waiting for a slot, one after another,
-// until none waits or Run stops.
-func (x *executor) runFrom(runCtx context.Context, j heldJob) {
+// launch runs j, or the next job waiting for a slot when j is zero, on a
+// parked handler goroutine, or on a new one when none is parked. The
+// caller holds x.mu, which launch unlocks, and has counted the slot in
+// x.running. A goroutine is reused rather than started anew for each job
+// because a new one starts on a small stack, which the handler's call
+// grows (copied) and its exit frees: both, with the start itself, about a
+// quarter of the worker's own CPU time a job when handlers do little.
+func (x *executor) launch(runCtx context.Context, j heldJob, wg *sync.WaitGroup) {
+	if n := len(x.parked); n > 0 {
+		inbox := x.parked[n-1]
+		x.parked[n-1] = nil
+		x.parked = x.parked[:n-1]
+		x.mu.Unlock()
+		inbox <- j // buffered, and empty while parked
+		return
+	}
+	x.mu.Unlock()
+	wg.Go(func() { x.work(runCtx, j) })
+}
+
+// work is a handler goroutine: it runs j (or the next waiting job when j
+// is zero), then the jobs waiting for a slot, one after another; when none
+// waits it frees its slot and parks until launch hands it another job, or
+// stop closes its inbox. (Its own inbox, not a channel shared by all of
+// them: thousands of goroutines waiting in one channel's queue contend for
+// its lock.)
+func (x *executor) work(runCtx context.Context, j heldJob) {
+	inbox := make(chan heldJob, 1)
 	for {
-		x.execute(j.ctx, j.att)
-		id := j.att.job.ID
+		var parked bool
+		if j.att == nil {
+			j, parked = x.next(runCtx, inbox)
+		} else {
+			x.execute(j.ctx, j.att)
+			id := j.att.job.ID
+			j, parked = x.next(runCtx, inbox)
+			x.done <- id // after the next job took the slot: the claim loop may count it free
+		}
+		if j.att != nil {
+			continue
+		}
+		if !parked {
+			return
+		}
 		var ok bool
-		j, ok = x.next(runCtx)
-		x.done <- id // after the next job took the slot: the claim loop may count it free
-		if !ok {
+		if j, ok = <-inbox; !ok {
 			return
 		}
 	}
 }
 
-// next takes the first job waiting for a slot that may start, or frees
-// the caller's slot and reports false.
-func (x *executor) next(runCtx context.Context) (heldJob, bool) {
+// stop ends the parked handler goroutines, once Run has stopped starting
+// jobs and every handler has returned; any still to free its slot ends
+// then instead of parking.
+func (x *executor) stop() {
+	x.mu.Lock()
+	x.stopped = true
+	parked := x.parked
+	x.parked = nil
+	x.mu.Unlock()
+	for _, inbox := range parked {
+		close(inbox)
+	}
+}
+
+// next takes the first job waiting for a slot that may start; or else it
+// frees the caller's slot, parks inbox (unless Run has stopped starting
+// jobs or inbox is nil) and returns a zero job, and whether it parked.
+func (x *executor) next(runCtx context.Context, inbox chan heldJob) (heldJob, bool) {
 	unconfirmed := 0
 	defer func() {
 		if unconfirmed > 0 {
@@ -183,8 +237,12 @@ func (x *executor) next(runCtx context.Context) (heldJob, bool) {
 		// Over the limit (the governor lowered it), the slot is given up.
 		if len(x.waiting) == 0 || runCtx.Err() != nil || x.running > x.limit.current() {
 			x.running--
+			park := inbox != nil && runCtx.Err() == nil && !x.stopped
+			if park {
+				x.parked = append(x.parked, inbox)
+			}
 			x.mu.Unlock()
-			return heldJob{}, false
+			return heldJob{}, park
 		}
 		j := x.waiting[0]
 		x.waiting[0] = heldJob{}
@@ -195,7 +253,7 @@ func (x *executor) next(runCtx context.Context) (heldJob, bool) {
 			x.giveBack(j.ctx, j.att, errHoldUnconfirmed)
 			continue
 		}
-		return j, true
+		return j, false
 	}
 }
 

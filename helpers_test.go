@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/pgq-dev/pgq"
 	"github.com/pgq-dev/pgq/internal/pgcluster"
 	"github.com/pgq-dev/pgq/pgqtest"
@@ -188,4 +190,13 @@ func (g *handlerGauge) eachRanOnce(t *testing.T, ids []pgq.JobID) {
 	if len(g.ran) != len(ids) {
 		t.Errorf("%d distinct jobs ran, want %d", len(g.ran), len(ids))
 	}
+}
+
+// checkLeaks makes the test fail if it leaves goroutines behind that were
+// not running when it called checkLeaks. Call it before anything the test
+// cleans up (a database), so that its check runs last.
+func checkLeaks(t *testing.T) {
+	t.Helper()
+	ignore := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, ignore) })
 }

@@ -354,8 +354,9 @@ func (w *run) loop(ctx context.Context) error {
 		"running jobs", nil, nil)
 	w.completer.close() // (3)
 	<-completed
-	stopHeartbeat() // (4)
-	bg.Wait()       // (5)
+	stopHeartbeat()   // (4)
+	w.executor.stop() // (5): parked handler goroutines end
+	bg.Wait()         //
 	cancelJobs(errShutdown)
 	for _, l := range []*lane{w.claims, w.outcomes, w.beats} { // (6)
 		l.close()

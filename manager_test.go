@@ -5,13 +5,13 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"go.uber.org/goleak"
 
 	"github.com/pgq-dev/pgq"
 	"github.com/pgq-dev/pgq/pgqtest"
@@ -313,9 +313,7 @@ func TestEntrypointAndRunValidation(t *testing.T) {
 func TestRunStopsOnCancelWithoutLeaks(t *testing.T) {
 	for _, d := range pgqtest.Drivers() {
 		t.Run(d, func(t *testing.T) {
-			// Registered first, so it runs last: after the db is closed.
-			ignore := goleak.IgnoreCurrent()
-			t.Cleanup(func() { goleak.VerifyNone(t, ignore) })
+			checkLeaks(t) // first, so that it checks after the db is closed
 			db, dsn := pgqtest.NewDB(t, d)
 			ctx := testCtx(t)
 			q := pgq.NewQueries(db)
@@ -531,4 +529,51 @@ func TestWithMaxJobs(t *testing.T) {
 			t.Fatalf("WithMaxJobs(0): %v", err)
 		}
 	})
+}
+
+// goroutineID returns the id of the calling goroutine, from its stack
+// trace's first line ("goroutine N [running]:").
+func goroutineID() uint64 {
+	var buf [64]byte
+	s := string(buf[:runtime.Stack(buf[:], false)])
+	s = strings.TrimPrefix(s, "goroutine ")
+	id, _ := strconv.ParseUint(s[:strings.IndexByte(s, ' ')], 10, 64)
+	return id
+}
+
+// A worker runs its handlers on goroutines it keeps, never more of them
+// than its handler slots: a new goroutine for each job costs its start
+// and the growth of its small stack in the handler's call. Once a drain
+// returns, the kept goroutines have ended.
+func TestHandlerGoroutinesReused(t *testing.T) {
+	for _, d := range pgqtest.Drivers() {
+		t.Run(d, func(t *testing.T) {
+			checkLeaks(t) // first, so that it checks after the db is closed
+			db, dsn := pgqtest.NewDB(t, d)
+			ctx := testCtx(t)
+			const jobs, slots = 400, 4
+			enqueueN(t, ctx, db, "reuse", jobs)
+			var mu sync.Mutex
+			seen := map[uint64]int{}
+			qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
+			_ = qm.Entrypoint("reuse", func(context.Context, *pgq.Job) error {
+				id := goroutineID()
+				mu.Lock()
+				seen[id]++
+				mu.Unlock()
+				return nil
+			})
+			drain(t, ctx, qm, pgq.WithMaxConcurrentTasks(slots), pgq.WithBatchSize(slots))
+			ran := 0
+			for _, n := range seen {
+				ran += n
+			}
+			if ran != jobs {
+				t.Fatalf("handlers ran %d times, want %d", ran, jobs)
+			}
+			if len(seen) > slots {
+				t.Errorf("%d jobs ran on %d goroutines; want at most %d (the handler slots)", jobs, len(seen), slots)
+			}
+		})
+	}
 }

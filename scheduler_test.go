@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"github.com/pgq-dev/pgq"
 	"github.com/pgq-dev/pgq/pgqtest"
 )
@@ -430,9 +428,7 @@ func TestListAndRemoveSchedules(t *testing.T) {
 func TestSchedulerStopsOnCancelWithoutLeaks(t *testing.T) {
 	for _, d := range pgqtest.Drivers() {
 		t.Run(d, func(t *testing.T) {
-			// Registered first, so it runs last: after the db is closed.
-			ignore := goleak.IgnoreCurrent()
-			t.Cleanup(func() { goleak.VerifyNone(t, ignore) })
+			checkLeaks(t) // first, so that it checks after the db is closed
 			db, _ := pgqtest.NewDB(t, d)
 			ctx := testCtx(t)
 			const expr = "0 0 1 1 *"

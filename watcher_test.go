@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/lib/pq"
-	"go.uber.org/goleak"
 
 	"github.com/pgq-dev/pgq"
 	"github.com/pgq-dev/pgq/pgqtest"
@@ -801,9 +800,7 @@ func TestWatcherNoLeak(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(fmt.Sprintf("%s/listen=%s", c.driver, c.listen), func(t *testing.T) {
-			// Registered first, so it runs last: after the db is closed.
-			ignore := goleak.IgnoreCurrent()
-			t.Cleanup(func() { goleak.VerifyNone(t, ignore) })
+			checkLeaks(t) // first, so that it checks after the db is closed
 			e := newWatchEnv(t, c.driver)
 			opts := []pgq.WatcherOption{pgq.WithRefreshInterval(200 * time.Millisecond)}
 			switch c.listen {
