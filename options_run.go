@@ -161,7 +161,9 @@ func WithBatchSize(n int) RunOption {
 // to the queue at once. Entrypoints with a fleet-wide concurrency or rate
 // limit (WithConcurrencyLimit, WithRateLimit) make the worker claim no
 // further than its free slots, so as not to hold the limit's slots with
-// jobs that wait.
+// jobs that wait. Handlers run on goroutines the worker keeps until Run
+// returns, at most n of them (as many as ever ran at once), each reused
+// for job after job.
 func WithMaxConcurrentTasks(n int) RunOption {
 	return runOption(func(c *runConfig) {
 		if n < 1 {
