@@ -128,10 +128,12 @@ func (x *executor) start(runCtx context.Context, b heldBatch, wg *sync.WaitGroup
 		x.mu.Lock()
 		if runCtx.Err() == nil && x.running < x.limit.current() && len(x.waiting) == 0 {
 			x.running++
+			inbox := x.unpark()
+			x.mu.Unlock()
 			// A job that found its slot free starts as fresh as its
 			// claim (one that took long was confirmed; see
 			// claimer.confirm).
-			x.launch(runCtx, heldJob{a, ctx}, wg) // unlocks x.mu
+			x.launch(runCtx, inbox, heldJob{a, ctx}, wg)
 			continue
 		}
 		x.waiting = append(x.waiting, heldJob{a, ctx})
@@ -149,30 +151,41 @@ func (x *executor) fill(runCtx context.Context, wg *sync.WaitGroup) {
 		n = max(0, min(len(x.waiting), x.limit.current()-x.running))
 	}
 	x.running += n
+	inboxes := make([]chan heldJob, n)
+	for i := range inboxes {
+		inboxes[i] = x.unpark()
+	}
 	x.mu.Unlock()
-	for range n {
-		x.mu.Lock()
-		x.launch(runCtx, heldJob{}, wg) // the next waiting job; unlocks x.mu
+	for _, inbox := range inboxes {
+		x.launch(runCtx, inbox, heldJob{}, wg) // the next waiting job
 	}
 }
 
-// launch runs j, or the next job waiting for a slot when j is zero, on a
-// parked handler goroutine, or on a new one when none is parked. The
-// caller holds x.mu, which launch unlocks, and has counted the slot in
-// x.running. A goroutine is reused rather than started anew for each job
-// because a new one starts on a small stack, which the handler's call
-// grows (copied) and its exit frees: both, with the start itself, about a
-// quarter of the worker's own CPU time a job when handlers do little.
-func (x *executor) launch(runCtx context.Context, j heldJob, wg *sync.WaitGroup) {
-	if n := len(x.parked); n > 0 {
-		inbox := x.parked[n-1]
-		x.parked[n-1] = nil
-		x.parked = x.parked[:n-1]
-		x.mu.Unlock()
+// unpark takes the inbox of the handler goroutine parked last, or returns
+// nil when none is parked. The caller holds x.mu.
+func (x *executor) unpark() chan heldJob {
+	n := len(x.parked)
+	if n == 0 {
+		return nil
+	}
+	inbox := x.parked[n-1]
+	x.parked[n-1] = nil
+	x.parked = x.parked[:n-1]
+	return inbox
+}
+
+// launch runs j, or the next job waiting for a slot when j is zero, on the
+// parked handler goroutine of inbox (from unpark), or on a new one when
+// inbox is nil; the caller has counted the slot in x.running. A goroutine
+// is reused rather than started anew for each job because a new one
+// starts on a small stack, which the handler's call grows (copied) and its
+// exit frees: both, with the start itself, about a quarter of the worker's
+// own CPU time a job when handlers do little.
+func (x *executor) launch(runCtx context.Context, inbox chan heldJob, j heldJob, wg *sync.WaitGroup) {
+	if inbox != nil {
 		inbox <- j // buffered, and empty while parked
 		return
 	}
-	x.mu.Unlock()
 	wg.Go(func() { x.work(runCtx, j) })
 }
 

@@ -26,6 +26,35 @@ func eachDriver(t *testing.T, f func(t *testing.T, db *sql.DB, dsn string)) {
 	}
 }
 
+// eachDriverLeakChecked runs f as a subtest per driver, one after the
+// other, with a fresh database, failing the subtest if it leaves goroutines
+// behind (see checkLeaks; checked after the database is closed).
+func eachDriverLeakChecked(t *testing.T, f func(t *testing.T, db *sql.DB, dsn string)) {
+	t.Helper()
+	for _, d := range pgqtest.Drivers() {
+		t.Run(d, func(t *testing.T) {
+			checkLeaks(t)
+			db, dsn := pgqtest.NewDB(t, d)
+			f(t, db, dsn)
+		})
+	}
+}
+
+// cancelAndWait cancels a Run and fails the test unless it returns nil on
+// done within 10 s.
+func cancelAndWait(t *testing.T, cancel context.CancelFunc, done <-chan error) {
+	t.Helper()
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return after cancel")
+	}
+}
+
 // ownServer starts a PostgreSQL server for t alone (fsync off), for tests
 // that restart it or change its settings, and stops it when t ends: after
 // the clean-ups registered later, such as runWorker's.

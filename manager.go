@@ -355,8 +355,8 @@ func (w *run) loop(ctx context.Context) error {
 	w.completer.close() // (3)
 	<-completed
 	stopHeartbeat()   // (4)
-	w.executor.stop() // (5): parked handler goroutines end
-	bg.Wait()         //
+	w.executor.stop() // (5): the parked handler goroutines end, then
+	bg.Wait()         // every goroutine has
 	cancelJobs(errShutdown)
 	for _, l := range []*lane{w.claims, w.outcomes, w.beats} { // (6)
 		l.close()

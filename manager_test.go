@@ -311,47 +311,35 @@ func TestEntrypointAndRunValidation(t *testing.T) {
 }
 
 func TestRunStopsOnCancelWithoutLeaks(t *testing.T) {
-	for _, d := range pgqtest.Drivers() {
-		t.Run(d, func(t *testing.T) {
-			checkLeaks(t) // first, so that it checks after the db is closed
-			db, dsn := pgqtest.NewDB(t, d)
-			ctx := testCtx(t)
-			q := pgq.NewQueries(db)
-			started := make(chan struct{}, 10)
-			var finished atomic.Int32
-			qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
-			_ = qm.Entrypoint("slow", func(ctx context.Context, j *pgq.Job) error {
-				started <- struct{}{}
-				time.Sleep(300 * time.Millisecond) // in flight when ctx ends
-				finished.Add(1)
-				return nil
-			})
-			ids, _ := q.EnqueueBatch(ctx, []pgq.NewJob{{Entrypoint: "slow"}, {Entrypoint: "slow"}})
-			runCtx, cancel := context.WithCancel(ctx)
-			done := make(chan error, 1)
-			go func() { done <- qm.Run(runCtx) }()
-			<-started
-			<-started
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Fatal(err)
-				}
-			case <-time.After(10 * time.Second):
-				t.Fatal("Run did not return after cancel")
-			}
-			if finished.Load() != 2 {
-				t.Fatalf("Run returned before in-flight jobs finished (%d finished)", finished.Load())
-			}
-			st, _ := q.JobStatus(ctx, ids)
-			for _, id := range ids {
-				if st[id] != pgq.StatusSuccessful {
-					t.Fatalf("in-flight job %d ended %s", id, st[id])
-				}
-			}
+	eachDriverLeakChecked(t, func(t *testing.T, db *sql.DB, dsn string) {
+		ctx := testCtx(t)
+		q := pgq.NewQueries(db)
+		started := make(chan struct{}, 10)
+		var finished atomic.Int32
+		qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
+		_ = qm.Entrypoint("slow", func(ctx context.Context, j *pgq.Job) error {
+			started <- struct{}{}
+			time.Sleep(300 * time.Millisecond) // in flight when ctx ends
+			finished.Add(1)
+			return nil
 		})
-	}
+		ids, _ := q.EnqueueBatch(ctx, []pgq.NewJob{{Entrypoint: "slow"}, {Entrypoint: "slow"}})
+		runCtx, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- qm.Run(runCtx) }()
+		<-started
+		<-started
+		cancelAndWait(t, cancel, done)
+		if finished.Load() != 2 {
+			t.Fatalf("Run returned before in-flight jobs finished (%d finished)", finished.Load())
+		}
+		st, _ := q.JobStatus(ctx, ids)
+		for _, id := range ids {
+			if st[id] != pgq.StatusSuccessful {
+				t.Fatalf("in-flight job %d ended %s", id, st[id])
+			}
+		}
+	})
 }
 
 func TestShutdownTimeoutCancelsHandlers(t *testing.T) {
@@ -546,34 +534,36 @@ func goroutineID() uint64 {
 // and the growth of its small stack in the handler's call. Once a drain
 // returns, the kept goroutines have ended.
 func TestHandlerGoroutinesReused(t *testing.T) {
-	for _, d := range pgqtest.Drivers() {
-		t.Run(d, func(t *testing.T) {
-			checkLeaks(t) // first, so that it checks after the db is closed
-			db, dsn := pgqtest.NewDB(t, d)
-			ctx := testCtx(t)
-			const jobs, slots = 400, 4
-			enqueueN(t, ctx, db, "reuse", jobs)
-			var mu sync.Mutex
-			seen := map[uint64]int{}
-			qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
-			_ = qm.Entrypoint("reuse", func(context.Context, *pgq.Job) error {
-				id := goroutineID()
-				mu.Lock()
-				seen[id]++
-				mu.Unlock()
-				return nil
-			})
-			drain(t, ctx, qm, pgq.WithMaxConcurrentTasks(slots), pgq.WithBatchSize(slots))
-			ran := 0
-			for _, n := range seen {
-				ran += n
-			}
-			if ran != jobs {
-				t.Fatalf("handlers ran %d times, want %d", ran, jobs)
-			}
-			if len(seen) > slots {
-				t.Errorf("%d jobs ran on %d goroutines; want at most %d (the handler slots)", jobs, len(seen), slots)
-			}
+	eachDriverLeakChecked(t, func(t *testing.T, db *sql.DB, dsn string) {
+		ctx := testCtx(t)
+		const jobs, slots = 400, 4
+		enqueueN(t, ctx, db, "reuse", jobs)
+		var mu sync.Mutex
+		seen := map[uint64]int{}
+		qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
+		_ = qm.Entrypoint("reuse", func(context.Context, *pgq.Job) error {
+			id := goroutineID()
+			mu.Lock()
+			seen[id]++
+			mu.Unlock()
+			return nil
 		})
-	}
+		drain(t, ctx, qm, pgq.WithMaxConcurrentTasks(slots), pgq.WithBatchSize(slots))
+		// Right as Run returns, not at the test's end, when its context
+		// (which would end goroutines waiting on it) is canceled too.
+		buf := make([]byte, 1<<20)
+		if n := strings.Count(string(buf[:runtime.Stack(buf, true)]), "pgq.(*executor).work("); n > 0 {
+			t.Errorf("%d handler goroutines still running after the drain returned", n)
+		}
+		ran := 0
+		for _, n := range seen {
+			ran += n
+		}
+		if ran != jobs {
+			t.Fatalf("handlers ran %d times, want %d", ran, jobs)
+		}
+		if len(seen) > slots {
+			t.Errorf("%d jobs ran on %d goroutines; want at most %d (the handler slots)", jobs, len(seen), slots)
+		}
+	})
 }

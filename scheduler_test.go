@@ -426,62 +426,50 @@ func TestListAndRemoveSchedules(t *testing.T) {
 // running function (up to the shutdown timeout, then cancels it), records
 // the next run, and leaves no goroutine behind.
 func TestSchedulerStopsOnCancelWithoutLeaks(t *testing.T) {
-	for _, d := range pgqtest.Drivers() {
-		t.Run(d, func(t *testing.T) {
-			checkLeaks(t) // first, so that it checks after the db is closed
-			db, _ := pgqtest.NewDB(t, d)
-			ctx := testCtx(t)
-			const expr = "0 0 1 1 *"
-			if _, err := db.Exec(`INSERT INTO pgqueuer_schedules (expression, entrypoint, next_run)
-				VALUES ($1, 'slow', date_trunc('year', now())), ($1, 'stuck', date_trunc('year', now()))`, expr); err != nil {
-				t.Fatal(err)
-			}
-			var mu sync.Mutex
-			var events []string
-			note := func(s string) { mu.Lock(); events = append(events, s); mu.Unlock() }
-			started := make(chan struct{}, 2)
-			sm := pgq.NewSchedulerManager(db)
-			_ = sm.Schedule("slow", expr, func(ctx context.Context, s *pgq.Schedule) error {
-				started <- struct{}{}
-				time.Sleep(100 * time.Millisecond) // in flight when ctx ends
-				note("slow finished")
-				return nil
-			})
-			_ = sm.Schedule("stuck", expr, func(ctx context.Context, s *pgq.Schedule) error {
-				started <- struct{}{}
-				<-ctx.Done() // only the end of the grace period ends it
-				note("stuck canceled")
-				return ctx.Err()
-			})
-			runCtx, cancel := context.WithCancel(ctx)
-			done := make(chan error, 1)
-			go func() { done <- sm.Run(runCtx, pgq.WithShutdownTimeout(300*time.Millisecond)) }()
-			<-started
-			<-started
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Fatal(err)
-				}
-			case <-time.After(10 * time.Second):
-				t.Fatal("Run did not return after cancel")
-			}
-			note("Run returned")
-			mu.Lock()
-			got := slices.Clone(events)
-			mu.Unlock()
-			if want := []string{"slow finished", "stuck canceled", "Run returned"}; !slices.Equal(got, want) {
-				t.Errorf("events %q, want %q", got, want)
-			}
-			for _, ep := range []string{"slow", "stuck"} {
-				if status, nextRun, lastRun := scheduleRow(t, db, "pgqueuer_schedules", ep, expr); status != "queued" ||
-					!lastRun.Valid || nextRun.Before(time.Now()) {
-					t.Errorf("%s after shutdown: status %s, next_run %v, last_run %v", ep, status, nextRun, lastRun)
-				}
-			}
+	eachDriverLeakChecked(t, func(t *testing.T, db *sql.DB, _ string) {
+		ctx := testCtx(t)
+		const expr = "0 0 1 1 *"
+		if _, err := db.Exec(`INSERT INTO pgqueuer_schedules (expression, entrypoint, next_run)
+			VALUES ($1, 'slow', date_trunc('year', now())), ($1, 'stuck', date_trunc('year', now()))`, expr); err != nil {
+			t.Fatal(err)
+		}
+		var mu sync.Mutex
+		var events []string
+		note := func(s string) { mu.Lock(); events = append(events, s); mu.Unlock() }
+		started := make(chan struct{}, 2)
+		sm := pgq.NewSchedulerManager(db)
+		_ = sm.Schedule("slow", expr, func(ctx context.Context, s *pgq.Schedule) error {
+			started <- struct{}{}
+			time.Sleep(100 * time.Millisecond) // in flight when ctx ends
+			note("slow finished")
+			return nil
 		})
-	}
+		_ = sm.Schedule("stuck", expr, func(ctx context.Context, s *pgq.Schedule) error {
+			started <- struct{}{}
+			<-ctx.Done() // only the end of the grace period ends it
+			note("stuck canceled")
+			return ctx.Err()
+		})
+		runCtx, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- sm.Run(runCtx, pgq.WithShutdownTimeout(300*time.Millisecond)) }()
+		<-started
+		<-started
+		cancelAndWait(t, cancel, done)
+		note("Run returned")
+		mu.Lock()
+		got := slices.Clone(events)
+		mu.Unlock()
+		if want := []string{"slow finished", "stuck canceled", "Run returned"}; !slices.Equal(got, want) {
+			t.Errorf("events %q, want %q", got, want)
+		}
+		for _, ep := range []string{"slow", "stuck"} {
+			if status, nextRun, lastRun := scheduleRow(t, db, "pgqueuer_schedules", ep, expr); status != "queued" ||
+				!lastRun.Valid || nextRun.Before(time.Now()) {
+				t.Errorf("%s after shutdown: status %s, next_run %v, last_run %v", ep, status, nextRun, lastRun)
+			}
+		}
+	})
 }
 
 // A scheduler's function error or panic is logged and the schedule goes on.
