@@ -80,8 +80,9 @@ func (c *claimer) claim(ctx context.Context, n int) (jobs []*attempt, again time
 	}
 	jobs = make([]*attempt, len(rows))
 	for i, r := range rows {
-		jobs[i] = &attempt{token: r.ClaimToken, qm: c.qm, job: jobFromClaim(r), confirmed: began}
-		jobs[i].job.att = jobs[i]
+		a := &attempt{token: r.ClaimToken, qm: c.qm, confirmed: began, jobValue: jobFromClaim(r)}
+		a.job, a.jobValue.att = &a.jobValue, a
+		jobs[i] = a
 	}
 	if secs >= 0 {
 		// Capped: a job waiting for others (WithAfter) is due in 9999,

@@ -307,7 +307,7 @@ func (x *executor) execute(ctx context.Context, a *attempt) {
 	job := a.job
 	ep := x.eps[job.Entrypoint]
 	ctl := controlOf(job, ep)
-	ctx = context.WithValue(ctx, scopeKey{}, &jobScope{job: job, resources: x.resources, base: x.logger, progress: x.progress})
+	ctx = &jobContext{Context: ctx, scope: jobScope{job: job, resources: x.resources, base: x.logger, progress: x.progress}}
 	var err error
 	if ctl.timeout > 0 {
 		var cancel context.CancelFunc
@@ -318,7 +318,7 @@ func (x *executor) execute(ctx context.Context, a *attempt) {
 		err = x.call(ctx, job)
 	}
 	if x.progress != nil {
-		x.progress.finished(context.WithoutCancel(ctx), job.ID) // before the outcome removes the row
+		x.progress.finished(ctx, job.ID) // before the outcome removes the row
 	}
 	x.finish(a, context.Cause(ctx), err)
 }
@@ -344,11 +344,19 @@ func (x *executor) call(ctx context.Context, job *Job) error {
 		return fmt.Errorf("pgq: no handler registered for entrypoint %q", job.Entrypoint)
 	}
 	err := callSafely(func() error { return h(ctx, job) })
+	if err != nil {
+		x.logPanic(err, job)
+	}
+	return err
+}
+
+// logPanic logs err when it is a handler's panic. Apart from call, so that
+// the error target of errors.As is allocated only for a failed handler.
+func (x *executor) logPanic(err error, job *Job) {
 	var pe *panicError
 	if errors.As(err, &pe) {
 		x.logger.Error("pgq: handler panicked", "entrypoint", job.Entrypoint, "job_id", job.ID, "panic", pe.value)
 	}
-	return err
 }
 
 // Handler states of callBounded.

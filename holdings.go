@@ -37,7 +37,7 @@ var (
 // outcome is written. A job released (its heartbeat stale) and claimed
 // again is a new attempt, with its own token, context and outcome.
 type attempt struct {
-	job    *Job
+	job    *Job  // &jobValue: the attempt and its job are one allocation
 	token  int64 // the claim's claim_token (see JobsClaim)
 	qm     *QueueManager
 	cancel context.CancelCauseFunc
@@ -55,6 +55,8 @@ type attempt struct {
 	// confirmation, a heartbeat. The job's heartbeat in the database is
 	// no older than that.
 	confirmed time.Time
+
+	jobValue Job
 }
 
 // holdings are the jobs one run holds: its current attempt of each, from

@@ -168,7 +168,7 @@ func (p *progressWriter) finished(ctx context.Context, id JobID) {
 	_, ok := p.pending[id]
 	p.mu.Unlock()
 	if ok {
-		p.flush(ctx, &id)
+		p.flush(context.WithoutCancel(ctx), &id)
 	}
 }
 

@@ -10,8 +10,8 @@ import (
 // here: one function per row type.
 
 // jobFromClaim is a claimed job as its handler gets it.
-func jobFromClaim(r *dbgen.JobsClaimRow) *Job {
-	return &Job{
+func jobFromClaim(r *dbgen.JobsClaimRow) Job {
+	return Job{
 		ID:           JobID(r.ID),
 		Priority:     r.Priority,
 		Entrypoint:   r.Entrypoint,
