@@ -69,6 +69,7 @@ type holdings struct {
 
 	mu      sync.Mutex
 	running map[JobID]*attempt
+	stopped error        // cancelAll's cause: attempts added later start canceled
 	lost    atomic.Int64 // attempts whose claim was lost, for the log
 }
 
@@ -78,7 +79,8 @@ func newHoldings(logger *slog.Logger) *holdings {
 
 // add registers claimed attempts, each with its own context under parent,
 // and returns those contexts. A job this run still has an attempt of was
-// released and claimed again: the earlier attempt lost its claim.
+// released and claimed again: the earlier attempt lost its claim. After
+// cancelAll, the contexts start canceled with its cause.
 func (h *holdings) add(parent context.Context, atts []*attempt) []context.Context {
 	ctxs := make([]context.Context, len(atts))
 	for i, a := range atts {
@@ -91,8 +93,25 @@ func (h *holdings) add(parent context.Context, atts []*attempt) []context.Contex
 			h.loseLocked(old, "claimed again")
 		}
 		h.running[a.job.ID] = a
+		if h.stopped != nil {
+			a.cancel(h.stopped)
+		}
 	}
 	return ctxs
+}
+
+// cancelAll ends the contexts of every attempt held, with cause, and of
+// every attempt added from now on (Run's shutdown). A context already
+// ended keeps its first cause.
+func (h *holdings) cancelAll(cause error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.stopped == nil {
+		h.stopped = cause
+	}
+	for _, a := range h.running {
+		a.cancel(cause)
+	}
 }
 
 // returned marks a's handler as returned and reports whether its claim is

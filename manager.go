@@ -320,8 +320,12 @@ func (qm *QueueManager) newRun(rc runConfig, eps map[string]*entrypoint) *run {
 func (w *run) loop(ctx context.Context) error {
 	var bg sync.WaitGroup // every goroutine of the run, handlers included
 	// Handlers' contexts outlive ctx by the shutdown grace period, the
-	// heartbeat's outlives the last outcome write.
-	jobsCtx, cancelJobs := context.WithCancelCause(context.WithoutCancel(ctx))
+	// heartbeat's outlives the last outcome write. Theirs have a parent
+	// that is never canceled: the holdings end them (cancelAll), so that
+	// a job's context is not a child each claim registers with a shared
+	// parent, and each outcome removes again, under the parent's lock.
+	jobsCtx := context.WithoutCancel(ctx)
+	cancelJobs := w.held.cancelAll
 	hbCtx, stopHeartbeat := context.WithCancel(context.WithoutCancel(ctx))
 	auxCtx, stopAux := context.WithCancel(ctx)
 
