@@ -43,14 +43,18 @@ type executor struct {
 	// of them before a new goroutine is started. They number at most the
 	// most slots ever taken at once, and end when stop closes their
 	// inboxes; once stopped, a goroutine that frees its slot ends.
-	parked  []chan heldJob
+	parked  []chan struct{}
 	stopped bool
+	waking  bool // a goroutine launched to take the first waiting job has not taken one yet (see wakeLocked)
 }
 
 // heldJob is one job of a heldBatch.
 type heldJob struct {
 	att *attempt
 	ctx context.Context
+	// fresh: the job found a slot free when its claim came, so it starts
+	// without a check of its hold (see start).
+	fresh bool
 }
 
 // aheadHandlerTime is the longest recent mean handler time at which a
@@ -104,66 +108,69 @@ type heldBatch struct {
 }
 
 // start runs the handler of each of a claim's jobs, in claim order: at
-// once on a handler goroutine (see launch) while fewer than limit run, else after the
-// jobs before it, by the first handler goroutine to finish its job (so
-// that a freed slot takes the next job without a hand-over). start never
-// waits. A job canceled (or whose claim was lost) while it waits for its
-// slot ends without running. Once runCtx has ended (Run is stopping),
-// jobs are no longer started: they wait, and the caller gives them back
-// (giveBackAll) once claims have stopped. Given back at once, they could
-// be taken again by a claim still under way, which takes its snapshot when
-// the server starts it. A
-// job whose hold was last confirmed (by its claim or a heartbeat)
+// once while fewer than limit run, else after the jobs before it, by the
+// first handler goroutine to finish its job (so that a freed slot takes
+// the next job without a hand-over). start never waits. A job canceled
+// (or whose claim was lost) while it waits for its slot ends without
+// running. Once runCtx has ended (Run is stopping), jobs are no longer
+// started: they wait, and the caller gives them back (giveBackAll) once
+// claims have stopped. Given back at once, they could be taken again by a
+// claim still under way, which takes its snapshot when the server starts
+// it. A job whose hold was last confirmed (by its claim or a heartbeat)
 // holdLimit ago or more when its slot comes goes back to the queue at
 // once: the heartbeats are failing, and before the handler could finish
 // another worker might find the job stale and run it too.
+//
+// The jobs go to the queue of waiting jobs, and one handler goroutine is
+// woken (or started) to take the first (see wakeLocked); before it runs
+// that job it wakes the next, while jobs wait and slots are free. So a
+// batch that finds its slots free starts as fast as goroutines can be
+// scheduled, and handlers that block (on I/O) each pass the wake-up on at
+// once; but goroutines already running take waiting jobs too as they
+// finish theirs, and when handlers are quick a batch is run by the few
+// goroutines the cores keep busy, not by one woken per job (a wake-up and
+// a park each, about a tenth of the worker's CPU a job at 2,000 at once).
+// An empty batch only wakes a goroutine: the limit was raised.
 func (x *executor) start(runCtx context.Context, b heldBatch, wg *sync.WaitGroup) {
-	x.fill(runCtx, wg)
+	x.mu.Lock()
+	free := x.limit.current() - x.running
 	for i, a := range b.atts {
 		ctx := b.ctxs[i]
 		if runCtx.Err() != nil && ctx.Err() != nil {
-			x.giveBack(ctx, a, errShutdown) // canceled or lost: nothing goes back to the queue
-			continue
-		}
-		x.mu.Lock()
-		if runCtx.Err() == nil && x.running < x.limit.current() && len(x.waiting) == 0 {
-			x.running++
-			inbox := x.unpark()
 			x.mu.Unlock()
-			// A job that found its slot free starts as fresh as its
-			// claim (one that took long was confirmed; see
-			// claimer.confirm).
-			x.launch(runCtx, inbox, heldJob{a, ctx}, wg)
+			x.giveBack(ctx, a, errShutdown) // canceled or lost: nothing goes back to the queue
+			x.mu.Lock()
 			continue
 		}
-		x.waiting = append(x.waiting, heldJob{a, ctx})
-		x.mu.Unlock()
+		// A job that finds a slot free starts as fresh as its claim (one
+		// that took long was confirmed; see claimer.confirm).
+		fresh := runCtx.Err() == nil && len(x.waiting) < free
+		x.waiting = append(x.waiting, heldJob{att: a, ctx: ctx, fresh: fresh})
+	}
+	inbox, wake := x.wakeLocked(runCtx)
+	x.mu.Unlock()
+	if wake {
+		x.launch(runCtx, inbox, wg)
 	}
 }
 
-// fill starts handlers for jobs waiting for a slot while fewer run than
-// the limit allows, which the governor may have raised since they were
-// claimed.
-func (x *executor) fill(runCtx context.Context, wg *sync.WaitGroup) {
-	x.mu.Lock()
-	n := 0
-	if runCtx.Err() == nil {
-		n = max(0, min(len(x.waiting), x.limit.current()-x.running))
+// wakeLocked takes a slot for a handler goroutine to come and take the
+// first waiting job, when jobs wait, a slot is free, Run still starts
+// jobs and no goroutine is on its way already; it returns the inbox of
+// the goroutine parked last to wake (nil: start a new one), and whether
+// to. The caller holds x.mu and then calls launch.
+func (x *executor) wakeLocked(runCtx context.Context) (inbox chan struct{}, wake bool) {
+	if x.waking || len(x.waiting) == 0 || runCtx.Err() != nil || x.running >= x.limit.current() {
+		return nil, false
 	}
-	x.running += n
-	inboxes := make([]chan heldJob, n)
-	for i := range inboxes {
-		inboxes[i] = x.unpark()
-	}
-	x.mu.Unlock()
-	for _, inbox := range inboxes {
-		x.launch(runCtx, inbox, heldJob{}, wg) // the next waiting job
-	}
+	x.waking = true
+	x.running++
+	return x.unpark(), true
 }
 
 // unpark takes the inbox of the handler goroutine parked last, or returns
 // nil when none is parked. The caller holds x.mu.
-func (x *executor) unpark() chan heldJob {
+func (x *executor) unpark() chan struct{} {
 	n := len(x.parked)
 	if n == 0 {
 		return nil
@@ -174,49 +181,45 @@ func (x *executor) unpark() chan heldJob {
 	return inbox
 }
 
-// launch runs j, or the next job waiting for a slot when j is zero, on the
-// parked handler goroutine of inbox (from unpark), or on a new one when
-// inbox is nil; the caller has counted the slot in x.running. A goroutine
-// is reused rather than started anew for each job because a new one
-// starts on a small stack, which the handler's call grows (copied) and its
-// exit frees: both, with the start itself, about a quarter of the worker's
-// own CPU time a job when handlers do little.
-func (x *executor) launch(runCtx context.Context, inbox chan heldJob, j heldJob, wg *sync.WaitGroup) {
+// launch wakes the parked handler goroutine of inbox (from wakeLocked),
+// or starts a new one when inbox is nil, to take the first waiting job;
+// the caller has counted its slot in x.running. A goroutine is reused
+// rather than started anew for each job because a new one starts on a
+// small stack, which the handler's call grows (copied) and its exit
+// frees: both, with the start itself, about a quarter of the worker's own
+// CPU time a job when handlers do little.
+func (x *executor) launch(runCtx context.Context, inbox chan struct{}, wg *sync.WaitGroup) {
 	if inbox != nil {
-		inbox <- j // buffered, and empty while parked
+		inbox <- struct{}{} // buffered, and empty while parked
 		return
 	}
-	wg.Go(func() { x.work(runCtx, j) })
+	wg.Go(func() { x.work(runCtx, wg) })
 }
 
-// work is a handler goroutine: it runs j (or the next waiting job when j
-// is zero), then the jobs waiting for a slot, one after another; when none
-// waits it frees its slot and parks until launch hands it another job, or
-// stop closes its inbox. (Its own inbox, not a channel shared by all of
-// them: thousands of goroutines waiting in one channel's queue contend for
-// its lock.)
-func (x *executor) work(runCtx context.Context, j heldJob) {
-	inbox := make(chan heldJob, 1)
+// work is a handler goroutine, woken (or started) by launch: it takes the
+// first waiting job (waking the next goroutine, see start), runs it, then
+// the jobs waiting for a slot, one after another; when none waits it frees
+// its slot and parks until launch wakes it again, or stop closes its
+// inbox. (Its own inbox, not a channel shared by all of them: thousands of
+// goroutines waiting in one channel's queue contend for its lock.)
+func (x *executor) work(runCtx context.Context, wg *sync.WaitGroup) {
+	inbox := make(chan struct{}, 1)
+	j, parked := x.next(runCtx, inbox, true, wg)
 	for {
-		var parked bool
-		if j.att == nil {
-			j, parked = x.next(runCtx, inbox)
-		} else {
+		if j.att != nil {
 			x.execute(j.ctx, j.att)
 			id := j.att.job.ID
-			j, parked = x.next(runCtx, inbox)
+			j, parked = x.next(runCtx, inbox, false, wg)
 			x.done <- id // after the next job took the slot: the claim loop may count it free
-		}
-		if j.att != nil {
 			continue
 		}
 		if !parked {
 			return
 		}
-		var ok bool
-		if j, ok = <-inbox; !ok {
+		if _, ok := <-inbox; !ok {
 			return
 		}
+		j, parked = x.next(runCtx, inbox, true, wg)
 	}
 }
 
@@ -236,8 +239,10 @@ func (x *executor) stop() {
 
 // next takes the first job waiting for a slot that may start; or else it
 // frees the caller's slot, parks inbox (unless Run has stopped starting
-// jobs or inbox is nil) and returns a zero job, and whether it parked.
-func (x *executor) next(runCtx context.Context, inbox chan heldJob) (heldJob, bool) {
+// jobs) and returns a zero job, and whether it parked. woken says the
+// caller was woken by launch: it then wakes the next goroutine while jobs
+// wait and slots are free (see start).
+func (x *executor) next(runCtx context.Context, inbox chan struct{}, woken bool, wg *sync.WaitGroup) (heldJob, bool) {
 	unconfirmed := 0
 	defer func() {
 		if unconfirmed > 0 {
@@ -247,10 +252,13 @@ func (x *executor) next(runCtx context.Context, inbox chan heldJob) (heldJob, bo
 	}()
 	for {
 		x.mu.Lock()
+		if woken {
+			x.waking = false
+		}
 		// Over the limit (the governor lowered it), the slot is given up.
 		if len(x.waiting) == 0 || runCtx.Err() != nil || x.running > x.limit.current() {
 			x.running--
-			park := inbox != nil && runCtx.Err() == nil && !x.stopped
+			park := runCtx.Err() == nil && !x.stopped
 			if park {
 				x.parked = append(x.parked, inbox)
 			}
@@ -260,8 +268,17 @@ func (x *executor) next(runCtx context.Context, inbox chan heldJob) (heldJob, bo
 		j := x.waiting[0]
 		x.waiting[0] = heldJob{}
 		x.waiting = x.waiting[1:]
+		var wakeNext chan struct{}
+		var wake bool
+		if woken {
+			wakeNext, wake = x.wakeLocked(runCtx)
+			woken = false
+		}
 		x.mu.Unlock()
-		if x.holdLimit > 0 && j.ctx.Err() == nil && !x.held.fresh(j.att, time.Now(), x.holdLimit) {
+		if wake {
+			x.launch(runCtx, wakeNext, wg)
+		}
+		if x.holdLimit > 0 && !j.fresh && j.ctx.Err() == nil && !x.held.fresh(j.att, time.Now(), x.holdLimit) {
 			unconfirmed++
 			x.giveBack(j.ctx, j.att, errHoldUnconfirmed)
 			continue

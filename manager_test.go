@@ -519,6 +519,39 @@ func TestWithMaxJobs(t *testing.T) {
 	})
 }
 
+// TestBlockingHandlersFillEverySlot: handlers that block (as on I/O) each
+// keep their slot, and the worker still starts a job in every slot at
+// once: a handler goroutine woken for a claim's jobs wakes the next one
+// before it runs its own. The 40 handlers each wait for all 40 to have
+// started; a worker that started them one after another would leave them
+// waiting out their 10 s.
+func TestBlockingHandlersFillEverySlot(t *testing.T) {
+	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
+		ctx := testCtx(t)
+		const n = 40
+		enqueueN(t, ctx, db, "together", n)
+		var started sync.WaitGroup
+		started.Add(n)
+		all := make(chan struct{})
+		go func() { started.Wait(); close(all) }()
+		var alone atomic.Int64
+		qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
+		_ = qm.Entrypoint("together", func(ctx context.Context, _ *pgq.Job) error {
+			started.Done()
+			select {
+			case <-all:
+			case <-time.After(10 * time.Second):
+				alone.Add(1)
+			}
+			return nil
+		})
+		drain(t, ctx, qm, pgq.WithMaxConcurrentTasks(n), pgq.WithBatchSize(n))
+		if k := alone.Load(); k > 0 {
+			t.Fatalf("%d of %d blocking handlers waited 10 s for the others to start; want all %d running at once", k, n, n)
+		}
+	})
+}
+
 // goroutineID returns the id of the calling goroutine, from its stack
 // trace's first line ("goroutine N [running]:").
 func goroutineID() uint64 {
