@@ -87,7 +87,9 @@ type waiter struct {
 // NewCompletionWatcher starts a watcher on db. It returns once its LISTEN
 // is in place (or after at most 5 s or the refresh interval, the listener
 // then connecting in the background). The watcher stops when ctx ends or
-// Close is called; either way every pending wait then returns ErrClosed.
+// Close is called; either way every pending wait then returns ErrClosed,
+// except a wait whose own ctx has ended (ctx itself, say), which returns
+// that ctx's error.
 //
 // The watcher listens on the queue's channel with its own connection: a
 // dedicated one on WithListenDSN's DSN when given, or on the DSN of a pool
@@ -433,6 +435,12 @@ func (w *CompletionWatcher) wait(ctx context.Context, ids []JobID, need int) (*w
 		w.mu.Unlock()
 	}
 	if wt.err != nil {
+		// A watcher made with the wait's ctx closes when that ends: the
+		// wait reports ctx's end then, not ErrClosed, whichever came
+		// first to it.
+		if errors.Is(wt.err, ErrClosed) && ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
 		return nil, wt.err
 	}
 	return wt, nil

@@ -781,6 +781,25 @@ func TestWatcherClose(t *testing.T) {
 		if err := w2.Close(); err != nil {
 			t.Fatal(err)
 		}
+
+		// A wait with the watcher's own ctx reports that ctx's end, not
+		// ErrClosed, whichever of the two reaches it first.
+		for range 10 {
+			ctx, cancel := context.WithCancel(e.ctx)
+			w3, err := pgq.NewCompletionWatcher(ctx, e.db, e.listen()...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := waitAsync(t, ctx, w3, ids[0])
+			waitsPending(t, w3, 1)
+			cancel()
+			if r := receive(t, r, 10*time.Second, "wait with the watcher's ctx"); !errors.Is(r.err, context.Canceled) {
+				t.Fatalf("wait whose ctx (the watcher's too) ended = %v; want context.Canceled", r.err)
+			}
+			if err := w3.Close(); err != nil {
+				t.Fatal(err)
+			}
+		}
 	})
 }
 
