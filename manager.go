@@ -325,7 +325,6 @@ func (w *run) loop(ctx context.Context) error {
 	// a job's context is not a child each claim registers with a shared
 	// parent, and each outcome removes again, under the parent's lock.
 	jobsCtx := context.WithoutCancel(ctx)
-	cancelJobs := w.held.cancelAll
 	hbCtx, stopHeartbeat := context.WithCancel(context.WithoutCancel(ctx))
 	auxCtx, stopAux := context.WithCancel(ctx)
 
@@ -352,16 +351,15 @@ func (w *run) loop(ctx context.Context) error {
 
 	inFlight := w.claimLoop(ctx, poll, jobsCtx, dispatch)
 
-	stopAux()                                                                                           // (1)
-	close(dispatch)                                                                                     //
-	graceful(inFlight, w.done, nil, w.rc.shutdownTimeout, func() { cancelJobs(errShutdown) }, w.logger, // (2)
+	stopAux()                                                                                                 // (1)
+	close(dispatch)                                                                                           //
+	graceful(inFlight, w.done, nil, w.rc.shutdownTimeout, func() { w.held.cancelAll(errShutdown) }, w.logger, // (2)
 		"running jobs", nil, nil)
 	w.completer.close() // (3)
 	<-completed
-	stopHeartbeat()   // (4)
-	w.executor.stop() // (5): the parked handler goroutines end, then
-	bg.Wait()         // every goroutine has
-	cancelJobs(errShutdown)
+	stopHeartbeat()                                            // (4)
+	w.executor.stop()                                          // (5): the parked handler goroutines end, then
+	bg.Wait()                                                  // every goroutine has
 	for _, l := range []*lane{w.claims, w.outcomes, w.beats} { // (6)
 		l.close()
 	}

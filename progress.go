@@ -162,7 +162,8 @@ func (p *progressWriter) run(ctx context.Context) {
 
 // finished writes the pending report of the job whose handler has just
 // returned, if any, so that its last progress is written before its
-// outcome (which deletes its row, after which a write is dropped).
+// outcome (which deletes its row, after which a write is dropped). ctx is
+// the handler's: the write is not cut off by its end.
 func (p *progressWriter) finished(ctx context.Context, id JobID) {
 	p.mu.Lock()
 	_, ok := p.pending[id]

@@ -379,6 +379,11 @@ func (w *CompletionWatcher) removeLocked(wt *waiter) {
 func (w *CompletionWatcher) failAll(err error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	w.failAllLocked(err)
+}
+
+// failAllLocked is failAll for a caller that holds w.mu.
+func (w *CompletionWatcher) failAllLocked(err error) {
 	w.closed = true
 	for _, set := range w.waiting {
 		for wt := range set {

@@ -766,38 +766,38 @@ func TestWatcherClose(t *testing.T) {
 			t.Fatalf("second Close: %v", err)
 		}
 
-		// A watcher whose ctx ends stops the same way.
-		ctx, cancel := context.WithCancel(e.ctx)
-		w2, err := pgq.NewCompletionWatcher(ctx, e.db, e.listen()...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r := waitAsync(t, e.ctx, w2, ids[0])
-		waitsPending(t, w2, 1)
-		cancel()
-		if r := receive(t, r, 10*time.Second, "wait after ctx end"); !errors.Is(r.err, pgq.ErrClosed) {
-			t.Fatalf("wait after the watcher's ctx ended = %v; want ErrClosed", r.err)
-		}
-		if err := w2.Close(); err != nil {
-			t.Fatal(err)
-		}
-
-		// A wait with the watcher's own ctx reports that ctx's end, not
-		// ErrClosed, whichever of the two reaches it first.
-		for range 10 {
-			ctx, cancel := context.WithCancel(e.ctx)
-			w3, err := pgq.NewCompletionWatcher(ctx, e.db, e.listen()...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			r := waitAsync(t, ctx, w3, ids[0])
-			waitsPending(t, w3, 1)
-			cancel()
-			if r := receive(t, r, 10*time.Second, "wait with the watcher's ctx"); !errors.Is(r.err, context.Canceled) {
-				t.Fatalf("wait whose ctx (the watcher's too) ended = %v; want context.Canceled", r.err)
-			}
-			if err := w3.Close(); err != nil {
-				t.Fatal(err)
+		// A watcher whose ctx ends stops the same way; a wait with the
+		// watcher's own ctx reports that ctx's end, not ErrClosed,
+		// whichever of the two reaches it first (repeated, as the order
+		// varies).
+		for _, c := range []struct {
+			name   string
+			shared bool // the wait uses the watcher's ctx
+			want   error
+			runs   int
+		}{
+			{"wait after the watcher's ctx ended", false, pgq.ErrClosed, 1},
+			{"wait whose ctx (the watcher's too) ended", true, context.Canceled, 10},
+		} {
+			for range c.runs {
+				ctx, cancel := context.WithCancel(e.ctx)
+				w2, err := pgq.NewCompletionWatcher(ctx, e.db, e.listen()...)
+				if err != nil {
+					t.Fatal(err)
+				}
+				waitCtx := e.ctx
+				if c.shared {
+					waitCtx = ctx
+				}
+				r := waitAsync(t, waitCtx, w2, ids[0])
+				waitsPending(t, w2, 1)
+				cancel()
+				if r := receive(t, r, 10*time.Second, c.name); !errors.Is(r.err, c.want) {
+					t.Fatalf("%s = %v; want %v", c.name, r.err, c.want)
+				}
+				if err := w2.Close(); err != nil {
+					t.Fatal(err)
+				}
 			}
 		}
 	})
