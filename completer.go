@@ -165,10 +165,10 @@ func (c *completer) write(batch []outcome) {
 	began := time.Now()
 	quiet := began.Sub(c.notified) < finishNotifyGap
 	finish, soonest := c.statement(batch, quiet)
-	var changed []int64
+	var missed []int64
 	err := retryWrite(finishRetryFor, finishTryTimeout, func(ctx context.Context) error {
 		return c.lane.do(ctx, func(s session) (err error) {
-			changed, err = finish(ctx, s.db)
+			missed, err = finish(ctx, s.db)
 			return err
 		})
 	}, func(err error, wait time.Duration) {
@@ -191,7 +191,7 @@ func (c *completer) write(batch []outcome) {
 	}
 	// The attempts are over: stop heartbeating them. Then the run hears
 	// of it, after pending has dropped (a drain checks it).
-	c.held.written(batch, changed, err == nil)
+	c.held.written(batch, missed, err == nil)
 	c.unwritten.Add(-int64(n))
 	c.written(soonest)
 }

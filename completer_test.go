@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync/atomic"
@@ -152,6 +153,42 @@ func TestFinishesShareNotifications(t *testing.T) {
 			if err != nil {
 				t.Fatalf("round %d: the watcher did not see jobs %v finish: %v", round+1, ids, err)
 			}
+		}
+	})
+}
+
+// TestUnwrittenOutcomeIsReported: an outcome batch writes every job still
+// held by the claim that ran it and names the ones it could not write. A
+// handler moves its own row's claim token (as a rescue and a new claim
+// would), so its success changes nothing: the worker logs that one job,
+// and no other of the batch, as not written.
+func TestUnwrittenOutcomeIsReported(t *testing.T) {
+	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
+		ctx := testCtx(t)
+		ids := enqueueN(t, ctx, db, "u", 20)
+		moved := ids[7]
+		var logs syncbuf.Buffer
+		logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn), pgq.WithLogger(logger))
+		_ = qm.Entrypoint("u", func(ctx context.Context, j *pgq.Job) error {
+			if j.ID != moved {
+				return nil
+			}
+			_, err := db.ExecContext(ctx, "UPDATE pgqueuer SET updated = updated + interval '1 second' WHERE id = $1", int64(j.ID))
+			return err
+		})
+		drain(t, ctx, qm, pgq.WithBatchSize(20), pgq.WithMaxConcurrentTasks(20))
+		var reported []string
+		for _, line := range strings.Split(logs.String(), "\n") {
+			if strings.Contains(line, "not written") {
+				reported = append(reported, line)
+			}
+		}
+		if len(reported) != 1 || !strings.Contains(reported[0], fmt.Sprintf("job_id=%d ", moved)) {
+			t.Fatalf("reported as not written: %q, want job %d alone; log:\n%s", reported, moved, logs.String())
+		}
+		if left := scalar[int](t, db, "SELECT count(*) FROM pgqueuer"); left != 1 {
+			t.Fatalf("%d jobs left, want the moved one", left)
 		}
 	})
 }

@@ -228,14 +228,17 @@ func (h *holdings) live(batch []outcome) []outcome {
 }
 
 // written ends the attempts of a batch of outcomes: they are no longer
-// held. changed lists the jobs the write changed; written is false when
-// the write gave up. An outcome that changed nothing belonged to a job no
-// longer held (canceled, or released after a stale heartbeat and now
-// someone else's): it is logged as lost.
-func (h *holdings) written(batch []outcome, changed []int64, written bool) {
-	done := make(map[int64]bool, len(changed))
-	for _, id := range changed {
-		done[id] = true
+// held. missed lists the jobs whose outcome the write did not write;
+// written is false when the write gave up. An outcome that changed
+// nothing belonged to a job no longer held (canceled, or released after a
+// stale heartbeat and now someone else's): it is logged as lost.
+func (h *holdings) written(batch []outcome, missed []int64, written bool) {
+	var unwritten map[int64]bool
+	if len(missed) > 0 {
+		unwritten = make(map[int64]bool, len(missed))
+		for _, id := range missed {
+			unwritten[id] = true
+		}
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -243,7 +246,7 @@ func (h *holdings) written(batch []outcome, changed []int64, written bool) {
 		if h.running[o.id] == o.att {
 			delete(h.running, o.id)
 		}
-		if written && !done[int64(o.id)] && !o.att.lost && o.status != StatusCanceled && !o.att.completedTx.Load() {
+		if written && unwritten[int64(o.id)] && !o.att.lost && o.status != StatusCanceled && !o.att.completedTx.Load() {
 			h.logger.Warn("pgq: outcome of a job no longer held not written",
 				"job_id", o.id, "entrypoint", o.att.job.Entrypoint, "status", o.status, "lost_total", h.lost.Add(1))
 		}
