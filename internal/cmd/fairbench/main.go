@@ -13,9 +13,10 @@
 //   - plain: the same backlog and B's jobs without keys.
 //
 // For each it prints B's wait from its enqueue call to its handler's start
-// (p50, p99, max; and how much of it the enqueue call took) and the
-// backlog's drain rate (jobs per second from the worker's start to the
-// backlog's last start). With --control it also times a bare one-row
+// (p50, p99, max; how much of it the enqueue call took; how many of the
+// calls had to open a connection in B's pool, and the p99 of the others)
+// and the backlog's drain rate (jobs per second from the worker's start to
+// the backlog's last start). With --control it also times a bare one-row
 // INSERT half a second after each of B's enqueues, which tells what the
 // drain does to any write on the server from what it does to B's jobs;
 // --samples keeps every one of B's jobs, so that runs can be pooled.
@@ -70,7 +71,7 @@ func run() error {
 	flag.IntVar(&o.concurrent, "concurrency", 100, "WithMaxConcurrentTasks")
 	flag.StringVar(&o.phases, "phases", "idle,keyed,plain", "phases to run, in order")
 	flag.BoolVar(&o.syncOutcomes, "sync-outcomes", false, "WithSynchronousOutcomes")
-	flag.StringVar(&o.samples, "samples", "", "append B's samples to this file: phase, enqueue time (Unix ns), enqueue call, wait (ns)")
+	flag.StringVar(&o.samples, "samples", "", "append B's samples to this file: phase, enqueue time (Unix ns), enqueue call, wait (ns), 1 when the call opened a connection")
 	flag.BoolVar(&o.control, "control", false, "half a second after each of B's enqueues, time a plain one-row INSERT (its own table, a committing transaction of its own) through B's pool")
 	flag.StringVar(&o.bDSN, "b-dsn", "", "connection string for B's enqueues and the control (a pool of their own; default: the worker's pool)")
 	flag.Parse()
@@ -103,11 +104,12 @@ func run() error {
 		if err := o.writeSamples(phase, r); err != nil {
 			return err
 		}
-		waits, afters := r.waits()
+		waits, afters, warm := r.waits()
 		fmt.Printf("%-6s B jobs %4d  wait p50 %7.1f ms  p99 %7.1f ms  max %7.1f ms  (enqueue call p50 %5.1f ms  p99 %6.1f ms;"+
-			" from its return p50 %7.1f ms  p99 %7.1f ms)",
+			" from its return p50 %7.1f ms  p99 %7.1f ms; %d calls opened a connection, the others' wait p99 %7.1f ms)",
 			phase, len(r.samples), ms(pct(waits, 0.50)), ms(pct(waits, 0.99)), ms(pct(waits, 1)),
-			ms(pct(r.enqueues, 0.50)), ms(pct(r.enqueues, 0.99)), ms(pct(afters, 0.50)), ms(pct(afters, 0.99)))
+			ms(pct(r.enqueues, 0.50)), ms(pct(r.enqueues, 0.99)), ms(pct(afters, 0.50)), ms(pct(afters, 0.99)),
+			len(waits)-len(warm), ms(pct(warm, 0.99)))
 		if o.control {
 			fmt.Printf("  control INSERT p50 %5.1f ms  p99 %6.1f ms", ms(pct(r.controls, 0.50)), ms(pct(r.controls, 0.99)))
 		}
@@ -161,7 +163,7 @@ func (o options) phase(ctx context.Context, db, bdb *sql.DB, phase string) (resu
 		mu       sync.Mutex
 		enqueues []time.Duration
 		controls []time.Duration
-		returned sync.Map // B's enqueue time (UnixNano) -> its call's return
+		returned sync.Map // B's enqueue time (UnixNano) -> its call (a call)
 		samples  []sample
 		started  atomic.Int64
 		lastA    atomic.Int64
@@ -182,8 +184,8 @@ func (o options) phase(ctx context.Context, db, bdb *sql.DB, phase string) (resu
 			sent := time.Unix(0, int64(binary.BigEndian.Uint64(j.Payload[1:])))
 			mu.Lock()
 			smp := sample{sent: sent, wait: now.Sub(sent)}
-			if ret, ok := returned.Load(sent.UnixNano()); ok {
-				smp.call = ret.(time.Time).Sub(sent)
+			if c, ok := returned.Load(sent.UnixNano()); ok {
+				smp.call, smp.fresh = c.(call).returned.Sub(sent), c.(call).fresh
 			}
 			samples = append(samples, smp)
 			mu.Unlock()
@@ -241,6 +243,7 @@ func (o options) phase(ctx context.Context, db, bdb *sql.DB, phase string) (resu
 		if backlog == 0 && n >= o.idleSeconds || backlog > 0 && started.Load() >= int64(backlog) {
 			break
 		}
+		before := opened(bdb)
 		sent := time.Now()
 		payload := binary.BigEndian.AppendUint64([]byte{'b'}, uint64(sent.UnixNano()))
 		if _, err := bq.Enqueue(ctx, "work", payload, opts...); err != nil {
@@ -248,7 +251,7 @@ func (o options) phase(ctx context.Context, db, bdb *sql.DB, phase string) (resu
 			return result{}, err
 		}
 		ret := time.Now()
-		returned.Store(sent.UnixNano(), ret)
+		returned.Store(sent.UnixNano(), call{returned: ret, fresh: opened(bdb) != before})
 		enqueues = append(enqueues, ret.Sub(sent))
 		if o.control {
 			time.Sleep(time.Until(sent.Add(500 * time.Millisecond)))
@@ -284,19 +287,38 @@ func (o options) phase(ctx context.Context, db, bdb *sql.DB, phase string) (resu
 type sample struct {
 	sent       time.Time     // its enqueue call
 	call, wait time.Duration // the call; from the call to its handler's start (call 0: unknown)
+	fresh      bool          // the call opened a connection (B's pool had none idle)
+}
+
+// call is one of B's enqueue calls, as its job's handler learns of it.
+type call struct {
+	returned time.Time
+	fresh    bool // it opened a connection
+}
+
+// opened counts the connections db has opened: those open and those it
+// closed. Another goroutine's open between two readings counts too; in
+// fairbench only the worker's upkeep shares B's pool.
+func opened(db *sql.DB) int64 {
+	st := db.Stats()
+	return int64(st.OpenConnections) + st.MaxIdleClosed + st.MaxIdleTimeClosed + st.MaxLifetimeClosed
 }
 
 // waits returns each of B's waits from its enqueue call to its handler's
-// start, and from the call's return to the start (for the jobs whose call
-// had returned when they started).
-func (r result) waits() (waits, afters []time.Duration) {
+// start, from the call's return to the start (for the jobs whose call had
+// returned when they started), and the waits of the jobs whose call found
+// a connection idle in B's pool (warm).
+func (r result) waits() (waits, afters, warm []time.Duration) {
 	for _, s := range r.samples {
 		waits = append(waits, s.wait)
 		if s.call > 0 {
 			afters = append(afters, s.wait-s.call)
 		}
+		if !s.fresh {
+			warm = append(warm, s.wait)
+		}
 	}
-	return waits, afters
+	return waits, afters, warm
 }
 
 func (o options) writeSamples(phase string, r result) error {
@@ -309,7 +331,11 @@ func (o options) writeSamples(phase string, r result) error {
 	}
 	w := bufio.NewWriter(f)
 	for _, s := range r.samples {
-		fmt.Fprintf(w, "%s,%d,%d,%d\n", phase, s.sent.UnixNano(), s.call, s.wait)
+		fresh := 0
+		if s.fresh {
+			fresh = 1
+		}
+		fmt.Fprintf(w, "%s,%d,%d,%d,%d\n", phase, s.sent.UnixNano(), s.call, s.wait, fresh)
 	}
 	if err := w.Flush(); err != nil {
 		f.Close()
