@@ -163,7 +163,7 @@ func (o options) phase(ctx context.Context, db, bdb *sql.DB, phase string) (resu
 		mu       sync.Mutex
 		enqueues []time.Duration
 		controls []time.Duration
-		returned sync.Map // B's enqueue time (UnixNano) -> its call (a call)
+		returned sync.Map // B's enqueue time (UnixNano) -> the call's return and whether it opened a connection
 		samples  []sample
 		started  atomic.Int64
 		lastA    atomic.Int64
@@ -185,7 +185,7 @@ func (o options) phase(ctx context.Context, db, bdb *sql.DB, phase string) (resu
 			mu.Lock()
 			smp := sample{sent: sent, wait: now.Sub(sent)}
 			if c, ok := returned.Load(sent.UnixNano()); ok {
-				smp.call, smp.fresh = c.(call).returned.Sub(sent), c.(call).fresh
+				smp.call = c.(call).returned.Sub(sent)
 			}
 			samples = append(samples, smp)
 			mu.Unlock()
@@ -275,6 +275,14 @@ func (o options) phase(ctx context.Context, db, bdb *sql.DB, phase string) (resu
 		return result{}, err
 	}
 	mu.Lock()
+	// Whether a call opened a connection is known once it returned, which
+	// may be after its job started (the slowest calls most of all): read
+	// it for every sample now, when every call has returned.
+	for i := range samples {
+		if c, ok := returned.Load(samples[i].sent.UnixNano()); ok {
+			samples[i].fresh = c.(call).fresh
+		}
+	}
 	r := result{samples: samples, enqueues: enqueues, controls: controls, backlog: backlog}
 	mu.Unlock()
 	if backlog > 0 {
