@@ -170,7 +170,14 @@ func (o options) phase(ctx context.Context, db, bdb *sql.DB, phase string) (resu
 		warm     atomic.Int64
 		warmID   pgq.JobID
 	)
-	qm := pgq.NewQueueManager(db)
+	// A lib/pq pool cannot lend a connection to LISTEN: the worker gets its
+	// own DSN, as the pgq docs tell lib/pq users to (without it the worker
+	// polls, and B's idle wait is the poll interval).
+	var mopts []pgq.ManagerOption
+	if o.driver == "postgres" {
+		mopts = append(mopts, pgq.WithListenDSN(o.dsn))
+	}
+	qm := pgq.NewQueueManager(db, mopts...)
 	if err := qm.Entrypoint("work", func(_ context.Context, j *pgq.Job) error {
 		now := time.Now()
 		switch string(j.Payload) {
