@@ -593,3 +593,77 @@ func TestVacuumGapIgnoresAutovacuum(t *testing.T) {
 		t.Errorf("20,000 dead rows and a manual vacuum within the hour: the worker's check says vacuum")
 	}
 }
+
+// TestWorkerAnalyzesWhenKeyedJobsAppear: keyed jobs enqueued onto a job
+// table whose statistics were taken when it held none get the table
+// analyzed by a running worker (here one of another entrypoint) within its
+// upkeep interval, not once a fifth of the table has changed; also under a
+// prefix and schema. Planned on statistics that count no keyed job, the
+// keyed enqueue's look-ups of each key's last turn read every keyed job of
+// the entrypoint: a batch of 1,000 jobs with distinct keys took 1 s at
+// 10,000 keyed jobs, and more after.
+func TestWorkerAnalyzesWhenKeyedJobsAppear(t *testing.T) {
+	cases := []struct {
+		name         string
+		naming       []pgq.NamingOption
+		table, index string
+	}{
+		{"default", nil, "public.pgqueuer", "public.pgqueuer_pgq_keyed_idx"},
+		{"prefix_schema", []pgq.NamingOption{pgq.WithPrefix("k_"), pgq.WithSchema("keyed")},
+			"keyed.k_pgqueuer", "keyed.k_pgqueuer_pgq_keyed_idx"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
+				ctx := testCtx(t)
+				var schemaOpts []pgq.SchemaOption
+				var opts []pgq.Option
+				mopts := []pgq.ManagerOption{pgq.WithListenDSN(dsn)}
+				for _, o := range c.naming {
+					schemaOpts, opts, mopts = append(schemaOpts, o), append(opts, o), append(mopts, o)
+				}
+				if c.naming != nil {
+					if err := pgq.Install(ctx, db, schemaOpts...); err != nil {
+						t.Fatalf("Install: %v", err)
+					}
+				}
+				execSQL(t, db, `ALTER TABLE `+c.table+` SET (autovacuum_enabled = off)`)
+				execSQL(t, db, `INSERT INTO `+c.table+` (priority, entrypoint, status) SELECT 0, 'plain', 'queued' FROM generate_series(1, 50000)`)
+				execSQL(t, db, `ANALYZE `+c.table)
+				// The rows changed since the last ANALYZE, which the INSERT's
+				// backend may report seconds late, can make a worker analyze
+				// too, but not before 10 s from this one (analyzeGap): the
+				// wait below ends before then.
+				analyzed := time.Now()
+				keyedRows := func() float64 {
+					return scalar[float64](t, db, `SELECT reltuples FROM pg_class WHERE oid = to_regclass($1)`, c.index)
+				}
+				if got := keyedRows(); got != 0 {
+					t.Fatalf("keyed jobs in the statistics before any was enqueued: %v, want 0", got)
+				}
+
+				qm := pgq.NewQueueManager(db, mopts...)
+				if err := qm.Entrypoint("other", func(context.Context, *pgq.Job) error { return nil }); err != nil {
+					t.Fatal(err)
+				}
+				startRun(t, ctx, qm, pgq.WithUpkeepInterval(100*time.Millisecond))
+
+				// 5,000 keyed jobs, a tenth of the table: under the fifth of
+				// it that makes the statistics stale by the count of changed
+				// rows.
+				q := pgq.NewQueries(db, opts...)
+				for b := range 10 {
+					jobs := make([]pgq.NewJob, 500)
+					for i := range jobs {
+						jobs[i] = pgq.NewJob{Entrypoint: "keyed", FairnessKey: fmt.Sprintf("tenant-%d", (b*len(jobs)+i)%50)}
+					}
+					if _, err := q.EnqueueBatch(ctx, jobs); err != nil {
+						t.Fatal(err)
+					}
+				}
+				waitFor(t, max(time.Until(analyzed.Add(9*time.Second)), 2*time.Second),
+					"the job table's statistics to count keyed jobs", func() bool { return keyedRows() > 0 })
+			})
+		})
+	}
+}

@@ -1360,28 +1360,36 @@ SELECT (COALESCE(pg_catalog.pg_stat_get_mod_since_analyze(c.oid) > greatest(1000
                      < now() - make_interval(secs => $1::float8), true)
        )::boolean AS needs_analyze,
        (c.reltuples < 1000)::boolean AS few_rows,
-       (COALESCE(pg_catalog.pg_stat_get_dead_tuples(c.oid) > greatest($2::bigint, c.reltuples * 0.1), false)
+       COALESCE((SELECT k.reltuples = 0
+                        AND pg_catalog.pg_relation_size(k.oid)
+                            > (k.relpages::bigint + $2::bigint) * current_setting('block_size')::bigint
+                 FROM pg_catalog.pg_class AS k
+                 WHERE k.oid = to_regclass($3::text)), false)::boolean AS keyed_unseen,
+       (COALESCE(pg_catalog.pg_stat_get_dead_tuples(c.oid) > greatest($4::bigint, c.reltuples * 0.1), false)
         AND COALESCE(pg_catalog.pg_stat_get_last_vacuum_time(c.oid)
-                     < now() - make_interval(secs => $3::float8), true)
+                     < now() - make_interval(secs => $5::float8), true)
        )::boolean AS needs_vacuum,
        (pg_catalog.pg_has_role(c.relowner, 'USAGE')
         OR CASE WHEN current_setting('server_version_num')::int >= 170000
                 THEN pg_catalog.has_table_privilege(c.oid, 'MAINTAIN')
                 ELSE false END)::boolean AS may_maintain
 FROM pg_catalog.pg_class AS c
-WHERE c.oid = to_regclass($4::text)
+WHERE c.oid = to_regclass($6::text)
 `
 
 type JobsTableUpkeepParams struct {
-	AnalyzeGapS float64
-	MinDead     int64
-	VacuumGapS  float64
-	TableName   string
+	AnalyzeGapS    float64
+	KeyedPages     int64
+	KeyedIndexName string
+	MinDead        int64
+	VacuumGapS     float64
+	TableName      string
 }
 
 type JobsTableUpkeepRow struct {
 	NeedsAnalyze bool
 	FewRows      bool
+	KeyedUnseen  bool
 	NeedsVacuum  bool
 	MayMaintain  bool
 }
@@ -1392,7 +1400,11 @@ type JobsTableUpkeepRow struct {
 // ended in the last analyze_gap_s seconds), which the claim plan depends
 // on; few_rows when the statistics put the table under 1000 rows, which
 // the caller then checks against the queue (JobsQueuedAtLeast);
-// needs_vacuum when its dead rows (every claimed and finished job leaves
+// keyed_unseen when the statistics say no queued job has a fairness or
+// serial key (pgqueuer_pgq_keyed_idx, named by keyed_index_name, had 0
+// rows at the last ANALYZE or VACUUM) while that index has since grown by
+// more than keyed_pages pages, which the caller treats as missing
+// statistics (see below); needs_vacuum when its dead rows (every claimed and finished job leaves
 // two) outnumber min_dead and a tenth of the table, which autovacuum,
 // waking once a minute, lets pile up under load, and no manual vacuum of
 // it (any worker's) ended in the last vacuum_gap_s seconds, so that the
@@ -1406,6 +1418,16 @@ type JobsTableUpkeepRow struct {
 // MAINTAIN on it; else PostgreSQL skips the table with a warning each
 // time).
 //
+// keyed_unseen: planned on statistics that count no keyed job, the
+// keyed enqueue's look-ups of a key's last turn took the smallest index on
+// the entrypoint (all look empty) and read every keyed job of it: a batch
+// of 1,000 jobs with distinct keys took 1 s at 10,000 keyed jobs queued,
+// and grew with them, until the next ANALYZE, which the table's size may
+// put off for a fifth of it (docs/fairness.md). Read from the index's size,
+// it lags nothing, and an ANALYZE that finds no keyed job after all (their
+// index entries dead) records the size, so it does not repeat until the
+// index grows again.
+//
 // It reads the two counters with the statistics functions for the one
 // table rather than through pg_stat_user_tables, a view that computes
 // every counter of every table before the filter. It reads the job table
@@ -1415,6 +1437,8 @@ type JobsTableUpkeepRow struct {
 func (q *Queries) JobsTableUpkeep(ctx context.Context, db DBTX, arg JobsTableUpkeepParams) (*JobsTableUpkeepRow, error) {
 	row := db.QueryRowContext(ctx, jobsTableUpkeep,
 		arg.AnalyzeGapS,
+		arg.KeyedPages,
+		arg.KeyedIndexName,
 		arg.MinDead,
 		arg.VacuumGapS,
 		arg.TableName,
@@ -1423,6 +1447,7 @@ func (q *Queries) JobsTableUpkeep(ctx context.Context, db DBTX, arg JobsTableUpk
 	err := row.Scan(
 		&i.NeedsAnalyze,
 		&i.FewRows,
+		&i.KeyedUnseen,
 		&i.NeedsVacuum,
 		&i.MayMaintain,
 	)

@@ -34,6 +34,7 @@ const (
 	AfterFunction   = "fn_pgqueuer_pgq_after" // the log's trigger function that settles dependencies
 	AfterTrigger    = "tg_pgqueuer_pgq_after"
 	FairTurnTable   = "pgqueuer_pgq_fair_turn" // pgq only: each entrypoint's turn on the fair claim
+	KeyedIndex      = "pgqueuer_pgq_keyed_idx" // pgq only: the queued jobs with a fairness or serial key
 	// ProgressChannel is the pgq-only NOTIFY channel of progress writes
 	// (PGQueuer's listeners never see it).
 	ProgressChannel = "ch_pgqueuer_pgq_progress"
