@@ -137,13 +137,27 @@ func (k *jobKeys) add(n, i int, j NewJob) *jobKeys {
 	return k
 }
 
-// insertKeyed enqueues a batch that has keys (JobsEnqueueKeyed): batches
-// without keys keep JobsEnqueue, which schemas before migration 6 serve.
+// insertKeyed enqueues a batch that has keys (JobsEnqueueKeyed, or for one
+// job not skipping duplicates JobsEnqueueKeyedOne, whose plan a connection
+// keeps): batches without keys keep JobsEnqueue, which schemas before
+// migration 6 serve.
 func (q *Queries) insertKeyed(ctx context.Context, p dbgen.JobsEnqueueParams, k *jobKeys, skipDuplicates bool) ([]*dbgen.JobsEnqueueRow, error) {
 	kp := dbgen.JobsEnqueueKeyedParams{Priorities: p.Priorities, Entrypoints: p.Entrypoints,
 		Payloads: p.Payloads, PayloadNulls: p.PayloadNulls, ExecuteAfterUs: p.ExecuteAfterUs,
 		DedupeKeys: p.DedupeKeys, Headers: p.Headers, FairnessKeys: k.fairness, SerialKeys: k.serial}
 	var rows []*dbgen.JobsEnqueueRow
+	if len(p.Entrypoints) == 1 && !skipDuplicates {
+		// One job (Enqueue): the statement of scalars, whose plan is kept.
+		r, err := q.q.JobsEnqueueKeyedOne(ctx, q.db, dbgen.JobsEnqueueKeyedOneParams{
+			Priority: p.Priorities[0], Entrypoint: p.Entrypoints[0],
+			PayloadNull: p.PayloadNulls[0], Payload: p.Payloads[0],
+			ExecuteAfterUs: p.ExecuteAfterUs[0], DedupeKey: p.DedupeKeys[0], Headers: p.Headers[0],
+			FairnessKey: k.fairness[0], SerialKey: k.serial[0]})
+		if err != nil {
+			return nil, err
+		}
+		return append(rows, (*dbgen.JobsEnqueueRow)(r)), nil
+	}
 	if skipDuplicates {
 		srows, err := q.q.JobsEnqueueKeyedSkipDuplicates(ctx, q.db, dbgen.JobsEnqueueKeyedSkipDuplicatesParams(kp))
 		for _, r := range srows {

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -230,5 +231,89 @@ func TestFairClaimTakesEnqueueOrder(t *testing.T) {
 				t.Fatalf("job %d claimed (id %d) was of the second batch, want the first 30 from the first batch (enqueue order)", i+1, id)
 			}
 		}
+	})
+}
+
+// TestKeyedEnqueueOfOneMatchesBatch: Enqueue of one keyed job (its own
+// statement, JobsEnqueueKeyedOne) writes the row and the log row that
+// EnqueueBatch writes for it: the same ranks for keys new and queued, at
+// a recorded turn and after a claim, and the same columns for payloads
+// nil and not, priorities, delays, dedupe keys, headers and serial keys.
+func TestKeyedEnqueueOfOneMatchesBatch(t *testing.T) {
+	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
+		ctx := testCtx(t)
+		q := pgq.NewQueries(db)
+		execSQL(t, db, "INSERT INTO pgqueuer_pgq_fair_turn (entrypoint, turn) VALUES ('one', 5), ('many', 5)")
+		// Rounds of jobs, at most one per fairness key a round, so that a
+		// round's batch takes the same turns as its jobs one by one.
+		rounds := [][]pgq.NewJob{
+			{{FairnessKey: "a"}, {FairnessKey: "b", Priority: 3}, {SerialKey: "s"}},
+			{{FairnessKey: "a", Payload: []byte("x")}, {FairnessKey: "c"}, {SerialKey: "s2", Priority: -1}, {}},
+			{{FairnessKey: "a", DedupeKey: "d1"}, {FairnessKey: "b", ExecuteAfter: time.Hour}},
+			{{FairnessKey: "c", Headers: map[string]string{"h": "v"}, MaxAttempts: 3}, {FairnessKey: "d", Payload: []byte{}}},
+		}
+		for r, round := range rounds {
+			one, many := make([]pgq.NewJob, len(round)), make([]pgq.NewJob, len(round))
+			for i, j := range round {
+				one[i], many[i] = j, j
+				one[i].Entrypoint, many[i].Entrypoint = "one", "many"
+				if j.DedupeKey != "" {
+					one[i].DedupeKey, many[i].DedupeKey = "one-"+j.DedupeKey, "many-"+j.DedupeKey
+				}
+				if _, err := q.EnqueueBatch(ctx, one[i:i+1]); err != nil {
+					t.Fatalf("round %d, job %d alone: %v", r, i, err)
+				}
+			}
+			if _, err := q.EnqueueBatch(ctx, many); err != nil {
+				t.Fatalf("round %d as a batch: %v", r, err)
+			}
+			if r == 1 { // a claim of each moves its turn on
+				for _, ep := range []string{"one", "many"} {
+					if _, err := dbgen.New().JobsClaimFair(ctx, pgq.QueryDB(db), dbgen.JobsClaimFairParams{
+						Entrypoints: []string{ep}, Caps: []int32{2}, BatchSize: 2,
+						QueueManagerID: uuid.NullUUID{UUID: uuid.New(), Valid: true}, RecordTurn: true,
+					}); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+		}
+		rows := func(ep string) string {
+			t.Helper()
+			r, err := db.QueryContext(ctx, `SELECT j.status, j.priority, j.payload IS NULL, coalesce(encode(j.payload, 'hex'), ''),
+				       round(extract(epoch FROM j.execute_after - j.created)), coalesce(substr(j.dedupe_key, strpos(j.dedupe_key, '-') + 1), ''),
+				       coalesce(j.headers::text, ''), coalesce(j.fairness_key, ''), coalesce(j.serial_key, ''),
+				       coalesce(j.fair_rank::text, 'null'), (SELECT count(*) FROM pgqueuer_log AS l WHERE l.job_id = j.id AND l.status = 'queued')
+				FROM pgqueuer AS j WHERE j.entrypoint = $1 ORDER BY j.id`, ep)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			var b strings.Builder
+			for r.Next() {
+				var status, hex, dedupe, headers, fkey, skey, rank string
+				var prio int32
+				var null bool
+				var delay float64
+				var logged int
+				if err := r.Scan(&status, &prio, &null, &hex, &delay, &dedupe, &headers, &fkey, &skey, &rank, &logged); err != nil {
+					t.Fatal(err)
+				}
+				fmt.Fprintf(&b, "%s p%d null=%v %q +%vs dedupe=%q %s key=%q serial=%q rank=%s log=%d\n",
+					status, prio, null, hex, delay, dedupe, headers, fkey, skey, rank, logged)
+			}
+			if err := r.Err(); err != nil {
+				t.Fatal(err)
+			}
+			return b.String()
+		}
+		one, many := rows("one"), rows("many")
+		if one != many {
+			t.Fatalf("jobs enqueued one at a time:\n%s\nthe same as batches:\n%s", one, many)
+		}
+		if !strings.Contains(one, "rank=") || strings.Count(one, "\n") != 11 {
+			t.Fatalf("want 11 jobs, got:\n%s", one)
+		}
+		t.Logf("both:\n%s", one)
 	})
 }
