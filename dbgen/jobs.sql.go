@@ -1404,12 +1404,12 @@ type JobsTableUpkeepRow struct {
 // serial key (pgqueuer_pgq_keyed_idx, named by keyed_index_name, had 0
 // rows at the last ANALYZE or VACUUM) while that index has since grown by
 // more than keyed_pages pages, which the caller treats as missing
-// statistics (see below); needs_vacuum when its dead rows (every claimed and finished job leaves
-// two) outnumber min_dead and a tenth of the table, which autovacuum,
-// waking once a minute, lets pile up under load, and no manual vacuum of
-// it (any worker's) ended in the last vacuum_gap_s seconds, so that the
-// workers of a fleet, each checking every second, do not vacuum it
-// several times a second between them. An autovacuum's end does not
+// statistics (see below); needs_vacuum when its dead rows (every claimed
+// and finished job leaves two) outnumber min_dead and a tenth of the
+// table, which autovacuum, waking once a minute, lets pile up under load,
+// and no manual vacuum of it (any worker's) ended in the last
+// vacuum_gap_s seconds, so that the workers of a fleet, each checking
+// every second, do not vacuum it several times a second between them. An autovacuum's end does not
 // count: it removes only the rows dead when it started, and under load it
 // ran 1-2 s, so that waiting out the gap after it left the table without
 // a vacuum for 7-9 s, twice the usual, and its indexes grew to hold the
