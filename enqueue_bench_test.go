@@ -11,7 +11,8 @@ import (
 )
 
 // BenchmarkEnqueue measures Enqueue of one job, as a web handler calls it:
-// 8 goroutines on a *sql.DB at database/sql's default settings, each
+// 8 goroutines (on 2 cores; one a core on more than 8) on a *sql.DB at
+// database/sql's default settings, each
 // enqueuing in a loop, without a key, with one of 100 fairness keys, and
 // with one of 100 serial keys. Every enqueue commits and waits for its
 // flush, which takes most of a call; ns/op is the wall time per job of the

@@ -142,10 +142,6 @@ func (k *jobKeys) add(n, i int, j NewJob) *jobKeys {
 // keeps): batches without keys keep JobsEnqueue, which schemas before
 // migration 6 serve.
 func (q *Queries) insertKeyed(ctx context.Context, p dbgen.JobsEnqueueParams, k *jobKeys, skipDuplicates bool) ([]*dbgen.JobsEnqueueRow, error) {
-	kp := dbgen.JobsEnqueueKeyedParams{Priorities: p.Priorities, Entrypoints: p.Entrypoints,
-		Payloads: p.Payloads, PayloadNulls: p.PayloadNulls, ExecuteAfterUs: p.ExecuteAfterUs,
-		DedupeKeys: p.DedupeKeys, Headers: p.Headers, FairnessKeys: k.fairness, SerialKeys: k.serial}
-	var rows []*dbgen.JobsEnqueueRow
 	if len(p.Entrypoints) == 1 && !skipDuplicates {
 		// One job (Enqueue): the statement of scalars, whose plan is kept.
 		r, err := q.q.JobsEnqueueKeyedOne(ctx, q.db, dbgen.JobsEnqueueKeyedOneParams{
@@ -156,8 +152,12 @@ func (q *Queries) insertKeyed(ctx context.Context, p dbgen.JobsEnqueueParams, k 
 		if err != nil {
 			return nil, err
 		}
-		return append(rows, (*dbgen.JobsEnqueueRow)(r)), nil
+		return []*dbgen.JobsEnqueueRow{(*dbgen.JobsEnqueueRow)(r)}, nil
 	}
+	kp := dbgen.JobsEnqueueKeyedParams{Priorities: p.Priorities, Entrypoints: p.Entrypoints,
+		Payloads: p.Payloads, PayloadNulls: p.PayloadNulls, ExecuteAfterUs: p.ExecuteAfterUs,
+		DedupeKeys: p.DedupeKeys, Headers: p.Headers, FairnessKeys: k.fairness, SerialKeys: k.serial}
+	var rows []*dbgen.JobsEnqueueRow
 	if skipDuplicates {
 		srows, err := q.q.JobsEnqueueKeyedSkipDuplicates(ctx, q.db, dbgen.JobsEnqueueKeyedSkipDuplicatesParams(kp))
 		for _, r := range srows {

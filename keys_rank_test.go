@@ -315,5 +315,33 @@ func TestKeyedEnqueueOfOneMatchesBatch(t *testing.T) {
 			t.Fatalf("want 11 jobs, got:\n%s", one)
 		}
 		t.Logf("both:\n%s", one)
+
+		// What the statement is for: a connection keeps its plan. pgx
+		// prepares it once per connection, and PostgreSQL plans a prepared
+		// statement anew for its first five runs, then keeps its generic
+		// plan when that costs no more (the arrays of JobsEnqueueKeyed
+		// never do).
+		if !strings.HasSuffix(t.Name(), "/pgx") {
+			return
+		}
+		if scalar[int](t, db, "SELECT current_setting('server_version_num')::int") < 140000 {
+			t.Skip("pg_prepared_statements counts plans from PostgreSQL 14")
+		}
+		single, err := sql.Open("pgx", dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer single.Close()
+		single.SetMaxOpenConns(1)
+		sq := pgq.NewQueries(single)
+		for i := range 8 {
+			if _, err := sq.Enqueue(ctx, "plan", nil, pgq.WithFairnessKey(fmt.Sprint("k", i%3))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if generic := scalar[int64](t, single, `SELECT coalesce(sum(generic_plans), 0)::bigint FROM pg_prepared_statements
+			WHERE statement LIKE '-- name: JobsEnqueueKeyedOne %'`); generic == 0 {
+			t.Errorf("8 keyed Enqueue calls on one pgx connection ran no generic plan of JobsEnqueueKeyedOne")
+		}
 	})
 }

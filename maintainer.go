@@ -43,8 +43,8 @@ const (
 	analyzeGap = 10 * time.Second
 	// keyedGrowthPages is how many pages pgqueuer_pgq_keyed_idx may grow
 	// past its size at the last ANALYZE or VACUUM, which found it empty,
-	// before a worker analyzes the job table at once (JobsTableUpkeep's
-	// keyed_unseen): a page holds up to about a thousand keyed jobs.
+	// before a worker analyzes the job table at once (see
+	// JobsTableUpkeep): a page holds up to about a thousand keyed jobs.
 	keyedGrowthPages = 1
 	// startAnalyzeWait bounds how long a worker that starts on missing or
 	// stale statistics waits for an ANALYZE or VACUUM of the job table
@@ -352,15 +352,10 @@ func upkeepParams(names sqlname.Names, gap time.Duration) dbgen.JobsTableUpkeepP
 }
 
 // tableNeeds reads what the job table named by names needs (see
-// JobsTableUpkeep); NeedsAnalyze is also set when the statistics count no
-// keyed job while their index has grown (KeyedUnseen, which waits for no
-// gap: like missing statistics), and when they put the table under 1000
-// rows while 1000 or more jobs are queued.
+// JobsTableUpkeep); NeedsAnalyze is also set when the statistics put the
+// table under 1000 rows while 1000 or more jobs are queued.
 func tableNeeds(ctx context.Context, q *dbgen.Queries, db dbgen.DBTX, names sqlname.Names) (*dbgen.JobsTableUpkeepRow, error) {
 	need, err := q.JobsTableUpkeep(ctx, db, upkeepParams(names, vacuumGap))
-	if err == nil && need.KeyedUnseen {
-		need.NeedsAnalyze = true
-	}
 	if err != nil || need.NeedsAnalyze || !need.FewRows {
 		return need, err
 	}

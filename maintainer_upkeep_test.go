@@ -35,17 +35,7 @@ func TestWorkerVacuumsJobTable(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
 				ctx := testCtx(t)
-				var schemaOpts []pgq.SchemaOption
-				var opts []pgq.Option
-				var mopts []pgq.ManagerOption
-				for _, o := range c.naming {
-					schemaOpts, opts, mopts = append(schemaOpts, o), append(opts, o), append(mopts, o)
-				}
-				if c.naming != nil {
-					if err := pgq.Install(ctx, db, schemaOpts...); err != nil {
-						t.Fatalf("Install: %v", err)
-					}
-				}
+				opts, mopts := installNamed(t, ctx, db, c.naming)
 				const n = 30_000
 				q := pgq.NewQueries(db, opts...)
 				jobs := make([]pgq.NewJob, n)
@@ -616,17 +606,7 @@ func TestWorkerAnalyzesWhenKeyedJobsAppear(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
 				ctx := testCtx(t)
-				var schemaOpts []pgq.SchemaOption
-				var opts []pgq.Option
-				mopts := []pgq.ManagerOption{pgq.WithListenDSN(dsn)}
-				for _, o := range c.naming {
-					schemaOpts, opts, mopts = append(schemaOpts, o), append(opts, o), append(mopts, o)
-				}
-				if c.naming != nil {
-					if err := pgq.Install(ctx, db, schemaOpts...); err != nil {
-						t.Fatalf("Install: %v", err)
-					}
-				}
+				opts, mopts := installNamed(t, ctx, db, c.naming)
 				execSQL(t, db, `ALTER TABLE `+c.table+` SET (autovacuum_enabled = off)`)
 				execSQL(t, db, `INSERT INTO `+c.table+` (priority, entrypoint, status) SELECT 0, 'plain', 'queued' FROM generate_series(1, 50000)`)
 				execSQL(t, db, `ANALYZE `+c.table)
@@ -642,7 +622,7 @@ func TestWorkerAnalyzesWhenKeyedJobsAppear(t *testing.T) {
 					t.Fatalf("keyed jobs in the statistics before any was enqueued: %v, want 0", got)
 				}
 
-				qm := pgq.NewQueueManager(db, mopts...)
+				qm := pgq.NewQueueManager(db, append(mopts, pgq.WithListenDSN(dsn))...)
 				if err := qm.Entrypoint("other", func(context.Context, *pgq.Job) error { return nil }); err != nil {
 					t.Fatal(err)
 				}
@@ -666,4 +646,23 @@ func TestWorkerAnalyzesWhenKeyedJobsAppear(t *testing.T) {
 			})
 		})
 	}
+}
+
+// installNamed installs pgq's schema under naming (a prefix, a schema)
+// when it is given, the default install being the test database's, and
+// returns naming as the options of Queries and of a QueueManager.
+func installNamed(t *testing.T, ctx context.Context, db *sql.DB, naming []pgq.NamingOption) ([]pgq.Option, []pgq.ManagerOption) {
+	t.Helper()
+	var schemaOpts []pgq.SchemaOption
+	var opts []pgq.Option
+	var mopts []pgq.ManagerOption
+	for _, o := range naming {
+		schemaOpts, opts, mopts = append(schemaOpts, o), append(opts, o), append(mopts, o)
+	}
+	if naming != nil {
+		if err := pgq.Install(ctx, db, schemaOpts...); err != nil {
+			t.Fatalf("Install: %v", err)
+		}
+	}
+	return opts, mopts
 }

@@ -708,27 +708,26 @@ WHERE j.status = 'queued'
 -- statistics are far behind its contents (more rows changed since the last
 -- ANALYZE than a fifth of the table, and over 1000, and no ANALYZE of it
 -- ended in the last analyze_gap_s seconds), which the claim plan depends
--- on; few_rows when the statistics put the table under 1000 rows, which
--- the caller then checks against the queue (JobsQueuedAtLeast);
--- keyed_unseen when the statistics say no queued job has a fairness or
--- serial key (pgqueuer_pgq_keyed_idx, named by keyed_index_name, had 0
+-- on, or, whatever the gap, when they count no queued job with a fairness
+-- or serial key (pgqueuer_pgq_keyed_idx, named by keyed_index_name, had 0
 -- rows at the last ANALYZE or VACUUM) while that index has since grown by
--- more than keyed_pages pages, which the caller treats as missing
--- statistics (see below); needs_vacuum when its dead rows (every claimed
--- and finished job leaves two) outnumber min_dead and a tenth of the
--- table, which autovacuum, waking once a minute, lets pile up under load,
--- and no manual vacuum of it (any worker's) ended in the last
+-- more than keyed_pages pages (see below); few_rows when the statistics
+-- put the table under 1000 rows, which the caller then checks against the
+-- queue (JobsQueuedAtLeast); needs_vacuum when its dead rows (every
+-- claimed and finished job leaves two) outnumber min_dead and a tenth of
+-- the table, which autovacuum, waking once a minute, lets pile up under
+-- load, and no manual vacuum of it (any worker's) ended in the last
 -- vacuum_gap_s seconds, so that the workers of a fleet, each checking
--- every second, do not vacuum it several times a second between them. An autovacuum's end does not
--- count: it removes only the rows dead when it started, and under load it
--- ran 1-2 s, so that waiting out the gap after it left the table without
--- a vacuum for 7-9 s, twice the usual, and its indexes grew to hold the
--- dead rows. may_maintain is set when the current user may VACUUM and
--- ANALYZE it (has the privileges of its owner, or, from PostgreSQL 17,
--- MAINTAIN on it; else PostgreSQL skips the table with a warning each
--- time).
+-- every second, do not vacuum it several times a second between them. An
+-- autovacuum's end does not count: it removes only the rows dead when it
+-- started, and under load it ran 1-2 s, so that waiting out the gap after
+-- it left the table without a vacuum for 7-9 s, twice the usual, and its
+-- indexes grew to hold the dead rows. may_maintain is set when the
+-- current user may VACUUM and ANALYZE it (has the privileges of its
+-- owner, or, from PostgreSQL 17, MAINTAIN on it; else PostgreSQL skips the
+-- table with a warning each time).
 --
--- keyed_unseen: planned on statistics that count no keyed job, the
+-- Keyed jobs the statistics do not count: planned on such statistics, the
 -- keyed enqueue's look-ups of a key's last turn took the smallest index on
 -- the entrypoint (all look empty) and read every keyed job of it: a batch
 -- of 1,000 jobs with distinct keys took 1 s at 10,000 keyed jobs queued,
@@ -744,16 +743,16 @@ WHERE j.status = 'queued'
 -- itself not at all: a statement that does is planned again after each
 -- VACUUM or ANALYZE of the table, and under handlers that saturate the
 -- server that planning took up to 10 ms.
-SELECT (COALESCE(pg_catalog.pg_stat_get_mod_since_analyze(c.oid) > greatest(1000, c.reltuples * 0.2), false)
-        AND COALESCE(greatest(pg_catalog.pg_stat_get_last_analyze_time(c.oid), pg_catalog.pg_stat_get_last_autoanalyze_time(c.oid))
-                     < now() - make_interval(secs => @analyze_gap_s::float8), true)
+SELECT ((COALESCE(pg_catalog.pg_stat_get_mod_since_analyze(c.oid) > greatest(1000, c.reltuples * 0.2), false)
+         AND COALESCE(greatest(pg_catalog.pg_stat_get_last_analyze_time(c.oid), pg_catalog.pg_stat_get_last_autoanalyze_time(c.oid))
+                      < now() - make_interval(secs => @analyze_gap_s::float8), true))
+        OR COALESCE((SELECT k.reltuples = 0
+                            AND pg_catalog.pg_relation_size(k.oid)
+                                > (k.relpages::bigint + @keyed_pages::bigint) * current_setting('block_size')::bigint
+                     FROM pg_catalog.pg_class AS k
+                     WHERE k.oid = to_regclass(@keyed_index_name::text)), false)
        )::boolean AS needs_analyze,
        (c.reltuples < 1000)::boolean AS few_rows,
-       COALESCE((SELECT k.reltuples = 0
-                        AND pg_catalog.pg_relation_size(k.oid)
-                            > (k.relpages::bigint + @keyed_pages::bigint) * current_setting('block_size')::bigint
-                 FROM pg_catalog.pg_class AS k
-                 WHERE k.oid = to_regclass(@keyed_index_name::text)), false)::boolean AS keyed_unseen,
        (COALESCE(pg_catalog.pg_stat_get_dead_tuples(c.oid) > greatest(@min_dead::bigint, c.reltuples * 0.1), false)
         AND COALESCE(pg_catalog.pg_stat_get_last_vacuum_time(c.oid)
                      < now() - make_interval(secs => @vacuum_gap_s::float8), true)
