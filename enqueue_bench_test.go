@@ -13,13 +13,14 @@ import (
 // BenchmarkEnqueue measures Enqueue of one job, as a web handler calls it:
 // 8 goroutines (on 2 cores; one a core on more than 8) on a *sql.DB at
 // database/sql's default settings, each
-// enqueuing in a loop, without a key, with one of 100 fairness keys, and
-// with one of 100 serial keys. Every enqueue commits and waits for its
+// enqueuing in a loop, without a key, with one of 100 fairness keys,
+// with one of 100 serial keys, and with a fairness key and a dedupe key of
+// its own WithSkipDuplicates (none skipped). Every enqueue commits and waits for its
 // flush, which takes most of a call; ns/op is the wall time per job of the
 // 8 together.
 func BenchmarkEnqueue(b *testing.B) {
 	for _, d := range pgqtest.Drivers() {
-		for _, kind := range []string{"plain", "fairness-key", "serial-key"} {
+		for _, kind := range []string{"plain", "fairness-key", "serial-key", "fairness-key-skip-duplicates"} {
 			b.Run(d+"/"+kind, func(b *testing.B) {
 				db, _ := pgqtest.NewDB(b, d)
 				q := pgq.NewQueries(db)
@@ -30,12 +31,16 @@ func BenchmarkEnqueue(b *testing.B) {
 				b.RunParallel(func(pb *testing.PB) {
 					for pb.Next() {
 						var opts []pgq.EnqueueOption
-						key := "tenant-" + strconv.FormatInt(n.Add(1)%100, 10)
+						i := n.Add(1)
+						key := "tenant-" + strconv.FormatInt(i%100, 10)
 						switch kind {
 						case "fairness-key":
 							opts = append(opts, pgq.WithFairnessKey(key))
 						case "serial-key":
 							opts = append(opts, pgq.WithSerialKey(key))
+						case "fairness-key-skip-duplicates":
+							opts = append(opts, pgq.WithFairnessKey(key),
+								pgq.WithDedupeKey("job-"+strconv.FormatInt(i, 10)), pgq.WithSkipDuplicates())
 						}
 						if _, err := q.Enqueue(ctx, "bench", []byte("x"), opts...); err != nil {
 							b.Error(err)

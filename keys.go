@@ -137,18 +137,27 @@ func (k *jobKeys) add(n, i int, j NewJob) *jobKeys {
 	return k
 }
 
-// insertKeyed enqueues a batch that has keys (JobsEnqueueKeyed, or for one
-// job not skipping duplicates JobsEnqueueKeyedOne, whose plan a connection
-// keeps): batches without keys keep JobsEnqueue, which schemas before
-// migration 6 serve.
+// insertKeyed enqueues a batch that has keys: JobsEnqueueKeyed or
+// JobsEnqueueKeyedSkipDuplicates, or for one job (Enqueue) their copies of
+// scalars, JobsEnqueueKeyedOne and JobsEnqueueKeyedOneSkipDuplicates,
+// whose plans a connection keeps. Batches without keys keep JobsEnqueue,
+// which schemas before migration 6 serve.
 func (q *Queries) insertKeyed(ctx context.Context, p dbgen.JobsEnqueueParams, k *jobKeys, skipDuplicates bool) ([]*dbgen.JobsEnqueueRow, error) {
-	if len(p.Entrypoints) == 1 && !skipDuplicates {
-		// One job (Enqueue): the statement of scalars, whose plan is kept.
-		r, err := q.q.JobsEnqueueKeyedOne(ctx, q.db, dbgen.JobsEnqueueKeyedOneParams{
+	if len(p.Entrypoints) == 1 {
+		one := dbgen.JobsEnqueueKeyedOneParams{
 			Priority: p.Priorities[0], Entrypoint: p.Entrypoints[0],
 			PayloadNull: p.PayloadNulls[0], Payload: p.Payloads[0],
 			ExecuteAfterUs: p.ExecuteAfterUs[0], DedupeKey: p.DedupeKeys[0], Headers: p.Headers[0],
-			FairnessKey: k.fairness[0], SerialKey: k.serial[0]})
+			FairnessKey: k.fairness[0], SerialKey: k.serial[0]}
+		if skipDuplicates {
+			srows, err := q.q.JobsEnqueueKeyedOneSkipDuplicates(ctx, q.db, dbgen.JobsEnqueueKeyedOneSkipDuplicatesParams(one))
+			rows := make([]*dbgen.JobsEnqueueRow, len(srows))
+			for i, r := range srows {
+				rows[i] = (*dbgen.JobsEnqueueRow)(r)
+			}
+			return rows, err
+		}
+		r, err := q.q.JobsEnqueueKeyedOne(ctx, q.db, one)
 		if err != nil {
 			return nil, err
 		}

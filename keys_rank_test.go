@@ -238,7 +238,9 @@ func TestFairClaimTakesEnqueueOrder(t *testing.T) {
 // statement, JobsEnqueueKeyedOne) writes the row and the log row that
 // EnqueueBatch writes for it: the same ranks for keys new and queued, at
 // a recorded turn and after a claim, and the same columns for payloads
-// nil and not, priorities, delays, dedupe keys, headers and serial keys.
+// nil and not, priorities, delays, dedupe keys, headers and serial keys;
+// with WithSkipDuplicates (JobsEnqueueKeyedOneSkipDuplicates), the same
+// jobs skipped, with id 0.
 func TestKeyedEnqueueOfOneMatchesBatch(t *testing.T) {
 	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
 		ctx := testCtx(t)
@@ -251,8 +253,16 @@ func TestKeyedEnqueueOfOneMatchesBatch(t *testing.T) {
 			{{FairnessKey: "a", Payload: []byte("x")}, {FairnessKey: "c"}, {SerialKey: "s2", Priority: -1}, {}},
 			{{FairnessKey: "a", DedupeKey: "d1"}, {FairnessKey: "b", ExecuteAfter: time.Hour}},
 			{{FairnessKey: "c", Headers: map[string]string{"h": "v"}, MaxAttempts: 3}, {FairnessKey: "d", Payload: []byte{}}},
+			// Skipping duplicates (the last round): d1 is queued from round
+			// 2, and d2's second job repeats its first.
+			{{FairnessKey: "a", DedupeKey: "d1"}, {FairnessKey: "e", DedupeKey: "d2"}, {SerialKey: "s3", DedupeKey: "d2"}, {FairnessKey: "b", DedupeKey: "d3"}},
 		}
+		skipRound := len(rounds) - 1
 		for r, round := range rounds {
+			var opts []pgq.BatchOption
+			if r == skipRound {
+				opts = append(opts, pgq.WithSkipDuplicates())
+			}
 			one, many := make([]pgq.NewJob, len(round)), make([]pgq.NewJob, len(round))
 			for i, j := range round {
 				one[i], many[i] = j, j
@@ -260,12 +270,20 @@ func TestKeyedEnqueueOfOneMatchesBatch(t *testing.T) {
 				if j.DedupeKey != "" {
 					one[i].DedupeKey, many[i].DedupeKey = "one-"+j.DedupeKey, "many-"+j.DedupeKey
 				}
-				if _, err := q.EnqueueBatch(ctx, one[i:i+1]); err != nil {
+				ids, err := q.EnqueueBatch(ctx, one[i:i+1], opts...)
+				if err != nil {
 					t.Fatalf("round %d, job %d alone: %v", r, i, err)
 				}
+				if skipped := r == skipRound && (i == 0 || i == 2); (ids[0] == 0) != skipped {
+					t.Fatalf("round %d, job %d alone: id %d, want it skipped: %v", r, i, ids[0], skipped)
+				}
 			}
-			if _, err := q.EnqueueBatch(ctx, many); err != nil {
+			ids, err := q.EnqueueBatch(ctx, many, opts...)
+			if err != nil {
 				t.Fatalf("round %d as a batch: %v", r, err)
+			}
+			if r == skipRound && (ids[0] != 0 || ids[1] == 0 || ids[2] != 0 || ids[3] == 0) {
+				t.Fatalf("round %d as a batch: ids %v, want the first and third skipped", r, ids)
 			}
 			if r == 1 { // a claim of each moves its turn on
 				for _, ep := range []string{"one", "many"} {
@@ -311,8 +329,8 @@ func TestKeyedEnqueueOfOneMatchesBatch(t *testing.T) {
 		if one != many {
 			t.Fatalf("jobs enqueued one at a time:\n%s\nthe same as batches:\n%s", one, many)
 		}
-		if !strings.Contains(one, "rank=") || strings.Count(one, "\n") != 11 {
-			t.Fatalf("want 11 jobs, got:\n%s", one)
+		if !strings.Contains(one, "rank=") || strings.Count(one, "\n") != 13 {
+			t.Fatalf("want 13 jobs, got:\n%s", one)
 		}
 		t.Logf("both:\n%s", one)
 
@@ -339,9 +357,17 @@ func TestKeyedEnqueueOfOneMatchesBatch(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		if generic := scalar[int64](t, single, `SELECT coalesce(sum(generic_plans), 0)::bigint FROM pg_prepared_statements
-			WHERE statement LIKE '-- name: JobsEnqueueKeyedOne %'`); generic == 0 {
-			t.Errorf("8 keyed Enqueue calls on one pgx connection ran no generic plan of JobsEnqueueKeyedOne")
+		for i := range 8 {
+			if _, err := sq.Enqueue(ctx, "plan", nil, pgq.WithFairnessKey(fmt.Sprint("k", i%3)),
+				pgq.WithDedupeKey(fmt.Sprint("plan-", i%5)), pgq.WithSkipDuplicates()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, name := range []string{"JobsEnqueueKeyedOne", "JobsEnqueueKeyedOneSkipDuplicates"} {
+			if generic := scalar[int64](t, single, `SELECT coalesce(sum(generic_plans), 0)::bigint FROM pg_prepared_statements
+				WHERE statement LIKE '-- name: '||$1||' %'`, name); generic == 0 {
+				t.Errorf("8 keyed Enqueue calls on one pgx connection ran no generic plan of %s", name)
+			}
 		}
 	})
 }

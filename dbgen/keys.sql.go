@@ -847,6 +847,116 @@ func (q *Queries) JobsEnqueueKeyedOne(ctx context.Context, db DBTX, arg JobsEnqu
 	return &i, err
 }
 
+const jobsEnqueueKeyedOneSkipDuplicates = `-- name: JobsEnqueueKeyedOneSkipDuplicates :many
+WITH input AS MATERIALIZED (
+    SELECT $1::int                       AS priority,
+           $2::text                    AS entrypoint,
+           CASE WHEN $3::boolean THEN NULL ELSE $4::bytea END AS payload,
+           $5::bigint            AS execute_after_us,
+           NULLIF($6::text, '')        AS dedupe_key,
+           NULLIF($7::text, '')::jsonb    AS headers,
+           NULLIF($8::text, '')      AS fairness_key,
+           NULLIF($9::text, '')        AS serial_key
+),
+turn AS MATERIALIZED (
+    SELECT COALESCE((SELECT f.fair_rank FROM pgqueuer AS f
+                     WHERE f.entrypoint = i.entrypoint
+                       AND f.status = 'queued' AND f.fairness_key IS NOT NULL
+                       AND f.fair_rank >= h.turn
+                       AND f.execute_after <= now()
+                     ORDER BY f.fair_rank
+                     LIMIT 1), h.turn) AS turn
+    FROM input AS i
+    CROSS JOIN LATERAL (
+        SELECT COALESCE((SELECT t.turn FROM pgqueuer_pgq_fair_turn AS t
+                         WHERE t.entrypoint = i.entrypoint), 0) AS turn
+    ) AS h
+    WHERE i.fairness_key IS NOT NULL
+),
+start AS (
+    SELECT GREATEST(turn.turn,
+                    COALESCE((SELECT f.fair_rank + 1 FROM pgqueuer AS f
+                              WHERE f.entrypoint = i.entrypoint AND f.fairness_key = i.fairness_key
+                                AND f.status = 'queued' AND f.fairness_key IS NOT NULL
+                                AND f.fair_rank IS NOT NULL
+                              ORDER BY f.fair_rank DESC
+                              LIMIT 1), 0)) AS rank
+    FROM turn CROSS JOIN input AS i
+),
+inserted AS (
+    INSERT INTO pgqueuer (priority, entrypoint, payload, execute_after, status, dedupe_key, headers,
+                          fairness_key, serial_key, fair_rank)
+    SELECT i.priority, i.entrypoint, i.payload,
+           now() + i.execute_after_us * interval '1 microsecond',
+           'queued', i.dedupe_key, i.headers, i.fairness_key, i.serial_key,
+           (SELECT start.rank FROM start)
+    FROM input AS i
+    ON CONFLICT (dedupe_key) WHERE status IN ('queued', 'picked') AND dedupe_key IS NOT NULL
+    DO NOTHING
+    RETURNING id, priority, entrypoint, dedupe_key
+),
+logged AS (
+    INSERT INTO pgqueuer_log (job_id, status, priority, entrypoint)
+    SELECT inserted.id, 'queued', inserted.priority, inserted.entrypoint FROM inserted
+)
+SELECT inserted.id, inserted.dedupe_key FROM inserted
+`
+
+type JobsEnqueueKeyedOneSkipDuplicatesParams struct {
+	Priority       int32
+	Entrypoint     string
+	PayloadNull    bool
+	Payload        []byte
+	ExecuteAfterUs int64
+	DedupeKey      string
+	Headers        string
+	FairnessKey    string
+	SerialKey      string
+}
+
+type JobsEnqueueKeyedOneSkipDuplicatesRow struct {
+	ID        int64
+	DedupeKey sql.NullString
+}
+
+// JobsEnqueueKeyedOne for Enqueue with WithSkipDuplicates: the job is
+// skipped (no row returned, nothing logged) when its dedupe key is held
+// by a queued or picked job. A copy for the same reason: a generic plan
+// that a connection keeps, where JobsEnqueueKeyedSkipDuplicates is
+// planned on every call.
+func (q *Queries) JobsEnqueueKeyedOneSkipDuplicates(ctx context.Context, db DBTX, arg JobsEnqueueKeyedOneSkipDuplicatesParams) ([]*JobsEnqueueKeyedOneSkipDuplicatesRow, error) {
+	rows, err := db.QueryContext(ctx, jobsEnqueueKeyedOneSkipDuplicates,
+		arg.Priority,
+		arg.Entrypoint,
+		arg.PayloadNull,
+		arg.Payload,
+		arg.ExecuteAfterUs,
+		arg.DedupeKey,
+		arg.Headers,
+		arg.FairnessKey,
+		arg.SerialKey,
+	)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []*JobsEnqueueKeyedOneSkipDuplicatesRow
+	for rows.Next() {
+		var i JobsEnqueueKeyedOneSkipDuplicatesRow
+		if err := rows.Scan(&i.ID, &i.DedupeKey); err != nil {
+			return nil, err
+		}
+		items = append(items, &i)
+	}
+	if err := rows.Close(); err != nil {
+		return nil, err
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const jobsEnqueueKeyedSkipDuplicates = `-- name: JobsEnqueueKeyedSkipDuplicates :many
 WITH input AS (
     SELECT

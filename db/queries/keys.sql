@@ -149,6 +149,65 @@ logged AS (
 )
 SELECT inserted.id, inserted.dedupe_key FROM inserted;
 
+-- name: JobsEnqueueKeyedOneSkipDuplicates :many
+-- JobsEnqueueKeyedOne for Enqueue with WithSkipDuplicates: the job is
+-- skipped (no row returned, nothing logged) when its dedupe key is held
+-- by a queued or picked job. A copy for the same reason: a generic plan
+-- that a connection keeps, where JobsEnqueueKeyedSkipDuplicates is
+-- planned on every call.
+WITH input AS MATERIALIZED (
+    SELECT @priority::int                       AS priority,
+           @entrypoint::text                    AS entrypoint,
+           CASE WHEN @payload_null::boolean THEN NULL ELSE @payload::bytea END AS payload,
+           @execute_after_us::bigint            AS execute_after_us,
+           NULLIF(@dedupe_key::text, '')        AS dedupe_key,
+           NULLIF(@headers::text, '')::jsonb    AS headers,
+           NULLIF(@fairness_key::text, '')      AS fairness_key,
+           NULLIF(@serial_key::text, '')        AS serial_key
+),
+turn AS MATERIALIZED (
+    SELECT COALESCE((SELECT f.fair_rank FROM pgqueuer AS f
+                     WHERE f.entrypoint = i.entrypoint
+                       AND f.status = 'queued' AND f.fairness_key IS NOT NULL
+                       AND f.fair_rank >= h.turn
+                       AND f.execute_after <= now()
+                     ORDER BY f.fair_rank
+                     LIMIT 1), h.turn) AS turn
+    FROM input AS i
+    CROSS JOIN LATERAL (
+        SELECT COALESCE((SELECT t.turn FROM pgqueuer_pgq_fair_turn AS t
+                         WHERE t.entrypoint = i.entrypoint), 0) AS turn
+    ) AS h
+    WHERE i.fairness_key IS NOT NULL
+),
+start AS (
+    SELECT GREATEST(turn.turn,
+                    COALESCE((SELECT f.fair_rank + 1 FROM pgqueuer AS f
+                              WHERE f.entrypoint = i.entrypoint AND f.fairness_key = i.fairness_key
+                                AND f.status = 'queued' AND f.fairness_key IS NOT NULL
+                                AND f.fair_rank IS NOT NULL
+                              ORDER BY f.fair_rank DESC
+                              LIMIT 1), 0)) AS rank
+    FROM turn CROSS JOIN input AS i
+),
+inserted AS (
+    INSERT INTO pgqueuer (priority, entrypoint, payload, execute_after, status, dedupe_key, headers,
+                          fairness_key, serial_key, fair_rank)
+    SELECT i.priority, i.entrypoint, i.payload,
+           now() + i.execute_after_us * interval '1 microsecond',
+           'queued', i.dedupe_key, i.headers, i.fairness_key, i.serial_key,
+           (SELECT start.rank FROM start)
+    FROM input AS i
+    ON CONFLICT (dedupe_key) WHERE status IN ('queued', 'picked') AND dedupe_key IS NOT NULL
+    DO NOTHING
+    RETURNING id, priority, entrypoint, dedupe_key
+),
+logged AS (
+    INSERT INTO pgqueuer_log (job_id, status, priority, entrypoint)
+    SELECT inserted.id, 'queued', inserted.priority, inserted.entrypoint FROM inserted
+)
+SELECT inserted.id, inserted.dedupe_key FROM inserted;
+
 -- name: JobsEnqueueKeyedSkipDuplicates :many
 -- JobsEnqueueSkipDuplicates with fairness and serial keys (see
 -- JobsEnqueueKeyed).
