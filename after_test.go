@@ -448,3 +448,40 @@ func TestAfterConcurrentDependencies(t *testing.T) {
 		}
 	})
 }
+
+// TestAfterCheckKeepsItsPlan: the look-up of a WithAfter job's
+// dependencies (AfterCheck) runs its generic plan on a pgx connection
+// after the first few calls, as PostgreSQL keeps a prepared statement's
+// generic plan only when a custom one is not priced cheaper. Planned for
+// each call, it spent 0.2 ms planning a look-up that runs in 0.04 ms.
+func TestAfterCheckKeepsItsPlan(t *testing.T) {
+	db, dsn := pgqtest.NewDB(t, "pgx")
+	if scalar[int](t, db, "SELECT current_setting('server_version_num')::int") < 140000 {
+		t.Skip("pg_prepared_statements counts plans from PostgreSQL 14")
+	}
+	ctx := testCtx(t)
+	single, err := sql.Open("pgx", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer single.Close()
+	single.SetMaxOpenConns(1)
+	q := pgq.NewQueries(single)
+	for i := range 8 {
+		parent, err := q.Enqueue(ctx, "parent", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		after := []pgq.JobID{parent}
+		if i%2 == 1 {
+			after = append(after, parent-2)
+		}
+		if _, err := q.Enqueue(ctx, "child", nil, pgq.WithAfter(after...)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if generic := scalar[int64](t, single, `SELECT coalesce(sum(generic_plans), 0)::bigint FROM pg_prepared_statements
+		WHERE statement LIKE '-- name: AfterCheck %'`); generic == 0 {
+		t.Errorf("8 Enqueue calls WithAfter on one pgx connection ran no generic plan of AfterCheck")
+	}
+}
