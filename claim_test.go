@@ -3,6 +3,7 @@ package pgq_test
 import (
 	"context"
 	"database/sql"
+	"strings"
 	"testing"
 	"time"
 
@@ -499,6 +500,81 @@ func TestFinishChecksEachJobsToken(t *testing.T) {
 						QueueManagerID: holder})
 				}, ids, tokens, swapped)
 			})
+		}
+	})
+}
+
+// TestNextDue: JobsNextDue gives the seconds until the earliest queued job
+// of the given entrypoints that is not due yet becomes due (-1 for none),
+// ignoring due jobs, other entrypoints and picked jobs; and a pgx
+// connection keeps its generic plan, as it runs after nearly every claim
+// under a steady load (planned on each call it cost ten times its run).
+func TestNextDue(t *testing.T) {
+	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
+		ctx := testCtx(t)
+		q := pgq.NewQueries(db)
+		qs, qdb, qm := statements(db)
+		next := func(eps ...string) float64 {
+			t.Helper()
+			s, err := qs.JobsNextDue(ctx, qdb, eps)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s
+		}
+		if s := next("a", "b"); s != -1 {
+			t.Fatalf("empty queue: %v, want -1", s)
+		}
+		for _, j := range []struct {
+			ep    string
+			after time.Duration
+		}{{"a", time.Hour}, {"a", 0}, {"a", 3 * time.Hour}, {"b", 2 * time.Hour}, {"c", 10 * time.Minute}, {"d", 5 * time.Minute}} {
+			if _, err := q.Enqueue(ctx, j.ep, nil, pgq.WithExecuteAfter(j.after)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// d's job is picked: not queued, so not waited for.
+		execSQL(t, db, "UPDATE pgqueuer SET status = 'picked', queue_manager_id = $1 WHERE entrypoint = 'd'", qm)
+		for _, c := range []struct {
+			eps  []string
+			want float64 // seconds, give or take 30
+		}{{[]string{"a", "b"}, 3600}, {[]string{"b"}, 7200}, {[]string{"c", "a"}, 600}, {[]string{"d"}, -1}, {[]string{"e"}, -1}, {nil, -1}} {
+			got := next(c.eps...)
+			if (c.want < 0 && got != -1) || (c.want >= 0 && (got > c.want || got < c.want-30)) {
+				t.Errorf("JobsNextDue(%q) = %v, want %v", c.eps, got, c.want)
+			}
+		}
+
+		if !strings.HasSuffix(t.Name(), "/pgx") {
+			return
+		}
+		if scalar[int](t, db, "SELECT current_setting('server_version_num')::int") < 140000 {
+			t.Skip("pg_prepared_statements counts plans from PostgreSQL 14")
+		}
+		// On statistics of a queue in use (on none, every plan is priced
+		// alike and the generic one wins anyway).
+		due := make([]pgq.NewJob, 2000)
+		for i := range due {
+			due[i].Entrypoint = "a"
+		}
+		if _, err := q.EnqueueBatch(ctx, due); err != nil {
+			t.Fatal(err)
+		}
+		execSQL(t, db, "ANALYZE pgqueuer")
+		single, err := sql.Open("pgx", dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer single.Close()
+		single.SetMaxOpenConns(1)
+		for range 8 {
+			if _, err := qs.JobsNextDue(ctx, pgq.QueryDB(single), []string{"a", "b"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if generic := scalar[int64](t, single, `SELECT coalesce(sum(generic_plans), 0)::bigint FROM pg_prepared_statements
+			WHERE statement LIKE '-- name: JobsNextDue %'`); generic == 0 {
+			t.Errorf("8 runs of JobsNextDue on one pgx connection ran no generic plan")
 		}
 	})
 }
