@@ -548,9 +548,6 @@ func TestNextDue(t *testing.T) {
 		if !strings.HasSuffix(t.Name(), "/pgx") {
 			return
 		}
-		if scalar[int](t, db, "SELECT current_setting('server_version_num')::int") < 140000 {
-			t.Skip("pg_prepared_statements counts plans from PostgreSQL 14")
-		}
 		// On statistics of a queue in use (on none, every plan is priced
 		// alike and the generic one wins anyway).
 		due := make([]pgq.NewJob, 2000)
@@ -561,20 +558,12 @@ func TestNextDue(t *testing.T) {
 			t.Fatal(err)
 		}
 		execSQL(t, db, "ANALYZE pgqueuer")
-		single, err := sql.Open("pgx", dsn)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer single.Close()
-		single.SetMaxOpenConns(1)
-		for range 8 {
-			if _, err := qs.JobsNextDue(ctx, pgq.QueryDB(single), []string{"a", "b"}); err != nil {
-				t.Fatal(err)
+		requireGenericPlans(t, dsn, func(single *sql.DB) {
+			for range 8 {
+				if _, err := qs.JobsNextDue(ctx, pgq.QueryDB(single), []string{"a", "b"}); err != nil {
+					t.Fatal(err)
+				}
 			}
-		}
-		if generic := scalar[int64](t, single, `SELECT coalesce(sum(generic_plans), 0)::bigint FROM pg_prepared_statements
-			WHERE statement LIKE '-- name: JobsNextDue %'`); generic == 0 {
-			t.Errorf("8 runs of JobsNextDue on one pgx connection ran no generic plan")
-		}
+		}, "JobsNextDue")
 	})
 }

@@ -229,3 +229,29 @@ func checkLeaks(t *testing.T) {
 	ignore := goleak.IgnoreCurrent()
 	t.Cleanup(func() { goleak.VerifyNone(t, ignore) })
 }
+
+// requireGenericPlans runs run on a pgx pool of one connection to dsn,
+// then fails the test unless each of statements (sqlc names) ran its
+// generic plan there at least once: PostgreSQL plans a prepared statement
+// anew for its first five runs, then keeps its generic plan unless a
+// custom plan is priced cheaper. It skips before PostgreSQL 14, whose
+// pg_prepared_statements does not count plans.
+func requireGenericPlans(t *testing.T, dsn string, run func(single *sql.DB), statements ...string) {
+	t.Helper()
+	single, err := sql.Open("pgx", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer single.Close()
+	single.SetMaxOpenConns(1)
+	if scalar[int](t, single, "SELECT current_setting('server_version_num')::int") < 140000 {
+		t.Skip("pg_prepared_statements counts plans from PostgreSQL 14")
+	}
+	run(single)
+	for _, name := range statements {
+		if generic := scalar[int64](t, single, `SELECT coalesce(sum(generic_plans), 0)::bigint FROM pg_prepared_statements
+			WHERE statement LIKE '-- name: '||$1||' %'`, name); generic == 0 {
+			t.Errorf("no generic plan of %s on one pgx connection", name)
+		}
+	}
+}

@@ -342,32 +342,17 @@ func TestKeyedEnqueueOfOneMatchesBatch(t *testing.T) {
 		if !strings.HasSuffix(t.Name(), "/pgx") {
 			return
 		}
-		if scalar[int](t, db, "SELECT current_setting('server_version_num')::int") < 140000 {
-			t.Skip("pg_prepared_statements counts plans from PostgreSQL 14")
-		}
-		single, err := sql.Open("pgx", dsn)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer single.Close()
-		single.SetMaxOpenConns(1)
-		sq := pgq.NewQueries(single)
-		for i := range 8 {
-			if _, err := sq.Enqueue(ctx, "plan", nil, pgq.WithFairnessKey(fmt.Sprint("k", i%3))); err != nil {
-				t.Fatal(err)
+		requireGenericPlans(t, dsn, func(single *sql.DB) {
+			sq := pgq.NewQueries(single)
+			for i := range 8 {
+				if _, err := sq.Enqueue(ctx, "plan", nil, pgq.WithFairnessKey(fmt.Sprint("k", i%3))); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := sq.Enqueue(ctx, "plan", nil, pgq.WithFairnessKey(fmt.Sprint("k", i%3)),
+					pgq.WithDedupeKey(fmt.Sprint("plan-", i%5)), pgq.WithSkipDuplicates()); err != nil {
+					t.Fatal(err)
+				}
 			}
-		}
-		for i := range 8 {
-			if _, err := sq.Enqueue(ctx, "plan", nil, pgq.WithFairnessKey(fmt.Sprint("k", i%3)),
-				pgq.WithDedupeKey(fmt.Sprint("plan-", i%5)), pgq.WithSkipDuplicates()); err != nil {
-				t.Fatal(err)
-			}
-		}
-		for _, name := range []string{"JobsEnqueueKeyedOne", "JobsEnqueueKeyedOneSkipDuplicates"} {
-			if generic := scalar[int64](t, single, `SELECT coalesce(sum(generic_plans), 0)::bigint FROM pg_prepared_statements
-				WHERE statement LIKE '-- name: '||$1||' %'`, name); generic == 0 {
-				t.Errorf("8 keyed Enqueue calls on one pgx connection ran no generic plan of %s", name)
-			}
-		}
+		}, "JobsEnqueueKeyedOne", "JobsEnqueueKeyedOneSkipDuplicates")
 	})
 }

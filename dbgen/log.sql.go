@@ -108,7 +108,7 @@ func (q *Queries) LogFoldStatistics(ctx context.Context, db DBTX, arg LogFoldSta
 
 const logLatestStatus = `-- name: LogLatestStatus :many
 SELECT i.job_id::bigint AS job_id, latest.status
-FROM unnest($1::bigint[]) AS i (job_id)
+FROM unnest((SELECT $1::bigint[])) AS i (job_id)
 CROSS JOIN LATERAL (
     SELECT l.status
     FROM pgqueuer_log AS l
@@ -128,6 +128,12 @@ type LogLatestStatusRow struct {
 // (created, id). One index-only probe of pgqueuer_log_job_id_status per id
 // (LIMIT 1), however long a job's log and however many ids. Ids without a
 // log row are absent.
+//
+// The array is read through a subquery so that a custom plan is priced
+// like the generic one: priced for the call's ids, the custom plan always
+// looked cheaper, and a watcher's look-ups were planned on every call
+// (0.23 ms a plan, four times the run); a connection now keeps the
+// generic plan.
 func (q *Queries) LogLatestStatus(ctx context.Context, db DBTX, ids []int64) ([]*LogLatestStatusRow, error) {
 	rows, err := db.QueryContext(ctx, logLatestStatus, pq.Array(ids))
 	if err != nil {
