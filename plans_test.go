@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/lib/pq"
@@ -493,6 +494,75 @@ func TestAfterSweepPlanReadsNoIndexEnds(t *testing.T) {
 		plan := planLines(t, rows, err, query)
 		if n := scans() - before; n > 0 {
 			t.Errorf("planning the sweep read the id index %d times:\n%s", n, plan)
+		}
+	})
+}
+
+// TestLookupPlans checks the plans of the look-ups that run once per
+// enqueue or claim, as planned for the call and as the generic plan a
+// prepared statement keeps:
+//   - AfterCheck probes the job table's primary key once per id, never
+//     a hash of every id in the job table;
+//   - JobsNextDue reads one index entry per entrypoint (LIMIT 1 on
+//     pgqueuer_ep_ea_idx), not every job of it not due yet;
+//   - one keyed job's enqueue, skipping duplicates or not, finds the turn
+//     and its key's last rank on their two indexes (a key's few jobs may
+//     be read by a bitmap of the second), never on pgqueuer_pgq_keyed_idx
+//     or by a scan of the table.
+func TestLookupPlans(t *testing.T) {
+	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
+		ctx := testCtx(t)
+		noSeq := "Seq Scan on pgqueuer "
+		check := func(name, plan string, uses []*regexp.Regexp, not ...string) {
+			t.Helper()
+			for _, u := range uses {
+				if !u.MatchString(plan) {
+					t.Errorf("%s does not match %v:\n%s", name, u, plan)
+				}
+			}
+			for _, n := range not {
+				if strings.Contains(plan, n) {
+					t.Errorf("%s has %q:\n%s", name, n, plan)
+				}
+			}
+		}
+		pkeyProbe := []*regexp.Regexp{regexp.MustCompile(`Index Only Scan using pgqueuer_pkey on pgqueuer j`)}
+		enqueueN(t, ctx, db, "plan", 20_000)
+		later := make([]pgq.NewJob, 1000)
+		keyed := make([]pgq.NewJob, 5000)
+		for i := range later {
+			later[i] = pgq.NewJob{Entrypoint: "plan", ExecuteAfter: time.Hour + time.Duration(i)*time.Second}
+		}
+		for i := range keyed {
+			keyed[i] = pgq.NewJob{Entrypoint: "keyed", FairnessKey: fmt.Sprint("tenant-", i%100)}
+		}
+		for _, jobs := range [][]pgq.NewJob{later, keyed} {
+			if _, err := pgq.NewQueries(db).EnqueueBatch(ctx, jobs); err != nil {
+				t.Fatal(err)
+			}
+		}
+		execSQL(t, db, "ANALYZE pgqueuer")
+
+		afterCheck, _ := namedQuery(t, "after.sql", "AfterCheck")
+		check("AfterCheck", explain(t, db, afterCheck, pq.Array([]int64{1, 2, 3})), pkeyProbe, "hashed SubPlan", noSeq)
+		check("AfterCheck's generic plan", explainGeneric(t, db, afterCheck, "{1,2,3}"), pkeyProbe, "hashed SubPlan", noSeq)
+
+		nextDue, _ := namedQuery(t, "jobs.sql", "JobsNextDue")
+		onePerEntrypoint := []*regexp.Regexp{regexp.MustCompile(`Limit .*\n\s+->  Index (Only )?Scan using pgqueuer_ep_ea_idx on pgqueuer j`)}
+		check("JobsNextDue", explain(t, db, nextDue, pq.Array([]string{"plan", "keyed"})), onePerEntrypoint, noSeq)
+		check("JobsNextDue's generic plan", explainGeneric(t, db, nextDue, "{plan,keyed}"), onePerEntrypoint, noSeq)
+
+		probes := []*regexp.Regexp{
+			regexp.MustCompile(`Index (Only )?Scan using pgqueuer_pgq_fair_rank_idx on pgqueuer f`),
+			regexp.MustCompile(`(Index (Only )?Scan Backward using|Bitmap Index Scan on) pgqueuer_pgq_fair_key_rank_idx`),
+		}
+		for _, name := range []string{"JobsEnqueueKeyedOne", "JobsEnqueueKeyedOneSkipDuplicates"} {
+			query, args := boundQuery(t, "keys.sql", name, map[string]any{
+				"@priority": 0, "@entrypoint": "keyed", "@payload_null": true, "@payload": "",
+				"@execute_after_us": 0, "@dedupe_key": "", "@headers": "", "@fairness_key": "tenant-7", "@serial_key": "",
+			})
+			check(name, explain(t, db, query, args...), probes, noSeq, "pgqueuer_pgq_keyed_idx")
+			check(name+"'s generic plan", explainGeneric(t, db, query, args...), probes, noSeq, "pgqueuer_pgq_keyed_idx")
 		}
 	})
 }
