@@ -281,7 +281,7 @@ func (m *maintainer) analyzeFirst(ctx context.Context) {
 		if !ok || !need.NeedsAnalyze {
 			return
 		}
-		if err := m.q.JobsAnalyze(ctx, m.rdb); err != nil {
+		if err := m.analyzeSample(ctx); err != nil {
 			m.warn(ctx, "pgq: analysing the job table failed", err)
 			return
 		}
@@ -291,6 +291,26 @@ func (m *maintainer) analyzeFirst(ctx context.Context) {
 		sleepCtx(ctx, min(wait, time.Until(deadline)))
 		wait = min(2*wait, 200*time.Millisecond)
 	}
+}
+
+// analyzeSample runs the ANALYZE before the first claim on a sample of a
+// tenth of the usual size (see JobsAnalyzeSampleSettings): the claim waits
+// for it, and needs only the table's and its indexes' sizes and the share
+// of queued rows. The upkeep's later ANALYZEs take the full sample.
+func (m *maintainer) analyzeSample(ctx context.Context) error {
+	tx, err := m.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	tdb := wrapDB(m.names, tx)
+	if err := m.q.JobsAnalyzeSampleSettings(ctx, tdb); err != nil {
+		return err
+	}
+	if err := m.q.JobsAnalyze(ctx, tdb); err != nil {
+		return err
+	}
+	return tx.Commit()
 }
 
 // upkeep analyses the job table if its statistics are stale and, when

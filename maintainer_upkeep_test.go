@@ -191,7 +191,8 @@ func TestVacuumNeedsOwner(t *testing.T) {
 // are reset), is analyzed by the worker before its first claim. Left with
 // the statistics of the empty table, the planner takes the partial indexes
 // for empty and plans each claim as a sort of every queued row (a 100,000
-// job drain ran 5× slower until the next ANALYZE).
+// job drain ran 5× slower until the next ANALYZE). The ANALYZE takes a
+// small sample, as the first claim waits for it.
 func TestWorkerAnalyzesBeforeTheStatisticsCountersCatchUp(t *testing.T) {
 	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
 		ctx := testCtx(t)
@@ -216,6 +217,17 @@ func TestWorkerAnalyzesBeforeTheStatisticsCountersCatchUp(t *testing.T) {
 		}
 		if got := scalar[float64](t, db, `SELECT reltuples FROM pg_class WHERE oid = 'pgqueuer'::regclass`); got < n/2 {
 			t.Errorf("reltuples of the job table after the worker started on %d queued jobs: %v: it was not analyzed", n, got)
+		}
+		// On a sample of a tenth of the usual size (statistics target 10,
+		// see JobsAnalyzeSampleSettings): the histogram of the ids, all
+		// distinct, has 11 bounds, not the default target's 101.
+		if got := scalar[int](t, db, `SELECT coalesce(array_length(histogram_bounds::text::bigint[], 1), 0)
+			FROM pg_stats WHERE tablename = 'pgqueuer' AND attname = 'id'`); got == 0 || got > 11 {
+			t.Errorf("the ids' histogram after the worker's first ANALYZE has %d bounds, want 1-11 (a statistics target of 10)", got)
+		}
+		// The sample's setting ended with its transaction.
+		if got := scalar[string](t, db, `SHOW default_statistics_target`); got != "100" {
+			t.Errorf("default_statistics_target on the pool after the worker's ANALYZE: %s, want 100", got)
 		}
 	})
 }
