@@ -112,7 +112,10 @@ type progressWriter struct {
 
 	mu      sync.Mutex
 	pending map[JobID]reported
-	kick    chan struct{}
+	// inflight holds the reports a flush has taken from pending and not
+	// yet written (nil while none is under way).
+	inflight map[JobID]reported
+	kick     chan struct{}
 	// writing is held by a flush from taking its reports to writing them,
 	// so that writes land in the order of the reports: a job's last
 	// report, written as its handler returns, once raced a periodic
@@ -164,12 +167,22 @@ func (p *progressWriter) run(ctx context.Context) {
 // returned, if any, so that its last progress is written before its
 // outcome (which deletes its row, after which a write is dropped). ctx is
 // the handler's: the write is not cut off by its end.
+//
+// When a flush under way has taken the job's last report, finished waits
+// for that write instead: returning at once, it let the outcome delete the
+// job's row before the write, which then dropped the last report and left
+// an earlier one.
 func (p *progressWriter) finished(ctx context.Context, id JobID) {
 	p.mu.Lock()
 	_, ok := p.pending[id]
+	_, writing := p.inflight[id]
 	p.mu.Unlock()
-	if ok {
+	switch {
+	case ok:
 		p.flush(context.WithoutCancel(ctx), &id)
+	case writing:
+		p.writing.Lock() // held by that flush until its write is done
+		p.writing.Unlock()
 	}
 }
 
@@ -190,10 +203,17 @@ func (p *progressWriter) flush(ctx context.Context, id *JobID) {
 	} else {
 		batch, p.pending = p.pending, map[JobID]reported{}
 	}
-	p.mu.Unlock()
 	if len(batch) == 0 {
+		p.mu.Unlock()
 		return
 	}
+	p.inflight = batch
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		p.inflight = nil
+		p.mu.Unlock()
+	}()
 	ids := slices.Sorted(func(yield func(JobID) bool) {
 		for id := range batch {
 			if !yield(id) {
