@@ -255,3 +255,26 @@ func requireGenericPlans(t *testing.T, dsn string, run func(single *sql.DB), sta
 		}
 	}
 }
+
+// eachIdleConn runs query, which returns one text value, on every
+// connection db holds idle (and on fresh ones up to the default idle
+// count, if it holds fewer), holding them all at once so that each is a
+// different one, and returns the values.
+func eachIdleConn(t *testing.T, ctx context.Context, db *sql.DB, query string) []string {
+	t.Helper()
+	n := max(db.Stats().Idle, 2)
+	var got []string
+	for range n {
+		c, err := db.Conn(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		var v string
+		if err := c.QueryRowContext(ctx, query).Scan(&v); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, v)
+	}
+	return got
+}
