@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"math"
 	"strings"
 	"sync"
@@ -95,6 +96,96 @@ func TestReportProgress(t *testing.T) {
 		info, err := q.GetJob(ctx, id)
 		if err != nil || !info.Finished || info.Progress == nil || info.Progress.Fraction != 1 {
 			t.Fatalf("GetJob after the end = %+v, %v; want finished with progress 1", info, err)
+		}
+	})
+}
+
+// TestWatchProgressWhileItsListenerConnects: a report written while the
+// watcher's progress listener is not yet listening (after WatchProgress's
+// first read), or is reconnecting, reaches fn as soon as the LISTEN is in
+// place, not at the next refresh (a minute here). The listener reaches the
+// server through a proxy that holds its connections while closed.
+func TestWatchProgressWhileItsListenerConnects(t *testing.T) {
+	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
+		ctx := testCtx(t)
+		proxied, g := gatedProxy(t, dsn)
+		q := pgq.NewQueries(db)
+		step := make(chan struct{})
+		qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
+		_ = qm.Entrypoint("work", func(ctx context.Context, job *pgq.Job) error {
+			for _, f := range []float64{0.25, 0.5} {
+				if err := pgq.ReportProgress(ctx, f, ""); err != nil {
+					return err
+				}
+				select {
+				case <-step:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
+			return nil
+		})
+		w, err := pgq.NewCompletionWatcher(ctx, db, pgq.WithListenDSN(proxied), pgq.WithRefreshInterval(time.Minute))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer w.Close()
+		id, err := q.Enqueue(ctx, "work", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		written := func(want float64) {
+			t.Helper()
+			eventually(t, fmt.Sprintf("progress %v written", want), func() bool {
+				info, err := q.GetJob(ctx, id)
+				return err == nil && info.Progress != nil && info.Progress.Fraction == want
+			})
+		}
+		arrives := func(got <-chan pgq.Progress, want float64) {
+			t.Helper()
+			select {
+			case p := <-got:
+				if p.Fraction != want {
+					t.Fatalf("WatchProgress got %+v, want fraction %v", p, want)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatalf("progress %v not seen within 10 s of the listener's connection", want)
+			}
+		}
+
+		// The first WatchProgress starts the progress listener, whose
+		// connection waits at the closed gate; its first read finds nothing.
+		g.Close()
+		got := make(chan pgq.Progress, 10)
+		var watch sync.WaitGroup
+		var st pgq.Status
+		var werr error
+		watch.Go(func() {
+			st, werr = w.WatchProgress(ctx, id, func(p pgq.Progress) { got <- p })
+		})
+		eventually(t, "the progress listener at the gate", func() bool { return g.Held() > 0 })
+		runWorker(t, ctx, qm)
+		written(0.25)
+		g.Open()
+		arrives(got, 0.25)
+
+		// The listener's connection ends; it reconnects, through the
+		// closed gate, while the next report is written.
+		g.Close()
+		if _, err := db.ExecContext(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+			WHERE datname = current_database() AND application_name LIKE 'pgq progress %'`); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "the progress listener back at the gate", func() bool { return g.Held() > 0 })
+		step <- struct{}{}
+		written(0.5)
+		g.Open()
+		arrives(got, 0.5)
+
+		step <- struct{}{}
+		watch.Wait()
+		if werr != nil || st != pgq.StatusSuccessful {
+			t.Fatalf("WatchProgress = %v, %v", st, werr)
 		}
 	})
 }

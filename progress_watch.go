@@ -46,7 +46,9 @@ func (w *CompletionWatcher) Progress(ctx context.Context, id JobID) (Progress, e
 // with the progress it has reported so far, if any, then live, within
 // milliseconds of each write (a worker writes a job's progress at most
 // every ProgressInterval), and once more when the job has finished if its
-// last report came late. fn runs on the caller's goroutine, one call at a
+// last report came late. A report written while the watcher's listener
+// was not listening yet, or was reconnecting, arrives when it listens
+// again. fn runs on the caller's goroutine, one call at a
 // time, and may be slow: reports that arrive meanwhile are coalesced.
 // Progress arrives on the pgq-only channel ch_pgqueuer_pgq_progress (with
 // the prefix), which the watcher listens on with a second connection from
@@ -128,7 +130,7 @@ func (w *CompletionWatcher) subscribeProgress(id JobID) (chan struct{}, error) {
 		if nl := notifier.New(w.db, w.cfg.listenDSNFor(w.db), channel, truncate("pgq progress "+channel, 63), w.cfg.logger); nl != nil {
 			ctx := w.ctx
 			pw.wg.Go(func() {
-				_ = nl.Run(ctx, notifier.Callbacks{Notify: w.onProgress})
+				_ = nl.Run(ctx, notifier.Callbacks{Notify: w.onProgress, Connected: w.onProgressListening})
 			})
 		}
 	}
@@ -149,6 +151,21 @@ func (w *CompletionWatcher) unsubscribeProgress(id JobID, ch chan struct{}) {
 		delete(set, ch)
 		if len(set) == 0 {
 			delete(w.progress.subs, id)
+		}
+	}
+}
+
+// onProgressListening wakes every subscriber once the progress listener's
+// LISTEN is in place, at its start and after each reconnect: a report
+// written before that (after a subscriber's first read, or while the
+// connection was down) sent its notification to nobody, and would
+// otherwise reach the subscriber only at its next poll.
+func (w *CompletionWatcher) onProgressListening() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, set := range w.progress.subs {
+		for ch := range set {
+			signal(ch)
 		}
 	}
 }

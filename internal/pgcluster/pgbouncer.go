@@ -294,13 +294,21 @@ func (b *PgBouncer) LogTail() string {
 // server) with its host and port replaced by PgBouncer's: the same user,
 // database and options, through PgBouncer.
 func (b *PgBouncer) DSN(serverDSN string) (string, error) {
-	port := strconv.Itoa(b.port)
+	return WithHostPort(serverDSN, "127.0.0.1", b.port)
+}
+
+// WithHostPort returns serverDSN (key=value or URL) with its host and port
+// replaced by host and port (and any hostaddr dropped): the same user,
+// database and options, through another address, such as a pooler's or a
+// test's proxy.
+func WithHostPort(serverDSN, host string, port int) (string, error) {
+	p := strconv.Itoa(port)
 	if dsn.IsURL(serverDSN) {
 		u, err := url.Parse(serverDSN)
 		if err != nil {
 			return "", fmt.Errorf("pgcluster: parse DSN: %w", err)
 		}
-		u.Host = net.JoinHostPort("127.0.0.1", port)
+		u.Host = net.JoinHostPort(host, p)
 		q := u.Query()
 		q.Del("host")
 		q.Del("hostaddr")
@@ -315,7 +323,7 @@ func (b *PgBouncer) DSN(serverDSN string) (string, error) {
 	pairs = slices.DeleteFunc(pairs, func(p dsn.Pair) bool {
 		return p.Key == "host" || p.Key == "hostaddr" || p.Key == "port"
 	})
-	pairs = append([]dsn.Pair{{Key: "host", Value: "127.0.0.1"}, {Key: "port", Value: port}}, pairs...)
+	pairs = append([]dsn.Pair{{Key: "host", Value: host}, {Key: "port", Value: p}}, pairs...)
 	return dsn.Join(pairs), nil
 }
 
