@@ -21,30 +21,9 @@ func TestReportProgress(t *testing.T) {
 	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
 		ctx := testCtx(t)
 		q := pgq.NewQueries(db)
-		step := make(chan struct{})
 		qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
-		_ = qm.Entrypoint("work", func(ctx context.Context, job *pgq.Job) error {
-			for i, f := range []float64{0.25, 0.5} {
-				if err := pgq.ReportProgress(ctx, f, "step "+string(rune('a'+i))); err != nil {
-					return err
-				}
-				select {
-				case <-step:
-				case <-ctx.Done():
-					return ctx.Err()
-				}
-			}
-			return pgq.ReportProgress(ctx, 1, "done")
-		})
-		w, err := pgq.NewCompletionWatcher(ctx, db, pgq.WithListenDSN(dsn), pgq.WithRefreshInterval(time.Minute))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer w.Close()
-		id, err := q.Enqueue(ctx, "work", nil)
-		if err != nil {
-			t.Fatal(err)
-		}
+		step := steppedWork(qm)
+		w, id := watchedJob(t, ctx, db, dsn)
 		if p, err := w.Progress(ctx, id); err != nil || !p.Updated.IsZero() || p.JobID != id {
 			t.Fatalf("Progress before any report = %+v, %v; want none", p, err)
 		}
@@ -110,30 +89,9 @@ func TestWatchProgressWhileItsListenerConnects(t *testing.T) {
 		ctx := testCtx(t)
 		proxied, g := gatedProxy(t, dsn)
 		q := pgq.NewQueries(db)
-		step := make(chan struct{})
 		qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
-		_ = qm.Entrypoint("work", func(ctx context.Context, job *pgq.Job) error {
-			for _, f := range []float64{0.25, 0.5} {
-				if err := pgq.ReportProgress(ctx, f, ""); err != nil {
-					return err
-				}
-				select {
-				case <-step:
-				case <-ctx.Done():
-					return ctx.Err()
-				}
-			}
-			return nil
-		})
-		w, err := pgq.NewCompletionWatcher(ctx, db, pgq.WithListenDSN(proxied), pgq.WithRefreshInterval(time.Minute))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer w.Close()
-		id, err := q.Enqueue(ctx, "work", nil)
-		if err != nil {
-			t.Fatal(err)
-		}
+		step := steppedWork(qm)
+		w, id := watchedJob(t, ctx, db, proxied)
 		written := func(want float64) {
 			t.Helper()
 			eventually(t, fmt.Sprintf("progress %v written", want), func() bool {
@@ -188,6 +146,43 @@ func TestWatchProgressWhileItsListenerConnects(t *testing.T) {
 			t.Fatalf("WatchProgress = %v, %v", st, werr)
 		}
 	})
+}
+
+// steppedWork registers entrypoint "work" on qm, whose handler reports
+// 0.25 ("step a") and 0.5 ("step b"), each time waiting for a value on the
+// returned channel before going on, then 1 ("done") and returns.
+func steppedWork(qm *pgq.QueueManager) chan<- struct{} {
+	step := make(chan struct{})
+	_ = qm.Entrypoint("work", func(ctx context.Context, job *pgq.Job) error {
+		for i, f := range []float64{0.25, 0.5} {
+			if err := pgq.ReportProgress(ctx, f, "step "+string(rune('a'+i))); err != nil {
+				return err
+			}
+			select {
+			case <-step:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		return pgq.ReportProgress(ctx, 1, "done")
+	})
+	return step
+}
+
+// watchedJob enqueues a "work" job and returns it with a CompletionWatcher
+// listening on listenDSN that polls only every minute, closed with t.
+func watchedJob(t *testing.T, ctx context.Context, db *sql.DB, listenDSN string) (*pgq.CompletionWatcher, pgq.JobID) {
+	t.Helper()
+	w, err := pgq.NewCompletionWatcher(ctx, db, pgq.WithListenDSN(listenDSN), pgq.WithRefreshInterval(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = w.Close() })
+	id, err := pgq.NewQueries(db).Enqueue(ctx, "work", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w, id
 }
 
 // TestReportProgressBadInput: a fraction outside [0, 1], a bad note, or a
