@@ -11,15 +11,20 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/pressly/goose/v3"
+
 	"github.com/pgq-dev/pgq"
 	"github.com/pgq-dev/pgq/pgqtest"
-	"github.com/pressly/goose/v3"
 )
 
 // TestWorkerVacuumsJobTable: draining tens of thousands of jobs leaves
 // twice as many dead rows; with a short upkeep interval the worker vacuums
 // the job table itself (vacuum_count, which counts manual vacuums, grows),
-// also under a prefix and schema, and not with WithVacuum(false).
+// also under a prefix and schema, and not with WithVacuum(false). Its
+// vacuum never starts parallel workers: the database's settings here would
+// give every index of the job table one, and slow them enough to be seen
+// in pg_stat_activity.
 func TestWorkerVacuumsJobTable(t *testing.T) {
 	cases := []struct {
 		name   string
@@ -54,6 +59,28 @@ func TestWorkerVacuumsJobTable(t *testing.T) {
 					return scalar[int64](t, db, "SELECT vacuum_count FROM pg_stat_user_tables WHERE relid = $1::regclass", c.table)
 				}
 				before := vacuums()
+				// Every index big enough for a parallel vacuum worker, and
+				// vacuums paced slowly, for the connections opened from now.
+				dbName := scalar[string](t, db, "SELECT current_database()")
+				for _, set := range []string{"min_parallel_index_scan_size = 0", "vacuum_cost_delay = 2", "max_parallel_maintenance_workers = 2"} {
+					execSQL(t, db, "ALTER DATABASE "+pgx.Identifier{dbName}.Sanitize()+" SET "+set)
+				}
+				db.SetMaxIdleConns(0)
+				db.SetMaxIdleConns(2) // database/sql's default
+				var parallel atomic.Int64
+				sampling, stopSampling := context.WithCancel(ctx)
+				var sampler sync.WaitGroup
+				sampler.Go(func() {
+					for sampling.Err() == nil {
+						var n int64
+						err := db.QueryRowContext(sampling, `SELECT count(*) FROM pg_stat_activity
+							WHERE backend_type = 'parallel worker' AND datname = current_database()`).Scan(&n)
+						if err == nil {
+							parallel.Add(n)
+						}
+						time.Sleep(time.Millisecond)
+					}
+				})
 				var ran atomic.Int64
 				qm := pgq.NewQueueManager(db, append(mopts, pgq.WithListenDSN(dsn))...)
 				if err := qm.Entrypoint("v", func(ctx context.Context, j *pgq.Job) error {
@@ -67,8 +94,13 @@ func TestWorkerVacuumsJobTable(t *testing.T) {
 				}
 				drain(t, ctx, qm, pgq.WithBatchSize(500), pgq.WithMaxConcurrentTasks(500), pgq.WithVacuum(c.vacuum),
 					pgq.WithUpkeepInterval(100*time.Millisecond))
+				stopSampling()
+				sampler.Wait()
 				if got := ran.Load(); got != n {
 					t.Fatalf("ran %d jobs, want %d", got, n)
+				}
+				if got := parallel.Load(); got != 0 {
+					t.Errorf("parallel workers seen %d times in the database while the worker ran", got)
 				}
 				after := vacuums()
 				if c.vacuum && after <= before {

@@ -1485,7 +1485,7 @@ func (q *Queries) JobsTableUpkeep(ctx context.Context, db DBTX, arg JobsTableUpk
 }
 
 const jobsVacuum = `-- name: JobsVacuum :exec
-VACUUM (SKIP_LOCKED, TRUNCATE false) pgqueuer
+VACUUM (SKIP_LOCKED, TRUNCATE false, PARALLEL 0) pgqueuer
 `
 
 // Vacuums the job table, unless another vacuum (autovacuum or another
@@ -1495,6 +1495,12 @@ VACUUM (SKIP_LOCKED, TRUNCATE false) pgqueuer
 // leave free, and holds it, stopping them all, while it checks the pages.
 // Sampled under load, the worker's vacuum spent half its time waiting so
 // (VacuumTruncate), 1.4-1.6 s a call. A queue table grows back at once.
+// Without parallel workers (PARALLEL 0): those would be taken from the
+// application's share (max_parallel_workers) for an upkeep task, and on
+// 2 cores they cost a quarter more CPU without ending it sooner: a vacuum
+// of 200,000 claimed and deleted jobs used 0.20-0.28 s of the server's CPU
+// against 0.28-0.41 with the two workers PostgreSQL started for its
+// indexes (docs/benchmarks.md).
 func (q *Queries) JobsVacuum(ctx context.Context, db DBTX) error {
 	_, err := db.ExecContext(ctx, jobsVacuum)
 	return err

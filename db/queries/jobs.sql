@@ -824,4 +824,10 @@ ANALYZE (SKIP_LOCKED) pgqueuer;
 -- leave free, and holds it, stopping them all, while it checks the pages.
 -- Sampled under load, the worker's vacuum spent half its time waiting so
 -- (VacuumTruncate), 1.4-1.6 s a call. A queue table grows back at once.
-VACUUM (SKIP_LOCKED, TRUNCATE false) pgqueuer;
+-- Without parallel workers (PARALLEL 0): those would be taken from the
+-- application's share (max_parallel_workers) for an upkeep task, and on
+-- 2 cores they cost a quarter more CPU without ending it sooner: a vacuum
+-- of 200,000 claimed and deleted jobs used 0.20-0.28 s of the server's CPU
+-- against 0.28-0.41 with the two workers PostgreSQL started for its
+-- indexes (docs/benchmarks.md).
+VACUUM (SKIP_LOCKED, TRUNCATE false, PARALLEL 0) pgqueuer;
