@@ -67,7 +67,7 @@ func TestWorkerVacuumsJobTable(t *testing.T) {
 				}
 				db.SetMaxIdleConns(0)
 				db.SetMaxIdleConns(2) // database/sql's default
-				var parallel atomic.Int64
+				var parallel, samples atomic.Int64
 				sampling, stopSampling := context.WithCancel(ctx)
 				var sampler sync.WaitGroup
 				sampler.Go(func() {
@@ -76,6 +76,7 @@ func TestWorkerVacuumsJobTable(t *testing.T) {
 						err := db.QueryRowContext(sampling, `SELECT count(*) FROM pg_stat_activity
 							WHERE backend_type = 'parallel worker' AND datname = current_database()`).Scan(&n)
 						if err == nil {
+							samples.Add(1)
 							parallel.Add(n)
 						}
 						time.Sleep(time.Millisecond)
@@ -99,8 +100,11 @@ func TestWorkerVacuumsJobTable(t *testing.T) {
 				if got := ran.Load(); got != n {
 					t.Fatalf("ran %d jobs, want %d", got, n)
 				}
+				if samples.Load() == 0 {
+					t.Error("pg_stat_activity was never read while the worker ran: nothing seen, nothing checked")
+				}
 				if got := parallel.Load(); got != 0 {
-					t.Errorf("parallel workers seen %d times in the database while the worker ran", got)
+					t.Errorf("parallel workers seen %d times in %d samples while the worker ran", got, samples.Load())
 				}
 				after := vacuums()
 				if c.vacuum && after <= before {
