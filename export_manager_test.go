@@ -20,6 +20,12 @@ func WithUpkeepInterval(d time.Duration) RunOption {
 	return runOption(func(c *runConfig) { c.upkeepInterval = d })
 }
 
+// WithBeforeFirstAnalyze has a worker call f when, before its first claim,
+// it has read that the job table needs ANALYZE and is about to run it.
+func WithBeforeFirstAnalyze(f func()) RunOption {
+	return runOption(func(c *runConfig) { c.beforeAnalyze = f })
+}
+
 // JobTableNeeds runs the worker's upkeep check of the default job table on
 // db: whether it wants ANALYZE and VACUUM (and the role may run them).
 func JobTableNeeds(ctx context.Context, db dbgen.DBTX) (analyze, vacuum bool, err error) {

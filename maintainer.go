@@ -86,6 +86,9 @@ type maintainer struct {
 	statsInterval    time.Duration
 	logRetention     time.Duration
 	vacuum           bool
+	// beforeAnalyze, when set (by a test), runs in analyzeFirst between
+	// the read that found the statistics stale and analyzeSample.
+	beforeAnalyze func()
 
 	noRights sync.Once // logs that the role may not vacuum the job table
 	// beatWarned is when a failed heartbeat was last logged: retried
@@ -269,8 +272,8 @@ func (m *maintainer) tendJobTable(ctx context.Context) {
 }
 
 // analyzeFirst brings the job table's planner statistics up to date
-// before the run's first claim. When another session holds the table (the
-// ANALYZE skips it), it waits for that session's work to end, checking
+// before the run's first claim. When another session holds the table (an
+// ANALYZE or VACUUM), it waits for that session's work to end, checking
 // again, for startAnalyzeWait at most: worker processes started together
 // then run one ANALYZE between them, not one each in turn.
 func (m *maintainer) analyzeFirst(ctx context.Context) {
@@ -281,11 +284,15 @@ func (m *maintainer) analyzeFirst(ctx context.Context) {
 		if !ok || !need.NeedsAnalyze {
 			return
 		}
-		if err := m.analyzeSample(ctx); err != nil {
+		if m.beforeAnalyze != nil {
+			m.beforeAnalyze()
+		}
+		done, err := m.analyzeSample(ctx)
+		if err != nil {
 			m.warn(ctx, "pgq: analysing the job table failed", err)
 			return
 		}
-		if need, ok = m.needs(ctx, false); !ok || !need.NeedsAnalyze || time.Now().After(deadline) {
+		if done || time.Now().After(deadline) {
 			return
 		}
 		sleepCtx(ctx, min(wait, time.Until(deadline)))
@@ -297,20 +304,39 @@ func (m *maintainer) analyzeFirst(ctx context.Context) {
 // tenth of the usual size (see JobsAnalyzeSampleSettings): the claim waits
 // for it, and needs only the table's and its indexes' sizes and the share
 // of queued rows. The upkeep's later ANALYZEs take the full sample.
-func (m *maintainer) analyzeSample(ctx context.Context) error {
+//
+// It first takes the table's lock, without waiting, and reads again under
+// it whether the table still needs the ANALYZE (JobsLockForAnalyze): the
+// read that sent it here may have come just before another session's
+// ANALYZE ended. done is false only when another session held the lock:
+// then nothing was read or run.
+func (m *maintainer) analyzeSample(ctx context.Context) (done bool, err error) {
 	tx, err := m.db.BeginTx(ctx, nil)
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer tx.Rollback()
 	tdb := wrapDB(m.names, tx)
+	if err := m.q.JobsLockForAnalyze(ctx, tdb); err != nil {
+		if pe, ok := asPgError(err); ok && pe.Code == "55P03" { // lock_not_available
+			return false, nil
+		}
+		return false, err
+	}
+	need, err := tableNeeds(ctx, m.q, tdb, m.names)
+	if err != nil {
+		return false, err
+	}
+	if !need.NeedsAnalyze {
+		return true, nil
+	}
 	if err := m.q.JobsAnalyzeSampleSettings(ctx, tdb); err != nil {
-		return err
+		return false, err
 	}
 	if err := m.q.JobsAnalyze(ctx, tdb); err != nil {
-		return err
+		return false, err
 	}
-	return tx.Commit()
+	return true, tx.Commit()
 }
 
 // upkeep analyses the job table if its statistics are stale and, when

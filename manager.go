@@ -295,7 +295,8 @@ func (qm *QueueManager) newRun(rc runConfig, eps map[string]*entrypoint) *run {
 	w.maintainer = &maintainer{q: qm.q, db: qm.db, rdb: qm.rdb, names: qm.cfg.names, lane: w.beats, qmID: qm.id,
 		held: w.held, logger: logger, wake: func() { signal(w.wake) }, entrypoints: names,
 		heartbeatTimeout: rc.heartbeatTimeout, upkeepInterval: rc.upkeepInterval, sweepInterval: rc.sweepInterval,
-		statsInterval: rc.statsInterval, logRetention: rc.logRetention, vacuum: rc.vacuum}
+		statsInterval: rc.statsInterval, logRetention: rc.logRetention, vacuum: rc.vacuum,
+		beforeAnalyze: rc.beforeAnalyze}
 	return w
 }
 

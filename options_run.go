@@ -78,6 +78,7 @@ type runConfig struct {
 	healthInterval, healthTimeout time.Duration
 	upkeepInterval                time.Duration
 	sweepInterval                 time.Duration
+	beforeAnalyze                 func() // see maintainer.beforeAnalyze
 }
 
 // newRunConfig applies opts to the defaults; the first invalid option is

@@ -1172,6 +1172,26 @@ func (q *Queries) JobsLockEntrypoints(ctx context.Context, db DBTX, arg JobsLock
 	return err
 }
 
+const jobsLockForAnalyze = `-- name: JobsLockForAnalyze :exec
+LOCK TABLE pgqueuer IN SHARE UPDATE EXCLUSIVE MODE NOWAIT
+`
+
+// Takes the job table's SHARE UPDATE EXCLUSIVE lock (ANALYZE's and
+// VACUUM's own) for the rest of the transaction, or fails at once with
+// lock_not_available (55P03) while another session holds it: an ANALYZE
+// or VACUUM, another worker's or autovacuum's. A worker's ANALYZE before
+// its first claim takes it and then reads again what the table needs
+// (JobsTableUpkeep), so that of the worker processes that start together,
+// each having read the statistics as missing, the first analyses and the
+// rest, reading again after its ANALYZE ended, find them fresh. Read
+// only before the lock, they could be missing for a worker just before
+// another's ANALYZE ended, and that worker ran its own after it: 4
+// workers starting together under load ran 3.
+func (q *Queries) JobsLockForAnalyze(ctx context.Context, db DBTX) error {
+	_, err := db.ExecContext(ctx, jobsLockForAnalyze)
+	return err
+}
+
 const jobsNextDue = `-- name: JobsNextDue :one
 SELECT COALESCE(extract(epoch FROM min(n.execute_after) - now()), -1)::float8 AS seconds
 FROM unnest((SELECT $1::text[])) AS e (name)

@@ -807,6 +807,20 @@ FROM (SELECT 1 FROM pgqueuer AS q WHERE q.status = 'queued' LIMIT 1000) AS s;
 -- the next ANALYZE (the upkeep's, or autovacuum's) takes the full sample.
 SELECT set_config('default_statistics_target', '10', true);
 
+-- name: JobsLockForAnalyze :exec
+-- Takes the job table's SHARE UPDATE EXCLUSIVE lock (ANALYZE's and
+-- VACUUM's own) for the rest of the transaction, or fails at once with
+-- lock_not_available (55P03) while another session holds it: an ANALYZE
+-- or VACUUM, another worker's or autovacuum's. A worker's ANALYZE before
+-- its first claim takes it and then reads again what the table needs
+-- (JobsTableUpkeep), so that of the worker processes that start together,
+-- each having read the statistics as missing, the first analyses and the
+-- rest, reading again after its ANALYZE ended, find them fresh. Read
+-- only before the lock, they could be missing for a worker just before
+-- another's ANALYZE ended, and that worker ran its own after it: 4
+-- workers starting together under load ran 3.
+LOCK TABLE pgqueuer IN SHARE UPDATE EXCLUSIVE MODE NOWAIT;
+
 -- name: JobsAnalyze :exec
 -- Refreshes the job table's planner statistics, unless another ANALYZE or
 -- a VACUUM (another worker's, or autovacuum) holds the table: then it does
