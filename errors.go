@@ -24,7 +24,8 @@ var (
 	ErrSchemaMissing = errors.New("pgq: schema not installed or incomplete")
 	// ErrSchemaExists is returned by Install when the job table exists.
 	ErrSchemaExists = errors.New("pgq: schema already installed")
-	// ErrClosed is returned by a CompletionWatcher's waits once it is closed.
+	// ErrClosed is returned by a CompletionWatcher's waits once it is
+	// closed (wrapped with its ctx's error when that ended it).
 	ErrClosed = errors.New("pgq: closed")
 )
 

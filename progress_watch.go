@@ -118,7 +118,7 @@ func (w *CompletionWatcher) subscribeProgress(id JobID) (chan struct{}, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.closed {
-		return nil, ErrClosed
+		return nil, w.stopErr
 	}
 	pw := &w.progress
 	if pw.subs == nil {

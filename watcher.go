@@ -69,6 +69,7 @@ type CompletionWatcher struct {
 
 	mu       sync.Mutex
 	closed   bool
+	stopErr  error                          // what waits get once closed (see NewCompletionWatcher)
 	waiting  map[JobID]map[*waiter]struct{} // by id: the waits still wanting it
 	fresh    map[JobID]struct{}             // waited ids not looked up since their wait began
 	drained  bool                           // a query ended the last pending wait (see takeDrained)
@@ -87,9 +88,12 @@ type waiter struct {
 // NewCompletionWatcher starts a watcher on db. It returns once its LISTEN
 // is in place (or after at most 5 s or the refresh interval, the listener
 // then connecting in the background). The watcher stops when ctx ends or
-// Close is called; either way every pending wait then returns ErrClosed,
-// except a wait whose own ctx has ended (ctx itself, say), which returns
-// that ctx's error.
+// Close is called; either way every pending wait and every later one then
+// returns an error matching ErrClosed, except a wait whose own ctx has
+// ended, which returns that ctx's error. When the watcher stopped because
+// ctx ended, the error also matches ctx's (context.Cause(ctx)): a wait
+// whose ctx is ctx or derived from it matches context.Canceled when ctx
+// is canceled, whether it sees its own ctx's end or the watcher's first.
 //
 // The watcher listens on the queue's channel with its own connection: a
 // dedicated one on WithListenDSN's DSN when given, or on the DSN of a pool
@@ -144,7 +148,7 @@ func NewCompletionWatcher(ctx context.Context, db *sql.DB, opts ...WatcherOption
 	}
 	go func() {
 		wg.Wait()
-		w.failAll(ErrClosed) // no progress listener starts after this
+		w.failAll(stoppedBy(ctx)) // no progress listener starts after this
 		w.progress.wg.Wait()
 		close(w.done)
 	}()
@@ -172,12 +176,14 @@ func (w *CompletionWatcher) Listening() bool {
 func (w *CompletionWatcher) Refreshes() uint64 { return w.refreshes.Load() }
 
 // Close stops the watcher: every pending wait returns ErrClosed, and so
-// does every later one. Close returns once the watcher's goroutines have
+// does every later one (or, when the watcher's ctx had already ended, an
+// error that matches ErrClosed and that ctx's error; see
+// NewCompletionWatcher). Close returns once the watcher's goroutines have
 // ended. It is safe to call more than once.
 func (w *CompletionWatcher) Close() error {
 	w.closeOnce.Do(func() {
 		w.mu.Lock()
-		w.closed = true
+		w.closeLocked(ErrClosed)
 		w.mu.Unlock()
 		w.stop()
 	})
@@ -374,17 +380,35 @@ func (w *CompletionWatcher) removeLocked(wt *waiter) {
 	}
 }
 
-// failAll ends every pending wait with err; later waits fail with
-// ErrClosed.
+// stoppedBy is the error of the waits of a watcher that stopped without
+// Close (which sets ErrClosed first): ctx, the watcher's, ended.
+func stoppedBy(ctx context.Context) error {
+	if cause := context.Cause(ctx); cause != nil {
+		return fmt.Errorf("%w: %w", ErrClosed, cause)
+	}
+	return ErrClosed
+}
+
+// failAll closes the watcher (see closeLocked) and ends every pending
+// wait with its stop error.
 func (w *CompletionWatcher) failAll(err error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.failAllLocked(err)
 }
 
+// closeLocked marks the watcher closed, with err as the error of its
+// waits unless it was closed before. The caller holds w.mu.
+func (w *CompletionWatcher) closeLocked(err error) {
+	if !w.closed {
+		w.closed, w.stopErr = true, err
+	}
+}
+
 // failAllLocked is failAll for a caller that holds w.mu.
 func (w *CompletionWatcher) failAllLocked(err error) {
-	w.closed = true
+	w.closeLocked(err)
+	err = w.stopErr
 	for _, set := range w.waiting {
 		for wt := range set {
 			select {
@@ -411,8 +435,9 @@ func (w *CompletionWatcher) wait(ctx context.Context, ids []JobID, need int) (*w
 	}
 	w.mu.Lock()
 	if w.closed {
+		err := w.stopErr
 		w.mu.Unlock()
-		return nil, ErrClosed
+		return nil, err
 	}
 	for _, id := range ids {
 		set := w.waiting[id]
@@ -442,7 +467,9 @@ func (w *CompletionWatcher) wait(ctx context.Context, ids []JobID, need int) (*w
 	if wt.err != nil {
 		// A watcher made with the wait's ctx closes when that ends: the
 		// wait reports ctx's end then, not ErrClosed, whichever came
-		// first to it.
+		// first to it. (When the watcher's end comes first while the
+		// cancellation has yet to reach a ctx derived from its ctx,
+		// wt.err matches ctx's error too.)
 		if errors.Is(wt.err, ErrClosed) && ctx.Err() != nil {
 			return nil, ctx.Err()
 		}

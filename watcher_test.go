@@ -766,18 +766,21 @@ func TestWatcherClose(t *testing.T) {
 			t.Fatalf("second Close: %v", err)
 		}
 
-		// A watcher whose ctx ends stops the same way; a wait with the
-		// watcher's own ctx reports that ctx's end, not ErrClosed,
-		// whichever of the two reaches it first (repeated, as the order
-		// varies).
+		// A watcher whose ctx ends stops the same way, with an error that
+		// matches ErrClosed and the ctx's; a wait whose ctx is the
+		// watcher's, or derived from it, matches context.Canceled whether
+		// it sees its own ctx's end or the watcher's first (repeated, as
+		// the order varies; a ctx derived from the watcher's that the
+		// cancellation has not reached yet forces the second order).
 		for _, c := range []struct {
-			name   string
-			shared bool // the wait uses the watcher's ctx
-			want   error
-			runs   int
+			name string
+			ctx  string // the wait's: "other", "shared" (the watcher's), "lagging" (derived, not yet ended)
+			want []error
+			runs int
 		}{
-			{"wait after the watcher's ctx ended", false, pgq.ErrClosed, 1},
-			{"wait whose ctx (the watcher's too) ended", true, context.Canceled, 10},
+			{"wait after the watcher's ctx ended", "other", []error{pgq.ErrClosed, context.Canceled}, 1},
+			{"wait whose ctx (the watcher's too) ended", "shared", []error{context.Canceled}, 10},
+			{"wait whose ctx, derived from the watcher's, has yet to end", "lagging", []error{pgq.ErrClosed, context.Canceled}, 1},
 		} {
 			for range c.runs {
 				ctx, cancel := context.WithCancel(e.ctx)
@@ -785,15 +788,28 @@ func TestWatcherClose(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				waitCtx := e.ctx
-				if c.shared {
+				var waitCtx context.Context
+				lag := &laggingCtx{Context: ctx, done: make(chan struct{})}
+				switch c.ctx {
+				case "other":
+					waitCtx = e.ctx
+				case "shared":
 					waitCtx = ctx
+				case "lagging":
+					waitCtx = lag
 				}
 				r := waitAsync(t, waitCtx, w2, ids[0])
 				waitsPending(t, w2, 1)
 				cancel()
-				if r := receive(t, r, 10*time.Second, c.name); !errors.Is(r.err, c.want) {
-					t.Fatalf("%s = %v; want %v", c.name, r.err, c.want)
+				got := receive(t, r, 10*time.Second, c.name).err
+				for _, want := range c.want {
+					if !errors.Is(got, want) {
+						t.Fatalf("%s = %v; want an error matching %v", c.name, got, want)
+					}
+				}
+				close(lag.done)
+				if _, err := w2.WaitFor(e.ctx, ids[0]); !errors.Is(err, pgq.ErrClosed) || !errors.Is(err, context.Canceled) {
+					t.Fatalf("%s: a later wait = %v; want an error matching ErrClosed and context.Canceled", c.name, err)
 				}
 				if err := w2.Close(); err != nil {
 					t.Fatal(err)
@@ -801,6 +817,26 @@ func TestWatcherClose(t *testing.T) {
 			}
 		}
 	})
+}
+
+// laggingCtx is a ctx derived from Context whose own end shows only once
+// done is closed: a ctx derived from a watcher's that its cancellation has
+// not reached yet (context.WithCancel cancels a parent's children one by
+// one).
+type laggingCtx struct {
+	context.Context
+	done chan struct{}
+}
+
+func (c *laggingCtx) Done() <-chan struct{} { return c.done }
+
+func (c *laggingCtx) Err() error {
+	select {
+	case <-c.done:
+		return c.Context.Err()
+	default:
+		return nil
+	}
 }
 
 // unreachableDSN is a listen DSN where no server answers.
