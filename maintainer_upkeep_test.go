@@ -233,15 +233,10 @@ func TestWorkerAnalyzesBeforeTheStatisticsCountersCatchUp(t *testing.T) {
 	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
 		ctx := testCtx(t)
 		const n = 3000
-		execSQL(t, db, `ALTER TABLE pgqueuer SET (autovacuum_enabled = off)`)
-		execSQL(t, db, `VACUUM pgqueuer`)
+		missingStatistics(t, ctx, db, n)
 		if got := scalar[float64](t, db, `SELECT reltuples FROM pg_class WHERE oid = 'pgqueuer'::regclass`); got != 0 {
 			t.Fatalf("reltuples of the vacuumed empty table: %v, want 0", got)
 		}
-		enqueueN(t, ctx, db, "a", n)
-		// What the worker sees when the counters lag: no change since the
-		// last ANALYZE.
-		execSQL(t, db, `SELECT pg_stat_reset_single_table_counters('pgqueuer'::regclass)`)
 		if got := scalar[int64](t, db, `SELECT pg_stat_get_mod_since_analyze('pgqueuer'::regclass)`); got != 0 {
 			t.Fatalf("rows changed since the last ANALYZE after the reset: %d, want 0", got)
 		}
@@ -388,10 +383,7 @@ func TestWorkersStartingTogetherAnalyzeOnce(t *testing.T) {
 	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
 		ctx := testCtx(t)
 		const n, workers = 30000, 4
-		execSQL(t, db, `ALTER TABLE pgqueuer SET (autovacuum_enabled = off)`)
-		execSQL(t, db, `VACUUM pgqueuer`)
-		enqueueN(t, ctx, db, "a", n)
-		execSQL(t, db, `SELECT pg_stat_reset_single_table_counters('pgqueuer'::regclass)`)
+		missingStatistics(t, ctx, db, n)
 
 		var ran atomic.Int64
 		start := make(chan struct{})
@@ -427,10 +419,7 @@ func TestFirstAnalyzeReadsAgainUnderTheLock(t *testing.T) {
 	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
 		ctx := testCtx(t)
 		const n = 3000
-		execSQL(t, db, `ALTER TABLE pgqueuer SET (autovacuum_enabled = off)`)
-		execSQL(t, db, `VACUUM pgqueuer`)
-		enqueueN(t, ctx, db, "a", n)
-		execSQL(t, db, `SELECT pg_stat_reset_single_table_counters('pgqueuer'::regclass)`)
+		missingStatistics(t, ctx, db, n)
 
 		// Another session's ANALYZE, run and ended between the worker's
 		// read of the statistics and its own ANALYZE.
@@ -456,6 +445,19 @@ func TestFirstAnalyzeReadsAgainUnderTheLock(t *testing.T) {
 			t.Errorf("ANALYZE ran %d times, the other session's and the worker's, want 1 (the other session's)", got)
 		}
 	})
+}
+
+// missingStatistics enqueues n jobs of entrypoint "a" onto the job table
+// vacuumed while empty (its statistics then say 0 rows), autovacuum off,
+// and resets the table's counters: what a worker sees when the counters
+// lag (a backend reports its changes up to 10 s late), no change since
+// the last ANALYZE. The analyze count starts at 0.
+func missingStatistics(t *testing.T, ctx context.Context, db *sql.DB, n int) {
+	t.Helper()
+	execSQL(t, db, `ALTER TABLE pgqueuer SET (autovacuum_enabled = off)`)
+	execSQL(t, db, `VACUUM pgqueuer`)
+	enqueueN(t, ctx, db, "a", n)
+	execSQL(t, db, `SELECT pg_stat_reset_single_table_counters('pgqueuer'::regclass)`)
 }
 
 // analyzeCount returns how many times the job table was analyzed (not by
