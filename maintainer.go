@@ -272,10 +272,11 @@ func (m *maintainer) tendJobTable(ctx context.Context) {
 }
 
 // analyzeFirst brings the job table's planner statistics up to date
-// before the run's first claim. When another session holds the table (an
-// ANALYZE or VACUUM), it waits for that session's work to end, checking
-// again, for startAnalyzeWait at most: worker processes started together
-// then run one ANALYZE between them, not one each in turn.
+// before the run's first claim. When another session holds the table (the
+// ANALYZE skips it) or another worker is analysing it, it waits for that
+// work to end, checking again, for startAnalyzeWait at most: worker
+// processes started together then run one ANALYZE between them, not one
+// each in turn.
 func (m *maintainer) analyzeFirst(ctx context.Context) {
 	deadline := time.Now().Add(startAnalyzeWait)
 	wait := 10 * time.Millisecond
@@ -287,12 +288,11 @@ func (m *maintainer) analyzeFirst(ctx context.Context) {
 		if m.beforeAnalyze != nil {
 			m.beforeAnalyze()
 		}
-		done, err := m.analyzeSample(ctx)
-		if err != nil {
+		if err := m.analyzeSample(ctx); err != nil {
 			m.warn(ctx, "pgq: analysing the job table failed", err)
 			return
 		}
-		if done || time.Now().After(deadline) {
+		if need, ok = m.needs(ctx, false); !ok || !need.NeedsAnalyze || time.Now().After(deadline) {
 			return
 		}
 		sleepCtx(ctx, min(wait, time.Until(deadline)))
@@ -305,38 +305,32 @@ func (m *maintainer) analyzeFirst(ctx context.Context) {
 // for it, and needs only the table's and its indexes' sizes and the share
 // of queued rows. The upkeep's later ANALYZEs take the full sample.
 //
-// It first takes the table's lock, without waiting, and reads again under
-// it whether the table still needs the ANALYZE (JobsLockForAnalyze): the
-// read that sent it here may have come just before another session's
-// ANALYZE ended. done is false only when another session held the lock:
-// then nothing was read or run.
-func (m *maintainer) analyzeSample(ctx context.Context) (done bool, err error) {
+// It runs under an advisory lock that only these ANALYZEs take
+// (JobsTryAnalyzeLock), and first reads again under it whether the table
+// still needs one: the read that sent it here may have come just before
+// another worker's or session's ANALYZE ended. While another worker holds
+// the lock it does nothing, as when the ANALYZE skips a table another
+// session holds.
+func (m *maintainer) analyzeSample(ctx context.Context) error {
 	tx, err := m.db.BeginTx(ctx, nil)
 	if err != nil {
-		return false, err
+		return err
 	}
 	defer tx.Rollback()
 	tdb := wrapDB(m.names, tx)
-	if err := m.q.JobsLockForAnalyze(ctx, tdb); err != nil {
-		if pe, ok := asPgError(err); ok && pe.Code == "55P03" { // lock_not_available
-			return false, nil
-		}
-		return false, err
+	if locked, err := m.q.JobsTryAnalyzeLock(ctx, tdb); err != nil || !locked {
+		return err
 	}
-	need, err := tableNeeds(ctx, m.q, tdb, m.names)
-	if err != nil {
-		return false, err
-	}
-	if !need.NeedsAnalyze {
-		return true, nil
+	if need, err := tableNeeds(ctx, m.q, tdb, m.names); err != nil || !need.NeedsAnalyze {
+		return err
 	}
 	if err := m.q.JobsAnalyzeSampleSettings(ctx, tdb); err != nil {
-		return false, err
+		return err
 	}
 	if err := m.q.JobsAnalyze(ctx, tdb); err != nil {
-		return false, err
+		return err
 	}
-	return true, tx.Commit()
+	return tx.Commit()
 }
 
 // upkeep analyses the job table if its statistics are stale and, when

@@ -15,6 +15,7 @@ import (
 	"github.com/pressly/goose/v3"
 
 	"github.com/pgq-dev/pgq"
+	"github.com/pgq-dev/pgq/dbgen"
 	"github.com/pgq-dev/pgq/pgqtest"
 )
 
@@ -443,6 +444,52 @@ func TestFirstAnalyzeReadsAgainUnderTheLock(t *testing.T) {
 		}
 		if got := analyzeCount(t, db); got != 1 {
 			t.Errorf("ANALYZE ran %d times, the other session's and the worker's, want 1 (the other session's)", got)
+		}
+	})
+}
+
+// TestFirstAnalyzeWaitsForAnotherWorkers: while another worker runs its
+// first ANALYZE (holds JobsTryAnalyzeLock's lock), a worker starting on
+// the same missing statistics runs none of its own: it waits, reading
+// them again, until the other's ANALYZE has made them fresh.
+func TestFirstAnalyzeWaitsForAnotherWorkers(t *testing.T) {
+	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
+		ctx := testCtx(t)
+		const n = 3000
+		missingStatistics(t, ctx, db, n)
+		other, err := db.BeginTx(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer other.Rollback()
+		if locked, err := dbgen.New().JobsTryAnalyzeLock(ctx, pgq.QueryDB(other)); err != nil || !locked {
+			t.Fatalf("the other worker's lock: %v, %v", locked, err)
+		}
+
+		var calls atomic.Int64
+		var ran atomic.Int64
+		done := make(chan error, 1)
+		go func() {
+			done <- countingWorker(t, db, dsn, "a", &ran).Run(ctx, pgq.WithMode(pgq.ModeDrain),
+				pgq.WithUpkeepInterval(time.Hour), pgq.WithBeforeFirstAnalyze(func() { calls.Add(1) }))
+		}()
+		// Twice about to analyze (the first try found the lock held), or
+		// done without waiting.
+		waitFor(t, 10*time.Second, "the worker to try again", func() bool { return calls.Load() >= 2 || len(done) > 0 })
+		if _, err := other.ExecContext(ctx, `ANALYZE pgqueuer`); err != nil {
+			t.Fatal(err)
+		}
+		if err := other.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		if err := receive(t, done, 30*time.Second, "Run"); err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+		if got := ran.Load(); got != n {
+			t.Fatalf("ran %d jobs, want %d", got, n)
+		}
+		if got := analyzeCount(t, db); got != 1 {
+			t.Errorf("ANALYZE ran %d times, the other worker's and this one's, want 1 (the other's)", got)
 		}
 	})
 }

@@ -1172,26 +1172,6 @@ func (q *Queries) JobsLockEntrypoints(ctx context.Context, db DBTX, arg JobsLock
 	return err
 }
 
-const jobsLockForAnalyze = `-- name: JobsLockForAnalyze :exec
-LOCK TABLE pgqueuer IN SHARE UPDATE EXCLUSIVE MODE NOWAIT
-`
-
-// Takes the job table's SHARE UPDATE EXCLUSIVE lock (ANALYZE's and
-// VACUUM's own) for the rest of the transaction, or fails at once with
-// lock_not_available (55P03) while another session holds it: an ANALYZE
-// or VACUUM, another worker's or autovacuum's. A worker's ANALYZE before
-// its first claim takes it and then reads again what the table needs
-// (JobsTableUpkeep), so that of the worker processes that start together,
-// each having read the statistics as missing, the first analyses and the
-// rest, reading again after its ANALYZE ended, find them fresh. Read
-// only before the lock, they could be missing for a worker just before
-// another's ANALYZE ended, and that worker ran its own after it: 4
-// workers starting together under load ran 3.
-func (q *Queries) JobsLockForAnalyze(ctx context.Context, db DBTX) error {
-	_, err := db.ExecContext(ctx, jobsLockForAnalyze)
-	return err
-}
-
 const jobsNextDue = `-- name: JobsNextDue :one
 SELECT COALESCE(extract(epoch FROM min(n.execute_after) - now()), -1)::float8 AS seconds
 FROM unnest((SELECT $1::text[])) AS e (name)
@@ -1502,6 +1482,29 @@ func (q *Queries) JobsTableUpkeep(ctx context.Context, db DBTX, arg JobsTableUpk
 		&i.MayMaintain,
 	)
 	return &i, err
+}
+
+const jobsTryAnalyzeLock = `-- name: JobsTryAnalyzeLock :one
+SELECT pg_try_advisory_xact_lock(hashtext('pgq first analyze of pgqueuer'))::boolean AS locked
+`
+
+// Takes, for the rest of the transaction, the advisory lock under which a
+// worker runs its ANALYZE before its first claim, if no other session
+// holds it; reports whether it did. The key is the hash of a text naming
+// the job table (the rewriter qualifies it as it does the table). Under
+// it the worker reads again what the table needs (JobsTableUpkeep), so
+// that of the worker processes that start together, each having read the
+// statistics as missing, the first analyses and the rest, reading again
+// after its ANALYZE ended, find them fresh. Read only before, they could
+// be missing for a worker just before another's ANALYZE ended, and that
+// worker ran its own after it: 4 workers starting together under load
+// ran 3. An advisory lock, not the table's (LOCK TABLE ... NOWAIT), whose
+// failure would be an error in the server's log each time.
+func (q *Queries) JobsTryAnalyzeLock(ctx context.Context, db DBTX) (bool, error) {
+	row := db.QueryRowContext(ctx, jobsTryAnalyzeLock)
+	var locked bool
+	err := row.Scan(&locked)
+	return locked, err
 }
 
 const jobsVacuum = `-- name: JobsVacuum :exec

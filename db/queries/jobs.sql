@@ -807,19 +807,20 @@ FROM (SELECT 1 FROM pgqueuer AS q WHERE q.status = 'queued' LIMIT 1000) AS s;
 -- the next ANALYZE (the upkeep's, or autovacuum's) takes the full sample.
 SELECT set_config('default_statistics_target', '10', true);
 
--- name: JobsLockForAnalyze :exec
--- Takes the job table's SHARE UPDATE EXCLUSIVE lock (ANALYZE's and
--- VACUUM's own) for the rest of the transaction, or fails at once with
--- lock_not_available (55P03) while another session holds it: an ANALYZE
--- or VACUUM, another worker's or autovacuum's. A worker's ANALYZE before
--- its first claim takes it and then reads again what the table needs
--- (JobsTableUpkeep), so that of the worker processes that start together,
--- each having read the statistics as missing, the first analyses and the
--- rest, reading again after its ANALYZE ended, find them fresh. Read
--- only before the lock, they could be missing for a worker just before
--- another's ANALYZE ended, and that worker ran its own after it: 4
--- workers starting together under load ran 3.
-LOCK TABLE pgqueuer IN SHARE UPDATE EXCLUSIVE MODE NOWAIT;
+-- name: JobsTryAnalyzeLock :one
+-- Takes, for the rest of the transaction, the advisory lock under which a
+-- worker runs its ANALYZE before its first claim, if no other session
+-- holds it; reports whether it did. The key is the hash of a text naming
+-- the job table (the rewriter qualifies it as it does the table). Under
+-- it the worker reads again what the table needs (JobsTableUpkeep), so
+-- that of the worker processes that start together, each having read the
+-- statistics as missing, the first analyses and the rest, reading again
+-- after its ANALYZE ended, find them fresh. Read only before, they could
+-- be missing for a worker just before another's ANALYZE ended, and that
+-- worker ran its own after it: 4 workers starting together under load
+-- ran 3. An advisory lock, not the table's (LOCK TABLE ... NOWAIT), whose
+-- failure would be an error in the server's log each time.
+SELECT pg_try_advisory_xact_lock(hashtext('pgq first analyze of pgqueuer'))::boolean AS locked;
 
 -- name: JobsAnalyze :exec
 -- Refreshes the job table's planner statistics, unless another ANALYZE or
