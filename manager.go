@@ -140,9 +140,10 @@ func (qm *QueueManager) Entrypoint(name string, h Handler, opts ...EntrypointOpt
 // within 2 s), puts the jobs claimed but not started back in the queue,
 // lets running handlers finish for up to the shutdown timeout, then
 // cancels their contexts, puts the jobs that did not finish back in the
-// queue, writes every outcome, and returns nil. When it returns, every
-// goroutine it started has ended, except the handlers abandoned after
-// their job's timeout (see WithTimeout and AbandonedHandlers).
+// queue, writes every outcome, and returns nil. It returns nil as well
+// when ctx ends while it starts (checks the schema). When it returns,
+// every goroutine it started has ended, except the handlers abandoned
+// after their job's timeout (see WithTimeout and AbandonedHandlers).
 //
 // Connections: Run holds three connections of the QueueManager's pool for
 // as long as it runs, one each for claiming, for writing outcomes, and for
@@ -174,7 +175,7 @@ func (qm *QueueManager) Run(ctx context.Context, opts ...RunOption) error {
 	}
 	defer end()
 	if err := checkSchema(ctx, qm.db, qm.cfg.common); err != nil {
-		return err
+		return stoppedEarly(ctx, err)
 	}
 	w := qm.newRun(rc, eps)
 	ps, leave := enterPool(qm.db, rc.maxConcurrent+2)
@@ -182,6 +183,18 @@ func (qm *QueueManager) Run(ctx context.Context, opts ...RunOption) error {
 	w.pool = &poolCheck{db: qm.db, state: ps, raise: rc.poolTuning, logger: w.logger}
 	defer qm.cur.CompareAndSwap(w, nil)
 	return w.loop(ctx)
+}
+
+// stoppedEarly is what a Run returns when its start-up failed with err:
+// nil when ctx has ended (a Run stopped by its ctx returns nil, whenever
+// that comes), else err. The start-up's statements fail when ctx ends
+// under them, and a program that stopped just after starting a worker got
+// "pgq: verify: context canceled" from it.
+func stoppedEarly(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
 }
 
 // wakeGap is the longest time from the start of a claim that found

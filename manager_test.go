@@ -342,6 +342,35 @@ func TestRunStopsOnCancelWithoutLeaks(t *testing.T) {
 	})
 }
 
+// TestRunWhoseCtxEndsAtStartReturnsNil: a worker or scheduler whose ctx
+// ends while it starts returns nil, as one stopped later does. A program
+// that stopped just after starting a worker (its ctx ended while Run
+// checked the schema) got "pgq: verify: context canceled" from it.
+func TestRunWhoseCtxEndsAtStartReturnsNil(t *testing.T) {
+	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
+		ended, cancel := context.WithCancel(testCtx(t))
+		cancel()
+		qm := pgq.NewQueueManager(db, pgq.WithListenDSN(dsn))
+		if err := qm.Entrypoint("a", func(context.Context, *pgq.Job) error { return nil }); err != nil {
+			t.Fatal(err)
+		}
+		if err := qm.Run(ended); err != nil {
+			t.Errorf("QueueManager.Run with an ended ctx = %v, want nil", err)
+		}
+		sm := pgq.NewSchedulerManager(db)
+		if err := sm.Schedule("tick", "* * * * *", func(context.Context, *pgq.Schedule) error { return nil }); err != nil {
+			t.Fatal(err)
+		}
+		if err := sm.Run(ended); err != nil {
+			t.Errorf("SchedulerManager.Run with an ended ctx = %v, want nil", err)
+		}
+		// An invalid option is still reported, ctx or no ctx.
+		if err := qm.Run(ended, pgq.WithBatchSize(-1)); err == nil {
+			t.Error("QueueManager.Run with an invalid option and an ended ctx = nil, want the option's error")
+		}
+	})
+}
+
 func TestShutdownTimeoutCancelsHandlers(t *testing.T) {
 	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
 		ctx := testCtx(t)

@@ -138,8 +138,9 @@ func (sm *SchedulerManager) Schedule(entrypoint, expr string, fn ScheduleFunc, o
 //
 // When ctx ends, Run stops claiming, lets running functions finish for up
 // to the shutdown timeout, then cancels their contexts and waits for them,
-// records their schedules' next runs, and returns nil. When it returns,
-// every goroutine it started has ended.
+// records their schedules' next runs, and returns nil. It returns nil as
+// well when ctx ends while it starts (checks the schema, registers the
+// schedules). When it returns, every goroutine it started has ended.
 func (sm *SchedulerManager) Run(ctx context.Context, opts ...SchedulerRunOption) error {
 	rc := schedConfig{timing: timing{
 		heartbeatTimeout: DefaultHeartbeatTimeout,
@@ -165,7 +166,7 @@ func (sm *SchedulerManager) Run(ctx context.Context, opts ...SchedulerRunOption)
 	defer end()
 
 	if err := checkSchema(ctx, sm.db, sm.cfg); err != nil {
-		return err
+		return stoppedEarly(ctx, err)
 	}
 	r := &schedRun{
 		sm:      sm,
@@ -184,7 +185,7 @@ func (sm *SchedulerManager) Run(ctx context.Context, opts ...SchedulerRunOption)
 		r.exprs = append(r.exprs, k.expression)
 	}
 	if err := r.register(ctx); err != nil {
-		return err
+		return stoppedEarly(ctx, err)
 	}
 	return r.loop(ctx)
 }
