@@ -117,7 +117,7 @@ func (w *CompletionWatcher) WatchProgress(ctx context.Context, id JobID, fn func
 func (w *CompletionWatcher) subscribeProgress(id JobID) (chan struct{}, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.closed {
+	if w.stopErr != nil {
 		return nil, w.stopErr
 	}
 	pw := &w.progress

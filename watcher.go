@@ -68,8 +68,7 @@ type CompletionWatcher struct {
 	listen    *listening // nil for a pool that cannot listen
 
 	mu       sync.Mutex
-	closed   bool
-	stopErr  error                          // what waits get once closed (see NewCompletionWatcher)
+	stopErr  error                          // set once closed: what waits get then (see NewCompletionWatcher)
 	waiting  map[JobID]map[*waiter]struct{} // by id: the waits still wanting it
 	fresh    map[JobID]struct{}             // waited ids not looked up since their wait began
 	drained  bool                           // a query ended the last pending wait (see takeDrained)
@@ -400,8 +399,8 @@ func (w *CompletionWatcher) failAll(err error) {
 // closeLocked marks the watcher closed, with err as the error of its
 // waits unless it was closed before. The caller holds w.mu.
 func (w *CompletionWatcher) closeLocked(err error) {
-	if !w.closed {
-		w.closed, w.stopErr = true, err
+	if w.stopErr == nil {
+		w.stopErr = err
 	}
 }
 
@@ -434,7 +433,7 @@ func (w *CompletionWatcher) wait(ctx context.Context, ids []JobID, need int) (*w
 		return wt, nil
 	}
 	w.mu.Lock()
-	if w.closed {
+	if w.stopErr != nil {
 		err := w.stopErr
 		w.mu.Unlock()
 		return nil, err
