@@ -118,8 +118,9 @@ bench: ## Run the drain benchmark (100,000 jobs, throwaway PostgreSQL with stock
 # River, PGQueuer and pgq side by side on one throwaway PostgreSQL, in
 # ROUNDS alternating rounds (docs/benchmarks.md). bench/compare is a module
 # of its own, outside go.work, so that River stays out of pgq's go.mod.
-# About 1.5 minutes a round on 2 cores; COMPAREFLAGS passes more flags
-# (go run ./bench/compare -h lists them), e.g. COMPAREFLAGS='-jobs 20000'.
+# 2-6 minutes a round on 2 cores, by how busy they are; COMPAREFLAGS
+# passes more flags (go run ./bench/compare -h lists them), e.g.
+# COMPAREFLAGS='-jobs 20000'.
 ROUNDS       ?= 9
 COMPAREFLAGS ?=
 
