@@ -115,6 +115,17 @@ tidy: ## go mod tidy in each module (cmd/pgq's against the pgq beside it)
 bench: ## Run the drain benchmark (100,000 jobs, throwaway PostgreSQL with stock settings)
 	$(GO) run ./cmd/pgq bench drain --jobs 100000
 
+# Instructions a job that a PostgreSQL backend runs for pgq's claim and
+# finish, under valgrind's callgrind, for the schema as installed and for
+# variants that each drop a part of it (docs/benchmarks.md, "Instructions
+# a job"): repeatable whatever else the machine is doing. About 40 s a
+# variant; INSTRFLAGS passes more flags (-variants, -batch, -loops).
+INSTRFLAGS ?=
+
+.PHONY: instructions
+instructions: ## Count a backend's instructions a job for pgq's claim + finish, per schema variant (valgrind)
+	$(GO) run ./internal/cmd/instructions $(INSTRFLAGS)
+
 # River, PGQueuer and pgq side by side on one throwaway PostgreSQL, in
 # ROUNDS alternating rounds (docs/benchmarks.md). bench/compare is a module
 # of its own, outside go.work, so that River stays out of pgq's go.mod.

@@ -51,6 +51,12 @@ type Options struct {
 	// binaries are found and the process runs as root. Without it, Start
 	// only reports what to install.
 	Install bool
+	// Wrapper, when set, runs the server under another program: these
+	// words come first, then the postgres executable and its arguments
+	// (e.g. valgrind and its options). "{root}" in a word stands for the
+	// cluster's own directory (Root), which the server's OS user can
+	// write to.
+	Wrapper []string
 }
 
 // Cluster is a running private PostgreSQL server. Its methods are safe for
@@ -63,6 +69,7 @@ type Cluster struct {
 	logFile  string
 	port     int
 	settings map[string]string
+	wrapper  []string
 	owner    *osUser // non-nil when the server runs as another OS user
 	log      io.Writer
 	watchdog *watchdog
@@ -98,6 +105,7 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	}
 	c := &Cluster{
 		settings: maps.Clone(opts.Settings),
+		wrapper:  slices.Clone(opts.Wrapper),
 		log:      opts.Log,
 	}
 	if c.log == nil {
@@ -149,6 +157,9 @@ func (c *Cluster) Port() int { return c.port }
 
 // LogFile returns the path of the server's log file.
 func (c *Cluster) LogFile() string { return c.logFile }
+
+// Root returns the cluster's own directory, which Stop removes.
+func (c *Cluster) Root() string { return c.root }
 
 // DataDir returns the server's data directory.
 func (c *Cluster) DataDir() string { return c.dataDir }
@@ -323,8 +334,16 @@ func (c *Cluster) startServer(ctx context.Context) error {
 		}
 		c.port = port
 		logOffset := fileSize(c.logFile)
-		_, err = c.run(ctx, pgctlTimeout, c.bin.pgctl, "start", "-w", "-t", timeoutSeconds(ctx, pgctlTimeout),
-			"-D", c.dataDir, "-l", c.logFile, "-o", c.serverOptions())
+		args := []string{"start", "-w", "-t", timeoutSeconds(ctx, pgctlTimeout),
+			"-D", c.dataDir, "-l", c.logFile, "-o", c.serverOptions()}
+		if len(c.wrapper) > 0 {
+			exe, err := c.writeWrapper()
+			if err != nil {
+				return err
+			}
+			args = append(args, "-p", exe)
+		}
+		_, err = c.run(ctx, pgctlTimeout, c.bin.pgctl, args...)
 		if err == nil {
 			err = c.waitReady(ctx)
 		}
@@ -341,6 +360,25 @@ func (c *Cluster) startServer(ctx context.Context) error {
 		c.logf("port %d was taken; retrying with another port", port)
 	}
 	return lastErr
+}
+
+// writeWrapper writes the script that pg_ctl starts in place of postgres
+// (Options.Wrapper) and returns its path.
+func (c *Cluster) writeWrapper() (string, error) {
+	words := make([]string, 0, len(c.wrapper)+1)
+	for _, w := range c.wrapper {
+		words = append(words, shellQuote(strings.ReplaceAll(w, "{root}", c.root)))
+	}
+	words = append(words, shellQuote(filepath.Join(c.bin.dir, "postgres")))
+	exe := filepath.Join(c.root, "postgres-wrapper")
+	script := "#!/bin/sh\nexec " + strings.Join(words, " ") + " \"$@\"\n"
+	if err := os.WriteFile(exe, []byte(script), 0o755); err != nil {
+		return "", fmt.Errorf("pgcluster: wrapper: %w", err)
+	}
+	if err := os.Chmod(exe, 0o755); err != nil { // whatever the umask
+		return "", fmt.Errorf("pgcluster: wrapper: %w", err)
+	}
+	return exe, nil
 }
 
 // serverOptions returns the postgres command-line options for pg_ctl -o.

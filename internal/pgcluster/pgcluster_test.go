@@ -299,3 +299,24 @@ func TestLongDir(t *testing.T) {
 		t.Errorf("socket dir %s: err = %v, want not exist", sock, err)
 	}
 }
+
+// TestWrapper starts the server through Options.Wrapper, whose {root}
+// stands for the cluster's directory.
+func TestWrapper(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c, err := pgcluster.Start(ctx, pgcluster.Options{
+		Settings: map[string]string{"fsync": "off"},
+		Wrapper:  []string{"/bin/sh", "-c", `touch '{root}/wrapped' && exec "$0" "$@"`},
+	})
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	t.Cleanup(func() { _ = c.Stop() })
+	if got := queryOne(t, "pgx", c.DSN("postgres"), "SELECT 1::text"); got != "1" {
+		t.Errorf("SELECT 1 = %q", got)
+	}
+	if _, err := os.Stat(filepath.Join(c.Root(), "wrapped")); err != nil {
+		t.Errorf("the wrapper did not run: %v", err)
+	}
+}

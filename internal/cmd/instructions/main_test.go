@@ -1,0 +1,68 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string // in the error
+	}{
+		{[]string{"-batch", "0"}, "-batch 0"},
+		{[]string{"-loops", "-1"}, "-loops -1"},
+		{[]string{"-queue", "100"}, "-queue 100"},
+		{[]string{"-variants", "as-installed,nope"}, `"nope"`},
+		{[]string{"extra"}, `"extra"`},
+	} {
+		_, err := parseFlags(tc.args, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("parseFlags(%q) = %v, want an error naming %s", tc.args, err, tc.want)
+		}
+	}
+	c, err := parseFlags([]string{"-variants", "no-picked-row, as-installed"}, io.Discard)
+	if err != nil || len(c.variants) != 2 || c.variants[0].name != "no-picked-row" {
+		t.Errorf("parseFlags(-variants) = %+v, %v", c.variants, err)
+	}
+}
+
+// TestCount runs the tool on a small queue: it must report a whole
+// number of instructions a job for each variant asked, in a plausible
+// range, and the same figure twice for the same variant.
+func TestCount(t *testing.T) {
+	if _, err := exec.LookPath("valgrind"); err != nil {
+		t.Skip("valgrind not found: the instruction count cannot run here")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	var out, errOut bytes.Buffer
+	err := run(ctx, []string{"-batch", "100", "-loops", "2", "-queue", "300",
+		"-variants", "as-installed,as-installed"}, &out, &errOut)
+	if err != nil {
+		t.Fatalf("run: %v\n%s", err, errOut.String())
+	}
+	rows := regexp.MustCompile(`(?m)^as-installed\s+(\d+)\s`).FindAllStringSubmatch(out.String(), -1)
+	if len(rows) != 2 {
+		t.Fatalf("want 2 as-installed rows:\n%s", out.String())
+	}
+	var n [2]float64
+	for i, r := range rows {
+		n[i], _ = strconv.ParseFloat(r[1], 64)
+		if n[i] < 10_000 || n[i] > 10_000_000 {
+			t.Errorf("%v instructions a job: outside 10k-10M\n%s", n[i], out.String())
+		}
+	}
+	// Callgrind counts are repeatable; a claim's clock readings differ a
+	// little from run to run.
+	if d := (n[0] - n[1]) / n[0]; d > 0.01 || d < -0.01 {
+		t.Errorf("the same variant twice: %v and %v instructions a job", n[0], n[1])
+	}
+}
