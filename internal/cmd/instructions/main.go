@@ -94,9 +94,10 @@ func main() {
 }
 
 type config struct {
-	batch, loops, queue int
-	variants            []variant
-	verbose             bool
+	batch, finishBatch, loops, queue int
+	vacuum                           bool
+	variants                         []variant
+	verbose                          bool
 }
 
 func parseFlags(args []string, stderr io.Writer) (config, error) {
@@ -104,6 +105,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.SetOutput(stderr)
 	var c config
 	fs.IntVar(&c.batch, "batch", 2000, "jobs per claim (and per finish)")
+	fs.IntVar(&c.finishBatch, "finish-batch", 0, "outcomes per finish (0: -batch, one finish a claim)")
+	fs.BoolVar(&c.vacuum, "vacuum", true, "VACUUM the queue after enqueuing it (false: ANALYZE only, so the claims find rows without hint bits, as a worker does right after an enqueue)")
 	fs.IntVar(&c.loops, "loops", 5, "claims and finishes counted, after a first one")
 	fs.IntVar(&c.queue, "queue", 30000, "jobs enqueued before the loops")
 	names := fs.String("variants", "all", "comma-separated variants to measure, or all: "+variantNames())
@@ -117,10 +120,15 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	switch {
 	case c.batch < 1:
 		return c, fmt.Errorf("-batch %d: must be at least 1", c.batch)
+	case c.finishBatch < 0:
+		return c, fmt.Errorf("-finish-batch %d: must not be negative", c.finishBatch)
 	case c.loops < 1:
 		return c, fmt.Errorf("-loops %d: must be at least 1", c.loops)
 	case c.queue < c.batch*(c.loops+1):
 		return c, fmt.Errorf("-queue %d: must hold -batch × (-loops + 1) = %d jobs", c.queue, c.batch*(c.loops+1))
+	}
+	if c.finishBatch == 0 || c.finishBatch > c.batch {
+		c.finishBatch = c.batch
 	}
 	if *names == "all" {
 		c.variants = variants
@@ -205,7 +213,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			if err := exec1(ctx, admin, "CREATE DATABASE "+db+" TEMPLATE base"); err != nil {
 				return err
 			}
-			n, err := measure(ctx, cl, db, v, cfg.batch, loops)
+			n, err := measure(ctx, cl, db, v, cfg, loops)
 			if err != nil {
 				return fmt.Errorf("variant %s: %w", v.name, err)
 			}
@@ -214,8 +222,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		results = append(results, result{v, float64(counts[1]-counts[0]) / float64(cfg.loops*cfg.batch)})
 	}
 
-	fmt.Fprintf(stdout, "PostgreSQL backend instructions a job: pgq's claim + finish, %d jobs each, %d loops counted (callgrind)\n\n",
-		cfg.batch, cfg.loops)
+	hints := "vacuumed"
+	if !cfg.vacuum {
+		hints = "not vacuumed"
+	}
+	fmt.Fprintf(stdout, "PostgreSQL backend instructions a job: pgq's claim of %d jobs + finishes of %d, %d loops counted, queue %s (callgrind)\n\n",
+		cfg.batch, cfg.finishBatch, cfg.loops, hints)
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "variant\tinstructions/job\t÷ as-installed\twhat")
 	var base float64
@@ -260,7 +272,11 @@ func prepareBase(ctx context.Context, admin *sql.DB, cl *pgcluster.Cluster, cfg 
 		}
 		left -= len(jobs)
 	}
-	for _, stmt := range []string{"VACUUM ANALYZE pgqueuer", "CHECKPOINT"} {
+	prep := []string{"VACUUM ANALYZE pgqueuer", "CHECKPOINT"}
+	if !cfg.vacuum {
+		prep[0] = "ANALYZE pgqueuer"
+	}
+	for _, stmt := range prep {
 		if err := exec1(ctx, db, stmt); err != nil {
 			return err
 		}
@@ -268,10 +284,11 @@ func prepareBase(ctx context.Context, admin *sql.DB, cl *pgcluster.Cluster, cfg 
 	return db.Close() // CREATE DATABASE … TEMPLATE base needs no one connected
 }
 
-// measure applies v to database db, then runs loops claims and finishes
-// of batch jobs on one connection and returns the instructions its
-// backend ran in all.
-func measure(ctx context.Context, cl *pgcluster.Cluster, dbname string, v variant, batch, loops int) (int64, error) {
+// measure applies v to database db, then runs loops claims of cfg.batch
+// jobs, each followed by the finishes of its jobs, on one connection and
+// returns the instructions its backend ran in all.
+func measure(ctx context.Context, cl *pgcluster.Cluster, dbname string, v variant, cfg config, loops int) (int64, error) {
+	batch := cfg.batch
 	setup, err := sql.Open("pgx", cl.DSN(dbname))
 	if err != nil {
 		return 0, err
@@ -313,20 +330,22 @@ func measure(ctx context.Context, cl *pgcluster.Cluster, dbname string, v varian
 			conn.Close()
 			return 0, fmt.Errorf("claim %d took %d jobs, want %d", i+1, len(rows), batch)
 		}
-		ids, tokens := make([]int64, len(rows)), make([]int64, len(rows))
-		for j, r := range rows {
-			ids[j], tokens[j] = r.ID, r.ClaimToken
-		}
-		unwritten, err := q.JobsFinishSucceeded(ctx, conn, dbgen.JobsFinishSucceededParams{
-			Ids: ids, ClaimTokens: tokens, QueueManagerID: qm, Quiet: true,
-		})
-		if err != nil {
-			conn.Close()
-			return 0, fmt.Errorf("finish %d: %w", i+1, err)
-		}
-		if len(unwritten) > 0 {
-			conn.Close()
-			return 0, fmt.Errorf("finish %d left %d outcomes unwritten", i+1, len(unwritten))
+		for part := range slices.Chunk(rows, cfg.finishBatch) {
+			ids, tokens := make([]int64, len(part)), make([]int64, len(part))
+			for j, r := range part {
+				ids[j], tokens[j] = r.ID, r.ClaimToken
+			}
+			unwritten, err := q.JobsFinishSucceeded(ctx, conn, dbgen.JobsFinishSucceededParams{
+				Ids: ids, ClaimTokens: tokens, QueueManagerID: qm, Quiet: true,
+			})
+			if err != nil {
+				conn.Close()
+				return 0, fmt.Errorf("finish %d: %w", i+1, err)
+			}
+			if len(unwritten) > 0 {
+				conn.Close()
+				return 0, fmt.Errorf("finish %d left %d outcomes unwritten", i+1, len(unwritten))
+			}
 		}
 	}
 	// The backend writes its counts when it exits: close the connection.

@@ -19,6 +19,7 @@ func TestParseFlags(t *testing.T) {
 	}{
 		{[]string{"-batch", "0"}, "-batch 0"},
 		{[]string{"-loops", "-1"}, "-loops -1"},
+		{[]string{"-finish-batch", "-3"}, "-finish-batch -3"},
 		{[]string{"-queue", "100"}, "-queue 100"},
 		{[]string{"-variants", "as-installed,nope"}, `"nope"`},
 		{[]string{"extra"}, `"extra"`},
@@ -31,6 +32,9 @@ func TestParseFlags(t *testing.T) {
 	c, err := parseFlags([]string{"-variants", "no-picked-row, as-installed"}, io.Discard)
 	if err != nil || len(c.variants) != 2 || c.variants[0].name != "no-picked-row" {
 		t.Errorf("parseFlags(-variants) = %+v, %v", c.variants, err)
+	}
+	if c.finishBatch != c.batch {
+		t.Errorf("-finish-batch defaults to %d, want -batch's %d", c.finishBatch, c.batch)
 	}
 }
 
