@@ -257,16 +257,15 @@ logged AS (
     SELECT claimed.id, 'picked', claimed.priority, claimed.entrypoint, claim_time.at,
            $6::boolean
     FROM claimed CROSS JOIN claim_time
-    RETURNING pgqueuer_log.priority, pgqueuer_log.status, pgqueuer_log.entrypoint
 ),
 folded AS (
     INSERT INTO pgqueuer_statistics (created, count, priority, status, entrypoint)
     SELECT (SELECT date_trunc('sec', claim_time.at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' FROM claim_time),
-           count(*), logged.priority, logged.status, logged.entrypoint
-    FROM logged
+           count(*), claimed.priority, 'picked'::pgqueuer_status, claimed.entrypoint
+    FROM claimed
     WHERE $6::boolean
-    GROUP BY logged.priority, logged.status, logged.entrypoint
-    ORDER BY logged.priority, logged.status, logged.entrypoint
+    GROUP BY claimed.priority, claimed.entrypoint
+    ORDER BY claimed.priority, claimed.entrypoint
     ON CONFLICT (priority, date_trunc('sec', created AT TIME ZONE 'UTC'), status, entrypoint)
     DO UPDATE SET count = pgqueuer_statistics.count + EXCLUDED.count
 )
@@ -350,7 +349,9 @@ type JobsClaimRow struct {
 // here and logged as aggregated (see LogFoldStatistics). Rows locked in
 // the statistics' key order, as every pgq statement that counts there.
 // Every row logged here has the claim's time as created: one second,
-// truncated once.
+// truncated once. Counted from claimed, which logged writes row for row:
+// the log rows read back (RETURNING) cost 1.3 % of a job's instructions
+// with the finish's (make instructions, docs/benchmarks.md).
 func (q *Queries) JobsClaim(ctx context.Context, db DBTX, arg JobsClaimParams) ([]*JobsClaimRow, error) {
 	rows, err := db.QueryContext(ctx, jobsClaim,
 		arg.SynchronousClaim,
@@ -939,20 +940,19 @@ logged AS (
     INSERT INTO pgqueuer_log (job_id, status, priority, entrypoint, created, aggregated)
     SELECT finished.id, 'successful', finished.priority, finished.entrypoint, now(), true
     FROM finished
-    RETURNING pgqueuer_log.job_id, pgqueuer_log.priority, pgqueuer_log.status, pgqueuer_log.entrypoint
 ),
 folded AS (
     INSERT INTO pgqueuer_statistics (created, count, priority, status, entrypoint)
     SELECT date_trunc('sec', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',
-           count(*), logged.priority, logged.status, logged.entrypoint
-    FROM logged
-    GROUP BY logged.priority, logged.status, logged.entrypoint
-    ORDER BY logged.priority, logged.status, logged.entrypoint
+           count(*), finished.priority, 'successful'::pgqueuer_status, finished.entrypoint
+    FROM finished
+    GROUP BY finished.priority, finished.entrypoint
+    ORDER BY finished.priority, finished.entrypoint
     ON CONFLICT (priority, date_trunc('sec', created AT TIME ZONE 'UTC'), status, entrypoint)
     DO UPDATE SET count = pgqueuer_statistics.count + EXCLUDED.count
 )
 SELECT o.id::bigint AS id FROM outcome AS o
-WHERE NOT EXISTS (SELECT 1 FROM logged WHERE logged.job_id = o.id)
+WHERE NOT EXISTS (SELECT 1 FROM finished WHERE finished.id = o.id)
 `
 
 type JobsFinishSucceededParams struct {
@@ -971,6 +971,8 @@ type JobsFinishSucceededParams struct {
 // parts. Mixed batches go to JobsFinish. A copy kept for speed: drains at
 // 2,000 at once ran 1.045 times as fast with it as with JobsFinish for
 // every batch (median of 5 pairs, docs/benchmarks.md).
+// Counted, and checked, from finished, which logged writes row for row
+// (see JobsClaim's folded).
 func (q *Queries) JobsFinishSucceeded(ctx context.Context, db DBTX, arg JobsFinishSucceededParams) ([]int64, error) {
 	rows, err := db.QueryContext(ctx, jobsFinishSucceeded,
 		arg.SynchronousOutcome,

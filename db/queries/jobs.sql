@@ -180,21 +180,22 @@ logged AS (
     SELECT claimed.id, 'picked', claimed.priority, claimed.entrypoint, claim_time.at,
            @fold_statistics::boolean
     FROM claimed CROSS JOIN claim_time
-    RETURNING pgqueuer_log.priority, pgqueuer_log.status, pgqueuer_log.entrypoint
 ),
 -- With fold_statistics, the 'picked' rows are counted into the statistics
 -- here and logged as aggregated (see LogFoldStatistics). Rows locked in
 -- the statistics' key order, as every pgq statement that counts there.
 -- Every row logged here has the claim's time as created: one second,
--- truncated once.
+-- truncated once. Counted from claimed, which logged writes row for row:
+-- the log rows read back (RETURNING) cost 1.3 % of a job's instructions
+-- with the finish's (make instructions, docs/benchmarks.md).
 folded AS (
     INSERT INTO pgqueuer_statistics (created, count, priority, status, entrypoint)
     SELECT (SELECT date_trunc('sec', claim_time.at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' FROM claim_time),
-           count(*), logged.priority, logged.status, logged.entrypoint
-    FROM logged
+           count(*), claimed.priority, 'picked'::pgqueuer_status, claimed.entrypoint
+    FROM claimed
     WHERE @fold_statistics::boolean
-    GROUP BY logged.priority, logged.status, logged.entrypoint
-    ORDER BY logged.priority, logged.status, logged.entrypoint
+    GROUP BY claimed.priority, claimed.entrypoint
+    ORDER BY claimed.priority, claimed.entrypoint
     ON CONFLICT (priority, date_trunc('sec', created AT TIME ZONE 'UTC'), status, entrypoint)
     DO UPDATE SET count = pgqueuer_statistics.count + EXCLUDED.count
 )
@@ -521,20 +522,21 @@ logged AS (
     INSERT INTO pgqueuer_log (job_id, status, priority, entrypoint, created, aggregated)
     SELECT finished.id, 'successful', finished.priority, finished.entrypoint, now(), true
     FROM finished
-    RETURNING pgqueuer_log.job_id, pgqueuer_log.priority, pgqueuer_log.status, pgqueuer_log.entrypoint
 ),
+-- Counted, and checked, from finished, which logged writes row for row
+-- (see JobsClaim's folded).
 folded AS (
     INSERT INTO pgqueuer_statistics (created, count, priority, status, entrypoint)
     SELECT date_trunc('sec', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',
-           count(*), logged.priority, logged.status, logged.entrypoint
-    FROM logged
-    GROUP BY logged.priority, logged.status, logged.entrypoint
-    ORDER BY logged.priority, logged.status, logged.entrypoint
+           count(*), finished.priority, 'successful'::pgqueuer_status, finished.entrypoint
+    FROM finished
+    GROUP BY finished.priority, finished.entrypoint
+    ORDER BY finished.priority, finished.entrypoint
     ON CONFLICT (priority, date_trunc('sec', created AT TIME ZONE 'UTC'), status, entrypoint)
     DO UPDATE SET count = pgqueuer_statistics.count + EXCLUDED.count
 )
 SELECT o.id::bigint AS id FROM outcome AS o
-WHERE NOT EXISTS (SELECT 1 FROM logged WHERE logged.job_id = o.id);
+WHERE NOT EXISTS (SELECT 1 FROM finished WHERE finished.id = o.id);
 
 -- name: JobsCompleteTx :execrows
 -- Marks one job successful inside the caller's transaction (CompleteTx):
