@@ -38,6 +38,11 @@ type executor struct {
 	mu      sync.Mutex
 	running int       // handler slots taken (each by a goroutine that runs one job, then the next waiting one)
 	waiting []heldJob // jobs claimed ahead of free slots, in claim order; after Run's end, the ones it kept from starting
+	// waitBase is the start of waiting's array, which waiting goes back to
+	// whenever it empties: taken from its front and appended to at its
+	// back, waiting would otherwise move along and grow a new array time
+	// and again (an allocation a job at 2,000 at once).
+	waitBase []heldJob
 	// parked holds the inboxes of handler goroutines that freed their
 	// slot and wait for another job, the latest last; a job goes to one
 	// of them before a new goroutine is started. They number at most the
@@ -145,7 +150,14 @@ func (x *executor) start(runCtx context.Context, b heldBatch, wg *sync.WaitGroup
 		// A job that finds a slot free starts as fresh as its claim (one
 		// that took long was confirmed; see claimer.confirm).
 		fresh := runCtx.Err() == nil && len(x.waiting) < free
+		if len(x.waiting) == 0 {
+			x.waiting = x.waitBase
+		}
+		before := cap(x.waiting)
 		x.waiting = append(x.waiting, heldJob{att: a, ctx: ctx, fresh: fresh})
+		if cap(x.waiting) != before { // a new array, filled from its start
+			x.waitBase = x.waiting[:0]
+		}
 	}
 	inbox, wake := x.wakeLocked(runCtx)
 	x.mu.Unlock()
@@ -292,7 +304,7 @@ func (x *executor) next(runCtx context.Context, inbox chan struct{}, woken bool,
 func (x *executor) giveBackAll() {
 	x.mu.Lock()
 	waiting := x.waiting
-	x.waiting = nil
+	x.waiting, x.waitBase = nil, nil
 	x.mu.Unlock()
 	for _, j := range waiting {
 		x.giveBack(j.ctx, j.att, errShutdown)
