@@ -37,12 +37,7 @@ type executor struct {
 
 	mu      sync.Mutex
 	running int       // handler slots taken (each by a goroutine that runs one job, then the next waiting one)
-	waiting []heldJob // jobs claimed ahead of free slots, in claim order; after Run's end, the ones it kept from starting
-	// waitBase is the start of waiting's array, which waiting goes back to
-	// whenever it empties: taken from its front and appended to at its
-	// back, waiting would otherwise move along and grow a new array time
-	// and again (an allocation a job at 2,000 at once).
-	waitBase []heldJob
+	waiting waitQueue // jobs claimed ahead of free slots, in claim order; after Run's end, the ones it kept from starting
 	// parked holds the inboxes of handler goroutines that freed their
 	// slot and wait for another job, the latest last; a job goes to one
 	// of them before a new goroutine is started. They number at most the
@@ -51,6 +46,45 @@ type executor struct {
 	parked  []chan struct{}
 	stopped bool
 	waking  bool // a goroutine launched to take the first waiting job has not taken one yet (see wakeLocked)
+}
+
+// waitQueue holds jobs in the order they came, taken from the front.
+// Whenever it empties it goes back to the start of its array: taken from
+// its front and appended to at its back, a plain slice moves along its
+// array and grows a new one over and over (about 80 bytes a job at 2,000
+// at once, for the garbage collector).
+type waitQueue struct {
+	jobs []heldJob // the jobs waiting, first first
+	base []heldJob // the start of jobs' array
+}
+
+func (q *waitQueue) len() int { return len(q.jobs) }
+
+// push adds j at the back.
+func (q *waitQueue) push(j heldJob) {
+	if len(q.jobs) == 0 {
+		q.jobs = q.base
+	}
+	before := cap(q.jobs)
+	q.jobs = append(q.jobs, j)
+	if cap(q.jobs) != before { // a new array, filled from its start
+		q.base = q.jobs[:0]
+	}
+}
+
+// pop takes the job at the front; the queue must not be empty.
+func (q *waitQueue) pop() heldJob {
+	j := q.jobs[0]
+	q.jobs[0] = heldJob{} // nothing kept alive by the array
+	q.jobs = q.jobs[1:]
+	return j
+}
+
+// takeAll returns the jobs waiting and empties the queue, its array too.
+func (q *waitQueue) takeAll() []heldJob {
+	jobs := q.jobs
+	q.jobs, q.base = nil, nil
+	return jobs
 }
 
 // heldJob is one job of a heldBatch.
@@ -149,15 +183,8 @@ func (x *executor) start(runCtx context.Context, b heldBatch, wg *sync.WaitGroup
 		}
 		// A job that finds a slot free starts as fresh as its claim (one
 		// that took long was confirmed; see claimer.confirm).
-		fresh := runCtx.Err() == nil && len(x.waiting) < free
-		if len(x.waiting) == 0 {
-			x.waiting = x.waitBase
-		}
-		before := cap(x.waiting)
-		x.waiting = append(x.waiting, heldJob{att: a, ctx: ctx, fresh: fresh})
-		if cap(x.waiting) != before { // a new array, filled from its start
-			x.waitBase = x.waiting[:0]
-		}
+		fresh := runCtx.Err() == nil && x.waiting.len() < free
+		x.waiting.push(heldJob{att: a, ctx: ctx, fresh: fresh})
 	}
 	inbox, wake := x.wakeLocked(runCtx)
 	x.mu.Unlock()
@@ -172,7 +199,7 @@ func (x *executor) start(runCtx context.Context, b heldBatch, wg *sync.WaitGroup
 // the goroutine parked last to wake (nil: start a new one), and whether
 // to. The caller holds x.mu and then calls launch.
 func (x *executor) wakeLocked(runCtx context.Context) (inbox chan struct{}, wake bool) {
-	if x.waking || len(x.waiting) == 0 || runCtx.Err() != nil || x.running >= x.limit.current() {
+	if x.waking || x.waiting.len() == 0 || runCtx.Err() != nil || x.running >= x.limit.current() {
 		return nil, false
 	}
 	x.waking = true
@@ -268,7 +295,7 @@ func (x *executor) next(runCtx context.Context, inbox chan struct{}, woken bool,
 			x.waking = false
 		}
 		// Over the limit (the governor lowered it), the slot is given up.
-		if len(x.waiting) == 0 || runCtx.Err() != nil || x.running > x.limit.current() {
+		if x.waiting.len() == 0 || runCtx.Err() != nil || x.running > x.limit.current() {
 			x.running--
 			park := runCtx.Err() == nil && !x.stopped
 			if park {
@@ -277,9 +304,7 @@ func (x *executor) next(runCtx context.Context, inbox chan struct{}, woken bool,
 			x.mu.Unlock()
 			return heldJob{}, park
 		}
-		j := x.waiting[0]
-		x.waiting[0] = heldJob{}
-		x.waiting = x.waiting[1:]
+		j := x.waiting.pop()
 		var wakeNext chan struct{}
 		var wake bool
 		if woken {
@@ -303,8 +328,7 @@ func (x *executor) next(runCtx context.Context, inbox chan struct{}, woken bool,
 // start), once no claim can take them again.
 func (x *executor) giveBackAll() {
 	x.mu.Lock()
-	waiting := x.waiting
-	x.waiting, x.waitBase = nil, nil
+	waiting := x.waiting.takeAll()
 	x.mu.Unlock()
 	for _, j := range waiting {
 		x.giveBack(j.ctx, j.att, errShutdown)

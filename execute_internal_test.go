@@ -126,3 +126,40 @@ func TestControlOf(t *testing.T) {
 		t.Errorf("no entrypoint: %+v", got)
 	}
 }
+
+// TestWaitQueue: jobs leave in the order they came, and a queue that
+// empties between batches reuses its array (a slice taken from its front
+// grew a new array for every batch).
+func TestWaitQueue(t *testing.T) {
+	var q waitQueue
+	atts := make([]attempt, 8)
+	cycle := func() {
+		next := 0 // the job pop must give
+		pop := func() {
+			if got := q.pop(); got.att != &atts[next] {
+				t.Fatalf("pop gave job %p, want job %d (%p)", got.att, next, &atts[next])
+			}
+			next++
+		}
+		for i := range atts {
+			q.push(heldJob{att: &atts[i]})
+			if i%3 == 2 { // interleaved, as handlers take jobs while a claim's arrive
+				pop()
+			}
+		}
+		for q.len() > 0 {
+			pop()
+		}
+		if next != len(atts) {
+			t.Fatalf("%d jobs left the queue, want %d", next, len(atts))
+		}
+	}
+	cycle()
+	if allocs := testing.AllocsPerRun(100, cycle); allocs != 0 {
+		t.Errorf("%v allocations a batch once the queue has grown, want 0", allocs)
+	}
+	q.push(heldJob{att: &atts[0]})
+	if all := q.takeAll(); len(all) != 1 || all[0].att != &atts[0] || q.len() != 0 {
+		t.Errorf("takeAll = %v, then len %d", all, q.len())
+	}
+}
