@@ -15,7 +15,7 @@
 //
 // Usage (or make instructions):
 //
-//	go run ./internal/cmd/instructions [-batch 2000] [-loops 5] [-queue 30000] [-variants all]
+//	go run ./internal/cmd/instructions [-batch 2000] [-finish-batch 0] [-loops 5] [-queue 30000] [-vacuum=true] [-variants all]
 package main
 
 import (
@@ -286,20 +286,23 @@ func prepareBase(ctx context.Context, admin *sql.DB, cl *pgcluster.Cluster, cfg 
 
 // measure applies v to database db, then runs loops claims of cfg.batch
 // jobs, each followed by the finishes of its jobs, on one connection and
-// returns the instructions its backend ran in all.
+// returns the instructions its backend ran in all. The variant's DDL runs
+// in a pool of its own, closed first, so that its backend is not the one
+// counted.
 func measure(ctx context.Context, cl *pgcluster.Cluster, dbname string, v variant, cfg config, loops int) (int64, error) {
-	batch := cfg.batch
 	setup, err := sql.Open("pgx", cl.DSN(dbname))
 	if err != nil {
 		return 0, err
 	}
 	for _, stmt := range v.ddl {
-		if err := exec1(ctx, setup, stmt); err != nil {
-			setup.Close()
-			return 0, err
+		if err = exec1(ctx, setup, stmt); err != nil {
+			break
 		}
 	}
 	setup.Close()
+	if err != nil {
+		return 0, err
+	}
 
 	db, err := sql.Open("pgx", cl.DSN(dbname))
 	if err != nil {
@@ -310,25 +313,34 @@ func measure(ctx context.Context, cl *pgcluster.Cluster, dbname string, v varian
 	if err != nil {
 		return 0, err
 	}
-	var pid int
+	pid, err := runLoops(ctx, conn, cfg, loops)
+	// The backend writes its counts when it exits: close the connection.
+	conn.Close()
+	db.Close()
+	if err != nil {
+		return 0, err
+	}
+	return readTotal(ctx, filepath.Join(cl.Root(), fmt.Sprintf("callgrind.%d", pid)))
+}
+
+// runLoops runs the claims and finishes on conn and returns its backend's
+// process id.
+func runLoops(ctx context.Context, conn *sql.Conn, cfg config, loops int) (pid int, err error) {
 	if err := conn.QueryRowContext(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
-		conn.Close()
 		return 0, err
 	}
 	qm := uuid.NullUUID{UUID: uuid.New(), Valid: true}
 	q := dbgen.New()
 	for i := range loops {
 		rows, err := q.JobsClaim(ctx, conn, dbgen.JobsClaimParams{
-			Entrypoints: []string{"bench"}, Caps: []int32{int32(batch)}, BatchSize: int32(batch),
+			Entrypoints: []string{"bench"}, Caps: []int32{int32(cfg.batch)}, BatchSize: int32(cfg.batch),
 			QueueManagerID: qm, FoldStatistics: true,
 		})
 		if err != nil {
-			conn.Close()
 			return 0, fmt.Errorf("claim %d: %w", i+1, err)
 		}
-		if len(rows) != batch {
-			conn.Close()
-			return 0, fmt.Errorf("claim %d took %d jobs, want %d", i+1, len(rows), batch)
+		if len(rows) != cfg.batch {
+			return 0, fmt.Errorf("claim %d took %d jobs, want %d", i+1, len(rows), cfg.batch)
 		}
 		for part := range slices.Chunk(rows, cfg.finishBatch) {
 			ids, tokens := make([]int64, len(part)), make([]int64, len(part))
@@ -339,19 +351,14 @@ func measure(ctx context.Context, cl *pgcluster.Cluster, dbname string, v varian
 				Ids: ids, ClaimTokens: tokens, QueueManagerID: qm, Quiet: true,
 			})
 			if err != nil {
-				conn.Close()
 				return 0, fmt.Errorf("finish %d: %w", i+1, err)
 			}
 			if len(unwritten) > 0 {
-				conn.Close()
 				return 0, fmt.Errorf("finish %d left %d outcomes unwritten", i+1, len(unwritten))
 			}
 		}
 	}
-	// The backend writes its counts when it exits: close the connection.
-	conn.Close()
-	db.Close()
-	return readTotal(ctx, filepath.Join(cl.Root(), fmt.Sprintf("callgrind.%d", pid)))
+	return pid, nil
 }
 
 // totalRE finds the total of a callgrind output file.
@@ -379,9 +386,8 @@ func readTotal(ctx context.Context, path string) (int64, error) {
 	}
 }
 
-func exec1(ctx context.Context, db interface {
-	ExecContext(context.Context, string, ...any) (sql.Result, error)
-}, stmt string) error {
+// exec1 runs one statement, an error naming its first words.
+func exec1(ctx context.Context, db dbgen.DBTX, stmt string) error {
 	if _, err := db.ExecContext(ctx, stmt); err != nil {
 		words := strings.Fields(stmt)
 		return fmt.Errorf("%s: %w", strings.Join(words[:min(len(words), 3)], " "), err)

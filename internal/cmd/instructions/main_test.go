@@ -40,7 +40,9 @@ func TestParseFlags(t *testing.T) {
 
 // TestCount runs the tool on a small queue: it must report a whole
 // number of instructions a job for each variant asked, in a plausible
-// range, and the same figure twice for the same variant.
+// range, the same figure twice for the same variant, and a lower one for
+// a variant that drops indexes (the variant's DDL reached the database
+// that was counted).
 func TestCount(t *testing.T) {
 	if _, err := exec.LookPath("valgrind"); err != nil {
 		t.Skip("valgrind not found: the instruction count cannot run here")
@@ -49,7 +51,7 @@ func TestCount(t *testing.T) {
 	defer cancel()
 	var out, errOut bytes.Buffer
 	err := run(ctx, []string{"-batch", "100", "-loops", "2", "-queue", "300",
-		"-variants", "as-installed,as-installed"}, &out, &errOut)
+		"-variants", "as-installed,as-installed,no-pgqueuer-indexes"}, &out, &errOut)
 	if err != nil {
 		t.Fatalf("run: %v\n%s", err, errOut.String())
 	}
@@ -68,5 +70,12 @@ func TestCount(t *testing.T) {
 	// little from run to run.
 	if d := (n[0] - n[1]) / n[0]; d > 0.01 || d < -0.01 {
 		t.Errorf("the same variant twice: %v and %v instructions a job", n[0], n[1])
+	}
+	m := regexp.MustCompile(`(?m)^no-pgqueuer-indexes\s+(\d+)\s`).FindStringSubmatch(out.String())
+	if m == nil {
+		t.Fatalf("no no-pgqueuer-indexes row:\n%s", out.String())
+	}
+	if fewer, _ := strconv.ParseFloat(m[1], 64); fewer > 0.9*n[0] {
+		t.Errorf("six indexes fewer: %v instructions a job against %v as installed, want under 0.9 of it\n%s", fewer, n[0], out.String())
 	}
 }
