@@ -12,6 +12,7 @@ import (
 
 	"github.com/pgq-dev/pgq"
 	"github.com/pgq-dev/pgq/dbgen"
+	"github.com/pgq-dev/pgq/internal/idruns"
 )
 
 // statements returns pgq's generated statements, db as they take it, and
@@ -484,7 +485,9 @@ func TestFinishChecksEachJobsToken(t *testing.T) {
 		t.Run("JobsFinishSucceeded", func(t *testing.T) {
 			ids, tokens, swapped := pair(t)
 			check(t, func(tok []int64) ([]int64, error) {
-				return q.JobsFinishSucceeded(ctx, rdb, dbgen.JobsFinishSucceededParams{Ids: ids, ClaimTokens: tok, QueueManagerID: holder})
+				low, high := idruns.Largest(ids)
+				return q.JobsFinishSucceeded(ctx, rdb, dbgen.JobsFinishSucceededParams{Ids: ids, ClaimTokens: tok,
+					RunLow: low, RunHigh: high, QueueManagerID: holder})
 			}, ids, tokens, swapped)
 		})
 		for _, c := range []struct{ action, status string }{

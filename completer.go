@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/pgq-dev/pgq/dbgen"
+	"github.com/pgq-dev/pgq/internal/idruns"
 	"github.com/pgq-dev/pgq/internal/sqlname"
 )
 
@@ -220,6 +221,7 @@ func (c *completer) statement(batch []outcome, quiet bool) (func(context.Context
 		for i, o := range batch {
 			p.Ids[i], p.ClaimTokens[i] = int64(o.id), o.att.token
 		}
+		p.RunLow, p.RunHigh = idruns.Largest(p.Ids)
 		return func(ctx context.Context, db dbgen.DBTX) ([]int64, error) { return c.q.JobsFinishSucceeded(ctx, db, p) }, -1
 	}
 	p := dbgen.JobsFinishParams{

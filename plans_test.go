@@ -16,6 +16,7 @@ import (
 
 	"github.com/pgq-dev/pgq"
 	"github.com/pgq-dev/pgq/dbgen"
+	"github.com/pgq-dev/pgq/internal/idruns"
 )
 
 // namedQuery returns the statement called name in db/queries/file with its
@@ -148,10 +149,15 @@ func TestHotStatementPlans(t *testing.T) {
 			return s
 		}
 		delays := make([]int64, len(running))
+		low, high := idruns.Largest(running)
 		partials := []string{"pgqueuer_picked_heartbeat_idx", "pgqueuer_updated_id_id1_idx", "pgqueuer_queue_manager_id_idx"}
 		pkey := regexp.MustCompile(`Index Scan using pgqueuer_pkey on pgqueuer`)
-		// The finishes also check each job's claim token in a hashed subplan.
+		// The finishes also check each job's claim token in a hashed
+		// subplan; the finish of successes reads its batch's ids as a
+		// range of the key and = ANY, in a bitmap scan (see
+		// TestClaimAndFinishReadRanges).
 		pkeyHashed := regexp.MustCompile(`(?s)Index Scan using pgqueuer_pkey on pgqueuer.*hashed SubPlan`)
+		pkeyBitmapHashed := regexp.MustCompile(`(?s)Bitmap Heap Scan on pgqueuer j.*hashed SubPlan.*Bitmap Index Scan on pgqueuer_pkey.*Index Cond: \(\(id >= .*Bitmap Index Scan on pgqueuer_pkey.*Index Cond: \(id = ANY`)
 
 		for _, c := range []struct {
 			name string
@@ -166,8 +172,9 @@ func TestHotStatementPlans(t *testing.T) {
 			}, pkeyHashed, partials},
 			{"JobsFinishSucceeded", map[string]any{
 				"@ids": pq.Array(running), "@claim_tokens": pq.Array(delays),
+				"@run_low": low, "@run_high": high,
 				"@queue_manager_id": holder.String(), "@synchronous_outcome": false, "@quiet": true,
-			}, pkeyHashed, partials},
+			}, pkeyBitmapHashed, partials},
 			{"JobsHeartbeat", map[string]any{"@ids": pq.Array(running), "@queue_manager_id": holder.String(), "@refresh_after_s": 1.25}, pkey, partials},
 			{"JobsClaim", map[string]any{
 				"@entrypoints": pq.Array([]string{"plan"}), "@caps": pq.Array([]int32{1000}), "@batch_size": 1000,
@@ -373,6 +380,7 @@ func TestClaimAndFinishCommitMode(t *testing.T) {
 			}
 			query, args = boundQuery(t, "jobs.sql", "JobsFinishSucceeded", map[string]any{
 				"@ids": pq.Array([]int64{id}), "@claim_tokens": pq.Array([]int64{token}),
+				"@run_low": id, "@run_high": id,
 				"@queue_manager_id": holder, "@synchronous_outcome": c.sync, "@quiet": !c.sync})
 			inTx("JobsFinishSucceeded", c.sync, c.want, 0, query, args...)
 		}
@@ -563,6 +571,155 @@ func TestLookupPlans(t *testing.T) {
 			})
 			check(name, explain(t, db, query, args...), probes, noSeq, "pgqueuer_pgq_keyed_idx")
 			check(name+"'s generic plan", explainGeneric(t, db, query, args...), probes, noSeq, "pgqueuer_pgq_keyed_idx")
+		}
+	})
+}
+
+// TestClaimAndFinishReadRanges checks how the claim's update and the
+// finish of successes find their rows: a claim of jobs that lie close
+// together, and a finish of such a batch, read one range of the primary
+// key and the table page by page (a bitmap scan; = ANY(ids) alone descends
+// the key and reads the table once a job); jobs far apart (every tenth
+// due, the rest scheduled later) are each found alone, with no row between
+// them read. The generic plans, which a connection keeps, do the same.
+// Either way exactly the right jobs are claimed and finished.
+func TestClaimAndFinishReadRanges(t *testing.T) {
+	eachDriver(t, func(t *testing.T, db *sql.DB, dsn string) {
+		ctx := testCtx(t)
+		ids := enqueueN(t, ctx, db, "range", 5_000)
+		if _, err := db.ExecContext(ctx, `UPDATE pgqueuer SET execute_after = now() + interval '1 day'
+			WHERE id > $1 AND id % 10 <> 0`, int64(ids[1999])); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.ExecContext(ctx, "VACUUM ANALYZE pgqueuer"); err != nil {
+			t.Fatal(err)
+		}
+		// walks runs query with EXPLAIN ANALYZE in a transaction rolled
+		// back and returns, of its bitmap scan of the job table (as j),
+		// the rows it found and the rows it read past in its range of
+		// the primary key, and the key entries of its ids apart (= ANY).
+		type walk struct{ found, readPast, apart int }
+		heapRE := regexp.MustCompile(`Bitmap Heap Scan on pgqueuer j \(actual rows=(\d+) loops=1\)(\n\s+(Recheck Cond|Filter|Heap Blocks|Rows Removed by Filter: (\d+)).*)*`)
+		rangeRE := regexp.MustCompile(`Bitmap Index Scan on pgqueuer_pkey \(actual rows=\d+ loops=1\)\n\s+Index Cond: \(\(id >= `)
+		apartRE := regexp.MustCompile(`Bitmap Index Scan on pgqueuer_pkey \(actual rows=(\d+) loops=1\)\n\s+Index Cond: \(id = ANY`)
+		walks := func(t *testing.T, query string, args ...any) walk {
+			t.Helper()
+			tx, err := db.BeginTx(ctx, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tx.Rollback()
+			rows, err := tx.QueryContext(ctx, "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) "+query, args...)
+			plan := planLines(t, rows, err, query)
+			heap, apart := heapRE.FindAllStringSubmatch(plan, -1), apartRE.FindAllStringSubmatch(plan, -1)
+			if len(heap) != 1 || len(rangeRE.FindAllString(plan, -1)) != 1 || len(apart) != 1 {
+				t.Fatalf("want one bitmap scan of pgqueuer as j, by a range of the key and by = ANY:\n%s", plan)
+			}
+			var w walk
+			w.found, _ = strconv.Atoi(heap[0][1])
+			w.readPast, _ = strconv.Atoi(heap[0][4])
+			w.apart, _ = strconv.Atoi(apart[0][1])
+			return w
+		}
+		q := dbgen.New()
+		qm := uuid.NullUUID{UUID: uuid.New(), Valid: true}
+		claimArgs := func(n int) map[string]any {
+			return map[string]any{"@entrypoints": pq.Array([]string{"range"}), "@caps": pq.Array([]int32{int32(n)}),
+				"@batch_size": n, "@queue_manager_id": qm.UUID.String(), "@synchronous_claim": false, "@fold_statistics": true}
+		}
+		claim := func(t *testing.T, n int, want func(i int) int64) []*dbgen.JobsClaimRow {
+			t.Helper()
+			rows, err := q.JobsClaim(ctx, pgq.QueryDB(db), dbgen.JobsClaimParams{Entrypoints: []string{"range"},
+				Caps: []int32{int32(n)}, BatchSize: int32(n), QueueManagerID: qm, FoldStatistics: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(rows) != n {
+				t.Fatalf("claimed %d jobs, want %d", len(rows), n)
+			}
+			for i, r := range rows {
+				if r.ID != want(i) {
+					t.Fatalf("claimed job %d is %d, want %d", i, r.ID, want(i))
+				}
+			}
+			return rows
+		}
+		finish := func(t *testing.T, rows []*dbgen.JobsClaimRow, explainOnly bool) walk {
+			t.Helper()
+			ids, tokens := make([]int64, len(rows)), make([]int64, len(rows))
+			for i, r := range rows {
+				ids[i], tokens[i] = r.ID, r.ClaimToken
+			}
+			low, high := idruns.Largest(ids)
+			if explainOnly {
+				query, args := boundQuery(t, "jobs.sql", "JobsFinishSucceeded", map[string]any{
+					"@ids": pq.Array(ids), "@claim_tokens": pq.Array(tokens), "@run_low": low, "@run_high": high,
+					"@queue_manager_id": qm.UUID.String(), "@synchronous_outcome": false, "@quiet": true})
+				return walks(t, query, args...)
+			}
+			unwritten, err := q.JobsFinishSucceeded(ctx, pgq.QueryDB(db), dbgen.JobsFinishSucceededParams{Ids: ids, ClaimTokens: tokens,
+				RunLow: low, RunHigh: high, QueueManagerID: qm, Quiet: true})
+			if err != nil || len(unwritten) != 0 {
+				t.Fatalf("finish: %d outcomes unwritten, err %v", len(unwritten), err)
+			}
+			return walk{}
+		}
+		// The generic plans, which a connection keeps after five runs,
+		// read a range of the key too, and never scan the table.
+		rangeScan := regexp.MustCompile(`Bitmap Index Scan on pgqueuer_pkey .*\n\s+Index Cond: \(\(id >= `)
+		for _, c := range []struct {
+			name string
+			args map[string]any
+		}{
+			// Literals: explainGeneric writes its values into the query.
+			{"JobsClaim", map[string]any{"@entrypoints": "{range}", "@caps": "{1000}", "@batch_size": 1000,
+				"@queue_manager_id": qm.UUID.String(), "@synchronous_claim": false, "@fold_statistics": true}},
+			{"JobsFinishSucceeded", map[string]any{"@ids": "{1,2}", "@claim_tokens": "{1,2}",
+				"@run_low": 1, "@run_high": 2, "@queue_manager_id": qm.UUID.String(),
+				"@synchronous_outcome": false, "@quiet": true}},
+		} {
+			query, args := boundQuery(t, "jobs.sql", c.name, c.args)
+			if plan := explainGeneric(t, db, query, args...); !rangeScan.MatchString(plan) || strings.Contains(plan, "Seq Scan on pgqueuer ") {
+				t.Errorf("%s's generic plan does not walk a range of the key:\n%s", c.name, plan)
+			}
+		}
+
+		// Close together: the first 2,000 jobs.
+		query, args := boundQuery(t, "jobs.sql", "JobsClaim", claimArgs(1000))
+		if w := walks(t, query, args...); w != (walk{1000, 0, 0}) {
+			t.Errorf("a claim of 1,000 jobs close together: %+v, want all in one range", w)
+		}
+		rows := claim(t, 1000, func(i int) int64 { return int64(ids[i]) })
+		if w := finish(t, rows, true); w != (walk{1000, 0, 0}) {
+			t.Errorf("a finish of 1,000 jobs close together: %+v, want all in one range", w)
+		}
+		// Every other job of the batch: ids two apart, still one range,
+		// which reads the 499 jobs between them.
+		var alternate []*dbgen.JobsClaimRow
+		for i := 0; i < len(rows); i += 2 {
+			alternate = append(alternate, rows[i])
+		}
+		if w := finish(t, alternate, true); w != (walk{500, 499, 0}) {
+			t.Errorf("a finish of every other job of 1,000: %+v, want all in one range", w)
+		}
+		finish(t, rows, false)
+		claim(t, 1000, func(i int) int64 { return int64(ids[1000+i]) })
+
+		// Far apart: every tenth job after the first 2,000 is due.
+		spread := func(i int) int64 { return (int64(ids[1999])/10 + 1 + int64(i)) * 10 }
+		query, args = boundQuery(t, "jobs.sql", "JobsClaim", claimArgs(100))
+		if w := walks(t, query, args...); w != (walk{100, 0, 100}) {
+			t.Errorf("a claim of 100 jobs far apart: %+v, want each found alone", w)
+		}
+		rows = claim(t, 100, spread)
+		// (Each of their ids apart has two entries in the key: the
+		// claim's update wrote one more.)
+		if w := finish(t, rows, true); w.found != 100 || w.readPast != 0 || w.apart < 99 {
+			t.Errorf("a finish of 100 jobs far apart: %+v, want each found alone (the first as a range of one)", w)
+		}
+		finish(t, rows, false)
+		if n := scalar[int](t, db, "SELECT count(*) FROM pgqueuer WHERE status = 'picked'"); n != 1000 {
+			t.Errorf("%d jobs picked, want the 1,000 not finished", n)
 		}
 	})
 }

@@ -234,6 +234,11 @@ claim_time AS MATERIALIZED (
     SELECT t.at, (extract(epoch FROM t.at) * 1000000)::bigint AS token
     FROM (SELECT clock_timestamp() AS at) AS t
 ),
+span AS MATERIALIZED (
+    SELECT CASE WHEN max(c.id) - min(c.id) < 2 * count(*) THEN min(c.id) ELSE 0 END AS low,
+           CASE WHEN max(c.id) - min(c.id) < 2 * count(*) THEN max(c.id) ELSE -1 END AS high
+    FROM candidates AS c
+),
 claimed AS (
     UPDATE pgqueuer AS j
     SET status = 'picked',
@@ -244,9 +249,9 @@ claimed AS (
         -- pgqueuer_picked_slot_idx; jobs of entrypoints with a concurrency
         -- limit get theirs from JobsAssignSlots, in the same transaction.
         slot = NULL
-    -- An array, not a join: the planner cannot size the candidates and,
-    -- joining, may hash the whole table; = ANY(array) probes the primary key.
-    WHERE j.id = ANY(ARRAY(SELECT candidates.id FROM candidates))
+    WHERE (j.id BETWEEN (SELECT span.low FROM span) AND (SELECT span.high FROM span)
+           OR j.id = ANY(ARRAY(SELECT c.id FROM candidates AS c, span WHERE c.id NOT BETWEEN span.low AND span.high)))
+      AND (j.id IN (SELECT candidates.id FROM candidates)) IS TRUE
     RETURNING j.id, j.priority, j.created, j.execute_after, j.entrypoint,
               j.payload, j.headers, j.attempts, j.dedupe_key,
               (SELECT claim_time.token FROM claim_time)::bigint AS claim_token,
@@ -345,6 +350,17 @@ type JobsClaimRow struct {
 // watcher, PGQueuer's too). This statement sees that commit, so any clock
 // reading in it is later. One reading, so that the row's updated (the
 // claim token) and its log row agree.
+// The candidates' range, when they lie close together (fewer than two
+// ids apart on average, as a claim of one queue's jobs in order takes
+// them), else an empty one (low above high).
+// The candidates in that range are read as one range of the primary key
+// and then from the table page by page (the OR makes it a bitmap scan),
+// the others found by = ANY(ids), one descent of the key each; the hashed
+// check picks the candidates out of the range. By = ANY alone, which
+// descends the key and reads the table once a row, a job cost 1.3 % more
+// instructions (make instructions, docs/benchmarks.md). Not a join with
+// the candidates: the planner cannot size them and, joining, may hash or
+// scan the whole table.
 // With fold_statistics, the 'picked' rows are counted into the statistics
 // here and logged as aggregated (see LogFoldStatistics). Rows locked in
 // the statistics' key order, as every pgq statement that counts there.
@@ -930,10 +946,11 @@ outcome AS (
 ),
 finished AS (
     DELETE FROM pgqueuer AS j
-    WHERE j.id = ANY(ARRAY(SELECT o.id FROM outcome AS o))
+    WHERE (j.id BETWEEN $5::bigint AND $6::bigint
+           OR j.id = ANY(ARRAY(SELECT o.id FROM outcome AS o WHERE o.id NOT BETWEEN $5 AND $6)))
       AND ((j.id, j.updated) IN (SELECT o.id, o.claimed_at FROM outcome AS o)) IS TRUE
       AND j.status IS NOT DISTINCT FROM 'picked'
-      AND j.queue_manager_id IS NOT DISTINCT FROM $5
+      AND j.queue_manager_id IS NOT DISTINCT FROM $7
     RETURNING j.id, j.priority, j.entrypoint
 ),
 logged AS (
@@ -960,6 +977,8 @@ type JobsFinishSucceededParams struct {
 	Quiet              bool
 	Ids                []int64
 	ClaimTokens        []int64
+	RunLow             int64
+	RunHigh            int64
 	QueueManagerID     uuid.NullUUID
 }
 
@@ -971,6 +990,17 @@ type JobsFinishSucceededParams struct {
 // parts. Mixed batches go to JobsFinish. A copy kept for speed: drains at
 // 2,000 at once ran 1.045 times as fast with it as with JobsFinish for
 // every batch (median of 5 pairs, docs/benchmarks.md).
+// The batch's largest run of ids close together (@run_low to @run_high,
+// see internal/idruns; nearly the whole batch when handlers finish in
+// about the order their jobs were claimed) is read as one range of the
+// primary key and then from the table page by page (the OR makes it a
+// bitmap scan), the others found by = ANY(ids), one descent of the key
+// each; the token check picks the batch's own rows out of the range. By
+// = ANY alone, which descends the key and reads the table once a row, a
+// job cost 6.6 % more instructions (make instructions,
+// docs/benchmarks.md). The ids apart are an array the statement makes,
+// never a constant: planned for an empty array given as a value, the OR's
+// second arm, always false, was read from an unrelated partial index.
 // Counted, and checked, from finished, which logged writes row for row
 // (see JobsClaim's folded).
 func (q *Queries) JobsFinishSucceeded(ctx context.Context, db DBTX, arg JobsFinishSucceededParams) ([]int64, error) {
@@ -979,6 +1009,8 @@ func (q *Queries) JobsFinishSucceeded(ctx context.Context, db DBTX, arg JobsFini
 		arg.Quiet,
 		pq.Array(arg.Ids),
 		pq.Array(arg.ClaimTokens),
+		arg.RunLow,
+		arg.RunHigh,
 		arg.QueueManagerID,
 	)
 	if err != nil {

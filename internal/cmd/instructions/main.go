@@ -8,14 +8,17 @@
 // then, for each variant of the schema, runs pgq's own JobsClaim and
 // JobsFinishSucceeded statements (the generated code, so the figures
 // follow the statements as they change) in a loop on one connection:
-// once in one copy of the database and 1 + -loops times in another. The
-// difference between the two backends' totals, divided by the jobs of
-// the extra loops, is the instructions a job, with nothing of the
-// connection's start or the first plans in it.
+// -warmup times in one copy of the database and -warmup + -loops times in
+// another. The difference between the two backends' totals, divided by
+// the jobs of the extra loops, is the instructions a job, with nothing of
+// the connection's start in it. The warm-up loops are the connection's
+// first plans: PostgreSQL plans a prepared statement for its values on
+// its first five runs and only then may keep a generic plan, as it does
+// for the rest of a worker's life.
 //
 // Usage (or make instructions):
 //
-//	go run ./internal/cmd/instructions [-batch 2000] [-finish-batch 0] [-loops 5] [-queue 30000] [-vacuum=true] [-variants all]
+//	go run ./internal/cmd/instructions [-batch 2000] [-finish-batch 0] [-warmup 6] [-loops 5] [-queue 30000] [-vacuum=true] [-variants all] [-keep DIR]
 package main
 
 import (
@@ -40,6 +43,7 @@ import (
 
 	"github.com/pgq-dev/pgq"
 	"github.com/pgq-dev/pgq/dbgen"
+	"github.com/pgq-dev/pgq/internal/idruns"
 	"github.com/pgq-dev/pgq/internal/pgcluster"
 )
 
@@ -94,10 +98,11 @@ func main() {
 }
 
 type config struct {
-	batch, finishBatch, loops, queue int
-	vacuum                           bool
-	variants                         []variant
-	verbose                          bool
+	batch, finishBatch, warmup, loops, queue int
+	vacuum                                   bool
+	keep                                     string
+	variants                                 []variant
+	verbose                                  bool
 }
 
 func parseFlags(args []string, stderr io.Writer) (config, error) {
@@ -107,10 +112,12 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.batch, "batch", 2000, "jobs per claim (and per finish)")
 	fs.IntVar(&c.finishBatch, "finish-batch", 0, "outcomes per finish (0: -batch, one finish a claim)")
 	fs.BoolVar(&c.vacuum, "vacuum", true, "VACUUM the queue after enqueuing it (false: ANALYZE only, so the claims find rows without hint bits, as a worker does right after an enqueue)")
-	fs.IntVar(&c.loops, "loops", 5, "claims and finishes counted, after a first one")
+	fs.IntVar(&c.warmup, "warmup", 6, "claims and finishes run before those counted (a prepared statement's first 5 runs are planned for their values)")
+	fs.IntVar(&c.loops, "loops", 5, "claims and finishes counted, after the warm-up")
 	fs.IntVar(&c.queue, "queue", 30000, "jobs enqueued before the loops")
 	names := fs.String("variants", "all", "comma-separated variants to measure, or all: "+variantNames())
 	fs.BoolVar(&c.verbose, "v", false, "log progress on stderr")
+	fs.StringVar(&c.keep, "keep", "", "copy each counted backend's callgrind file into this directory, as VARIANT.LOOPS (for callgrind_annotate)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -122,10 +129,12 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return c, fmt.Errorf("-batch %d: must be at least 1", c.batch)
 	case c.finishBatch < 0:
 		return c, fmt.Errorf("-finish-batch %d: must not be negative", c.finishBatch)
+	case c.warmup < 1:
+		return c, fmt.Errorf("-warmup %d: must be at least 1", c.warmup)
 	case c.loops < 1:
 		return c, fmt.Errorf("-loops %d: must be at least 1", c.loops)
-	case c.queue < c.batch*(c.loops+1):
-		return c, fmt.Errorf("-queue %d: must hold -batch × (-loops + 1) = %d jobs", c.queue, c.batch*(c.loops+1))
+	case c.queue < c.batch*(c.warmup+c.loops):
+		return c, fmt.Errorf("-queue %d: must hold -batch × (-warmup + -loops) = %d jobs", c.queue, c.batch*(c.warmup+c.loops))
 	}
 	if c.finishBatch == 0 || c.finishBatch > c.batch {
 		c.finishBatch = c.batch
@@ -208,16 +217,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	for i, v := range cfg.variants {
 		logf("variant %s", v.name)
 		var counts [2]int64
-		for k, loops := range []int{1, 1 + cfg.loops} {
+		for k, loops := range []int{cfg.warmup, cfg.warmup + cfg.loops} {
 			db := fmt.Sprintf("v%d_%d", i, k)
 			if err := exec1(ctx, admin, "CREATE DATABASE "+db+" TEMPLATE base"); err != nil {
 				return err
 			}
 			n, err := measure(ctx, cl, db, v, cfg, loops)
+			if err == nil && cfg.keep != "" {
+				err = keepFile(cl, n.pid, filepath.Join(cfg.keep, fmt.Sprintf("%s.%d", v.name, loops)))
+			}
 			if err != nil {
 				return fmt.Errorf("variant %s: %w", v.name, err)
 			}
-			counts[k] = n
+			counts[k] = n.total
 		}
 		results = append(results, result{v, float64(counts[1]-counts[0]) / float64(cfg.loops*cfg.batch)})
 	}
@@ -226,8 +238,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if !cfg.vacuum {
 		hints = "not vacuumed"
 	}
-	fmt.Fprintf(stdout, "PostgreSQL backend instructions a job: pgq's claim of %d jobs + finishes of %d, %d loops counted, queue %s (callgrind)\n\n",
-		cfg.batch, cfg.finishBatch, cfg.loops, hints)
+	fmt.Fprintf(stdout, "PostgreSQL backend instructions a job: pgq's claim of %d jobs + finishes of %d, %d loops counted after %d, queue %s (callgrind)\n\n",
+		cfg.batch, cfg.finishBatch, cfg.loops, cfg.warmup, hints)
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "variant\tinstructions/job\t÷ as-installed\twhat")
 	var base float64
@@ -286,13 +298,13 @@ func prepareBase(ctx context.Context, admin *sql.DB, cl *pgcluster.Cluster, cfg 
 
 // measure applies v to database db, then runs loops claims of cfg.batch
 // jobs, each followed by the finishes of its jobs, on one connection and
-// returns the instructions its backend ran in all. The variant's DDL runs
+// returns its backend and the instructions it ran in all. The variant's DDL runs
 // in a pool of its own, closed first, so that its backend is not the one
 // counted.
-func measure(ctx context.Context, cl *pgcluster.Cluster, dbname string, v variant, cfg config, loops int) (int64, error) {
+func measure(ctx context.Context, cl *pgcluster.Cluster, dbname string, v variant, cfg config, loops int) (counted, error) {
 	setup, err := sql.Open("pgx", cl.DSN(dbname))
 	if err != nil {
-		return 0, err
+		return counted{}, err
 	}
 	for _, stmt := range v.ddl {
 		if err = exec1(ctx, setup, stmt); err != nil {
@@ -301,26 +313,42 @@ func measure(ctx context.Context, cl *pgcluster.Cluster, dbname string, v varian
 	}
 	setup.Close()
 	if err != nil {
-		return 0, err
+		return counted{}, err
 	}
 
 	db, err := sql.Open("pgx", cl.DSN(dbname))
 	if err != nil {
-		return 0, err
+		return counted{}, err
 	}
 	defer db.Close()
 	conn, err := db.Conn(ctx)
 	if err != nil {
-		return 0, err
+		return counted{}, err
 	}
 	pid, err := runLoops(ctx, conn, cfg, loops)
 	// The backend writes its counts when it exits: close the connection.
 	conn.Close()
 	db.Close()
 	if err != nil {
-		return 0, err
+		return counted{}, err
 	}
-	return readTotal(ctx, filepath.Join(cl.Root(), fmt.Sprintf("callgrind.%d", pid)))
+	total, err := readTotal(ctx, filepath.Join(cl.Root(), fmt.Sprintf("callgrind.%d", pid)))
+	return counted{pid, total}, err
+}
+
+// counted is a backend's process id and the instructions it ran.
+type counted struct {
+	pid   int
+	total int64
+}
+
+// keepFile copies the callgrind file of backend pid to path.
+func keepFile(cl *pgcluster.Cluster, pid int, path string) error {
+	b, err := os.ReadFile(filepath.Join(cl.Root(), fmt.Sprintf("callgrind.%d", pid)))
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, b, 0o644)
 }
 
 // runLoops runs the claims and finishes on conn and returns its backend's
@@ -347,8 +375,9 @@ func runLoops(ctx context.Context, conn *sql.Conn, cfg config, loops int) (pid i
 			for j, r := range part {
 				ids[j], tokens[j] = r.ID, r.ClaimToken
 			}
+			low, high := idruns.Largest(ids)
 			unwritten, err := q.JobsFinishSucceeded(ctx, conn, dbgen.JobsFinishSucceededParams{
-				Ids: ids, ClaimTokens: tokens, QueueManagerID: qm, Quiet: true,
+				Ids: ids, ClaimTokens: tokens, RunLow: low, RunHigh: high, QueueManagerID: qm, Quiet: true, // apart
 			})
 			if err != nil {
 				return 0, fmt.Errorf("finish %d: %w", i+1, err)

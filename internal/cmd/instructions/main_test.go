@@ -19,6 +19,7 @@ func TestParseFlags(t *testing.T) {
 	}{
 		{[]string{"-batch", "0"}, "-batch 0"},
 		{[]string{"-loops", "-1"}, "-loops -1"},
+		{[]string{"-warmup", "0"}, "-warmup 0"},
 		{[]string{"-finish-batch", "-3"}, "-finish-batch -3"},
 		{[]string{"-queue", "100"}, "-queue 100"},
 		{[]string{"-variants", "as-installed,nope"}, `"nope"`},
@@ -50,7 +51,7 @@ func TestCount(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	var out, errOut bytes.Buffer
-	err := run(ctx, []string{"-batch", "100", "-loops", "2", "-queue", "300",
+	err := run(ctx, []string{"-batch", "100", "-warmup", "6", "-loops", "2", "-queue", "800",
 		"-variants", "as-installed,as-installed,no-pgqueuer-indexes"}, &out, &errOut)
 	if err != nil {
 		t.Fatalf("run: %v\n%s", err, errOut.String())
