@@ -1,7 +1,7 @@
 // Package idruns finds, in a batch of job ids, the run of ids lying close
 // together that holds most of them: the finish of a batch
-// (JobsFinishSucceeded) finds those by one walk of a range of the job
-// table's primary key and the others one by one.
+// (JobsFinishSucceeded) reads those as one range of the job table's
+// primary key and finds the others one by one.
 package idruns
 
 import "slices"
