@@ -238,15 +238,7 @@ func checkLeaks(t *testing.T) {
 // pg_prepared_statements does not count plans.
 func requireGenericPlans(t *testing.T, dsn string, run func(single *sql.DB), statements ...string) {
 	t.Helper()
-	single, err := sql.Open("pgx", dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer single.Close()
-	single.SetMaxOpenConns(1)
-	if scalar[int](t, single, "SELECT current_setting('server_version_num')::int") < 140000 {
-		t.Skip("pg_prepared_statements counts plans from PostgreSQL 14")
-	}
+	single := planCountingConn(t, dsn)
 	run(single)
 	for _, name := range statements {
 		if generic := scalar[int64](t, single, `SELECT coalesce(sum(generic_plans), 0)::bigint FROM pg_prepared_statements
@@ -254,6 +246,23 @@ func requireGenericPlans(t *testing.T, dsn string, run func(single *sql.DB), sta
 			t.Errorf("no generic plan of %s on one pgx connection", name)
 		}
 	}
+}
+
+// planCountingConn returns a pool of one pgx connection to dsn, closed
+// when the test ends; it skips the test on a server older than
+// PostgreSQL 14, whose pg_prepared_statements does not count plans.
+func planCountingConn(t *testing.T, dsn string) *sql.DB {
+	t.Helper()
+	single, err := sql.Open("pgx", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { single.Close() })
+	single.SetMaxOpenConns(1)
+	if scalar[int](t, single, "SELECT current_setting('server_version_num')::int") < 140000 {
+		t.Skip("pg_prepared_statements counts plans from PostgreSQL 14")
+	}
+	return single
 }
 
 // eachIdleConn runs query, which returns one text value, on every

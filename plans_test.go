@@ -17,6 +17,7 @@ import (
 	"github.com/pgq-dev/pgq"
 	"github.com/pgq-dev/pgq/dbgen"
 	"github.com/pgq-dev/pgq/internal/idruns"
+	"github.com/pgq-dev/pgq/pgqtest"
 )
 
 // namedQuery returns the statement called name in db/queries/file with its
@@ -722,4 +723,48 @@ func TestClaimAndFinishReadRanges(t *testing.T) {
 			t.Errorf("%d jobs picked, want the 1,000 not finished", n)
 		}
 	})
+}
+
+// TestClaimAndFinishKeepTheirPlans checks that a connection keeps the
+// generic plans of the claim and the finish of successes after their
+// first five runs (pgx prepares them), for claims of 100 as the library's
+// defaults make: planned again for each call's values, the claim cost
+// 5,500 instructions a job, and with its range reads both statements
+// 19,300 (docs/benchmarks.md).
+func TestClaimAndFinishKeepTheirPlans(t *testing.T) {
+	db, dsn := pgqtest.NewDB(t, "pgx")
+	ctx := testCtx(t)
+	enqueueN(t, ctx, db, "plans", 30_000)
+	execSQL(t, db, "VACUUM ANALYZE pgqueuer")
+	single := planCountingConn(t, dsn)
+	q, qdb := dbgen.New(), pgq.QueryDB(single)
+	qm := uuid.NullUUID{UUID: uuid.New(), Valid: true}
+	const runs = 12
+	for i := range runs {
+		rows, err := q.JobsClaim(ctx, qdb, dbgen.JobsClaimParams{Entrypoints: []string{"plans"}, Caps: []int32{100},
+			BatchSize: 100, QueueManagerID: qm, FoldStatistics: true})
+		if err != nil || len(rows) != 100 {
+			t.Fatalf("claim %d: %d jobs, err %v", i, len(rows), err)
+		}
+		ids, tokens := make([]int64, len(rows)), make([]int64, len(rows))
+		for j, r := range rows {
+			ids[j], tokens[j] = r.ID, r.ClaimToken
+		}
+		low, high := idruns.Largest(ids)
+		unwritten, err := q.JobsFinishSucceeded(ctx, qdb, dbgen.JobsFinishSucceededParams{Ids: ids, ClaimTokens: tokens,
+			RunLow: low, RunHigh: high, QueueManagerID: qm, Quiet: true})
+		if err != nil || len(unwritten) != 0 {
+			t.Fatalf("finish %d: %d unwritten, err %v", i, len(unwritten), err)
+		}
+	}
+	for _, name := range []string{"JobsClaim", "JobsFinishSucceeded"} {
+		var custom, generic int64
+		if err := single.QueryRowContext(ctx, `SELECT coalesce(sum(custom_plans), 0)::bigint, coalesce(sum(generic_plans), 0)::bigint
+			FROM pg_prepared_statements WHERE statement LIKE '-- name: '||$1||' %'`, name).Scan(&custom, &generic); err != nil {
+			t.Fatal(err)
+		}
+		if custom > 5 || generic < runs-5 {
+			t.Errorf("%s in %d runs on one connection: %d custom plans, %d generic; want at most the first 5 custom", name, runs, custom, generic)
+		}
+	}
 }

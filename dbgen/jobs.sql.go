@@ -228,7 +228,7 @@ due AS (
 candidates AS (
     SELECT due.id FROM due
     ORDER BY due.priority DESC, due.id ASC
-    LIMIT $4::int
+    LIMIT (SELECT $4::int)
 ),
 claim_time AS MATERIALIZED (
     SELECT t.at, (extract(epoch FROM t.at) * 1000000)::bigint AS token
@@ -342,6 +342,13 @@ type JobsClaimRow struct {
 // Materialized, so that both probes run once per entrypoint, not once
 // per job taken (written in due's WHERE, the planner checked the keyed
 // index after the join, for every row).
+// The batch size is read through a subquery, and so are the finish's
+// bounds (JobsFinishSucceeded), so that a plan made for the call's values
+// is priced like the generic plan and a connection keeps the generic one
+// (pgx prepares its statements). Given as values, claims of 100 were
+// planned again on every call (5,500 instructions a job), and with the
+// range reads both statements were (19,300; make instructions -batch
+// 100, docs/benchmarks.md).
 // The claim's time is the clock's when the statement runs, not now() (the
 // transaction's start): a claim of an entrypoint with a concurrency limit
 // runs in a transaction that may have begun before another worker's
@@ -946,7 +953,8 @@ outcome AS (
 ),
 finished AS (
     DELETE FROM pgqueuer AS j
-    WHERE (j.id BETWEEN $5::bigint AND $6::bigint
+    -- The bounds through subqueries: see JobsClaim's candidates.
+    WHERE (j.id BETWEEN (SELECT $5::bigint) AND (SELECT $6::bigint)
            OR j.id = ANY(ARRAY(SELECT o.id FROM outcome AS o WHERE o.id NOT BETWEEN $5 AND $6)))
       AND ((j.id, j.updated) IN (SELECT o.id, o.claimed_at FROM outcome AS o)) IS TRUE
       AND j.status IS NOT DISTINCT FROM 'picked'

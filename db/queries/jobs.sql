@@ -140,10 +140,17 @@ due AS (
         FOR UPDATE SKIP LOCKED
     ) AS q
 ),
+-- The batch size is read through a subquery, and so are the finish's
+-- bounds (JobsFinishSucceeded), so that a plan made for the call's values
+-- is priced like the generic plan and a connection keeps the generic one
+-- (pgx prepares its statements). Given as values, claims of 100 were
+-- planned again on every call (5,500 instructions a job), and with the
+-- range reads both statements were (19,300; make instructions -batch
+-- 100, docs/benchmarks.md).
 candidates AS (
     SELECT due.id FROM due
     ORDER BY due.priority DESC, due.id ASC
-    LIMIT @batch_size::int
+    LIMIT (SELECT @batch_size::int)
 ),
 -- The claim's time is the clock's when the statement runs, not now() (the
 -- transaction's start): a claim of an entrypoint with a concurrency limit
@@ -540,7 +547,8 @@ outcome AS (
 -- second arm, always false, was read from an unrelated partial index.
 finished AS (
     DELETE FROM pgqueuer AS j
-    WHERE (j.id BETWEEN @run_low::bigint AND @run_high::bigint
+    -- The bounds through subqueries: see JobsClaim's candidates.
+    WHERE (j.id BETWEEN (SELECT @run_low::bigint) AND (SELECT @run_high::bigint)
            OR j.id = ANY(ARRAY(SELECT o.id FROM outcome AS o WHERE o.id NOT BETWEEN @run_low AND @run_high)))
       AND ((j.id, j.updated) IN (SELECT o.id, o.claimed_at FROM outcome AS o)) IS TRUE
       AND j.status IS NOT DISTINCT FROM 'picked'

@@ -18,7 +18,7 @@
 //
 // Usage (or make instructions):
 //
-//	go run ./internal/cmd/instructions [-batch 2000] [-finish-batch 0] [-warmup 6] [-loops 5] [-queue 30000] [-vacuum=true] [-variants all] [-keep DIR]
+//	go run ./internal/cmd/instructions [-batch 2000] [-finish-batch 0] [-warmup 6] [-loops 5] [-queue 30000] [-vacuum=true] [-driver pgx] [-variants all] [-keep DIR]
 package main
 
 import (
@@ -40,6 +40,7 @@ import (
 
 	"github.com/google/uuid"
 	_ "github.com/jackc/pgx/v5/stdlib"
+	_ "github.com/lib/pq"
 
 	"github.com/pgq-dev/pgq"
 	"github.com/pgq-dev/pgq/dbgen"
@@ -100,7 +101,7 @@ func main() {
 type config struct {
 	batch, finishBatch, warmup, loops, queue int
 	vacuum                                   bool
-	keep                                     string
+	keep, driver                             string
 	variants                                 []variant
 	verbose                                  bool
 }
@@ -117,6 +118,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.queue, "queue", 30000, "jobs enqueued before the loops")
 	names := fs.String("variants", "all", "comma-separated variants to measure, or all: "+variantNames())
 	fs.BoolVar(&c.verbose, "v", false, "log progress on stderr")
+	fs.StringVar(&c.driver, "driver", "pgx", "database/sql driver of the counted connection: pgx (a prepared statement's generic plan after its first five runs) or postgres (lib/pq: planned on every run)")
 	fs.StringVar(&c.keep, "keep", "", "copy each counted backend's callgrind file into this directory, as VARIANT.LOOPS (for callgrind_annotate)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -129,6 +131,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return c, fmt.Errorf("-batch %d: must be at least 1", c.batch)
 	case c.finishBatch < 0:
 		return c, fmt.Errorf("-finish-batch %d: must not be negative", c.finishBatch)
+	case c.driver != "pgx" && c.driver != "postgres":
+		return c, fmt.Errorf("-driver %q: must be pgx or postgres", c.driver)
 	case c.warmup < 1:
 		return c, fmt.Errorf("-warmup %d: must be at least 1", c.warmup)
 	case c.loops < 1:
@@ -238,8 +242,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if !cfg.vacuum {
 		hints = "not vacuumed"
 	}
-	fmt.Fprintf(stdout, "PostgreSQL backend instructions a job: pgq's claim of %d jobs + finishes of %d, %d loops counted after %d, queue %s (callgrind)\n\n",
-		cfg.batch, cfg.finishBatch, cfg.loops, cfg.warmup, hints)
+	fmt.Fprintf(stdout, "PostgreSQL backend instructions a job: pgq's claim of %d jobs + finishes of %d, %d loops counted after %d, queue %s, %s (callgrind)\n\n",
+		cfg.batch, cfg.finishBatch, cfg.loops, cfg.warmup, hints, cfg.driver)
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "variant\tinstructions/job\t÷ as-installed\twhat")
 	var base float64
@@ -316,7 +320,7 @@ func measure(ctx context.Context, cl *pgcluster.Cluster, dbname string, v varian
 		return counted{}, err
 	}
 
-	db, err := sql.Open("pgx", cl.DSN(dbname))
+	db, err := sql.Open(cfg.driver, cl.DSN(dbname))
 	if err != nil {
 		return counted{}, err
 	}

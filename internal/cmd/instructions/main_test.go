@@ -20,6 +20,7 @@ func TestParseFlags(t *testing.T) {
 		{[]string{"-batch", "0"}, "-batch 0"},
 		{[]string{"-loops", "-1"}, "-loops -1"},
 		{[]string{"-warmup", "0"}, "-warmup 0"},
+		{[]string{"-driver", "mysql"}, `"mysql"`},
 		{[]string{"-finish-batch", "-3"}, "-finish-batch -3"},
 		{[]string{"-queue", "100"}, "-queue 100"},
 		{[]string{"-variants", "as-installed,nope"}, `"nope"`},
