@@ -730,7 +730,9 @@ func TestClaimAndFinishReadRanges(t *testing.T) {
 // first five runs (pgx prepares them), for claims of 100 as the library's
 // defaults make: planned again for each call's values, the claim cost
 // 5,500 instructions a job, and with its range reads both statements
-// 19,300 (docs/benchmarks.md).
+// 19,300 (docs/benchmarks.md). 26 runs: with its batch size as a value,
+// the claim kept its generic plan for a dozen runs, then went back to
+// custom ones as the table changed.
 func TestClaimAndFinishKeepTheirPlans(t *testing.T) {
 	db, dsn := pgqtest.NewDB(t, "pgx")
 	ctx := testCtx(t)
@@ -739,7 +741,7 @@ func TestClaimAndFinishKeepTheirPlans(t *testing.T) {
 	single := planCountingConn(t, dsn)
 	q, qdb := dbgen.New(), pgq.QueryDB(single)
 	qm := uuid.NullUUID{UUID: uuid.New(), Valid: true}
-	const runs = 12
+	const runs = 26
 	for i := range runs {
 		rows, err := q.JobsClaim(ctx, qdb, dbgen.JobsClaimParams{Entrypoints: []string{"plans"}, Caps: []int32{100},
 			BatchSize: 100, QueueManagerID: qm, FoldStatistics: true})

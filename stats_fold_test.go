@@ -196,25 +196,21 @@ func TestStatisticsUpsertsInKeyOrder(t *testing.T) {
     ON CONFLICT \(priority, date_trunc\('sec', created AT TIME ZONE 'UTC'\), status, entrypoint\)
     DO UPDATE SET count = pgqueuer_statistics\.count \+ EXCLUDED\.count`)
 	// The same for rows that all fall in one second, given once (a claim's
-	// time, a statement's now()): the key's order without the second.
-	upsertOneSecond := regexp.MustCompile(`INSERT INTO pgqueuer_statistics \(created, count, priority, status, entrypoint\)
+	// time, a statement's now()): the key's order without the second; and
+	// for rows that all have one status too, given as a constant (a
+	// claim's 'picked', a finish's 'successful'): without the status.
+	oneSecond := func(status, statusKey string) *regexp.Regexp {
+		return regexp.MustCompile(`INSERT INTO pgqueuer_statistics \(created, count, priority, status, entrypoint\)
     SELECT (?:date_trunc\('sec', now\(\) AT TIME ZONE 'UTC'\) AT TIME ZONE 'UTC'|\(SELECT date_trunc\('sec', (\w+)\.at AT TIME ZONE 'UTC'\) AT TIME ZONE 'UTC' FROM \w+\)),
-           count\(\*\), (\w+)\.priority, (\w+)\.status, (\w+)\.entrypoint
+           count\(\*\), (\w+)\.priority, ` + status + `, (\w+)\.entrypoint
     FROM (\w+)
-(?:    WHERE [^\n]+\n)?    GROUP BY (\w+)\.priority, (\w+)\.status, (\w+)\.entrypoint
-    ORDER BY (\w+)\.priority, (\w+)\.status, (\w+)\.entrypoint
+(?:    WHERE [^\n]+\n)?    GROUP BY (\w+)\.priority` + statusKey + `, (\w+)\.entrypoint
+    ORDER BY (\w+)\.priority` + statusKey + `, (\w+)\.entrypoint
     ON CONFLICT \(priority, date_trunc\('sec', created AT TIME ZONE 'UTC'\), status, entrypoint\)
     DO UPDATE SET count = pgqueuer_statistics\.count \+ EXCLUDED\.count`)
-	// The same for rows that all have one status too, given as a constant
-	// (a claim's 'picked', a finish's 'successful').
-	upsertOneStatus := regexp.MustCompile(`INSERT INTO pgqueuer_statistics \(created, count, priority, status, entrypoint\)
-    SELECT (?:date_trunc\('sec', now\(\) AT TIME ZONE 'UTC'\) AT TIME ZONE 'UTC'|\(SELECT date_trunc\('sec', (\w+)\.at AT TIME ZONE 'UTC'\) AT TIME ZONE 'UTC' FROM \w+\)),
-           count\(\*\), (\w+)\.priority, '\w+'::pgqueuer_status, (\w+)\.entrypoint
-    FROM (\w+)
-(?:    WHERE [^\n]+\n)?    GROUP BY (\w+)\.priority, (\w+)\.entrypoint
-    ORDER BY (\w+)\.priority, (\w+)\.entrypoint
-    ON CONFLICT \(priority, date_trunc\('sec', created AT TIME ZONE 'UTC'\), status, entrypoint\)
-    DO UPDATE SET count = pgqueuer_statistics\.count \+ EXCLUDED\.count`)
+	}
+	upsertOneSecond := oneSecond(`(\w+)\.status`, `, (\w+)\.status`)
+	upsertOneStatus := oneSecond(`'\w+'::pgqueuer_status`, ``)
 	counted := map[string]int{}
 	for _, f := range files {
 		src, err := os.ReadFile(f)

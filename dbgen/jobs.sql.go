@@ -996,9 +996,9 @@ type JobsFinishSucceededParams struct {
 // (the ids of the outcomes not written, see JobsFinish), from
 // two arrays where JobsFinish takes six, and the bounds of the batch's
 // largest run of ids (run_low, run_high: see finished), without its
-// requeue and hold parts. Mixed batches go to JobsFinish. A copy kept for speed: drains at
-// 2,000 at once ran 1.045 times as fast with it as with JobsFinish for
-// every batch (median of 5 pairs, docs/benchmarks.md).
+// requeue and hold parts. Mixed batches go to JobsFinish. A copy kept
+// for speed: drains at 2,000 at once ran 1.045 times as fast with it as
+// with JobsFinish for every batch (median of 5 pairs, docs/benchmarks.md).
 // The batch's largest run of ids close together (@run_low to @run_high,
 // see internal/idruns; nearly the whole batch when handlers finish in
 // about the order their jobs were claimed) is read as one range of the

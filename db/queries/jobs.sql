@@ -516,9 +516,9 @@ WHERE NOT EXISTS (SELECT 1 FROM logged WHERE logged.job_id = o.id);
 -- (the ids of the outcomes not written, see JobsFinish), from
 -- two arrays where JobsFinish takes six, and the bounds of the batch's
 -- largest run of ids (run_low, run_high: see finished), without its
--- requeue and hold parts. Mixed batches go to JobsFinish. A copy kept for speed: drains at
--- 2,000 at once ran 1.045 times as fast with it as with JobsFinish for
--- every batch (median of 5 pairs, docs/benchmarks.md).
+-- requeue and hold parts. Mixed batches go to JobsFinish. A copy kept
+-- for speed: drains at 2,000 at once ran 1.045 times as fast with it as
+-- with JobsFinish for every batch (median of 5 pairs, docs/benchmarks.md).
 WITH commit_mode AS (
     SELECT set_config('synchronous_commit',
                       CASE WHEN @synchronous_outcome::boolean

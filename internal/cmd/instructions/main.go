@@ -302,9 +302,9 @@ func prepareBase(ctx context.Context, admin *sql.DB, cl *pgcluster.Cluster, cfg 
 
 // measure applies v to database db, then runs loops claims of cfg.batch
 // jobs, each followed by the finishes of its jobs, on one connection and
-// returns its backend and the instructions it ran in all. The variant's DDL runs
-// in a pool of its own, closed first, so that its backend is not the one
-// counted.
+// returns its backend and the instructions it ran in all. The variant's
+// DDL runs in a pool of its own, closed first, so that its backend is not
+// the one counted.
 func measure(ctx context.Context, cl *pgcluster.Cluster, dbname string, v variant, cfg config, loops int) (counted, error) {
 	setup, err := sql.Open("pgx", cl.DSN(dbname))
 	if err != nil {
@@ -336,7 +336,7 @@ func measure(ctx context.Context, cl *pgcluster.Cluster, dbname string, v varian
 	if err != nil {
 		return counted{}, err
 	}
-	total, err := readTotal(ctx, filepath.Join(cl.Root(), fmt.Sprintf("callgrind.%d", pid)))
+	total, err := readTotal(ctx, callgrindFile(cl, pid))
 	return counted{pid, total}, err
 }
 
@@ -346,9 +346,15 @@ type counted struct {
 	total int64
 }
 
+// callgrindFile is where callgrind writes backend pid's counts (see the
+// wrapper's --callgrind-out-file).
+func callgrindFile(cl *pgcluster.Cluster, pid int) string {
+	return filepath.Join(cl.Root(), fmt.Sprintf("callgrind.%d", pid))
+}
+
 // keepFile copies the callgrind file of backend pid to path.
 func keepFile(cl *pgcluster.Cluster, pid int, path string) error {
-	b, err := os.ReadFile(filepath.Join(cl.Root(), fmt.Sprintf("callgrind.%d", pid)))
+	b, err := os.ReadFile(callgrindFile(cl, pid))
 	if err != nil {
 		return err
 	}
@@ -381,7 +387,7 @@ func runLoops(ctx context.Context, conn *sql.Conn, cfg config, loops int) (pid i
 			}
 			low, high := idruns.Largest(ids)
 			unwritten, err := q.JobsFinishSucceeded(ctx, conn, dbgen.JobsFinishSucceededParams{
-				Ids: ids, ClaimTokens: tokens, RunLow: low, RunHigh: high, QueueManagerID: qm, Quiet: true, // apart
+				Ids: ids, ClaimTokens: tokens, RunLow: low, RunHigh: high, QueueManagerID: qm, Quiet: true,
 			})
 			if err != nil {
 				return 0, fmt.Errorf("finish %d: %w", i+1, err)
