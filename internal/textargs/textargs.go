@@ -14,6 +14,8 @@ import (
 	"database/sql"
 	"database/sql/driver"
 	"slices"
+	"strconv"
+	"unsafe"
 
 	"github.com/lib/pq"
 
@@ -56,16 +58,17 @@ func (w wrapped) QueryRowContext(ctx context.Context, q string, args ...any) *sq
 func Literals(args []any) []any {
 	var out []any
 	for i, a := range args {
-		var v driver.Valuer
+		var lit driver.Value
 		switch a := a.(type) {
-		case *pq.Int64Array, *pq.Int32Array, *pq.Float64Array, *pq.Float32Array,
+		case *pq.Int64Array:
+			lit = int64Literal(*a)
+		case *pq.Int32Array, *pq.Float64Array, *pq.Float32Array,
 			*pq.StringArray, *pq.BoolArray, *pq.ByteaArray, pq.GenericArray:
-			v = a.(driver.Valuer)
+			var err error
+			if lit, err = a.(driver.Valuer).Value(); err != nil {
+				continue
+			}
 		default:
-			continue
-		}
-		lit, err := v.Value()
-		if err != nil {
 			continue
 		}
 		if out == nil {
@@ -77,4 +80,43 @@ func Literals(args []any) []any {
 		return args
 	}
 	return out
+}
+
+// int64Literal is what pq.Int64Array's Value returns (nil for a nil
+// slice), written in one allocation: a finish of 2,000 jobs passes two such
+// arrays, and Value's growing buffer and final copy were most of the bytes
+// a worker allocated to write its outcomes.
+func int64Literal(a []int64) driver.Value {
+	if a == nil {
+		return nil
+	}
+	lo, hi := int64(0), int64(0)
+	if len(a) > 0 {
+		lo, hi = slices.Min(a), slices.Max(a)
+	}
+	b := make([]byte, 0, 2+len(a)*(max(decimalLen(lo), decimalLen(hi))+1))
+	b = append(b, '{')
+	for i, v := range a {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendInt(b, v, 10)
+	}
+	b = append(b, '}')
+	return unsafe.String(unsafe.SliceData(b), len(b)) // b is not written again
+}
+
+// decimalLen is the length of v written in decimal, sign included.
+func decimalLen(v int64) int {
+	n := 1
+	u := uint64(v)
+	if v < 0 {
+		n++
+		u = -u
+	}
+	for u >= 10 {
+		u /= 10
+		n++
+	}
+	return n
 }
