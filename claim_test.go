@@ -485,9 +485,8 @@ func TestFinishChecksEachJobsToken(t *testing.T) {
 		t.Run("JobsFinishSucceeded", func(t *testing.T) {
 			ids, tokens, swapped := pair(t)
 			check(t, func(tok []int64) ([]int64, error) {
-				low, high := idruns.Largest(ids)
-				return q.JobsFinishSucceeded(ctx, rdb, dbgen.JobsFinishSucceededParams{Ids: ids, ClaimTokens: tok,
-					RunLow: low, RunHigh: high, QueueManagerID: holder})
+				return q.JobsFinishSucceeded(ctx, rdb, idruns.Finish(dbgen.JobsFinishSucceededParams{Ids: ids, ClaimTokens: tok,
+					QueueManagerID: holder}))
 			}, ids, tokens, swapped)
 		})
 		for _, c := range []struct{ action, status string }{

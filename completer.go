@@ -221,7 +221,7 @@ func (c *completer) statement(batch []outcome, quiet bool) (func(context.Context
 		for i, o := range batch {
 			p.Ids[i], p.ClaimTokens[i] = int64(o.id), o.att.token
 		}
-		p.RunLow, p.RunHigh = idruns.Largest(p.Ids)
+		p = idruns.Finish(p)
 		return func(ctx context.Context, db dbgen.DBTX) ([]int64, error) { return c.q.JobsFinishSucceeded(ctx, db, p) }, -1
 	}
 	p := dbgen.JobsFinishParams{

@@ -651,15 +651,14 @@ func TestClaimAndFinishReadRanges(t *testing.T) {
 			for i, r := range rows {
 				ids[i], tokens[i] = r.ID, r.ClaimToken
 			}
-			low, high := idruns.Largest(ids)
+			p := idruns.Finish(dbgen.JobsFinishSucceededParams{Ids: ids, ClaimTokens: tokens, QueueManagerID: qm, Quiet: true})
 			if explainOnly {
 				query, args := boundQuery(t, "jobs.sql", "JobsFinishSucceeded", map[string]any{
-					"@ids": pq.Array(ids), "@claim_tokens": pq.Array(tokens), "@run_low": low, "@run_high": high,
+					"@ids": pq.Array(ids), "@claim_tokens": pq.Array(tokens), "@run_low": p.RunLow, "@run_high": p.RunHigh,
 					"@queue_manager_id": qm.UUID.String(), "@synchronous_outcome": false, "@quiet": true})
 				return walks(t, query, args...)
 			}
-			unwritten, err := q.JobsFinishSucceeded(ctx, pgq.QueryDB(db), dbgen.JobsFinishSucceededParams{Ids: ids, ClaimTokens: tokens,
-				RunLow: low, RunHigh: high, QueueManagerID: qm, Quiet: true})
+			unwritten, err := q.JobsFinishSucceeded(ctx, pgq.QueryDB(db), p)
 			if err != nil || len(unwritten) != 0 {
 				t.Fatalf("finish: %d outcomes unwritten, err %v", len(unwritten), err)
 			}
@@ -752,9 +751,8 @@ func TestClaimAndFinishKeepTheirPlans(t *testing.T) {
 		for j, r := range rows {
 			ids[j], tokens[j] = r.ID, r.ClaimToken
 		}
-		low, high := idruns.Largest(ids)
-		unwritten, err := q.JobsFinishSucceeded(ctx, qdb, dbgen.JobsFinishSucceededParams{Ids: ids, ClaimTokens: tokens,
-			RunLow: low, RunHigh: high, QueueManagerID: qm, Quiet: true})
+		unwritten, err := q.JobsFinishSucceeded(ctx, qdb, idruns.Finish(dbgen.JobsFinishSucceededParams{Ids: ids, ClaimTokens: tokens,
+			QueueManagerID: qm, Quiet: true}))
 		if err != nil || len(unwritten) != 0 {
 			t.Fatalf("finish %d: %d unwritten, err %v", i, len(unwritten), err)
 		}

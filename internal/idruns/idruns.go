@@ -4,7 +4,11 @@
 // primary key and finds the others one by one.
 package idruns
 
-import "slices"
+import (
+	"slices"
+
+	"github.com/pgq-dev/pgq/dbgen"
+)
 
 // Gap is the widest gap between two ids of a batch that a run bridges:
 // the finish then reads the rows between them too (fewer than Gap: rows
@@ -39,4 +43,11 @@ func Largest(ids []int64) (low, high int64) {
 		}
 	}
 	return sorted[best], sorted[best+bestLen-1]
+}
+
+// Finish returns p with RunLow and RunHigh set to the largest run of
+// p.Ids: how every caller of JobsFinishSucceeded fills them.
+func Finish(p dbgen.JobsFinishSucceededParams) dbgen.JobsFinishSucceededParams {
+	p.RunLow, p.RunHigh = Largest(p.Ids)
+	return p
 }

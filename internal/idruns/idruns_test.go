@@ -2,8 +2,11 @@ package idruns
 
 import (
 	"math"
+	"reflect"
 	"slices"
 	"testing"
+
+	"github.com/pgq-dev/pgq/dbgen"
 )
 
 func TestLargest(t *testing.T) {
@@ -93,5 +96,19 @@ func BenchmarkLargest(b *testing.B) {
 				Largest(ids)
 			}
 		})
+	}
+}
+
+// TestFinish checks that Finish sets the run from the ids and keeps the
+// rest of the parameters.
+func TestFinish(t *testing.T) {
+	in := dbgen.JobsFinishSucceededParams{Ids: []int64{40, 9, 10, 11, 12}, ClaimTokens: []int64{1, 2, 3, 4, 5}, Quiet: true}
+	got := Finish(in)
+	if got.RunLow != 9 || got.RunHigh != 12 {
+		t.Errorf("Finish: run %d-%d, want 9-12", got.RunLow, got.RunHigh)
+	}
+	got.RunLow, got.RunHigh = in.RunLow, in.RunHigh
+	if !reflect.DeepEqual(got, in) {
+		t.Errorf("Finish changed more than the run: %+v, want %+v", got, in)
 	}
 }

@@ -385,10 +385,9 @@ func runLoops(ctx context.Context, conn *sql.Conn, cfg config, loops int) (pid i
 			for j, r := range part {
 				ids[j], tokens[j] = r.ID, r.ClaimToken
 			}
-			low, high := idruns.Largest(ids)
-			unwritten, err := q.JobsFinishSucceeded(ctx, conn, dbgen.JobsFinishSucceededParams{
-				Ids: ids, ClaimTokens: tokens, RunLow: low, RunHigh: high, QueueManagerID: qm, Quiet: true,
-			})
+			unwritten, err := q.JobsFinishSucceeded(ctx, conn, idruns.Finish(dbgen.JobsFinishSucceededParams{
+				Ids: ids, ClaimTokens: tokens, QueueManagerID: qm, Quiet: true,
+			}))
 			if err != nil {
 				return 0, fmt.Errorf("finish %d: %w", i+1, err)
 			}
