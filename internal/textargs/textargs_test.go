@@ -67,6 +67,22 @@ func TestInt64Literal(t *testing.T) {
 	}
 }
 
+// TestInt64LiteralAllocations checks that an int64 array's literal is
+// written in one buffer sized to it: with lib/pq's Value, which grows its
+// buffer from a guess of two bytes an element and then copies it, a
+// finish's 2,000 claim tokens took 12 allocations where this takes 3 (the
+// buffer, its boxing and the copy of args).
+func TestInt64LiteralAllocations(t *testing.T) {
+	tokens := make([]int64, 2000)
+	for i := range tokens {
+		tokens[i] = int64(1_764_900_000_000_000 + i*37)
+	}
+	args := []any{pq.Array(tokens)}
+	if n := testing.AllocsPerRun(20, func() { Literals(args) }); n > 3 {
+		t.Errorf("Literals of 2,000 claim tokens: %.0f allocations, want at most 3", n)
+	}
+}
+
 // BenchmarkInt64Literal writes the two arrays of a finish of 2,000 jobs
 // (ids and 16-digit claim tokens), as Literals does and as lib/pq's Value
 // did.
